@@ -1,0 +1,43 @@
+// Package backend defines what every data-path backend (udp, vxlan,
+// host-gw) provides to the daemon, and the external interface they share.
+package backend
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/flannelu/flannelu/subnet"
+)
+
+// ExternalInterface is the underlay interface the host reaches its peers on.
+type ExternalInterface struct {
+	Iface     *net.Interface
+	IfaceAddr netip.Addr // the interface's IPv4 address
+	ExtAddr   netip.Addr // the public IP published in the lease (--public-ip, else IfaceAddr)
+}
+
+// Backend carries pod traffic between hosts for one network.
+//
+// The daemon calls, in order: Init, (acquires the lease), Start, then Run in
+// one goroutine while HandleEvents is called from another; HandleEvents must
+// be safe to call concurrently with Run. Events for the host's own lease are
+// filtered out by the daemon before they reach a backend.
+type Backend interface {
+	// Init prepares anything the lease attributes depend on (vxlan creates
+	// its device to learn the VTEP MAC) and returns the attributes this
+	// host publishes in its lease.
+	Init(ctx context.Context) (subnet.LeaseAttrs, error)
+	// MTU is the overlay MTU written to subnet.env as FLANNEL_MTU.
+	MTU() int
+	// Start configures the host for its own lease (device address, the
+	// route to the whole network) before any peer event arrives.
+	Start(ctx context.Context, own subnet.Lease) error
+	// HandleEvents applies peer lease changes: added, changed, removed.
+	HandleEvents(ctx context.Context, events []subnet.Event)
+	// Run forwards or reconciles until ctx is done, then returns nil; any
+	// other return is a fatal error for the daemon. Kernel state (routes,
+	// neighbours, devices) is left in place on return so that a restart
+	// does not interrupt forwarding.
+	Run(ctx context.Context) error
+}

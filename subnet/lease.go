@@ -1,0 +1,68 @@
+// Package subnet is flannelu's control plane on etcd: the network config at
+// <prefix>/config, the per-host subnet leases at <prefix>/subnets/, and the
+// subnet.env file the CNI plugin reads. Every format here is flanneld's
+// (see shared/flannel-compat.md): a flanneld and a flannelu in one etcd see
+// each other's leases as their own.
+package subnet
+
+import (
+	"encoding/json"
+	"net/netip"
+	"time"
+)
+
+// LeaseAttrs is the JSON value stored at a lease key, in flannel's field
+// names and order: {"PublicIP":"192.0.2.1","PublicIPv6":null} for udp;
+// vxlan and host-gw add BackendType (and vxlan BackendData).
+type LeaseAttrs struct {
+	PublicIP    netip.Addr      // the host's underlay (public) IPv4 address
+	PublicIPv6  netip.Addr      // zero Addr is written as null
+	BackendType string          // "" for flannel's udp backend
+	BackendData json.RawMessage // backend specific, e.g. {"VNI":1,"VtepMAC":"..."}; nil when absent
+	// BackendV6Data is kept so a dual-stack vxlan peer's value round-trips.
+	BackendV6Data json.RawMessage
+}
+
+// Lease is one host's subnet as read from or written to etcd.
+type Lease struct {
+	Subnet     netip.Prefix // IPv4 subnet, masked, e.g. 198.18.40.0/24
+	IPv6Subnet netip.Prefix // zero Prefix unless the network is dual stack
+	Attrs      LeaseAttrs
+	// Expiration is when the etcd lease runs out; zero for a reservation
+	// (a key with no etcd lease), which flannelu never takes or deletes.
+	Expiration time.Time
+	// LeaseID is the etcd lease the key is attached to, 0 for a reservation.
+	LeaseID int64
+}
+
+// EventType says what happened to a peer's lease.
+type EventType int
+
+const (
+	// EventAdded: a lease we had not seen appeared.
+	EventAdded EventType = iota + 1
+	// EventChanged: a lease we knew was rewritten with different attributes
+	// (for example a new PublicIP or VtepMAC).
+	EventChanged
+	// EventRemoved: a lease we knew was deleted or expired.
+	EventRemoved
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventAdded:
+		return "added"
+	case EventChanged:
+		return "changed"
+	case EventRemoved:
+		return "removed"
+	}
+	return "unknown"
+}
+
+// Event is one change to the set of leases. For EventRemoved, Lease holds
+// the last value seen before the removal.
+type Event struct {
+	Type  EventType
+	Lease Lease
+}
