@@ -1,0 +1,36 @@
+package kernel
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// DefaultReconcileInterval is flannel's: missing routes come back within 10 s.
+const DefaultReconcileInterval = 10 * time.Second
+
+// Reconcile calls sync every interval until ctx is done, and returns nil
+// then. The first call comes one interval after the start, not at once: a
+// restarted daemon starts Run before its first peer events arrive, and a
+// sync against an empty desired state would delete every peer's entries
+// and stop forwarding. A failing sync is logged (it is retried
+// on the next tick) and never stops the loop: a transient netlink error
+// must not take the node's data path down. interval <= 0 means
+// DefaultReconcileInterval.
+func Reconcile(ctx context.Context, interval time.Duration, log *slog.Logger, sync func(context.Context) error) error {
+	if interval <= 0 {
+		interval = DefaultReconcileInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := sync(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("reconcile failed, retrying next interval", "interval", interval, "error", err)
+		}
+	}
+}
