@@ -1,0 +1,171 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// errShortSizes is returned when sizes cannot hold one size per buffer.
+var errShortSizes = errors.New("tun: len(sizes) < len(bufs)")
+
+// Queue is one file descriptor of a Device. One goroutine may Read while
+// another Writes, but Read (and Write) must not be called concurrently with
+// itself: the per-call state lives in the Queue so that no call allocates.
+type Queue struct {
+	dev     *Device
+	file    *os.File
+	raw     syscall.RawConn
+	vnetHdr bool
+	rd      readOp
+	wr      writeOp
+}
+
+func newQueue(d *Device, fd int, vnetHdr bool) (*Queue, error) {
+	// The fd is non-blocking, so os.NewFile registers it with the poller.
+	f := os.NewFile(uintptr(fd), tunDevice)
+	raw, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	q := &Queue{dev: d, file: f, raw: raw, vnetHdr: vnetHdr}
+	// Bind the callbacks once: a fresh closure per call would allocate.
+	q.rd.fn = q.rd.drain
+	q.wr.fn = q.wr.push
+	return q, nil
+}
+
+// BatchSize is how many buffers a caller should pass to Read and Write.
+func (q *Queue) BatchSize() int { return DefaultBatchSize }
+
+// Read blocks until at least one packet is ready, then reads, without
+// blocking again, every ready packet up to len(bufs). Packet i is written
+// to bufs[i][offset:] and its length stored in sizes[i]; the bytes before
+// offset are left untouched as headroom for the caller's headers. It
+// returns the number of packets read.
+//
+// len(sizes) must be >= len(bufs). The caller owns bufs and sizes; Read
+// writes into them only during the call and keeps no reference. Each
+// bufs[i][offset:] must hold a whole packet: the device MTU, or 65535+
+// VnetHdrLen bytes in VnetHdr mode, where every packet starts with a
+// virtio_net_hdr. After Device.Close, Read returns an error matching
+// errors.Is(err, os.ErrClosed).
+func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(sizes) < len(bufs) {
+		return 0, errShortSizes
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	op := &q.rd
+	op.bufs, op.sizes, op.offset, op.n, op.err = bufs, sizes, offset, 0, nil
+	err := q.raw.Read(op.fn)
+	n, opErr := op.n, op.err
+	op.bufs, op.sizes = nil, nil // keep no reference to the caller's memory
+	if err != nil {
+		return n, q.dev.closedOr("read", err)
+	}
+	if n > 0 || opErr == nil {
+		// A persistent read error shows up again on the next call.
+		return n, nil
+	}
+	return 0, q.dev.closedOr("read", opErr)
+}
+
+// Write writes each bufs[i][offset:] as one packet (starting with a
+// virtio_net_hdr in VnetHdr mode) and returns how many were written. When
+// the kernel rejects a packet (EINVAL for a malformed one, EIO while the
+// interface is down, ...) Write stops and returns the count before it with
+// the error: bufs[n] is the rejected packet, and the caller decides whether
+// to drop it and call again with bufs[n+1:]. Write keeps no reference to
+// bufs after it returns.
+func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	op := &q.wr
+	op.bufs, op.offset, op.n, op.err = bufs, offset, 0, nil
+	err := q.raw.Write(op.fn)
+	n, opErr := op.n, op.err
+	op.bufs = nil
+	if err != nil {
+		return n, q.dev.closedOr("write", err)
+	}
+	if opErr != nil {
+		return n, fmt.Errorf("tun: write %s packet %d (%d bytes): %w",
+			q.dev.name, n, max(len(bufs[n])-offset, 0), opErr)
+	}
+	return n, nil
+}
+
+// readOp is the state of one Read; drain is its poller callback.
+type readOp struct {
+	bufs   [][]byte
+	sizes  []int
+	offset int
+	n      int
+	err    error
+	fn     func(fd uintptr) bool
+}
+
+// drain reads ready packets until the batch is full or the queue is empty.
+// It returns false (wait for readability) only while nothing has been read.
+func (op *readOp) drain(fd uintptr) bool {
+	for op.n < len(op.bufs) {
+		b := op.bufs[op.n]
+		if op.offset < 0 || op.offset >= len(b) {
+			op.err = fmt.Errorf("buffer %d: offset %d leaves no room in %d bytes", op.n, op.offset, len(b))
+			return true
+		}
+		n, err := unix.Read(int(fd), b[op.offset:])
+		switch err {
+		case nil:
+			op.sizes[op.n] = n
+			op.n++
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return op.n > 0
+		default:
+			op.err = err
+			return true
+		}
+	}
+	return true
+}
+
+// writeOp is the state of one Write; push is its poller callback.
+type writeOp struct {
+	bufs   [][]byte
+	offset int
+	n      int
+	err    error
+	fn     func(fd uintptr) bool
+}
+
+// push writes packets in order; on EAGAIN it asks the poller to wait and
+// resumes where it stopped.
+func (op *writeOp) push(fd uintptr) bool {
+	for op.n < len(op.bufs) {
+		b := op.bufs[op.n]
+		if op.offset < 0 || op.offset > len(b) {
+			op.err = fmt.Errorf("offset %d beyond %d-byte buffer", op.offset, len(b))
+			return true
+		}
+		_, err := unix.Write(int(fd), b[op.offset:])
+		switch err {
+		case nil:
+			op.n++
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			op.err = err
+			return true
+		}
+	}
+	return true
+}

@@ -1,0 +1,170 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	tunDevice = "/dev/net/tun"
+	maxQueues = 256 // MAX_TAP_QUEUES
+)
+
+// offloadSteps are tried in order until the kernel accepts one: USO needs
+// Linux 6.2, TSO is old, checksum offload alone is the last resort.
+var offloadSteps = []Offload{
+	OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadUSO4 | OffloadUSO6,
+	OffloadCsum | OffloadTSO4 | OffloadTSO6,
+	OffloadCsum,
+}
+
+// Device is an open TUN interface. It lives until Close; the kernel removes
+// the (non-persistent) interface when its last queue is closed.
+type Device struct {
+	name     string
+	queues   []*Queue
+	offloads Offload
+	closed   atomic.Bool
+}
+
+// Open creates (or attaches to) the TUN interface cfg describes, with
+// IFF_TUN|IFF_NO_PI, and opens its queues non-blocking on Go's poller.
+// The interface is left down and unaddressed: configuring it is the
+// caller's job (netlink or ip).
+func Open(cfg Config) (*Device, error) {
+	name := cfg.Name
+	if name == "" {
+		name = DefaultName
+	}
+	queues := cfg.Queues
+	if queues <= 0 {
+		queues = 1
+	}
+	if queues > maxQueues {
+		return nil, fmt.Errorf("tun: %d queues requested, the kernel allows at most %d", queues, maxQueues)
+	}
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if queues > 1 {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	if cfg.VnetHdr {
+		flags |= unix.IFF_VNET_HDR
+	}
+	d := &Device{name: name}
+	for i := 0; i < queues; i++ {
+		fd, actual, err := openQueue(d.name, flags)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("tun: open %s queue %d: %w", name, i, err)
+		}
+		d.name = actual // the kernel fills in a "%d" name on the first queue
+		if cfg.VnetHdr {
+			if err := setVnetHdr(fd); err != nil {
+				unix.Close(fd)
+				d.Close()
+				return nil, fmt.Errorf("tun: %s queue %d: %w", d.name, i, err)
+			}
+		}
+		q, err := newQueue(d, fd, cfg.VnetHdr)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("tun: %s queue %d: %w", d.name, i, err)
+		}
+		d.queues = append(d.queues, q)
+	}
+	if cfg.VnetHdr {
+		off, err := negotiateOffloads(d.queues[0].file)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("tun: %s: %w", d.name, err)
+		}
+		d.offloads = off
+	}
+	return d, nil
+}
+
+// openQueue opens one /dev/net/tun file and binds it to the interface.
+func openQueue(name string, flags uint16) (fd int, actual string, err error) {
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return -1, "", fmt.Errorf("interface name %q: %w", name, err)
+	}
+	ifr.SetUint16(flags)
+	fd, err = unix.Open(tunDevice, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, "", &os.PathError{Op: "open", Path: tunDevice, Err: err}
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, "", os.NewSyscallError("ioctl TUNSETIFF", err)
+	}
+	return fd, ifr.Name(), nil
+}
+
+func setVnetHdr(fd int) error {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrLen); err != nil {
+		return os.NewSyscallError("ioctl TUNSETVNETHDRSZ", err)
+	}
+	return nil
+}
+
+// negotiateOffloads asks for the richest offload set the kernel accepts.
+// The features belong to the interface, so one queue's fd is enough.
+func negotiateOffloads(f *os.File) (Offload, error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var lastErr error
+	for _, want := range offloadSteps {
+		var ioErr error
+		if err := raw.Control(func(fd uintptr) {
+			ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, int(want))
+		}); err != nil {
+			return 0, err
+		}
+		if ioErr == nil {
+			return want, nil
+		}
+		lastErr = ioErr
+	}
+	return 0, os.NewSyscallError("ioctl TUNSETOFFLOAD", lastErr)
+}
+
+// Name is the interface name the kernel gave the device.
+func (d *Device) Name() string { return d.name }
+
+// Queues returns the device's queues, one per Config.Queues. The slice is
+// shared; do not modify it.
+func (d *Device) Queues() []*Queue { return d.queues }
+
+// Offloads reports the offloads the kernel accepted in VnetHdr mode; it is
+// zero on a device opened without VnetHdr.
+func (d *Device) Offloads() Offload { return d.offloads }
+
+// Close closes every queue. A Read or Write blocked on any queue returns
+// an error matching errors.Is(err, os.ErrClosed). Close is idempotent.
+func (d *Device) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	var errs []error
+	for _, q := range d.queues {
+		if err := q.file.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// closedOr turns the poller's "use of closed file" into os.ErrClosed.
+func (d *Device) closedOr(op string, err error) error {
+	if d.closed.Load() {
+		return fmt.Errorf("tun: %s %s: %w", op, d.name, os.ErrClosed)
+	}
+	return fmt.Errorf("tun: %s %s: %w", op, d.name, err)
+}

@@ -1,0 +1,360 @@
+package tun
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+const (
+	tunAddr   = "198.18.0.1"     // the device's own /32, as flannel configures flannel0
+	overlay   = "198.18.0.0/16"  // routed into the device
+	headroom  = 16               // offset used by the tests, like a caller's header room
+	bufSize   = headroom + 65535 // fits a super-packet in VnetHdr mode
+	waitLimit = 5 * time.Second
+)
+
+// openConfigured opens a device inside a fresh namespace, gives it flannel's
+// address layout and brings it up. ip_forward is on so that a packet
+// written into the device for another overlay address is routed back out
+// of it: the TUN loop the benchmarks and allocation tests use.
+func openConfigured(tb testing.TB, cfg Config) (*testNetns, *Device) {
+	tb.Helper()
+	ns := newNetns(tb)
+	var dev *Device
+	var err error
+	ns.do(tb, func() { dev, err = Open(cfg) })
+	if err != nil {
+		tb.Fatalf("Open(%+v): %v", cfg, err)
+	}
+	tb.Cleanup(func() { dev.Close() })
+	configure(tb, ns, dev.Name())
+	return ns, dev
+}
+
+// configure gives a device in ns flannel's layout: its /32 address, up,
+// the whole overlay routed into it.
+func configure(tb testing.TB, ns *testNetns, name string) {
+	tb.Helper()
+	ns.exec(tb, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+		"net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf."+name+".send_redirects=0",
+		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf."+name+".rp_filter=0")
+	ns.ip(tb, "addr", "add", tunAddr+"/32", "dev", name)
+	ns.ip(tb, "link", "set", name, "up")
+	ns.ip(tb, "route", "add", overlay, "dev", name)
+}
+
+// udpIn opens a UDP socket bound to laddr inside the namespace.
+func udpIn(tb testing.TB, ns *testNetns, laddr string) *net.UDPConn {
+	tb.Helper()
+	var c *net.UDPConn
+	var err error
+	ns.do(tb, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(laddr))) })
+	if err != nil {
+		tb.Fatalf("listen %s: %v", laddr, err)
+	}
+	tb.Cleanup(func() { c.Close() })
+	return c
+}
+
+func makeBufs(n int) ([][]byte, []int) {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufSize)
+	}
+	return bufs, make([]int, n)
+}
+
+type readResult struct {
+	n   int
+	err error
+}
+
+// readWithin calls q.Read and fails the test if it does not return in time
+// (the device is closed by cleanup, which unblocks the read).
+func readWithin(tb testing.TB, q *Queue, bufs [][]byte, sizes []int, offset int) int {
+	tb.Helper()
+	done := make(chan readResult, 1)
+	go func() {
+		n, err := q.Read(bufs, sizes, offset)
+		done <- readResult{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			tb.Fatalf("Read: %v", r.err)
+		}
+		return r.n
+	case <-time.After(waitLimit):
+		tb.Fatalf("Read did not return within %v", waitLimit)
+		return 0
+	}
+}
+
+// ipv4UDP builds an IPv4/UDP packet with a valid header checksum and UDP
+// checksum 0 (allowed for IPv4).
+func ipv4UDP(src, dst netip.AddrPort, ttl byte, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+	p[6] = 0x40 // DF
+	p[8] = ttl
+	p[9] = 17
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(p[12:16], s[:])
+	copy(p[16:20], d[:])
+	binary.BigEndian.PutUint16(p[10:], ipChecksum(p[:20]))
+	binary.BigEndian.PutUint16(p[20:], src.Port())
+	binary.BigEndian.PutUint16(p[22:], dst.Port())
+	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
+}
+
+func ipChecksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
+}
+
+// udpPayload checks that pkt is IPv4/UDP from src to dst and returns its payload.
+func udpPayload(tb testing.TB, pkt []byte, src, dst netip.AddrPort) []byte {
+	tb.Helper()
+	if len(pkt) < 28 || pkt[0]>>4 != 4 || pkt[9] != 17 {
+		tb.Fatalf("not an IPv4/UDP packet: % x", pkt[:min(len(pkt), 40)])
+	}
+	ihl := int(pkt[0]&0x0f) * 4
+	gotSrc := netip.AddrPortFrom(netip.AddrFrom4([4]byte(pkt[12:16])), binary.BigEndian.Uint16(pkt[ihl:]))
+	gotDst := netip.AddrPortFrom(netip.AddrFrom4([4]byte(pkt[16:20])), binary.BigEndian.Uint16(pkt[ihl+2:]))
+	if gotSrc != src || gotDst != dst {
+		tb.Fatalf("packet %v -> %v, want %v -> %v", gotSrc, gotDst, src, dst)
+	}
+	if total := int(binary.BigEndian.Uint16(pkt[2:])); total != len(pkt) {
+		tb.Fatalf("IPv4 total length %d, read size %d", total, len(pkt))
+	}
+	return pkt[ihl+8:]
+}
+
+func TestReadReturnsPacketRoutedIntoDevice(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	if dev.Name() != "flu0" {
+		t.Fatalf("Name() = %q, want flu0", dev.Name())
+	}
+	src := netip.MustParseAddrPort(tunAddr + ":4000")
+	dst := netip.MustParseAddrPort("198.18.1.2:9999")
+	c := udpIn(t, ns, src.String())
+	msg := []byte("hello from the overlay")
+	if _, err := c.WriteToUDPAddrPort(msg, dst); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := makeBufs(4)
+	// Mark the headroom: Read must not touch it.
+	for i := range headroom {
+		bufs[0][i] = 0xAA
+	}
+	n := readWithin(t, dev.Queues()[0], bufs, sizes, headroom)
+	if n != 1 {
+		t.Fatalf("Read returned %d packets, want 1", n)
+	}
+	if got := udpPayload(t, bufs[0][headroom:headroom+sizes[0]], src, dst); !bytes.Equal(got, msg) {
+		t.Fatalf("payload %q, want %q", got, msg)
+	}
+	if !bytes.Equal(bufs[0][:headroom], bytes.Repeat([]byte{0xAA}, headroom)) {
+		t.Fatalf("Read wrote into the headroom: % x", bufs[0][:headroom])
+	}
+}
+
+func TestWriteDeliversPacketToLocalSocket(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	dst := netip.MustParseAddrPort(tunAddr + ":5000")
+	src := netip.MustParseAddrPort("198.18.7.7:6000")
+	c := udpIn(t, ns, dst.String())
+	msg := []byte("written into the tun")
+	pkt := append(make([]byte, headroom), ipv4UDP(src, dst, 64, msg)...)
+	n, err := dev.Queues()[0].Write([][]byte{pkt}, headroom)
+	if err != nil || n != 1 {
+		t.Fatalf("Write = %d, %v; want 1, nil", n, err)
+	}
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	buf := make([]byte, 2048)
+	m, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("socket read: %v", err)
+	}
+	if from != src || !bytes.Equal(buf[:m], msg) {
+		t.Fatalf("socket got %q from %v, want %q from %v", buf[:m], from, msg, src)
+	}
+}
+
+func TestWriteReportsRejectedPacket(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
+	good := ipv4UDP(netip.MustParseAddrPort("198.18.7.7:1"), netip.MustParseAddrPort(tunAddr+":2"), 64, []byte("x"))
+	// An empty write is rejected by tun_get_user with EINVAL.
+	n, err := dev.Queues()[0].Write([][]byte{good, good[:0], good}, 0)
+	if n != 1 || err == nil {
+		t.Fatalf("Write = %d, %v; want 1 and an error for packet 1", n, err)
+	}
+	if !strings.Contains(err.Error(), "packet 1") {
+		t.Fatalf("error %q does not name the rejected packet", err)
+	}
+}
+
+func TestReadDrainsQueuedPacketsInOneCall(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	src := netip.MustParseAddrPort(tunAddr + ":4000")
+	c := udpIn(t, ns, src.String())
+	const sent = 8
+	for i := range sent {
+		dst := netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), uint16(9000+i))
+		if _, err := c.WriteToUDPAddrPort([]byte{byte(i)}, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bufs, sizes := makeBufs(16)
+	q := dev.Queues()[0]
+	first := readWithin(t, q, bufs, sizes, headroom)
+	if first < 2 {
+		t.Fatalf("first Read returned %d packets with %d queued, want a batch", first, sent)
+	}
+	got := 0
+	check := func(n int) {
+		for i := range n {
+			dst := netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), uint16(9000+got))
+			p := udpPayload(t, bufs[i][headroom:headroom+sizes[i]], src, dst)
+			if len(p) != 1 || int(p[0]) != got {
+				t.Fatalf("packet %d payload % x, want %02x", got, p, got)
+			}
+			got++
+		}
+	}
+	check(first)
+	for got < sent {
+		check(readWithin(t, q, bufs, sizes, headroom))
+	}
+}
+
+func TestReadRejectsShortSizes(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
+	bufs, _ := makeBufs(2)
+	if _, err := dev.Queues()[0].Read(bufs, make([]int, 1), 0); err == nil {
+		t.Fatal("Read with len(sizes) < len(bufs) returned no error")
+	}
+}
+
+func TestCloseUnblocksRead(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
+	done := make(chan error, 1)
+	go func() {
+		bufs, sizes := makeBufs(1)
+		_, err := dev.Queues()[0].Read(bufs, sizes, 0)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let Read park in the poller
+	if err := dev.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Read after Close returned %v, want os.ErrClosed", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("Close did not unblock Read")
+	}
+}
+
+func TestMultiQueueOpensEveryQueue(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0", Queues: 2})
+	if len(dev.Queues()) != 2 {
+		t.Fatalf("Queues() has %d entries, want 2", len(dev.Queues()))
+	}
+	if out := ns.ip(t, "-d", "link", "show", "flu0"); !strings.Contains(out, "multi_queue numqueues 2") {
+		t.Fatalf("ip -d link does not show 2 queues:\n%s", out)
+	}
+	// Every queue writes into the same interface.
+	dst := netip.MustParseAddrPort(tunAddr + ":5000")
+	c := udpIn(t, ns, dst.String())
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	for i, q := range dev.Queues() {
+		src := netip.AddrPortFrom(netip.MustParseAddr("198.18.7.7"), uint16(100+i))
+		if n, err := q.Write([][]byte{ipv4UDP(src, dst, 64, []byte{byte(i)})}, 0); n != 1 || err != nil {
+			t.Fatalf("queue %d Write = %d, %v", i, n, err)
+		}
+		buf := make([]byte, 64)
+		m, from, err := c.ReadFromUDPAddrPort(buf)
+		if err != nil || from != src || m != 1 || buf[0] != byte(i) {
+			t.Fatalf("queue %d: socket got % x from %v (%v)", i, buf[:m], from, err)
+		}
+	}
+}
+
+func TestVnetHdrNegotiatesOffloads(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0", VnetHdr: true})
+	want := OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadUSO4 | OffloadUSO6
+	if got := dev.Offloads(); got != want {
+		t.Fatalf("Offloads() = %v, want %v (kernel 6.18 accepts USO)", got, want)
+	}
+	if out := ns.ip(t, "-d", "link", "show", "flu0"); !strings.Contains(out, "vnet_hdr on") {
+		t.Fatalf("ip -d link does not show vnet_hdr on:\n%s", out)
+	}
+	// A datagram routed into the device arrives behind a 10-byte header.
+	src := netip.MustParseAddrPort(tunAddr + ":4000")
+	dst := netip.MustParseAddrPort("198.18.1.2:9999")
+	c := udpIn(t, ns, src.String())
+	if _, err := c.WriteToUDPAddrPort([]byte("vnet"), dst); err != nil {
+		t.Fatal(err)
+	}
+	bufs, sizes := makeBufs(1)
+	if n := readWithin(t, dev.Queues()[0], bufs, sizes, headroom); n != 1 {
+		t.Fatalf("Read returned %d, want 1", n)
+	}
+	frame := bufs[0][headroom : headroom+sizes[0]]
+	if got := udpPayload(t, frame[VnetHdrLen:], src, dst); string(got) != "vnet" {
+		t.Fatalf("payload after vnet header %q", got)
+	}
+	// And a frame with an all-zero header (no offload) is delivered.
+	dst2 := netip.MustParseAddrPort(tunAddr + ":5000")
+	c2 := udpIn(t, ns, dst2.String())
+	out := append(make([]byte, VnetHdrLen), ipv4UDP(netip.MustParseAddrPort("198.18.7.7:1"), dst2, 64, []byte("in"))...)
+	if n, err := dev.Queues()[0].Write([][]byte{out}, 0); n != 1 || err != nil {
+		t.Fatalf("Write = %d, %v", n, err)
+	}
+	c2.SetReadDeadline(time.Now().Add(waitLimit))
+	buf := make([]byte, 64)
+	if m, _, err := c2.ReadFromUDPAddrPort(buf); err != nil || string(buf[:m]) != "in" {
+		t.Fatalf("socket got %q, %v", buf[:m], err)
+	}
+}
+
+func TestOpenRejectsBadConfig(t *testing.T) {
+	if _, err := Open(Config{Name: "a-name-much-too-long-for-linux"}); err == nil {
+		t.Fatal("Open accepted a 30-character interface name")
+	}
+	if _, err := Open(Config{Queues: 1000}); err == nil {
+		t.Fatal("Open accepted 1000 queues")
+	}
+}
+
+func TestOffloadString(t *testing.T) {
+	cases := map[Offload]string{
+		0:                          "none",
+		OffloadCsum | OffloadTSO4:  "csum|tso4",
+		OffloadUSO6 | Offload(0x8): "uso6|unknown",
+	}
+	for o, want := range cases {
+		if got := o.String(); got != want {
+			t.Errorf("Offload(%#x).String() = %q, want %q", uint32(o), got, want)
+		}
+	}
+}
