@@ -21,9 +21,9 @@ func Sum(b []byte, initial uint64) uint64 {
 		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[8:16]), carry)
 		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[16:24]), carry)
 		ac, carry = bits.Add64(ac, binary.BigEndian.Uint64(b[24:32]), carry)
-		// Two steps: with carry-in the chain can end at 2^64-1 with a
-		// carry out, where a plain ac += carry would wrap and lose it.
-		ac, carry = bits.Add64(ac, 0, carry)
+		// Cannot wrap: a step with carry in 1 starts from ac <= 2^64-2
+		// (the previous step carried out), so when it carries out again
+		// its result is at most 2^64-2 as well.
 		ac += carry
 		b = b[32:]
 	}
