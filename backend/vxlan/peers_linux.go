@@ -211,5 +211,3 @@ func (b *Backend) repair(what, action string, entry fmt.Stringer, do func() erro
 	}
 	b.log.Info("reconcile: "+action+" "+what, "entry", entry.String())
 }
-
-

@@ -137,12 +137,17 @@ type Route struct {
 	Flags    []string `json:"flags"`
 }
 
-// Neigh is one entry of `ip -j neigh` or `bridge -j fdb`.
+// Neigh is one entry of `ip -j neigh show dev X`.
 type Neigh struct {
 	Dst    string   `json:"dst"`
-	Dev    string   `json:"dev"`
-	LLAddr string   `json:"lladdr"` // ip neigh
-	MAC    string   `json:"mac"`    // bridge fdb
+	LLAddr string   `json:"lladdr"`
 	State  []string `json:"state"`
-	Flags  []string `json:"flags"`
+}
+
+// FDB is one entry of `bridge -j fdb show dev X`.
+type FDB struct {
+	MAC   string   `json:"mac"`
+	Dst   string   `json:"dst"`
+	Flags []string `json:"flags"`
+	State string   `json:"state"`
 }

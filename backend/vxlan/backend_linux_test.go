@@ -1,0 +1,389 @@
+package vxlan
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
+	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/testbed"
+)
+
+const testInterval = 200 * time.Millisecond
+
+// repairDeadline: one reconcile interval, plus the interval the hand edits
+// may straddle, plus margin for a loaded 2-core machine.
+const repairDeadline = 2*testInterval + 300*time.Millisecond
+
+var network = netip.MustParsePrefix("198.18.0.0/16")
+
+// node is a namespace with an external veth ext0 at 192.0.2.1/24.
+func node(t *testing.T) *kerneltest.Namespace {
+	t.Helper()
+	testbed.RequireRoot(t)
+	ns := kerneltest.NewNamespace(t, "vx")
+	far := kerneltest.NewNamespace(t, "far")
+	kerneltest.Veth(t, ns, "ext0", "192.0.2.1/24", far, "ext0", "192.0.2.99/24")
+	return ns
+}
+
+// running creates, initialises, starts and runs a backend; Run is stopped
+// (and must return nil) in t.Cleanup.
+func running(t *testing.T, ns *kerneltest.Namespace, cfg string, own netip.Prefix) (*Backend, subnet.LeaseAttrs) {
+	t.Helper()
+	b, attrs := started(t, ns, cfg, own)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v, want nil", err)
+		}
+	})
+	return b, attrs
+}
+
+func started(t *testing.T, ns *kerneltest.Namespace, cfg string, own netip.Prefix) (*Backend, subnet.LeaseAttrs) {
+	t.Helper()
+	b, err := New(ns.External(t, "ext0", "192.0.2.1/24"), Options{
+		Network: network, BackendJSON: []byte(cfg), ReconcileInterval: testInterval,
+		Logger: testLogger(t), Netlink: ns.NL,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs, err := b.Init(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background(), subnet.Lease{Subnet: own, Attrs: attrs}); err != nil {
+		t.Fatal(err)
+	}
+	return b, attrs
+}
+
+// testLogger sends the backend's log to t.Log, so a failure shows it.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+func vxLease(sn, public, mac string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{
+		PublicIP: netip.MustParseAddr(public), BackendType: "vxlan",
+		BackendData: json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac)),
+	}}
+}
+
+func ev(typ subnet.EventType, l subnet.Lease) []subnet.Event {
+	return []subnet.Event{{Type: typ, Lease: l}}
+}
+
+// layout is what `ip route`, `ip neigh` and `bridge fdb` show for flannel.1.
+type layout struct {
+	Routes []kerneltest.Route
+	Neighs []kerneltest.Neigh
+	FDB    []kerneltest.FDB
+}
+
+func readLayout(t *testing.T, ns *kerneltest.Namespace) layout {
+	t.Helper()
+	var l layout
+	ns.JSON(t, &l.Routes, "ip", "route", "show", "dev", "flannel.1")
+	ns.JSON(t, &l.Neighs, "ip", "neigh", "show", "dev", "flannel.1")
+	ns.JSON(t, &l.FDB, "bridge", "fdb", "show", "dev", "flannel.1")
+	sort.Slice(l.Routes, func(i, j int) bool { return l.Routes[i].Dst < l.Routes[j].Dst })
+	sort.Slice(l.Neighs, func(i, j int) bool { return l.Neighs[i].Dst < l.Neighs[j].Dst })
+	sort.Slice(l.FDB, func(i, j int) bool { return l.FDB[i].MAC < l.FDB[j].MAC })
+	return l
+}
+
+// flannelLayout is flanneld's layout for the given peers, sorted by subnet.
+func flannelLayout(peers ...[3]string) layout {
+	l := layout{Routes: []kerneltest.Route{}, Neighs: []kerneltest.Neigh{}, FDB: []kerneltest.FDB{}}
+	for _, p := range peers { // {subnet, public, mac}
+		ip := netip.MustParsePrefix(p[0]).Addr().String()
+		l.Routes = append(l.Routes, kerneltest.Route{Dst: p[0], Gateway: ip, Flags: []string{"onlink"}})
+		l.Neighs = append(l.Neighs, kerneltest.Neigh{Dst: ip, LLAddr: p[2], State: []string{"PERMANENT"}})
+		l.FDB = append(l.FDB, kerneltest.FDB{MAC: p[2], Dst: p[1], Flags: []string{"self"}, State: "permanent"})
+	}
+	sort.Slice(l.FDB, func(i, j int) bool { return l.FDB[i].MAC < l.FDB[j].MAC })
+	return l
+}
+
+func assertLayout(t *testing.T, ns *kerneltest.Namespace, want layout) {
+	t.Helper()
+	if got := readLayout(t, ns); !reflect.DeepEqual(got, want) {
+		t.Fatalf("kernel state on flannel.1:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// eventually polls cond for up to d; one reconcile interval plus slack
+// for scheduling is what the brief allows.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool, explain ...func()) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, f := range explain {
+				f()
+			}
+			t.Fatalf("%s: not within %v", what, d)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var (
+	peer2 = [3]string{"198.18.2.0/24", "192.0.2.2", "02:00:5e:00:02:02"}
+	peer3 = [3]string{"198.18.3.0/24", "203.0.113.3", "02:00:5e:00:03:03"}
+	own1  = netip.MustParsePrefix("198.18.1.0/24")
+)
+
+func TestInitDeviceAndLeaseAttrs(t *testing.T) {
+	ns := node(t)
+	_, attrs := running(t, ns, `{"Type":"vxlan"}`, own1)
+
+	var links []struct {
+		Name     string   `json:"ifname"`
+		MTU      int      `json:"mtu"`
+		Address  string   `json:"address"`
+		Flags    []string `json:"flags"`
+		LinkInfo struct {
+			Kind string `json:"info_kind"`
+			Data struct {
+				ID       int    `json:"id"`
+				Local    string `json:"local"`
+				Link     string `json:"link"`
+				Port     int    `json:"port"`
+				Learning bool   `json:"learning"`
+			} `json:"info_data"`
+		} `json:"linkinfo"`
+	}
+	ns.JSON(t, &links, "ip", "-d", "link", "show", "flannel.1")
+	if len(links) != 1 {
+		t.Fatalf("flannel.1: %+v", links)
+	}
+	l := links[0]
+	d := l.LinkInfo.Data
+	if l.LinkInfo.Kind != "vxlan" || d.ID != 1 || d.Local != "192.0.2.1" || d.Link != "ext0" || d.Port != 8472 || d.Learning {
+		t.Errorf("device = %+v, want vxlan id 1 local 192.0.2.1 dev ext0 dstport 8472 nolearning", l)
+	}
+	if l.MTU != 1450 {
+		t.Errorf("MTU %d, want 1500-50", l.MTU)
+	}
+	if want := fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, l.Address); string(attrs.BackendData) != want {
+		t.Errorf("BackendData %s, want %s", attrs.BackendData, want)
+	}
+	if attrs.PublicIP != netip.MustParseAddr("192.0.2.1") || attrs.BackendType != "vxlan" {
+		t.Errorf("attrs %+v", attrs)
+	}
+	if out := ns.IP(t, "-4", "-o", "addr", "show", "dev", "flannel.1"); !contains(out, "inet 198.18.1.0/32") {
+		t.Errorf("flannel.1 address: %s", out)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestPeersAddRemoveChange(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan"}`, own1)
+	ctx := context.Background()
+
+	b.HandleEvents(ctx, append(ev(subnet.EventAdded, vxLease(peer2[0], peer2[1], peer2[2])),
+		ev(subnet.EventAdded, vxLease(peer3[0], peer3[1], peer3[2]))...))
+	assertLayout(t, ns, flannelLayout(peer2, peer3))
+
+	b.HandleEvents(ctx, ev(subnet.EventRemoved, vxLease(peer3[0], peer3[1], peer3[2])))
+	assertLayout(t, ns, flannelLayout(peer2))
+
+	// Changed: new public IP and MAC. The route must be kept, never deleted.
+	updates := subscribeRoutes(t, ns)
+	moved := [3]string{peer2[0], "198.51.100.2", "02:00:5e:00:02:99"}
+	b.HandleEvents(ctx, ev(subnet.EventChanged, vxLease(moved[0], moved[1], moved[2])))
+	assertLayout(t, ns, flannelLayout(moved))
+	assertNoRouteDelete(t, updates, 3*testInterval)
+	if n := b.PeerErrors(); n != 0 {
+		t.Errorf("PeerErrors = %d", n)
+	}
+}
+
+func subscribeRoutes(t *testing.T, ns *kerneltest.Namespace) chan netlink.RouteUpdate {
+	t.Helper()
+	ch := make(chan netlink.RouteUpdate, 256)
+	done := make(chan struct{})
+	if err := netlink.RouteSubscribeAt(ns.NS, ch, done); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { close(done) })
+	return ch
+}
+
+func assertNoRouteDelete(t *testing.T, ch chan netlink.RouteUpdate, d time.Duration) {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case u := <-ch:
+			if u.Type == unix.RTM_DELROUTE {
+				t.Fatalf("route deleted: %v", u.Route)
+			}
+		case <-timeout:
+			return
+		}
+	}
+}
+
+func TestReconcileRestoresAndPrunes(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan"}`, own1)
+	b.HandleEvents(context.Background(), append(ev(subnet.EventAdded, vxLease(peer2[0], peer2[1], peer2[2])),
+		ev(subnet.EventAdded, vxLease(peer3[0], peer3[1], peer3[2]))...))
+	want := flannelLayout(peer2, peer3)
+
+	// Entries deleted by hand come back; stale entries on flannel.1 go;
+	// routes that are not ours stay.
+	ns.IP(t, "route", "del", "198.18.2.0/24", "dev", "flannel.1")
+	ns.IP(t, "neigh", "del", "198.18.3.0", "dev", "flannel.1")
+	kerneltest.Run(t, "bridge", "-n", ns.Name, "fdb", "del", peer2[2], "dev", "flannel.1", "dst", peer2[1])
+	ns.IP(t, "route", "add", "198.18.7.0/24", "via", "198.18.7.0", "dev", "flannel.1", "onlink")
+	ns.IP(t, "neigh", "add", "198.18.7.0", "lladdr", "02:00:5e:00:07:07", "dev", "flannel.1", "nud", "permanent")
+	kerneltest.Run(t, "bridge", "-n", ns.Name, "fdb", "add", "02:00:5e:00:07:07", "dev", "flannel.1", "dst", "192.0.2.7", "self", "permanent")
+	ns.IP(t, "route", "add", "198.18.8.0/24", "via", "192.0.2.8", "dev", "ext0")  // inside Network, other device
+	ns.IP(t, "route", "add", "203.0.113.0/24", "via", "192.0.2.9", "dev", "ext0") // outside Network
+
+	start := time.Now()
+	var got layout
+	eventually(t, repairDeadline, "reconcile", func() bool {
+		got = readLayout(t, ns)
+		return reflect.DeepEqual(got, want)
+	}, func() { t.Logf("got  %+v\nwant %+v", got, want) })
+	t.Logf("repaired in %v (interval %v)", time.Since(start), testInterval)
+	for _, dst := range []string{"198.18.8.0/24", "203.0.113.0/24"} {
+		if out := ns.IP(t, "route", "show", dst); out == "" {
+			t.Errorf("route %s we do not own was removed", dst)
+		}
+	}
+}
+
+func TestRestartKeepsEntries(t *testing.T) {
+	ns := node(t)
+	peers := append(ev(subnet.EventAdded, vxLease(peer2[0], peer2[1], peer2[2])),
+		ev(subnet.EventAdded, vxLease(peer3[0], peer3[1], peer3[2]))...)
+
+	first, attrs1 := started(t, ns, `{"Type":"vxlan"}`, own1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	first.HandleEvents(context.Background(), peers)
+	time.Sleep(2 * testInterval)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	assertLayout(t, ns, flannelLayout(peer2, peer3)) // left in place on return
+
+	updates := subscribeRoutes(t, ns)
+	second, attrs2 := running(t, ns, `{"Type":"vxlan"}`, own1)
+	if string(attrs1.BackendData) != string(attrs2.BackendData) {
+		t.Errorf("VtepMAC changed on restart: %s -> %s", attrs1.BackendData, attrs2.BackendData)
+	}
+	time.Sleep(testInterval / 2) // the daemon's initial list arrives after Run started
+	second.HandleEvents(context.Background(), peers)
+	assertNoRouteDelete(t, updates, 3*testInterval)
+	assertLayout(t, ns, flannelLayout(peer2, peer3))
+}
+
+func TestIncompatibleDeviceIsRecreated(t *testing.T) {
+	ns := node(t)
+	ns.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "ext0", "dstport", "4789")
+	b, _ := started(t, ns, `{"Type":"vxlan"}`, own1)
+	if got := b.dev.(*netlink.Vxlan).Port; got != 0 && got != 8472 {
+		t.Logf("cached device port %d", got)
+	}
+	link, err := ns.NL.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vx := link.(*netlink.Vxlan); vx.Port != 8472 || vx.SrcAddr.String() != "192.0.2.1" {
+		t.Errorf("device not recreated: port %d local %v", vx.Port, vx.SrcAddr)
+	}
+}
+
+func TestForeignAndMalformedLeasesIgnored(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan"}`, own1)
+	hostgw := subnet.Lease{Subnet: netip.MustParsePrefix("198.18.4.0/24"),
+		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.4"), BackendType: "host-gw"}}
+	bad := vxLease("198.18.5.0/24", "192.0.2.5", "not-a-mac")
+	outside := vxLease("203.0.113.0/24", "192.0.2.6", "02:00:5e:00:06:06")
+	b.HandleEvents(context.Background(), []subnet.Event{
+		{Type: subnet.EventAdded, Lease: hostgw}, {Type: subnet.EventAdded, Lease: bad},
+		{Type: subnet.EventAdded, Lease: outside},
+		{Type: subnet.EventAdded, Lease: vxLease(peer2[0], peer2[1], peer2[2])},
+	})
+	assertLayout(t, ns, flannelLayout(peer2))
+	if n := b.PeerErrors(); n != 3 {
+		t.Errorf("PeerErrors = %d, want 3", n)
+	}
+}
+
+func TestDirectRouting(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan","DirectRouting":true}`, own1)
+	b.HandleEvents(context.Background(), append(ev(subnet.EventAdded, vxLease(peer2[0], peer2[1], peer2[2])),
+		ev(subnet.EventAdded, vxLease(peer3[0], peer3[1], peer3[2]))...))
+	assertLayout(t, ns, flannelLayout(peer3)) // 203.0.113.3 is off-link: vxlan
+	if out := ns.IP(t, "route", "show", "198.18.2.0/24"); !contains(out, "via 192.0.2.2 dev ext0") {
+		t.Errorf("direct route for on-link peer: %q", out)
+	}
+	// A hand-deleted direct route returns too.
+	ns.IP(t, "route", "del", "198.18.2.0/24")
+	eventually(t, repairDeadline, "direct route restored", func() bool {
+		return contains(ns.IP(t, "route", "show", "198.18.2.0/24"), "via 192.0.2.2 dev ext0")
+	})
+}
+
+func TestForwardingBetweenPods(t *testing.T) {
+	testbed.RequireRoot(t)
+	a, b := kerneltest.TwoHosts(t)
+	var attrs [2]subnet.LeaseAttrs
+	var backends [2]*Backend
+	for i, h := range []*kerneltest.Host{a, b} {
+		be, err := New(h.External(t, h.Ext, h.Addr.String()), Options{
+			Network: network, ReconcileInterval: testInterval, Netlink: h.NL,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if attrs[i], err = be.Init(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Start(context.Background(), subnet.Lease{Subnet: h.Subnet, Attrs: attrs[i]}); err != nil {
+			t.Fatal(err)
+		}
+		backends[i] = be
+	}
+	backends[0].HandleEvents(context.Background(), ev(subnet.EventAdded, subnet.Lease{Subnet: b.Subnet, Attrs: attrs[1]}))
+	backends[1].HandleEvents(context.Background(), ev(subnet.EventAdded, subnet.Lease{Subnet: a.Subnet, Attrs: attrs[0]}))
+	if out, err := a.Ping(t, b.PodIP); err != nil {
+		t.Fatalf("pod ping over vxlan: %v\n%s", err, out)
+	}
+}
