@@ -23,13 +23,13 @@ const startTimeout = 20 * time.Second
 // Server is one embedded etcd member listening on 127.0.0.1. It is stopped
 // and its clients closed when the test that started it ends.
 type Server struct {
-	tb         testing.TB
-	dir        string
-	clientURL  url.URL
-	peerURL    url.URL
-	mu         sync.Mutex
-	etcd       *embed.Etcd // nil while stopped
-	clients    []*clientv3.Client
+	tb        testing.TB
+	dir       string
+	clientURL url.URL
+	peerURL   url.URL
+	mu        sync.Mutex
+	etcd      *embed.Etcd // nil while stopped
+	clients   []*clientv3.Client
 }
 
 // Start launches an etcd member with a fresh data directory under

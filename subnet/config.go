@@ -1,0 +1,245 @@
+package subnet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Config is the network config stored at <prefix>/config, after defaults
+// and validation. ParseConfig is the only way to get a valid one.
+type Config struct {
+	EnableIPv4, EnableIPv6 bool
+
+	Network              netip.Prefix // masked, e.g. 198.18.0.0/16
+	SubnetLen            int          // length of each host's subnet
+	SubnetMin, SubnetMax netip.Addr   // first and last allocatable subnet (network addresses)
+
+	IPv6Network                  netip.Prefix
+	IPv6SubnetLen                int
+	IPv6SubnetMin, IPv6SubnetMax netip.Addr
+
+	BackendType string          // Backend.Type; "udp" when Backend is absent
+	Backend     json.RawMessage // the whole Backend object, for the backend's own options
+}
+
+// rawConfig mirrors flannel's JSON. Pointers tell "absent" from zero.
+type rawConfig struct {
+	EnableIPv4    *bool
+	EnableIPv6    bool
+	Network       string
+	SubnetLen     int
+	SubnetMin     string
+	SubnetMax     string
+	IPv6Network   string
+	IPv6SubnetLen int
+	IPv6SubnetMin string
+	IPv6SubnetMax string
+	Backend       json.RawMessage
+}
+
+// family holds the bounds that differ between the IPv4 and IPv6 checks, so
+// both run through the same validation with field names in the errors.
+type family struct {
+	is4                   bool
+	netField, lenField    string
+	minField, maxField    string
+	bits                  int // 32 or 128
+	maxSubnetLen          int // 30: room for network, gateway and one pod; 126 for v6
+	defaultLen, maxDefLen int // 24/22 for v4, 64/62 for v6
+}
+
+var (
+	v4 = family{true, "Network", "SubnetLen", "SubnetMin", "SubnetMax", 32, 30, 24, 22}
+	v6 = family{false, "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax", 128, 126, 64, 62}
+)
+
+// ParseConfig parses and validates the JSON at <prefix>/config with
+// flanneld's defaults. Unknown fields are ignored, as flanneld does. An
+// unmasked Network (198.18.1.0/16) is masked to 198.18.0.0/16, because
+// flanneld's net.ParseCIDR does the same. Each invalid config gets one
+// error naming the field and its value.
+func ParseConfig(data []byte) (*Config, error) {
+	var raw rawConfig
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("config: invalid JSON: %w", err)
+	}
+	c := &Config{EnableIPv4: raw.EnableIPv4 == nil || *raw.EnableIPv4, EnableIPv6: raw.EnableIPv6}
+	if !c.EnableIPv4 && !c.EnableIPv6 {
+		return nil, errors.New("config: EnableIPv4 and EnableIPv6 are both false: enable at least one")
+	}
+	var err error
+	if c.EnableIPv4 {
+		c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, err = v4.check(raw.Network, raw.SubnetLen, raw.SubnetMin, raw.SubnetMax)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.EnableIPv6 {
+		c.IPv6Network, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax, err = v6.check(raw.IPv6Network, raw.IPv6SubnetLen, raw.IPv6SubnetMin, raw.IPv6SubnetMax)
+		if err != nil {
+			return nil, err
+		}
+	}
+	c.Backend = raw.Backend
+	c.BackendType, err = backendType(raw.Backend)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func backendType(be json.RawMessage) (string, error) {
+	if len(be) == 0 || string(be) == "null" {
+		return "udp", nil // flanneld's fallback
+	}
+	var bt struct{ Type string }
+	if err := json.Unmarshal(be, &bt); err != nil {
+		return "", fmt.Errorf("config: Backend %s: must be an object with a string Type: %w", be, err)
+	}
+	if bt.Type == "" {
+		return "", fmt.Errorf("config: Backend %s: Type is missing", be)
+	}
+	return bt.Type, nil
+}
+
+// check validates one family's network, subnet length and range, filling
+// in flanneld's defaults.
+func (f family) check(network string, subnetLen int, minS, maxS string) (netip.Prefix, int, netip.Addr, netip.Addr, error) {
+	var none netip.Addr
+	if network == "" {
+		return netip.Prefix{}, 0, none, none, fmt.Errorf("config: %s is missing", f.netField)
+	}
+	p, err := netip.ParsePrefix(network)
+	if err != nil || p.Addr().Is4() != f.is4 || p.Addr().Zone() != "" {
+		return netip.Prefix{}, 0, none, none, fmt.Errorf("config: %s %q: not an %s CIDR", f.netField, network, f.familyName())
+	}
+	p = p.Masked()
+	if subnetLen == 0 {
+		subnetLen, err = f.defaultSubnetLen(p)
+		if err != nil {
+			return p, 0, none, none, err
+		}
+	} else if lo := p.Bits() + 2; subnetLen < lo || subnetLen > f.maxSubnetLen {
+		// +2: the network must hold at least four subnets, since the first is never used.
+		if lo > f.maxSubnetLen {
+			return p, 0, none, none, fmt.Errorf("config: %s %d: %s %s is too small for any subnet length (longest allowed network /%d)", f.lenField, subnetLen, f.netField, p, f.maxSubnetLen-2)
+		}
+		return p, 0, none, none, fmt.Errorf("config: %s %d: must be between %d and %d for %s %s", f.lenField, subnetLen, lo, f.maxSubnetLen, f.netField, p)
+	}
+	size := u128{lo: 1}.shl(uint(f.bits - subnetLen))
+	base := toU128(p.Addr())
+	end := base.add(u128{lo: 1}.shl(uint(f.bits - p.Bits()))) // first address after the network
+	minA, err := f.bound(f.minField, minS, p, subnetLen, base.add(size))
+	if err != nil {
+		return p, 0, none, none, err
+	}
+	maxA, err := f.bound(f.maxField, maxS, p, subnetLen, end.sub(size))
+	if err != nil {
+		return p, 0, none, none, err
+	}
+	if toU128(maxA).less(toU128(minA)) {
+		return p, 0, none, none, fmt.Errorf("config: %s %s: must not be below %s %s", f.maxField, maxA, f.minField, minA)
+	}
+	return p, subnetLen, minA, maxA, nil
+}
+
+func (f family) familyName() string {
+	if f.is4 {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func (f family) defaultSubnetLen(p netip.Prefix) (int, error) {
+	switch {
+	case p.Bits() > f.maxSubnetLen-2:
+		return 0, fmt.Errorf("config: %s %s: too small, the longest useful prefix is /%d", f.netField, p, f.maxSubnetLen-2)
+	case p.Bits() <= f.maxDefLen:
+		return f.defaultLen, nil
+	}
+	return p.Bits() + 2, nil
+}
+
+// bound parses SubnetMin or SubnetMax, or returns def when it is absent.
+func (f family) bound(field, s string, p netip.Prefix, subnetLen int, def u128) (netip.Addr, error) {
+	if s == "" {
+		return def.addr(f.is4), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Is4() != f.is4 || a.Zone() != "" {
+		return a, fmt.Errorf("config: %s %q: not an %s address", field, s, f.familyName())
+	}
+	if !p.Contains(a) {
+		return a, fmt.Errorf("config: %s %s: not inside %s %s", field, a, f.netField, p)
+	}
+	if netip.PrefixFrom(a, subnetLen).Masked().Addr() != a {
+		return a, fmt.Errorf("config: %s %s: not aligned to %s %d", field, a, f.lenField, subnetLen)
+	}
+	return a, nil
+}
+
+// maxIndex caps the number of candidate subnets considered, so a huge
+// IPv6 range stays countable in an int.
+const maxIndex = 1 << 30
+
+// subnetCount is how many subnets the allocator may hand out: the IPv4
+// range, or the IPv6 range for IPv6 only, or the smaller of the two for
+// dual stack (subnet i of one family pairs with subnet i of the other).
+func (c *Config) subnetCount() int {
+	n := maxIndex
+	if c.EnableIPv4 {
+		n = min(n, rangeCount(c.SubnetMin, c.SubnetMax, 32-c.SubnetLen))
+	}
+	if c.EnableIPv6 {
+		n = min(n, rangeCount(c.IPv6SubnetMin, c.IPv6SubnetMax, 128-c.IPv6SubnetLen))
+	}
+	return n
+}
+
+func rangeCount(lo, hi netip.Addr, hostBits int) int {
+	d := toU128(hi).sub(toU128(lo)).shr(uint(hostBits))
+	if d.hi != 0 || d.lo >= maxIndex {
+		return maxIndex
+	}
+	return int(d.lo) + 1
+}
+
+// subnetAt returns the i-th allocatable subnet pair, 0 <= i < subnetCount().
+// A disabled family's prefix is the zero Prefix.
+func (c *Config) subnetAt(i int) (sn, sn6 netip.Prefix) {
+	if c.EnableIPv4 {
+		a := toU128(c.SubnetMin).add(u128{lo: uint64(i)}.shl(uint(32 - c.SubnetLen)))
+		sn = netip.PrefixFrom(a.addr(true), c.SubnetLen)
+	}
+	if c.EnableIPv6 {
+		a := toU128(c.IPv6SubnetMin).add(u128{lo: uint64(i)}.shl(uint(128 - c.IPv6SubnetLen)))
+		sn6 = netip.PrefixFrom(a.addr(false), c.IPv6SubnetLen)
+	}
+	return sn, sn6
+}
+
+// Fits reports whether a lease's subnets are ones this config could have
+// handed out: the right families, lengths, and inside SubnetMin..SubnetMax.
+// A lease that does not fit (the network was reconfigured) is not reused.
+func (c *Config) Fits(sn, sn6 netip.Prefix) bool {
+	if c.EnableIPv4 != sn.IsValid() || c.EnableIPv6 != sn6.IsValid() {
+		return false
+	}
+	if c.EnableIPv4 && !inRange(sn, c.SubnetLen, c.SubnetMin, c.SubnetMax) {
+		return false
+	}
+	if c.EnableIPv6 && !inRange(sn6, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax) {
+		return false
+	}
+	return true
+}
+
+func inRange(p netip.Prefix, bits int, lo, hi netip.Addr) bool {
+	if p.Bits() != bits || p.Masked() != p || p.Addr().Is4() != lo.Is4() {
+		return false
+	}
+	a := toU128(p.Addr())
+	return !a.less(toU128(lo)) && !toU128(hi).less(a)
+}
