@@ -1,0 +1,32 @@
+// Package hostgw is flannel's host-gw backend: no encapsulation, one
+// route per peer, `<peer subnet> via <peer PublicIP> dev <external iface>`.
+// It works only when every peer is on the same link (layer 2) as this host.
+//
+// Ownership: a route is ours when it is in the main table, leaves through
+// the external interface, has a gateway, and its destination lies strictly
+// inside the overlay network (and is not our own subnet). The reconcile
+// loop deletes such routes that match no current peer; routes outside the
+// network, on other devices, or without a gateway are never touched.
+package hostgw
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+)
+
+// BackendType is the lease BackendType this backend publishes and accepts.
+const BackendType = "host-gw"
+
+// Options configure New.
+type Options struct {
+	Network           netip.Prefix  // the whole overlay, e.g. 198.18.0.0/16
+	ReconcileInterval time.Duration // default 10s, flannel's
+	Logger            *slog.Logger  // default slog.Default()
+	// Netlink is the handle all kernel changes go through; its namespace
+	// is the one programmed (tests pass netlink.NewHandleAt(ns)). nil
+	// means the caller's network namespace. The Backend does not close it.
+	Netlink *netlink.Handle
+}
