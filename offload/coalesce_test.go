@@ -220,7 +220,7 @@ func TestCoalesceUDP(t *testing.T) {
 	}
 	ds := segments(t, ws[0])
 	for i, d := range ds {
-		equalBytes(t, "datagram", d.payload, pattern(1200 - 300*(i/3)))
+		equalBytes(t, "datagram", d.payload, pattern(1200-300*(i/3)))
 	}
 }
 
