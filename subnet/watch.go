@@ -1,0 +1,148 @@
+package subnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// WatchLeases reports every lease under <prefix>/subnets/ to handle until
+// ctx is done, then returns nil. It first delivers EventAdded for every
+// valid lease (reservations and this host's own included: the caller
+// filters), then the changes as they happen, all events of one etcd watch
+// response in one call. A rewrite with identical attributes is not an
+// event. When the watch breaks (compaction, etcd restart, leader loss) it
+// lists again and delivers only the differences from what it had
+// reported, so no change is lost or duplicated. Malformed keys and values
+// are skipped and counted (see MalformedLeases).
+//
+// handle runs on WatchLeases' goroutine, one call at a time; it owns the
+// slice it is given. While it blocks, etcd changes queue up.
+func (m *Manager) WatchLeases(ctx context.Context, handle func([]Event)) error {
+	w := &watcher{m: m, handle: handle, known: make(map[string]Lease)}
+	for {
+		rev, err := w.resync(ctx)
+		if err == nil {
+			if m.testHookAfterList != nil {
+				m.testHookAfterList(rev)
+			}
+			err = w.follow(ctx, rev+1)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		m.log.Info("lease watch interrupted, listing again", "error", err)
+		if !sleep(ctx, resyncDelay(err)) {
+			return nil
+		}
+	}
+}
+
+// resyncDelay: a compaction is resolved by listing at once; anything else
+// (etcd down) waits a little so a dead etcd is not polled in a tight loop.
+func resyncDelay(err error) time.Duration {
+	if errors.Is(err, errCompacted) {
+		return 0
+	}
+	return retryDelay / 4
+}
+
+var errCompacted = errors.New("watch revision compacted")
+
+// watcher is WatchLeases' state: the leases last reported, by key.
+type watcher struct {
+	m      *Manager
+	handle func([]Event)
+	known  map[string]Lease
+}
+
+// resync lists all leases and reports the difference from known.
+func (w *watcher) resync(ctx context.Context) (int64, error) {
+	resp, err := w.m.cli.Get(ctx, w.m.subnetsDir, clientv3.WithPrefix())
+	if err != nil {
+		return 0, fmt.Errorf("list leases: %w", err)
+	}
+	var events []Event
+	seen := make(map[string]bool, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		seen[key] = true
+		if l, ok := w.m.validLease(kv); ok {
+			events = w.put(events, key, l)
+		} else if old, had := w.known[key]; had {
+			// A valid lease was overwritten with garbage: the host it
+			// described no longer publishes it.
+			delete(w.known, key)
+			events = append(events, Event{Type: EventRemoved, Lease: old})
+		}
+	}
+	for key, old := range w.known {
+		if !seen[key] {
+			delete(w.known, key)
+			events = append(events, Event{Type: EventRemoved, Lease: old})
+		}
+	}
+	if len(events) > 0 {
+		w.handle(events)
+	}
+	return resp.Header.Revision, nil
+}
+
+// put records a valid lease and appends the event it causes, if any.
+func (w *watcher) put(events []Event, key string, l Lease) []Event {
+	old, had := w.known[key]
+	w.known[key] = l
+	switch {
+	case !had:
+		return append(events, Event{Type: EventAdded, Lease: l})
+	case !old.Attrs.Equal(l.Attrs):
+		return append(events, Event{Type: EventChanged, Lease: l})
+	}
+	return events
+}
+
+// follow watches from rev until the watch breaks; it always returns an error.
+func (w *watcher) follow(ctx context.Context, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := w.m.cli.Watch(wctx, w.m.subnetsDir, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for wresp := range wch {
+		if wresp.CompactRevision != 0 {
+			return fmt.Errorf("%w at %d", errCompacted, wresp.CompactRevision)
+		}
+		if err := wresp.Err(); err != nil {
+			return err
+		}
+		var events []Event
+		for _, ev := range wresp.Events {
+			events = w.apply(events, ev)
+		}
+		if len(events) > 0 {
+			w.handle(events)
+		}
+	}
+	return errors.New("watch channel closed")
+}
+
+func (w *watcher) apply(events []Event, ev *clientv3.Event) []Event {
+	key := string(ev.Kv.Key)
+	if ev.Type == mvccpb.DELETE {
+		if old, had := w.known[key]; had {
+			delete(w.known, key)
+			events = append(events, Event{Type: EventRemoved, Lease: old})
+		}
+		return events
+	}
+	if l, ok := w.m.validLease(ev.Kv); ok {
+		return w.put(events, key, l)
+	}
+	if old, had := w.known[key]; had {
+		delete(w.known, key)
+		events = append(events, Event{Type: EventRemoved, Lease: old})
+	}
+	return events
+}
