@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"reflect"
 	"sort"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/subnet"
@@ -60,7 +57,7 @@ func started(t *testing.T, ns *kerneltest.Namespace, cfg string, own netip.Prefi
 	t.Helper()
 	b, err := New(ns.External(t, "ext0", "192.0.2.1/24"), Options{
 		Network: network, BackendJSON: []byte(cfg), ReconcileInterval: testInterval,
-		Logger: testLogger(t), Netlink: ns.NL,
+		Logger: kerneltest.Logger(t), Netlink: ns.NL,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -74,15 +71,6 @@ func started(t *testing.T, ns *kerneltest.Namespace, cfg string, own netip.Prefi
 	}
 	return b, attrs
 }
-
-// testLogger sends the backend's log to t.Log, so a failure shows it.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 func vxLease(sn, public, mac string) subnet.Lease {
 	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{
@@ -134,22 +122,6 @@ func assertLayout(t *testing.T, ns *kerneltest.Namespace, want layout) {
 	}
 }
 
-// eventually polls cond for up to d; one reconcile interval plus slack
-// for scheduling is what the brief allows.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool, explain ...func()) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			for _, f := range explain {
-				f()
-			}
-			t.Fatalf("%s: not within %v", what, d)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 var (
 	peer2 = [3]string{"198.18.2.0/24", "192.0.2.2", "02:00:5e:00:02:02"}
 	peer3 = [3]string{"198.18.3.0/24", "203.0.113.3", "02:00:5e:00:03:03"}
@@ -194,12 +166,10 @@ func TestInitDeviceAndLeaseAttrs(t *testing.T) {
 	if attrs.PublicIP != netip.MustParseAddr("192.0.2.1") || attrs.BackendType != "vxlan" {
 		t.Errorf("attrs %+v", attrs)
 	}
-	if out := ns.IP(t, "-4", "-o", "addr", "show", "dev", "flannel.1"); !contains(out, "inet 198.18.1.0/32") {
+	if out := ns.IP(t, "-4", "-o", "addr", "show", "dev", "flannel.1"); !strings.Contains(out, "inet 198.18.1.0/32") {
 		t.Errorf("flannel.1 address: %s", out)
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func TestPeersAddRemoveChange(t *testing.T) {
 	ns := node(t)
@@ -214,39 +184,13 @@ func TestPeersAddRemoveChange(t *testing.T) {
 	assertLayout(t, ns, flannelLayout(peer2))
 
 	// Changed: new public IP and MAC. The route must be kept, never deleted.
-	updates := subscribeRoutes(t, ns)
+	updates := ns.SubscribeRoutes(t)
 	moved := [3]string{peer2[0], "198.51.100.2", "02:00:5e:00:02:99"}
 	b.HandleEvents(ctx, ev(subnet.EventChanged, vxLease(moved[0], moved[1], moved[2])))
 	assertLayout(t, ns, flannelLayout(moved))
-	assertNoRouteDelete(t, updates, 3*testInterval)
+	kerneltest.NoRouteDeleted(t, updates, 3*testInterval)
 	if n := b.PeerErrors(); n != 0 {
 		t.Errorf("PeerErrors = %d", n)
-	}
-}
-
-func subscribeRoutes(t *testing.T, ns *kerneltest.Namespace) chan netlink.RouteUpdate {
-	t.Helper()
-	ch := make(chan netlink.RouteUpdate, 256)
-	done := make(chan struct{})
-	if err := netlink.RouteSubscribeAt(ns.NS, ch, done); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { close(done) })
-	return ch
-}
-
-func assertNoRouteDelete(t *testing.T, ch chan netlink.RouteUpdate, d time.Duration) {
-	t.Helper()
-	timeout := time.After(d)
-	for {
-		select {
-		case u := <-ch:
-			if u.Type == unix.RTM_DELROUTE {
-				t.Fatalf("route deleted: %v", u.Route)
-			}
-		case <-timeout:
-			return
-		}
 	}
 }
 
@@ -270,7 +214,7 @@ func TestReconcileRestoresAndPrunes(t *testing.T) {
 
 	start := time.Now()
 	var got layout
-	eventually(t, repairDeadline, "reconcile", func() bool {
+	kerneltest.Eventually(t, repairDeadline, "reconcile", func() bool {
 		got = readLayout(t, ns)
 		return reflect.DeepEqual(got, want)
 	}, func() { t.Logf("got  %+v\nwant %+v", got, want) })
@@ -299,24 +243,21 @@ func TestRestartKeepsEntries(t *testing.T) {
 	}
 	assertLayout(t, ns, flannelLayout(peer2, peer3)) // left in place on return
 
-	updates := subscribeRoutes(t, ns)
+	updates := ns.SubscribeRoutes(t)
 	second, attrs2 := running(t, ns, `{"Type":"vxlan"}`, own1)
 	if string(attrs1.BackendData) != string(attrs2.BackendData) {
 		t.Errorf("VtepMAC changed on restart: %s -> %s", attrs1.BackendData, attrs2.BackendData)
 	}
 	time.Sleep(testInterval / 2) // the daemon's initial list arrives after Run started
 	second.HandleEvents(context.Background(), peers)
-	assertNoRouteDelete(t, updates, 3*testInterval)
+	kerneltest.NoRouteDeleted(t, updates, 3*testInterval)
 	assertLayout(t, ns, flannelLayout(peer2, peer3))
 }
 
 func TestIncompatibleDeviceIsRecreated(t *testing.T) {
 	ns := node(t)
 	ns.IP(t, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "ext0", "dstport", "4789")
-	b, _ := started(t, ns, `{"Type":"vxlan"}`, own1)
-	if got := b.dev.(*netlink.Vxlan).Port; got != 0 && got != 8472 {
-		t.Logf("cached device port %d", got)
-	}
+	started(t, ns, `{"Type":"vxlan"}`, own1)
 	link, err := ns.NL.LinkByName("flannel.1")
 	if err != nil {
 		t.Fatal(err)
@@ -350,13 +291,13 @@ func TestDirectRouting(t *testing.T) {
 	b.HandleEvents(context.Background(), append(ev(subnet.EventAdded, vxLease(peer2[0], peer2[1], peer2[2])),
 		ev(subnet.EventAdded, vxLease(peer3[0], peer3[1], peer3[2]))...))
 	assertLayout(t, ns, flannelLayout(peer3)) // 203.0.113.3 is off-link: vxlan
-	if out := ns.IP(t, "route", "show", "198.18.2.0/24"); !contains(out, "via 192.0.2.2 dev ext0") {
+	if out := ns.IP(t, "route", "show", "198.18.2.0/24"); !strings.Contains(out, "via 192.0.2.2 dev ext0") {
 		t.Errorf("direct route for on-link peer: %q", out)
 	}
 	// A hand-deleted direct route returns too.
 	ns.IP(t, "route", "del", "198.18.2.0/24")
-	eventually(t, repairDeadline, "direct route restored", func() bool {
-		return contains(ns.IP(t, "route", "show", "198.18.2.0/24"), "via 192.0.2.2 dev ext0")
+	kerneltest.Eventually(t, repairDeadline, "direct route restored", func() bool {
+		return strings.Contains(ns.IP(t, "route", "show", "198.18.2.0/24"), "via 192.0.2.2 dev ext0")
 	})
 }
 
@@ -368,7 +309,7 @@ func TestForwardingBetweenPods(t *testing.T) {
 	for i, h := range []*kerneltest.Host{a, b} {
 		be, err := New(h.External(t, h.Ext, h.Addr.String()), Options{
 			Network: network, ReconcileInterval: testInterval, Netlink: h.NL,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			Logger: kerneltest.Logger(t),
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -1,0 +1,134 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/subnet"
+)
+
+func TestPrefixRoundTrip(t *testing.T) {
+	for _, s := range []string{"198.18.2.0/24", "198.18.0.0/16", "192.0.2.7/32", "0.0.0.0/0"} {
+		p := netip.MustParsePrefix(s)
+		got, ok := Prefix(IPNet(p))
+		if !ok || got != p {
+			t.Errorf("Prefix(IPNet(%v)) = %v, %v", p, got, ok)
+		}
+	}
+	// netlink may hand back 16-byte IPv4 forms.
+	n := &net.IPNet{IP: net.ParseIP("198.18.3.0"), Mask: net.CIDRMask(120, 128)}
+	if got, ok := Prefix(n); !ok || got != netip.MustParsePrefix("198.18.3.0/24") {
+		t.Errorf("4-in-6 form: %v, %v", got, ok)
+	}
+	if _, ok := Prefix(nil); ok {
+		t.Error("Prefix(nil) ok")
+	}
+	if _, ok := Prefix(&net.IPNet{IP: net.IP{1, 2, 3}, Mask: net.CIDRMask(8, 32)}); ok {
+		t.Error("3-byte IP accepted")
+	}
+}
+
+func TestDumpRetriesInterruptedOnly(t *testing.T) {
+	calls := 0
+	got, err := Dump("x", func() ([]int, error) {
+		calls++
+		if calls < 3 {
+			return []int{1}, netlink.ErrDumpInterrupted // partial: must not be returned
+		}
+		return []int{1, 2}, nil
+	})
+	if err != nil || len(got) != 2 || calls != 3 {
+		t.Fatalf("got %v, %v after %d calls", got, err, calls)
+	}
+
+	calls = 0
+	_, err = Dump("x", func() ([]int, error) { calls++; return nil, unix.EPERM })
+	if !errors.Is(err, unix.EPERM) || calls != 1 {
+		t.Fatalf("permanent error: %v after %d calls, want EPERM after 1", err, calls)
+	}
+
+	calls = 0
+	got, err = Dump("x", func() ([]int, error) { calls++; return []int{1}, unix.EINTR })
+	if err == nil || got != nil || calls != DumpAttempts {
+		t.Fatalf("always interrupted: %v, %v after %d calls", got, err, calls)
+	}
+}
+
+func TestNotExist(t *testing.T) {
+	for _, e := range []error{unix.ESRCH, unix.ENOENT, unix.EADDRNOTAVAIL} {
+		if IgnoreNotExist(e) != nil {
+			t.Errorf("%v not treated as already gone", e)
+		}
+	}
+	if IgnoreNotExist(unix.EPERM) == nil {
+		t.Error("EPERM swallowed")
+	}
+}
+
+func TestReconcileWaitsOneIntervalAndStops(t *testing.T) {
+	var calls atomic.Int32
+	var first atomic.Int64
+	start := time.Now()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Reconcile(ctx, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)),
+			func(context.Context) error {
+				if calls.Add(1) == 1 {
+					first.Store(int64(time.Since(start)))
+				}
+				return errors.New("transient") // must not stop the loop
+			})
+	}()
+	time.Sleep(275 * time.Millisecond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Reconcile returned %v on cancel, want nil", err)
+	}
+	if n := calls.Load(); n < 3 || n > 6 {
+		t.Errorf("%d syncs in 275ms at 50ms, want about 5", n)
+	}
+	if d := time.Duration(first.Load()); d < 50*time.Millisecond {
+		t.Errorf("first sync after %v, want one interval (50ms) later", d)
+	}
+}
+
+func TestCheckPeerAndOwned(t *testing.T) {
+	network := netip.MustParsePrefix("198.18.0.0/16")
+	lease := func(sn, pub string) subnet.Lease {
+		l := subnet.Lease{Attrs: subnet.LeaseAttrs{}}
+		if sn != "" {
+			l.Subnet = netip.MustParsePrefix(sn)
+		}
+		if pub != "" {
+			l.Attrs.PublicIP = netip.MustParseAddr(pub)
+		}
+		return l
+	}
+	if err := CheckPeer(network, lease("198.18.4.0/24", "192.0.2.4")); err != nil {
+		t.Errorf("valid lease: %v", err)
+	}
+	for _, l := range []subnet.Lease{
+		lease("", "192.0.2.4"), lease("203.0.113.0/24", "192.0.2.4"), lease("198.18.0.0/16", "192.0.2.4"),
+		lease("198.18.4.1/24", "192.0.2.4"), lease("198.18.4.0/24", ""), lease("198.18.4.0/24", "0.0.0.0"),
+		lease("198.18.4.0/24", "2001:db8::1"),
+	} {
+		if CheckPeer(network, l) == nil {
+			t.Errorf("CheckPeer accepted %+v", l)
+		}
+	}
+	if !Owned(network, netip.MustParsePrefix("198.18.9.0/24")) || Owned(network, network) ||
+		Owned(network, netip.MustParsePrefix("203.0.113.0/24")) || Owned(network, netip.MustParsePrefix("198.0.0.0/8")) {
+		t.Error("Owned rule wrong")
+	}
+}
