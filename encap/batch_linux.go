@@ -1,0 +1,297 @@
+package encap
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// maxGSOSegments is the kernel's UDP_MAX_SEGMENTS on older kernels
+	// (newer ones allow 128); one sendmsg carries at most this many.
+	maxGSOSegments = 64
+	// maxGSOBytes is the largest UDP payload of one coalesced send.
+	maxGSOBytes = 65535 - 20 - 8
+)
+
+// segmentCmsgSpace is the control buffer for one UDP_SEGMENT (a uint16).
+var segmentCmsgSpace = unix.CmsgSpace(2)
+
+// ReadBatch blocks until at least one datagram is ready, then receives, in
+// one recvmmsg, every ready datagram up to len(msgs). For each of the
+// returned n it sets msgs[i].N and msgs[i].Addr (the sender) and fills
+// msgs[i].Buf[:N]. A datagram larger than its Buf is dropped (N = 0) and
+// counted in Truncated. The caller owns the Bufs; ReadBatch keeps no
+// reference after it returns.
+func (c *Conn) ReadBatch(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	op := &c.rx
+	op.prepare(msgs)
+	err := c.raw.Read(op.fn)
+	n, opErr := op.n, op.err
+	for i := 0; i < n; i++ {
+		m, h := &msgs[i], &op.hdrs[i]
+		m.N = int(h.Len)
+		if h.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			m.N = 0
+			c.truncated.Add(1)
+		}
+		m.Addr, _ = parseSockaddr(sockaddrBytes(&op.names[i], h.Hdr.Namelen))
+	}
+	op.release(len(msgs))
+	if err != nil {
+		return 0, fmt.Errorf("encap: read: %w", err)
+	}
+	if opErr != nil {
+		return 0, fmt.Errorf("encap: recvmmsg: %w", opErr)
+	}
+	return n, nil
+}
+
+// WriteBatch sends each msgs[i].Buf[:N] as one datagram to msgs[i].Addr
+// and returns how many were sent. With GSO (Offloads), consecutive
+// messages to the same Addr of equal N (the last may be shorter) go in one
+// sendmsg; the wire still carries one datagram per message. When a message
+// is refused (an invalid Addr or N, EMSGSIZE above the path MTU with DF
+// set, ...) WriteBatch returns the count before it and the error: msgs[n]
+// is the refused one, and the caller may drop it and send msgs[n+1:].
+func (c *Conn) WriteBatch(msgs []Message) (int, error) {
+	valid, verr := validate(msgs)
+	n, err := c.send(msgs[:valid])
+	if err != nil {
+		return n, err
+	}
+	return n, verr
+}
+
+// validate returns the length of the valid prefix of msgs and, if it is
+// shorter than msgs, what is wrong with the next message.
+func validate(msgs []Message) (int, error) {
+	for i := range msgs {
+		m := &msgs[i]
+		if m.N < 0 || m.N > len(m.Buf) {
+			return i, fmt.Errorf("encap: message %d: N=%d outside its %d-byte Buf", i, m.N, len(m.Buf))
+		}
+		if !m.Addr.Addr().Unmap().Is4() || m.Addr.Port() == 0 {
+			return i, fmt.Errorf("encap: message %d: destination %v is not an IPv4 address and port", i, m.Addr)
+		}
+	}
+	return len(msgs), nil
+}
+
+func (c *Conn) send(msgs []Message) (int, error) {
+	if len(msgs) == 0 {
+		return 0, nil
+	}
+	gso := c.gso.Load()
+	op := &c.tx
+	op.prepare(msgs, gso)
+	err := c.raw.Write(op.fn)
+	sent, opErr := op.msgsSent(), op.err
+	failedGroup := op.groupLen(op.sent)
+	op.release(len(msgs))
+	if err != nil {
+		return sent, fmt.Errorf("encap: write: %w", err)
+	}
+	if opErr == nil {
+		return sent, nil
+	}
+	if gso && failedGroup > 1 && errors.Is(opErr, unix.EIO) {
+		// The egress device cannot segment (seen with some NICs and
+		// checksum settings): send one datagram per message from now on.
+		c.gso.Store(false)
+		slog.Warn("encap: UDP GSO send failed; sending one datagram per message", "error", opErr)
+		more, err := c.send(msgs[sent:])
+		return sent + more, err
+	}
+	return sent, fmt.Errorf("encap: send to %v: %w", msgs[sent].Addr, opErr)
+}
+
+// recvOp is the preallocated state of ReadBatch; recv is its callback.
+type recvOp struct {
+	hdrs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet4
+	count int
+	n     int
+	err   error
+	fn    func(fd uintptr) bool
+}
+
+func (op *recvOp) prepare(msgs []Message) {
+	if len(msgs) > len(op.hdrs) {
+		op.hdrs = make([]unix.Mmsghdr, len(msgs))
+		op.iovs = make([]unix.Iovec, len(msgs))
+		op.names = make([]unix.RawSockaddrInet4, len(msgs))
+	}
+	for i := range msgs {
+		setIovec(&op.iovs[i], msgs[i].Buf)
+		op.hdrs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&op.names[i])),
+			Namelen: unix.SizeofSockaddrInet4,
+			Iov:     &op.iovs[i],
+		}}
+		op.hdrs[i].Hdr.SetIovlen(1)
+	}
+	op.count, op.n, op.err = len(msgs), 0, nil
+}
+
+func (op *recvOp) recv(fd uintptr) bool {
+	for {
+		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&op.hdrs[0])), uintptr(op.count), 0, 0, 0)
+		switch e {
+		case 0:
+			op.n = int(r)
+			return true
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			op.err = e
+			return true
+		}
+	}
+}
+
+// release drops the references to the caller's buffers.
+func (op *recvOp) release(n int) {
+	for i := range n {
+		op.iovs[i].Base = nil
+	}
+}
+
+// sendOp is the preallocated state of WriteBatch; send is its callback.
+// A group is the run of messages one mmsghdr carries (one without GSO).
+type sendOp struct {
+	hdrs   []unix.Mmsghdr
+	iovs   []unix.Iovec
+	names  []unix.RawSockaddrInet4
+	oob    []byte
+	ends   []int // ends[g]: index after the last message of group g
+	groups int
+	sent   int // groups sent so far
+	err    error
+	fn     func(fd uintptr) bool
+}
+
+func (op *sendOp) prepare(msgs []Message, gso bool) {
+	if len(msgs) > len(op.hdrs) {
+		op.hdrs = make([]unix.Mmsghdr, len(msgs))
+		op.iovs = make([]unix.Iovec, len(msgs))
+		op.names = make([]unix.RawSockaddrInet4, len(msgs))
+		op.oob = make([]byte, len(msgs)*segmentCmsgSpace)
+		op.ends = make([]int, len(msgs))
+	}
+	g := 0
+	for i := 0; i < len(msgs); g++ {
+		end := i + 1
+		if gso {
+			end = groupEnd(msgs, i)
+		}
+		for j := i; j < end; j++ {
+			setIovec(&op.iovs[j], msgs[j].Buf[:msgs[j].N])
+		}
+		putSockaddr(&op.names[g], msgs[i].Addr)
+		h := &op.hdrs[g]
+		*h = unix.Mmsghdr{Hdr: unix.Msghdr{
+			Name:    (*byte)(unsafe.Pointer(&op.names[g])),
+			Namelen: unix.SizeofSockaddrInet4,
+			Iov:     &op.iovs[i],
+		}}
+		h.Hdr.SetIovlen(end - i)
+		if end-i > 1 {
+			oob := op.oob[g*segmentCmsgSpace : (g+1)*segmentCmsgSpace]
+			putSegmentCmsg(oob, uint16(msgs[i].N))
+			h.Hdr.Control = &oob[0]
+			h.Hdr.SetControllen(len(oob))
+		}
+		op.ends[g] = end
+		i = end
+	}
+	op.groups, op.sent, op.err = g, 0, nil
+}
+
+// groupEnd returns the end of the GSO run starting at msgs[i]: same
+// destination, same size (a shorter one ends the run), within the
+// kernel's segment and byte limits.
+func groupEnd(msgs []Message, i int) int {
+	size, dst := msgs[i].N, msgs[i].Addr
+	if size == 0 {
+		return i + 1
+	}
+	total, j := size, i+1
+	for ; j < len(msgs) && j-i < maxGSOSegments; j++ {
+		m := &msgs[j]
+		if m.Addr != dst || m.N == 0 || m.N > size || total+m.N > maxGSOBytes {
+			break
+		}
+		total += m.N
+		if m.N < size {
+			return j + 1
+		}
+	}
+	return j
+}
+
+func putSegmentCmsg(oob []byte, size uint16) {
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.IPPROTO_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = size
+}
+
+func (op *sendOp) send(fd uintptr) bool {
+	for op.sent < op.groups {
+		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&op.hdrs[op.sent])), uintptr(op.groups-op.sent), 0, 0, 0)
+		switch e {
+		case 0:
+			op.sent += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false
+		default:
+			op.err = e
+			return true
+		}
+	}
+	return true
+}
+
+// msgsSent is the number of messages in the groups sent so far.
+func (op *sendOp) msgsSent() int {
+	if op.sent == 0 {
+		return 0
+	}
+	return op.ends[op.sent-1]
+}
+
+// groupLen is the number of messages in group g, 0 past the last.
+func (op *sendOp) groupLen(g int) int {
+	if g >= op.groups {
+		return 0
+	}
+	start := 0
+	if g > 0 {
+		start = op.ends[g-1]
+	}
+	return op.ends[g] - start
+}
+
+func (op *sendOp) release(n int) {
+	for i := range n {
+		op.iovs[i].Base = nil
+	}
+}
+
+func setIovec(iov *unix.Iovec, b []byte) {
+	iov.Base = nil
+	if len(b) > 0 {
+		iov.Base = &b[0]
+	}
+	iov.SetLen(len(b))
+}

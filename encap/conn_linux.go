@@ -1,0 +1,127 @@
+package encap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Conn is the encapsulation socket. One goroutine may ReadBatch while
+// another WriteBatches; neither may be called concurrently with itself,
+// because each keeps its preallocated system-call state in the Conn.
+type Conn struct {
+	udp       *net.UDPConn
+	raw       syscall.RawConn
+	local     netip.AddrPort
+	gso       atomic.Bool
+	truncated atomic.Uint64
+	rx        recvOp
+	tx        sendOp
+}
+
+// Listen opens the socket: bound to cfg.Addr, outgoing datagrams with DF
+// set (IP_PMTUDISC_DO, which is what flanneld's sockets put on the wire)
+// and TTL 64, send/receive buffers of cfg.SocketBuffer. UDP GSO is used on
+// send when the kernel supports it (Offloads).
+func Listen(cfg Config) (*Conn, error) {
+	addr := cfg.Addr.Addr().Unmap()
+	if !addr.Is4() {
+		return nil, fmt.Errorf("encap: listen address %v is not IPv4 (flannel's udp backend is IPv4 only)", cfg.Addr)
+	}
+	bufSize := cfg.SocketBuffer
+	if bufSize == 0 {
+		bufSize = DefaultSocketBuffer
+	}
+	if bufSize < 0 {
+		return nil, fmt.Errorf("encap: socket buffer %d bytes is negative", bufSize)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var optErr error
+		err := rc.Control(func(fd uintptr) { optErr = setOptions(int(fd), cfg.ReusePort, bufSize) })
+		return errors.Join(err, optErr)
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(addr, cfg.Addr.Port()).String())
+	if err != nil {
+		return nil, fmt.Errorf("encap: %w", err)
+	}
+	udp := pc.(*net.UDPConn)
+	raw, err := udp.SyscallConn()
+	if err != nil {
+		udp.Close()
+		return nil, fmt.Errorf("encap: %w", err)
+	}
+	c := &Conn{udp: udp, raw: raw}
+	c.local = udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	c.local = netip.AddrPortFrom(c.local.Addr().Unmap(), c.local.Port())
+	c.gso.Store(probeGSO(raw))
+	// Bind the poller callbacks once: a closure per call would allocate.
+	c.rx.fn = c.rx.recv
+	c.tx.fn = c.tx.send
+	return c, nil
+}
+
+// setOptions runs before bind.
+func setOptions(fd int, reusePort bool, bufSize int) error {
+	if reusePort {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+			return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
+		}
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO); err != nil {
+		return os.NewSyscallError("setsockopt IP_MTU_DISCOVER", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, OuterTTL); err != nil {
+		return os.NewSyscallError("setsockopt IP_TTL", err)
+	}
+	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, bufSize); err != nil {
+		return err
+	}
+	return setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, bufSize)
+}
+
+// setBuffer tries the root-only FORCE option first (it ignores the
+// [rw]mem_max sysctls) and falls back to the capped one without
+// CAP_NET_ADMIN.
+func setBuffer(fd, force, plain, size int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, force, size); err == nil {
+		return nil
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, plain, size); err != nil {
+		return os.NewSyscallError("setsockopt socket buffer", err)
+	}
+	return nil
+}
+
+// probeGSO reports whether the kernel knows UDP_SEGMENT (Linux 4.18+).
+func probeGSO(raw syscall.RawConn) bool {
+	var err error
+	if cerr := raw.Control(func(fd uintptr) {
+		_, err = unix.GetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_SEGMENT)
+	}); cerr != nil {
+		return false
+	}
+	return err == nil
+}
+
+// LocalAddr is the address the socket is bound to.
+func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
+
+// Offloads reports whether WriteBatch coalesces datagrams with UDP GSO and
+// whether ReadBatch receives with UDP GRO. GRO is not implemented: it needs
+// caller buffers of 64 KiB, and it is always false.
+func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), false }
+
+// Truncated counts datagrams dropped because they were larger than the
+// Message.Buf they arrived in.
+func (c *Conn) Truncated() uint64 { return c.truncated.Load() }
+
+// Close closes the socket; a blocked ReadBatch or WriteBatch returns an
+// error matching errors.Is(err, net.ErrClosed).
+func (c *Conn) Close() error { return c.udp.Close() }

@@ -1,0 +1,42 @@
+// Package encap is the UDP end of the udp backend's userspace forwarder:
+// the socket that carries flannel's encapsulation, UDP from port 8285 to
+// port 8285 whose payload is the raw inner IPv4 packet, no header.
+//
+// ReadBatch and WriteBatch move many datagrams per system call
+// (recvmmsg/sendmmsg) and allocate nothing in steady state.
+package encap
+
+import "net/netip"
+
+// DefaultPort is flannel's udp backend port (Backend.Port).
+const DefaultPort = 8285
+
+// DefaultSocketBuffer is the send and receive buffer size Listen asks for
+// when Config.SocketBuffer is 0.
+const DefaultSocketBuffer = 4 << 20
+
+// OuterTTL is the TTL of every outgoing datagram, as flanneld sends.
+const OuterTTL = 64
+
+// Config says where the socket listens and how it is tuned.
+type Config struct {
+	// Addr is the local IPv4 address and port: the host's public IP and
+	// Backend.Port (8285). Port 0 picks a free port (tests).
+	Addr netip.AddrPort
+	// ReusePort sets SO_REUSEPORT so that several Conns (one per
+	// forwarder goroutine) can share Addr, the kernel spreading flows.
+	ReusePort bool
+	// SocketBuffer is the size in bytes of the send and receive buffers,
+	// DefaultSocketBuffer when 0. As root it is forced past the
+	// net.core.[rw]mem_max limits (SO_RCVBUFFORCE); otherwise the kernel
+	// caps it there.
+	SocketBuffer int
+}
+
+// Message is one datagram. ReadBatch fills Buf[:N] and sets Addr to the
+// sender; WriteBatch sends Buf[:N] to Addr. The caller owns Buf.
+type Message struct {
+	Buf  []byte
+	N    int
+	Addr netip.AddrPort
+}
