@@ -3,7 +3,6 @@ package routetable
 import (
 	"cmp"
 	"encoding/binary"
-	"net/netip"
 	"slices"
 )
 
@@ -76,17 +75,12 @@ func (s *Snapshot) Len() int { return len(s.peers) }
 // Peers returns a copy of the peers, sorted by subnet.
 func (s *Snapshot) Peers() []Peer { return slices.Clone(s.peers) }
 
-// build makes a snapshot from validated, masked peers keyed by subnet.
-func build(m map[netip.Prefix]Peer) *Snapshot {
-	s := &Snapshot{peers: make([]Peer, 0, len(m)), byPublic: make(map[uint32]int32, len(m))}
-	for _, p := range m {
-		s.peers = append(s.peers, p)
-	}
+// build makes a snapshot that owns peers: validated, masked, one per
+// subnet. It sorts peers in place (mostly sorted input is near linear).
+func build(peers []Peer) *Snapshot {
+	s := &Snapshot{peers: peers, byPublic: make(map[uint32]int32, len(peers))}
 	slices.SortFunc(s.peers, func(a, b Peer) int {
-		if c := a.Subnet.Addr().Compare(b.Subnet.Addr()); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Subnet.Bits(), b.Subnet.Bits())
+		return cmp.Compare(prefixKey(a.Subnet), prefixKey(b.Subnet))
 	})
 	var byBits [33][]int32
 	for i := range s.peers {

@@ -1,6 +1,7 @@
 package routetable
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -36,47 +37,71 @@ func (t *Table) Snapshot() *Snapshot { return t.cur.Load() }
 // already present replaces that peer; later entries in add win over
 // earlier ones. Invalid peers are skipped and reported in the returned
 // error (wrapping ErrInvalidPeer); the valid rest is still applied.
+// The cost is O(n) in the table size, so batch events.
 func (t *Table) Update(add []Peer, remove []netip.Prefix) error {
+	adds, err := normalizeAll(add)
+	gone := make(map[uint64]struct{}, len(remove)+len(adds))
+	for _, pfx := range remove {
+		if pfx.IsValid() && pfx.Addr().Is4() {
+			gone[prefixKey(pfx.Masked())] = struct{}{}
+		}
+	}
+	for _, p := range adds {
+		gone[prefixKey(p.Subnet)] = struct{}{} // replaced by the new value
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.cur.Load()
-	next := make(map[netip.Prefix]Peer, len(old.peers)+len(add))
+	next := make([]Peer, 0, len(old.peers)+len(adds))
 	for _, p := range old.peers {
-		next[p.Subnet] = p
-	}
-	for _, pfx := range remove {
-		if pfx.IsValid() {
-			delete(next, pfx.Masked())
+		if _, ok := gone[prefixKey(p.Subnet)]; !ok {
+			next = append(next, p)
 		}
 	}
-	err := addAll(next, add)
-	t.cur.Store(build(next))
+	t.cur.Store(build(append(next, adds...)))
 	return err
 }
 
 // Replace publishes a snapshot holding exactly peers (after a full re-list
 // of the leases). Invalid peers are skipped and reported as in Update.
 func (t *Table) Replace(peers []Peer) error {
-	next := make(map[netip.Prefix]Peer, len(peers))
-	err := addAll(next, peers)
+	next, err := normalizeAll(peers)
+	s := build(next)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.cur.Store(build(next))
+	t.cur.Store(s)
 	return err
 }
 
-func addAll(m map[netip.Prefix]Peer, add []Peer) error {
+// normalizeAll validates peers into a new slice with one entry per subnet,
+// the last one given winning.
+func normalizeAll(peers []Peer) ([]Peer, error) {
+	out := make([]Peer, 0, len(peers))
+	at := make(map[uint64]int, len(peers))
 	var errs []error
-	for _, p := range add {
+	for _, p := range peers {
 		n, err := normalize(p)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		m[n.Subnet] = n
+		k := prefixKey(n.Subnet)
+		if i, dup := at[k]; dup {
+			out[i] = n
+			continue
+		}
+		at[k] = len(out)
+		out = append(out, n)
 	}
 	if len(errs) == 0 {
-		return nil
+		return out, nil
 	}
-	return fmt.Errorf("%w: skipped %d: %w", ErrInvalidPeer, len(errs), errors.Join(errs...))
+	return out, fmt.Errorf("%w: skipped %d: %w", ErrInvalidPeer, len(errs), errors.Join(errs...))
+}
+
+// prefixKey orders and identifies an IPv4 prefix as one integer: address,
+// then length.
+func prefixKey(p netip.Prefix) uint64 {
+	a := p.Addr().As4()
+	return uint64(binary.BigEndian.Uint32(a[:]))<<8 | uint64(p.Bits())
 }
