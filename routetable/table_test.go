@@ -188,13 +188,16 @@ func TestDenseAndSparseLevelsAgree(t *testing.T) {
 }
 
 // TestConcurrentReadersSeeConsistentSnapshots: a writer publishes
-// generation g as g+1 peers that all carry public IP 192.0.2.(g%200+1).
+// generation g as size(g) peers (growing and shrinking, so a writer that
+// reused an old snapshot's memory would be caught) that all carry public
+// IP 192.0.2.(g%200+1).
 // Every snapshot a reader takes must be exactly one generation: its Len,
 // every lookup and IsPeer agree. Run under -race.
 func TestConcurrentReadersSeeConsistentSnapshots(t *testing.T) {
 	tb := New()
+	size := func(g int) int { return (g*37)%50 + 1 } // depends on g%200 only
 	gen := func(g int) []Peer {
-		ps := make([]Peer, g%50+1)
+		ps := make([]Peer, size(g))
 		for i := range ps {
 			ps[i] = peer(fmt.Sprintf("198.18.%d.0/24", i), fmt.Sprintf("192.0.2.%d", g%200+1))
 		}
@@ -213,8 +216,8 @@ func TestConcurrentReadersSeeConsistentSnapshots(t *testing.T) {
 					return
 				}
 				g := int(first.PublicIP4()[3]) - 1
-				if s.Len() != g%50+1 {
-					t.Errorf("snapshot of generation %d has %d peers, want %d", g, s.Len(), g%50+1)
+				if s.Len() != size(g) {
+					t.Errorf("snapshot of generation %d has %d peers, want %d", g, s.Len(), size(g))
 					return
 				}
 				for i := 0; i < s.Len(); i++ {
