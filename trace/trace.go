@@ -1,0 +1,312 @@
+// Package trace is flannelu's debug mode: a human-readable line per
+// forwarded or dropped packet, and optionally a pcap file that tcpdump and
+// Wireshark read, costing nothing when tracing is off.
+//
+// The forwarder holds a *Tracer that is nil when tracing is off, so "off"
+// costs one nil check at the call site:
+//
+//	if tr != nil {
+//		tr.Packet(drop.Outside, pkt, peer, trace.Forwarded)
+//	}
+//
+// When on, Packet copies the packet into a preallocated ring slot and
+// returns; it never blocks and never allocates. A background goroutine
+// decodes the slots (github.com/gopacket/gopacket) and writes the lines and
+// the pcap records.
+package trace
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/ring"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultRate    = 100  // lines per second
+	DefaultSnaplen = 2048 // bytes kept per packet: a whole 1500-byte-MTU packet
+	DefaultSlots   = 1024 // packets in flight between Packet and the writer
+)
+
+// Options configures a Tracer. At least one of Out and Pcap must be set.
+type Options struct {
+	// Out receives one human-readable line per packet, rate-limited.
+	Out io.Writer
+	// Rate is the most lines per second written to Out (default
+	// DefaultRate); a negative Rate means no limit. Lines over the limit
+	// are counted and reported as "... N lines suppressed".
+	Rate int
+	// Burst is how many lines may be written back to back before Rate
+	// applies (default: Rate).
+	Burst int
+	// Pcap, if set, receives a pcap file (link type raw IP) of every
+	// traced packet, not rate-limited: only a full ring drops records.
+	Pcap io.Writer
+	// Snaplen is how many bytes of each packet are kept (default
+	// DefaultSnaplen, 64..65535). Lines need only the headers; the pcap
+	// file gets exactly these bytes.
+	Snaplen int
+	// Slots is the ring size (default DefaultSlots, rounded up to a power
+	// of two, at most 65536). Memory use is Slots*Snaplen bytes.
+	Slots int
+	// Now is the clock for packet timestamps (default time.Now); tests
+	// inject a fixed one.
+	Now func() time.Time
+	// Logger receives write errors (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// slot is one ring entry; buf is allocated once in New.
+type slot struct {
+	rec record
+	buf []byte
+}
+
+// Tracer records packets. Packet is safe from any number of goroutines;
+// Close from any one.
+type Tracer struct {
+	now   func() time.Time
+	slots []slot
+	// Slot indices move free -> (Packet) -> full -> (writer) -> free.
+	// Both are MPMC because every forwarder goroutine may call Packet.
+	free, full *ring.MPMC[uint32]
+
+	closed  atomic.Bool
+	dropped atomic.Uint64
+
+	// Owned by the writer goroutine until done is closed.
+	dec       *decoder
+	limit     limiter
+	line      []byte
+	out       *bufio.Writer
+	pcap      *pcapgo.Writer
+	pcapBuf   *bufio.Writer
+	outErr    error
+	pcapErr   error
+	sinceSync int
+	log       *slog.Logger
+
+	closeOnce sync.Once
+	done      chan struct{}
+}
+
+// New validates opts, writes the pcap file header (if Pcap is set) and
+// starts the writer goroutine. Call Close to stop it.
+func New(opts Options) (*Tracer, error) {
+	if opts.Out == nil && opts.Pcap == nil {
+		return nil, errors.New("trace: neither Out nor Pcap is set")
+	}
+	if opts.Rate == 0 {
+		opts.Rate = DefaultRate
+	}
+	if opts.Burst < 0 {
+		return nil, errors.New("trace: negative Burst")
+	}
+	if opts.Burst == 0 {
+		opts.Burst = max(opts.Rate, 1)
+	}
+	if opts.Snaplen == 0 {
+		opts.Snaplen = DefaultSnaplen
+	}
+	if opts.Snaplen < 64 || opts.Snaplen > 65535 {
+		return nil, errors.New("trace: Snaplen must be in 64..65535")
+	}
+	if opts.Slots == 0 {
+		opts.Slots = DefaultSlots
+	}
+	if opts.Slots < 0 || opts.Slots > 1<<16 {
+		return nil, errors.New("trace: Slots must be in 1..65536")
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+
+	t := &Tracer{
+		now:   opts.Now,
+		free:  ring.NewMPMC[uint32](opts.Slots),
+		dec:   newDecoder(),
+		limit: newLimiter(opts.Rate, opts.Burst),
+		line:  make([]byte, 0, 256),
+		log:   opts.Logger,
+		done:  make(chan struct{}),
+	}
+	n := t.free.Cap() // the rounded size
+	t.full = ring.NewMPMC[uint32](n)
+	t.slots = make([]slot, n)
+	mem := make([]byte, n*opts.Snaplen)
+	for i := range t.slots {
+		t.slots[i].buf = mem[i*opts.Snaplen : (i+1)*opts.Snaplen : (i+1)*opts.Snaplen]
+		t.free.TryPush(uint32(i))
+	}
+	if opts.Out != nil {
+		t.out = bufio.NewWriterSize(opts.Out, 32<<10)
+	}
+	if opts.Pcap != nil {
+		t.pcapBuf = bufio.NewWriterSize(opts.Pcap, 64<<10)
+		t.pcap = pcapgo.NewWriter(t.pcapBuf)
+		if err := t.pcap.WriteFileHeader(uint32(opts.Snaplen), layers.LinkTypeRaw); err != nil {
+			return nil, err
+		}
+		if err := t.pcapBuf.Flush(); err != nil {
+			return nil, err
+		}
+	}
+	go t.run()
+	return t, nil
+}
+
+// Packet records one packet travelling in direction dir, exchanged with
+// peer (the zero AddrPort if there is none), with the forwarder's verdict:
+// Forwarded or a drop reason label.
+//
+// It copies up to Snaplen bytes of pkt, so the caller keeps ownership of
+// pkt and may reuse it as soon as Packet returns. Packet never blocks and
+// allocates nothing; when the ring is full the packet is not traced and
+// counted in Dropped. After Close it does nothing. verdict should be a
+// constant or long-lived string: the tracer keeps a reference until the
+// line is written.
+func (t *Tracer) Packet(dir drop.Direction, pkt []byte, peer netip.AddrPort, verdict string) {
+	if t.closed.Load() {
+		return
+	}
+	i, ok := t.free.TryPop()
+	if !ok {
+		t.dropped.Add(1)
+		return
+	}
+	s := &t.slots[i]
+	s.rec = record{
+		ts:      t.now(),
+		dir:     dir,
+		peer:    peer,
+		verdict: verdict,
+		origLen: len(pkt),
+		data:    s.buf[:copy(s.buf, pkt)],
+	}
+	// Cannot fail: full has room for every slot index.
+	t.full.TryPush(i)
+}
+
+// Dropped returns how many packets were not traced because the ring was
+// full (the writer could not keep up).
+func (t *Tracer) Dropped() uint64 { return t.dropped.Load() }
+
+// Close stops tracing: it writes the packets already recorded, a final
+// "... N lines suppressed" line if the rate limit withheld any, and
+// flushes both writers. It returns the first write error of each writer.
+// Close does not close Out or Pcap. It is safe to call more than once and
+// concurrently with Packet.
+func (t *Tracer) Close() error {
+	t.closeOnce.Do(func() {
+		t.closed.Store(true)
+		t.full.Close()
+		<-t.done
+		if n := t.Dropped(); n > 0 {
+			t.log.Info("trace: packets not traced because the ring was full", "dropped", n)
+		}
+	})
+	return errors.Join(t.outErr, t.pcapErr)
+}
+
+// run is the writer goroutine.
+func (t *Tracer) run() {
+	defer close(t.done)
+	for {
+		i, ok := t.full.TryPop()
+		if !ok {
+			// Idle: make what was written visible before sleeping.
+			t.sync()
+			if i, ok = t.full.Pop(); !ok {
+				break
+			}
+		}
+		t.write(&t.slots[i].rec)
+		t.free.TryPush(i)
+		// Under a steady stream the ring may never run empty; still
+		// show the lines at least every 64 records.
+		if t.sinceSync++; t.sinceSync >= 64 {
+			t.sync()
+		}
+	}
+	if n := t.limit.suppressed; n > 0 {
+		t.writeSuppressed(n)
+	}
+	t.sync()
+}
+
+func (t *Tracer) write(r *record) {
+	if t.pcap != nil && t.pcapErr == nil {
+		ci := gopacket.CaptureInfo{Timestamp: r.ts, CaptureLength: len(r.data), Length: r.origLen}
+		if err := t.pcap.WritePacket(ci, r.data); err != nil {
+			t.failPcap(err)
+		}
+	}
+	if t.out == nil || t.outErr != nil {
+		return
+	}
+	ok, suppressed := t.limit.allow(r.ts)
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		t.writeSuppressed(suppressed)
+	}
+	t.line = t.dec.appendLine(t.line[:0], r)
+	if _, err := t.out.Write(t.line); err != nil {
+		t.failOut(err)
+	}
+}
+
+func (t *Tracer) writeSuppressed(n uint64) {
+	if t.out == nil || t.outErr != nil {
+		return
+	}
+	t.line = append(t.line[:0], "... "...)
+	t.line = appendUint(t.line, n)
+	t.line = append(t.line, " lines suppressed\n"...)
+	if _, err := t.out.Write(t.line); err != nil {
+		t.failOut(err)
+	}
+}
+
+// sync flushes both buffered writers.
+func (t *Tracer) sync() {
+	t.sinceSync = 0
+	if t.out != nil && t.outErr == nil && t.out.Buffered() > 0 {
+		if err := t.out.Flush(); err != nil {
+			t.failOut(err)
+		}
+	}
+	if t.pcapBuf != nil && t.pcapErr == nil && t.pcapBuf.Buffered() > 0 {
+		if err := t.pcapBuf.Flush(); err != nil {
+			t.failPcap(err)
+		}
+	}
+}
+
+// failOut and failPcap stop one output after its first error; the other
+// keeps going. The error is logged once and returned by Close.
+func (t *Tracer) failOut(err error) {
+	t.outErr = err
+	t.log.Warn("trace: writing lines failed; lines stop", "error", err)
+}
+
+func (t *Tracer) failPcap(err error) {
+	t.pcapErr = err
+	t.log.Warn("trace: writing pcap failed; pcap stops", "error", err)
+}
