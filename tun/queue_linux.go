@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,7 @@ func newQueue(d *Device, fd int, vnetHdr bool) (*Queue, error) {
 	}
 	q := &Queue{dev: d, file: f, raw: raw, vnetHdr: vnetHdr}
 	// Bind the callbacks once: a fresh closure per call would allocate.
+	q.rd.vnetHdr, q.rd.truncated = vnetHdr, &d.truncated
 	q.rd.fn = q.rd.drain
 	q.wr.fn = q.wr.push
 	return q, nil
@@ -52,7 +54,9 @@ func (q *Queue) BatchSize() int { return DefaultBatchSize }
 // writes into them only during the call and keeps no reference. Each
 // bufs[i][offset:] must hold a whole packet: the device MTU, or 65535+
 // VnetHdrLen bytes in VnetHdr mode, where every packet starts with a
-// virtio_net_hdr. After Device.Close, Read returns an error matching
+// virtio_net_hdr. The kernel silently truncates a packet larger than its
+// buffer; outside VnetHdr mode Read detects that from the IP header, drops
+// the packet and counts it in Device.Truncated. After Device.Close, Read returns an error matching
 // errors.Is(err, os.ErrClosed).
 func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(sizes) < len(bufs) {
@@ -104,12 +108,14 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 
 // readOp is the state of one Read; drain is its poller callback.
 type readOp struct {
-	bufs   [][]byte
-	sizes  []int
-	offset int
-	n      int
-	err    error
-	fn     func(fd uintptr) bool
+	vnetHdr   bool
+	truncated *atomic.Uint64
+	bufs      [][]byte
+	sizes     []int
+	offset    int
+	n         int
+	err       error
+	fn        func(fd uintptr) bool
 }
 
 // drain reads ready packets until the batch is full or the queue is empty.
@@ -124,6 +130,10 @@ func (op *readOp) drain(fd uintptr) bool {
 		n, err := unix.Read(int(fd), b[op.offset:])
 		switch err {
 		case nil:
+			if n == len(b)-op.offset && !op.vnetHdr && truncated(b[op.offset:]) {
+				op.truncated.Add(1) // a partial packet must not be forwarded
+				continue
+			}
 			op.sizes[op.n] = n
 			op.n++
 		case unix.EINTR:

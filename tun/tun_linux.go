@@ -25,10 +25,11 @@ var offloadSteps = []Offload{
 // Device is an open TUN interface. It lives until Close; the kernel removes
 // the (non-persistent) interface when its last queue is closed.
 type Device struct {
-	name     string
-	queues   []*Queue
-	offloads Offload
-	closed   atomic.Bool
+	name      string
+	queues    []*Queue
+	offloads  Offload
+	closed    atomic.Bool
+	truncated atomic.Uint64
 }
 
 // Open creates (or attaches to) the TUN interface cfg describes, with
@@ -145,6 +146,10 @@ func (d *Device) Queues() []*Queue { return d.queues }
 // Offloads reports the offloads the kernel accepted in VnetHdr mode; it is
 // zero on a device opened without VnetHdr.
 func (d *Device) Offloads() Offload { return d.offloads }
+
+// Truncated counts packets Read dropped because they did not fit their
+// buffer (not detected in VnetHdr mode, where the caller parses frames).
+func (d *Device) Truncated() uint64 { return d.truncated.Load() }
 
 // Close closes every queue. A Read or Write blocked on any queue returns
 // an error matching errors.Is(err, os.ErrClosed). Close is idempotent.

@@ -358,3 +358,21 @@ func TestOffloadString(t *testing.T) {
 		}
 	}
 }
+
+func TestReadDropsPacketLargerThanBuffer(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	src := netip.MustParseAddrPort(tunAddr + ":4000")
+	dst := netip.MustParseAddrPort("198.18.1.2:9")
+	c := udpIn(t, ns, src.String())
+	c.WriteToUDPAddrPort(make([]byte, 100), dst) // 128 bytes on the wire
+	c.WriteToUDPAddrPort([]byte("fits"), dst)    // 32 bytes
+	bufs := [][]byte{make([]byte, headroom+64), make([]byte, headroom+64)}
+	sizes := make([]int, 2)
+	n := readWithin(t, dev.Queues()[0], bufs, sizes, headroom)
+	if n != 1 || dev.Truncated() != 1 {
+		t.Fatalf("Read = %d packets, Truncated = %d; want the small one and 1 drop", n, dev.Truncated())
+	}
+	if got := udpPayload(t, bufs[0][headroom:headroom+sizes[0]], src, dst); string(got) != "fits" {
+		t.Fatalf("payload %q, want \"fits\"", got)
+	}
+}
