@@ -6,8 +6,9 @@ import (
 )
 
 // Sum adds b to initial as 16-bit big-endian words in ones' complement
-// arithmetic; an odd trailing byte is padded with a zero byte. Results of Sum and PseudoSum can be chained through
-// initial and are reduced to 16 bits with Fold.
+// arithmetic; an odd trailing byte is padded with a zero byte. Results of
+// Sum and PseudoSum can be chained through initial and are reduced to 16 bits
+// with Fold.
 //
 // The accumulator is 64 bits wide with end-around carry: since 2^16 ≡ 1
 // (mod 0xffff), adding 8 bytes at a time gives the same folded result as the
