@@ -1,0 +1,50 @@
+# flannelu: `make demo` shows the cluster working, `make test` runs every test.
+GO       ?= go
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+BIN      := bin/flannelu
+FUZZTIME ?= 10s
+
+.PHONY: all build deps test test-race demo bench bench-go fuzz vet clean
+
+all: build
+
+deps:
+	@./scripts/deps.sh
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/flannelu
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+# The whole suite: unit, fuzz seed corpora, etcd, namespace end-to-end
+# tests (root), then the lock-free parts again under the race detector.
+test: deps build vet
+	$(GO) test -count=1 -timeout 12m ./...
+	$(MAKE) test-race
+
+test-race:
+	$(GO) test -count=1 -race -timeout 5m ./ring/ ./routetable/ ./drop/ ./trace/ ./subnet/...
+
+demo: deps build
+	$(GO) run ./cmd/demo -flannelu $(BIN)
+
+# Go micro benchmarks of the data path parts, then the end-to-end harness.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem ./routetable/ ./ring/ ./packet/ ./offload/ ./encap/ ./tun/ ./backend/udp/
+
+bench: deps build
+	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md
+
+# Each fuzz target for FUZZTIME (go test runs one target per invocation).
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,38 @@
+package udp
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+)
+
+// configureDevice gives the TUN flanneld's layout: the lease's network
+// address as /32, the overlay MTU, up, and one route for the whole
+// network through it.
+func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Prefix) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("TUN %s: %w", name, err)
+	}
+	if err := netlink.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
+	}
+	a := &netlink.Addr{IPNet: ipNet(addr)}
+	if err := netlink.AddrReplace(link, a); err != nil {
+		return fmt.Errorf("address %v on %s: %w", addr, name, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", name, err)
+	}
+	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(network), Scope: netlink.SCOPE_LINK}
+	if err := netlink.RouteReplace(route); err != nil {
+		return fmt.Errorf("route %v dev %s: %w", network, name, err)
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}

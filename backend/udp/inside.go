@@ -1,0 +1,160 @@
+package udp
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/routetable"
+)
+
+// runInside is the TUN to UDP direction: read a batch of pod packets, find
+// each one's peer, decrement the TTL as flanneld does, and send the batch
+// with one sendmmsg. It returns when the TUN or socket is closed.
+func (w *worker) runInside() error {
+	for {
+		if err := w.insideBatch(); err != nil {
+			if isClosed(err) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// insideBatch moves one batch from the TUN to the socket. It allocates
+// nothing.
+func (w *worker) insideBatch() error {
+	in := &w.in
+	n, err := w.q.Read(in.bufs, in.sizes, headroom)
+	if err != nil {
+		return fmt.Errorf("read TUN: %w", err)
+	}
+	out := w.routeBatch(in.bufs[:n], in.sizes[:n])
+	w.sendBatch(in.msgs[:out])
+	if in.nicmp > 0 {
+		w.writeTUN(in.icmp[:in.nicmp], drop.Inside)
+		in.nicmp = 0
+	}
+	return nil
+}
+
+// routeBatch fills in.msgs with the packets that go out and returns how
+// many; the rest are counted drops, some answered with an ICMP error.
+func (w *worker) routeBatch(bufs [][]byte, sizes []int) int {
+	in := &w.in
+	snap := w.b.routes.Snapshot()
+	out := 0
+	for i, buf := range bufs {
+		pkt := buf[headroom : headroom+sizes[i]]
+		peer, ok := w.routeOne(pkt, snap)
+		if !ok {
+			continue
+		}
+		in.msgs[out] = encap.Message{Buf: pkt, N: len(pkt), Addr: peerAddr(peer)}
+		out++
+		w.traceForwarded(drop.Inside, pkt, in.msgs[out-1].Addr)
+	}
+	return out
+}
+
+// routeOne decides one packet's fate: its peer, or false when it is dropped
+// (counted, and answered with an ICMP error where that helps the sender).
+func (w *worker) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Peer, bool) {
+	ip, err := packet.ParseIPv4(pkt)
+	if err != nil {
+		reason := drop.Malformed
+		if err == packet.ErrVersion {
+			reason = drop.NotIPv4 // IPv6 the kernel routed into the TUN
+		}
+		w.count(drop.Inside, reason, pkt, netip.AddrPort{})
+		return nil, false
+	}
+	peer, ok := snap.Lookup(ip.Dst)
+	if !ok {
+		// The destination itself is the ICMP source: it is inside the
+		// network, not local, and routed back through the TUN, so the
+		// kernel accepts the error (reverse-path filter, martian checks)
+		// and the pod sees it. flanneld uses a local address, and the
+		// kernel drops its error as a martian.
+		w.answer(replyNetUnreachable, ip, pkt, ip.Dst)
+		w.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
+		return nil, false
+	}
+	// Errors about a known peer come from the far end of the tunnel, the
+	// peer's TUN address, for the same reason.
+	far := peer.Subnet.Addr().As4()
+	if len(pkt) > w.b.mtu {
+		if ip.DF {
+			w.answer(replyFragNeeded, ip, pkt, far)
+		}
+		w.count(drop.Inside, drop.TooBig, pkt, peerAddr(peer))
+		return nil, false
+	}
+	if !packet.DecrementTTL(pkt) {
+		w.answer(replyTimeExceeded, ip, pkt, far)
+		w.count(drop.Inside, drop.TTLExpired, pkt, peerAddr(peer))
+		return nil, false
+	}
+	return peer, true
+}
+
+// icmpReply is the ICMP error the inside direction sends back to a pod.
+type icmpReply uint8
+
+const (
+	replyNetUnreachable icmpReply = iota
+	replyFragNeeded
+	replyTimeExceeded
+)
+
+// answer queues an ICMP error about pkt for the pod that sent it, to be
+// written into the TUN after the batch.
+func (w *worker) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte) {
+	in := &w.in
+	if in.nicmp == len(in.icmp) || !packet.ShouldAnswer(ip, pkt) || !in.limit.allow(time.Now()) {
+		return
+	}
+	buf := in.icmp[in.nicmp]
+	buf = buf[:cap(buf)]
+	var n int
+	var err error
+	switch kind {
+	case replyTimeExceeded:
+		n, err = packet.TimeExceeded(buf[headroom:], pkt, src)
+	case replyFragNeeded:
+		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeFragNeeded, uint16(w.b.mtu))
+	default:
+		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeNetUnreachable, 0)
+	}
+	if err == nil {
+		in.icmp[in.nicmp] = buf[:headroom+n]
+		in.nicmp++
+	}
+}
+
+// sendBatch sends msgs, counting what the socket refused. A datagram the
+// kernel refuses (no route to the peer, EMSGSIZE) is dropped and counted
+// and the rest of the batch still goes.
+func (w *worker) sendBatch(msgs []encap.Message) {
+	var pkts, bytes uint64
+	defer func() { w.b.drops.AddForwarded(drop.Inside, pkts, bytes) }()
+	for len(msgs) > 0 {
+		n, err := w.conn.WriteBatch(msgs)
+		for _, m := range msgs[:n] {
+			pkts++
+			bytes += uint64(m.N)
+		}
+		if err != nil {
+			if isClosed(err) {
+				return // Run is stopping the worker
+			}
+			w.b.drops.Add(drop.Inside, drop.WriteError, 1)
+			n++ // msgs[n] was refused
+		}
+		msgs = msgs[min(n, len(msgs)):]
+	}
+}

@@ -1,0 +1,217 @@
+// Package udp is flannelu's userspace backend: pod packets read from a TUN
+// device are sent to the peer host inside UDP (port 8285 by default), the
+// datagram's payload being the raw inner IPv4 packet, exactly flanneld's
+// wire format. The two directions are kept apart: inside (TUN to UDP) in
+// inside.go, outside (UDP to TUN) in outside.go.
+package udp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/routetable"
+	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/trace"
+	"github.com/flannelu/flannelu/tun"
+)
+
+// DefaultPort is flanneld's udp backend port.
+const DefaultPort = 8285
+
+// encapOverhead is the outer IPv4 and UDP headers: the overlay MTU is the
+// external MTU less this, as in flanneld.
+const encapOverhead = 20 + 8
+
+// Options configure the backend.
+type Options struct {
+	Network     netip.Prefix // the whole overlay, routed into the TUN
+	BackendJSON []byte       // the config's Backend object: {"Type":"udp","Port":8285}
+	DeviceName  string       // default flannel0
+	Workers     int          // forwarding workers (TUN queues and sockets); 0: automatic
+	Trace       bool         // one line per packet, rate-limited
+	TracePcap   string       // also a pcap of traced packets
+	TraceRate   int          // trace lines per second
+	TraceOut    io.Writer    // where trace lines go; default stderr
+	Logger      *slog.Logger
+}
+
+type config struct {
+	Type string
+	Port int
+}
+
+// Backend is the udp backend. Its data path is in the workers; the route
+// table is the only state they share with the lease watcher.
+type Backend struct {
+	ext    *backend.ExternalInterface
+	opts   Options
+	port   int
+	mtu    int
+	log    *slog.Logger
+	routes *routetable.Table
+	drops  drop.Counters
+
+	dev    *tun.Device
+	conns  []*encap.Conn
+	tracer *trace.Tracer
+	own    netip.Prefix
+	ownGW  [4]byte // the TUN's address, the source of ICMP errors for packets to us
+
+	mu    sync.Mutex
+	peers map[netip.Prefix]routetable.Peer
+}
+
+// New checks the options; nothing is created before Start.
+func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
+	cfg := config{Port: DefaultPort}
+	if len(opts.BackendJSON) > 0 {
+		if err := json.Unmarshal(opts.BackendJSON, &cfg); err != nil {
+			return nil, fmt.Errorf("udp backend config %s: %w", opts.BackendJSON, err)
+		}
+	}
+	if cfg.Port < 1 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("udp backend config: Port %d: must be between 1 and 65535", cfg.Port)
+	}
+	if !opts.Network.Addr().Is4() {
+		return nil, fmt.Errorf("udp backend: Network %v: the udp backend carries IPv4 only", opts.Network)
+	}
+	if opts.DeviceName == "" {
+		opts.DeviceName = tun.DefaultName
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	mtu := ext.Iface.MTU - encapOverhead
+	if mtu < 576 {
+		return nil, fmt.Errorf("udp backend: external MTU %d on %s leaves %d for the overlay, below 576", ext.Iface.MTU, ext.Iface.Name, mtu)
+	}
+	return &Backend{
+		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, log: opts.Logger,
+		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{},
+	}, nil
+}
+
+// Init returns flanneld's udp lease attributes: the public IP and nothing
+// else (flanneld's udp backend writes no BackendType).
+func (b *Backend) Init(context.Context) (subnet.LeaseAttrs, error) {
+	return subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr}, nil
+}
+
+// MTU is the TUN's MTU: external MTU - 28.
+func (b *Backend) MTU() int { return b.mtu }
+
+// Start opens the TUN and the sockets and configures the device for the
+// host's own lease.
+func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
+	b.own = own.Subnet
+	b.ownGW = own.Subnet.Addr().As4()
+	workers := b.workerCount()
+	b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: workers})
+	if err != nil {
+		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
+	}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	if err := configureDevice(b.dev.Name(), netip.PrefixFrom(own.Subnet.Addr(), 32), b.mtu, b.opts.Network); err != nil {
+		return err
+	}
+	local := netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.port))
+	for i := 0; i < workers; i++ {
+		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1})
+		if err != nil {
+			return fmt.Errorf("listen on UDP %v: %w", local, err)
+		}
+		b.conns = append(b.conns, c)
+	}
+	if b.opts.Trace {
+		if b.tracer, err = b.newTracer(); err != nil {
+			return err
+		}
+	}
+	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.mtu, "listen", local, "workers", workers)
+	return nil
+}
+
+func (b *Backend) newTracer() (*trace.Tracer, error) {
+	out := b.opts.TraceOut
+	if out == nil {
+		out = os.Stderr
+	}
+	topts := trace.Options{Out: out, Rate: b.opts.TraceRate}
+	if b.opts.TracePcap != "" {
+		f, err := os.Create(b.opts.TracePcap)
+		if err != nil {
+			return nil, fmt.Errorf("trace pcap: %w", err)
+		}
+		topts.Pcap = f
+	}
+	return trace.New(topts)
+}
+
+func (b *Backend) workerCount() int {
+	if b.opts.Workers > 0 {
+		return b.opts.Workers
+	}
+	return 1
+}
+
+// Run forwards until ctx is done. Each worker owns one TUN queue and one
+// socket and runs both directions in two goroutines.
+func (b *Backend) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*len(b.conns))
+	for i, c := range b.conns {
+		w := newWorker(b, b.dev.Queues()[i], c)
+		wg.Add(2)
+		go func() { defer wg.Done(); errs <- w.runInside() }()
+		go func() { defer wg.Done(); errs <- w.runOutside() }()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	b.close()
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func (b *Backend) close() {
+	if b.dev != nil {
+		b.dev.Close()
+	}
+	for _, c := range b.conns {
+		c.Close()
+	}
+	if b.tracer != nil {
+		b.tracer.Close()
+	}
+}
+
+// isClosed reports whether err only says that Run closed the device or
+// socket under a worker.
+func isClosed(err error) bool {
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+}
+
+// WritePrometheus writes the forwarded and dropped packet counters.
+func (b *Backend) WritePrometheus(w io.Writer) {
+	b.drops.WritePrometheus(w, "flannelu") //nolint:errcheck // the scraper went away
+}

@@ -1,0 +1,207 @@
+// Command demo shows flannelu's main job on one machine: three hosts in
+// network namespaces on one underlay bridge, a real etcd, flannelu on each
+// host, two pods per host behind cni0, and traffic between pods of
+// different hosts. It removes everything when it ends. Root only.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+func main() {
+	bin := flag.String("flannelu", "bin/flannelu", "the flannelu binary")
+	backendType := flag.String("backend", "udp", "backend: udp, vxlan or host-gw")
+	seconds := flag.Int("iperf-seconds", 3, "length of the iperf3 run")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces)")
+		os.Exit(1)
+	}
+	if err := demo(*bin, *backendType, *seconds); err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+}
+
+func demo(bin, backendType string, iperfSeconds int) error {
+	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, backendType)
+	step("Building three hosts (192.0.2.1-3 on one bridge) and starting etcd on 192.0.2.1")
+	c, err := testbed.NewCluster(testbed.ClusterOptions{
+		Bed:      testbed.Options{Name: "demo", Hosts: 3},
+		Flannelu: bin, Config: config,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("Tearing down: stopping flannelu and etcd, removing every namespace")
+		c.Close()
+	}()
+	stopOnSignal(c)
+	fmt.Printf("network config: %s\n", config)
+
+	step("Starting flannelu on each host")
+	for i := 1; i <= 3; i++ {
+		args := []string{}
+		if i == 1 && backendType == "udp" {
+			args = append(args, "--trace", "--trace-rate", "20")
+		}
+		n, err := c.StartNode(i, args...)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("%s: lease %v, subnet.env:\n%s", n.Host.Name, n.Env.Subnet.Masked(), indent(readFile(n.SubnetFile)))
+		if err := n.AddPods(2); err != nil {
+			return err
+		}
+	}
+	showLeases(c)
+
+	step("Pod-to-pod pings across hosts")
+	pods := [][2]*testbed.Pod{
+		{c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]},
+		{c.Hosts[1].Pods[1], c.Hosts[2].Pods[0]},
+		{c.Hosts[2].Pods[1], c.Hosts[0].Pods[1]},
+	}
+	for _, p := range pods {
+		if err := waitPing(p[0], p[1]); err != nil {
+			return err
+		}
+		out, err := p[0].Run("ping", "-n", "-c", "3", "-i", "0.2", p[1].Addr.String())
+		if err != nil {
+			return fmt.Errorf("ping %s -> %s: %v\n%s", p[0].Addr, p[1].Addr, err, out)
+		}
+		fmt.Printf("%s (%s) -> %s (%s):\n%s", p[0].Addr, p[0].Name, p[1].Addr, p[1].Name, indent(pingSummary(out)))
+	}
+
+	step(fmt.Sprintf("iperf3, %d s, pod %s on host 1 -> pod %s on host 2", iperfSeconds, pods[0][0].Addr, pods[0][1].Addr))
+	if err := iperf(c, pods[0][0], pods[0][1], iperfSeconds); err != nil {
+		return err
+	}
+	if backendType == "udp" {
+		showTrace(c)
+		step("Counters on host 1 (/metrics)")
+		m, err := c.Nodes[1].Metrics()
+		if err != nil {
+			return err
+		}
+		fmt.Print(indent(nonZeroSamples(m)))
+	}
+	fmt.Println("\nThe demo worked: pods on three hosts talked through flannelu.")
+	return nil
+}
+
+func iperf(c *testbed.Cluster, from, to *testbed.Pod, seconds int) error {
+	srv, err := c.Start(to.NS, "iperf3-server", "iperf3", "-s", "-1", "-B", to.Addr.String())
+	if err != nil {
+		return err
+	}
+	if err := testbed.WaitTCP(to.NS, testbed.ListenAddr(to.Addr, 5201), 10*time.Second); err != nil {
+		return err
+	}
+	out, err := from.Run("iperf3", "-c", to.Addr.String(), "-t", fmt.Sprint(seconds), "-f", "m")
+	srv.Wait(5 * time.Second)
+	if err != nil {
+		return fmt.Errorf("iperf3: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "sender") || strings.Contains(line, "receiver") {
+			fmt.Println(" ", strings.TrimSpace(line))
+		}
+	}
+	return nil
+}
+
+func showLeases(c *testbed.Cluster) {
+	step("Leases in etcd (flanneld's schema)")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Client.Get(ctx, testbed.EtcdPrefix+"/", clientv3.WithPrefix())
+	if err != nil {
+		fmt.Println("  (cannot read etcd:", err, ")")
+		return
+	}
+	for _, kv := range resp.Kvs {
+		fmt.Printf("  %s = %s\n", kv.Key, kv.Value)
+	}
+}
+
+var traceRE = regexp.MustCompile(` (inside|outside) `)
+
+func showTrace(c *testbed.Cluster) {
+	step("Trace lines from host 1 (--trace): one per packet, rate-limited")
+	var lines []string
+	for _, l := range strings.Split(readFile(c.Nodes[1].Proc.Log), "\n") {
+		if traceRE.MatchString(l) && !strings.Contains(l, "level=") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 8 {
+		lines = lines[:8]
+	}
+	fmt.Print(indent(strings.Join(lines, "\n") + "\n"))
+}
+
+func waitPing(from, to *testbed.Pod) error {
+	return testbed.Eventually(15*time.Second, func() error {
+		_, err := testbed.Ping(from.NS, to.Addr.String(), 1)
+		return err
+	})
+}
+
+func pingSummary(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "bytes from") || strings.Contains(l, "packet loss") || strings.HasPrefix(l, "rtt") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n") + "\n"
+}
+
+func nonZeroSamples(metrics string) string {
+	var keep []string
+	for _, l := range strings.Split(metrics, "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") && !strings.HasSuffix(l, " 0") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n") + "\n"
+}
+
+func stopOnSignal(c *testbed.Cluster) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ch
+		fmt.Println("\ninterrupted: cleaning up")
+		c.Close()
+		os.Exit(130)
+	}()
+}
+
+func step(s string) { fmt.Printf("\n=== %s\n", s) }
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
+}
+
+func readFile(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}

@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/backend/hostgw"
+	"github.com/flannelu/flannelu/backend/udp"
+	"github.com/flannelu/flannelu/backend/vxlan"
+	"github.com/flannelu/flannelu/subnet"
+)
+
+// newBackend builds the backend the network config names. A type flannelu
+// does not have is an error at start-up, never a silent no-op.
+func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, log *slog.Logger) (backend.Backend, error) {
+	log = log.With("backend", cfg.BackendType)
+	switch cfg.BackendType {
+	case "udp":
+		return udp.New(ext, udp.Options{
+			Network:     cfg.Network,
+			BackendJSON: cfg.Backend,
+			Workers:     o.udpWorkers,
+			Trace:       o.trace,
+			TracePcap:   o.tracePcap,
+			TraceRate:   o.traceRate,
+			Logger:      log,
+		})
+	case "vxlan":
+		return vxlan.New(ext, vxlan.Options{
+			Network:           cfg.Network,
+			BackendJSON:       cfg.Backend,
+			ReconcileInterval: o.reconcileInterval,
+			Logger:            log,
+		})
+	case "host-gw":
+		return hostgw.New(ext, hostgw.Options{
+			Network:           cfg.Network,
+			ReconcileInterval: o.reconcileInterval,
+			Logger:            log,
+		})
+	}
+	return nil, fmt.Errorf("backend type %q in the network config is not supported by flannelu (supported: udp, vxlan, host-gw)", cfg.BackendType)
+}

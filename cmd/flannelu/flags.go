@@ -1,0 +1,172 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// options are flanneld's flags with flanneld's defaults, plus flannelu's
+// own (marked "flannelu:" in their usage text).
+type options struct {
+	etcdEndpoints string
+	etcdPrefix    string
+	etcdKeyfile   string
+	etcdCertfile  string
+	etcdCAFile    string
+	etcdUsername  string
+	etcdPassword  string
+
+	ifaces       listFlag
+	ifaceRegexes listFlag
+	publicIP     string
+	subnetFile   string
+	renewMargin  int // minutes, as flanneld's --subnet-lease-renew-margin
+
+	ipMasq               bool
+	iptablesForwardRules bool
+	iptablesResync       int
+	healthzIP            string
+	healthzPort          int
+	kubeSubnetMgr        bool
+	version              bool
+
+	// flannelu's own
+	leaseTTL          time.Duration
+	reconcileInterval time.Duration
+	trace             bool
+	tracePcap         string
+	traceRate         int
+	logLevel          string
+	udpWorkers        int
+}
+
+// listFlag is a repeatable flag; a value from the environment may hold
+// several entries separated by commas.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	*l = append(*l, v)
+	return nil
+}
+
+func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("flannelu", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379", "a comma-delimited list of etcd endpoints")
+	fs.StringVar(&o.etcdPrefix, "etcd-prefix", "/coreos.com/network", "etcd prefix")
+	fs.StringVar(&o.etcdKeyfile, "etcd-keyfile", "", "SSL key file used to secure etcd communication")
+	fs.StringVar(&o.etcdCertfile, "etcd-certfile", "", "SSL certification file used to secure etcd communication")
+	fs.StringVar(&o.etcdCAFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
+	fs.StringVar(&o.etcdUsername, "etcd-username", "", "username for BasicAuth to etcd")
+	fs.StringVar(&o.etcdPassword, "etcd-password", "", "password for BasicAuth to etcd")
+	fs.Var(&o.ifaces, "iface", "interface to use (IP or name) for inter-host communication; repeatable, the first match wins")
+	fs.Var(&o.ifaceRegexes, "iface-regex", "regex of the interface name or IP to use for inter-host communication; repeatable")
+	fs.StringVar(&o.publicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication")
+	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "filename where env variables (subnet, MTU, ...) will be written to")
+	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes, ranging from 1 to 1439")
+	fs.BoolVar(&o.ipMasq, "ip-masq", false, "setup IP masquerade rule for traffic destined outside of overlay network")
+	fs.BoolVar(&o.iptablesForwardRules, "iptables-forward-rules", true, "add default accept rules to FORWARD chain in iptables")
+	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period for iptables rules, in seconds")
+	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "the IP address for healthz server to listen")
+	fs.IntVar(&o.healthzPort, "healthz-port", 0, "the port for healthz server to listen (0 to disable); flannelu also serves /metrics there")
+	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd (not supported by flannelu)")
+	fs.BoolVar(&o.version, "version", false, "print version and exit")
+
+	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "flannelu: TTL of the etcd lease behind the subnet (flanneld: fixed 24h)")
+	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", 10*time.Second, "flannelu: how often the vxlan and host-gw backends restore kernel state")
+	fs.BoolVar(&o.trace, "trace", false, "flannelu: print one line per forwarded or dropped packet (udp backend, rate-limited)")
+	fs.StringVar(&o.tracePcap, "trace-pcap", "", "flannelu: also write traced packets to this pcap file (udp backend)")
+	fs.IntVar(&o.traceRate, "trace-rate", 100, "flannelu: at most this many trace lines per second")
+	fs.StringVar(&o.logLevel, "log-level", "info", "flannelu: debug, info, warn or error")
+	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend (0: one per CPU, at most 4)")
+	return fs
+}
+
+// parseOptions reads the command line, then fills every flag that was not
+// given there from FLANNELD_<NAME> (flanneld's rule: the command line
+// wins), then checks ranges.
+func parseOptions(args []string, env func(string) (string, bool), out io.Writer) (*options, error) {
+	o := &options{}
+	fs := newFlagSet(o, out)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] {
+			return
+		}
+		name := envName(f.Name)
+		v, ok := env(name)
+		if !ok {
+			return
+		}
+		values := []string{v}
+		if _, isList := f.Value.(*listFlag); isList {
+			values = strings.Split(v, ",")
+		}
+		for _, v := range values {
+			if err := f.Value.Set(strings.TrimSpace(v)); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return o, o.validate()
+}
+
+// envName maps a flag to flanneld's environment variable: etcd-endpoints
+// becomes FLANNELD_ETCD_ENDPOINTS.
+func envName(flagName string) string {
+	return "FLANNELD_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func (o *options) validate() error {
+	switch {
+	case o.renewMargin < 1 || o.renewMargin >= 24*60:
+		return fmt.Errorf("--subnet-lease-renew-margin %d: must be between 1 and 1439 minutes", o.renewMargin)
+	case o.healthzPort < 0 || o.healthzPort > 65535:
+		return fmt.Errorf("--healthz-port %d: must be between 0 and 65535", o.healthzPort)
+	case o.iptablesResync < 1:
+		return fmt.Errorf("--iptables-resync %d: must be at least 1 second", o.iptablesResync)
+	case o.leaseTTL < 2*time.Second:
+		return fmt.Errorf("--subnet-lease-ttl %v: must be at least 2s", o.leaseTTL)
+	case o.reconcileInterval < 100*time.Millisecond:
+		return fmt.Errorf("--reconcile-interval %v: must be at least 100ms", o.reconcileInterval)
+	case o.traceRate < 1:
+		return fmt.Errorf("--trace-rate %d: must be at least 1 line per second", o.traceRate)
+	case o.udpWorkers < 0 || o.udpWorkers > 64:
+		return fmt.Errorf("--udp-workers %d: must be between 0 and 64", o.udpWorkers)
+	case o.kubeSubnetMgr:
+		return errors.New("--kube-subnet-mgr: flannelu keeps leases in etcd only; the Kubernetes subnet manager is not supported")
+	}
+	if o.publicIP != "" {
+		a, err := netip.ParseAddr(o.publicIP)
+		if err != nil || !a.Is4() {
+			return fmt.Errorf("--public-ip %q: not an IPv4 address", o.publicIP)
+		}
+	}
+	if _, err := parseLogLevel(o.logLevel); err != nil {
+		return err
+	}
+	if (o.etcdKeyfile == "") != (o.etcdCertfile == "") {
+		return errors.New("--etcd-keyfile and --etcd-certfile must be given together")
+	}
+	return nil
+}
+
+func lookupEnv(name string) (string, bool) { return os.LookupEnv(name) }

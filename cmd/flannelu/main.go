@@ -1,0 +1,60 @@
+// Command flannelu is a flannel-compatible overlay network daemon: one runs
+// on every host, takes a subnet lease in etcd (flanneld's schema), writes
+// subnet.env for the CNI plugin and carries pod traffic between hosts with
+// the backend named in the network config (udp, vxlan or host-gw).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+// version is set at build time: -ldflags "-X main.version=..."
+var version = "dev"
+
+func main() {
+	os.Exit(realMain(os.Args[1:]))
+}
+
+func realMain(args []string) int {
+	opts, err := parseOptions(args, lookupEnv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "flannelu:", err)
+		return 2
+	}
+	if opts.version {
+		fmt.Println(version)
+		return 0
+	}
+	level, _ := parseLogLevel(opts.logLevel) // validated with the flags
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("starting flannelu", "version", version)
+	if err := run(ctx, opts, log); err != nil {
+		log.Error("flannelu stopped", "error", err)
+		return 1
+	}
+	log.Info("exiting cleanly; the subnet lease is kept for the next start")
+	return 0
+}
+
+func parseLogLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
+		return 0, fmt.Errorf("--log-level %q: must be debug, info, warn or error", s)
+	}
+	return l, nil
+}

@@ -1,0 +1,93 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+var helperResult = regexp.MustCompile(`bytes=(\d+) sha256=([0-9a-f]{64})`)
+
+// transfer sends size bytes over TCP from one pod to another and checks
+// that exactly the bytes sent arrived, by count and SHA-256.
+func transfer(t *testing.T, bed *testbed.Bed, from, to *testbed.Pod, size int64) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := testbed.ListenAddr(to.Addr, 5201)
+	recv, err := bed.Start(to.NS, "recv-"+to.Name, "env", "FLANNELU_E2E_HELPER=recv", self, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.Eventually(10*time.Second, func() error {
+		if b, _ := os.ReadFile(recv.Log); !strings.Contains(string(b), "listening") {
+			return fmt.Errorf("receiver in %s not listening: %s", to.Name, b)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	out, err := from.Run("env", "FLANNELU_E2E_HELPER=send", self, fmt.Sprintf("%d@%s", size, addr))
+	if err != nil {
+		t.Fatalf("sender: %v", err)
+	}
+	elapsed := time.Since(start)
+	if exited, err := recv.Wait(30 * time.Second); !exited || err != nil {
+		t.Fatalf("receiver did not finish (exited=%v): %v %s", exited, err, testbed.Tail(recv.Log, 5))
+	}
+	b, _ := os.ReadFile(recv.Log)
+	sent, got := helperResult.FindStringSubmatch(out), helperResult.FindStringSubmatch(string(b))
+	if sent == nil || got == nil {
+		t.Fatalf("no result line: sender %q receiver %q", out, b)
+	}
+	if sent[1] != fmt.Sprint(size) || got[1] != sent[1] || got[2] != sent[2] {
+		t.Fatalf("TCP transfer corrupted: sent %s bytes sha256 %s, received %s bytes sha256 %s", sent[1], sent[2], got[1], got[2])
+	}
+	t.Logf("TCP %d MB %s -> %s: byte for byte, %.0f Mbit/s", size>>20, from.Addr, to.Addr,
+		float64(size*8)/elapsed.Seconds()/1e6)
+}
+
+// fullMesh pings every pod from every other pod.
+func fullMesh(t *testing.T, pods []*testbed.Pod) {
+	t.Helper()
+	for _, a := range pods {
+		for _, b := range pods {
+			if a == b {
+				continue
+			}
+			if out, err := testbed.Ping(a.NS, b.Addr.String(), 3); err != nil {
+				t.Errorf("ping %s -> %s: %v\n%s", a.Addr, b.Addr, err, out)
+			}
+		}
+	}
+}
+
+// waitPing waits until from reaches to: peers learn of each other through
+// the etcd watch, a moment after they start.
+func waitPing(t *testing.T, from *testbed.Pod, to netip.Addr) {
+	t.Helper()
+	if err := testbed.Eventually(15*time.Second, func() error {
+		_, err := testbed.Ping(from.NS, to.String(), 1)
+		return err
+	}); err != nil {
+		t.Fatalf("%s never reached %s: %v", from.Addr, to, err)
+	}
+}
+
+// allPods lists the pods of the given nodes.
+func allPods(c *testbed.Cluster, hosts ...int) []*testbed.Pod {
+	var pods []*testbed.Pod
+	for _, i := range hosts {
+		pods = append(pods, c.Hosts[i-1].Pods...)
+	}
+	return pods
+}

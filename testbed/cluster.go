@@ -1,0 +1,217 @@
+package testbed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannelu/flannelu/subnet"
+)
+
+// EtcdPrefix is flanneld's default prefix, which the cluster uses.
+const EtcdPrefix = "/coreos.com/network"
+
+// HealthPort is where every node's flannelu serves /healthz and /metrics.
+const HealthPort = 9180
+
+// ClusterOptions shape a flannelu cluster on a testbed.
+type ClusterOptions struct {
+	Bed      Options
+	Flannelu string // path of the flannelu binary
+	// Config is the network config JSON written to <prefix>/config.
+	Config string
+}
+
+// Cluster is a testbed with etcd and the network config in place; nodes
+// are started one by one with StartNode.
+type Cluster struct {
+	*Bed
+	Opts   ClusterOptions
+	Etcd   *Etcd
+	Client *clientv3.Client
+	Nodes  map[int]*Node // by host index
+}
+
+// Node is flannelu running on one host.
+type Node struct {
+	Host       *Host
+	Proc       *Proc
+	SubnetFile string
+	Env        subnet.Env // as read after start
+	Args       []string
+	cluster    *Cluster
+}
+
+// NewCluster builds the testbed, starts etcd and writes the config.
+func NewCluster(opts ClusterOptions) (c *Cluster, err error) {
+	bed, err := New(opts.Bed)
+	if err != nil {
+		return nil, err
+	}
+	c = &Cluster{Bed: bed, Opts: opts, Nodes: map[int]*Node{}}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	if c.Etcd, err = bed.StartEtcd(); err != nil {
+		return nil, err
+	}
+	if c.Client, err = c.Etcd.Client(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err = c.Client.Put(ctx, EtcdPrefix+"/config", opts.Config); err != nil {
+		return nil, fmt.Errorf("write network config: %w", err)
+	}
+	return c, nil
+}
+
+// Close stops the nodes and etcd and removes the testbed.
+func (c *Cluster) Close() {
+	if c.Client != nil {
+		c.Client.Close()
+	}
+	c.Bed.Close()
+}
+
+// StartNode starts flannelu on host i (1-based) with the cluster's etcd,
+// and waits until it has written subnet.env.
+func (c *Cluster) StartNode(i int, extra ...string) (*Node, error) {
+	h := c.Hosts[i-1]
+	n := &Node{Host: h, cluster: c, SubnetFile: filepath.Join(c.Dir, h.Name, "subnet.env")}
+	os.Remove(n.SubnetFile)
+	n.Args = append([]string{c.Opts.Flannelu,
+		"--etcd-endpoints", c.Etcd.Endpoint,
+		"--subnet-file", n.SubnetFile,
+		"--healthz-port", strconv.Itoa(HealthPort),
+		"--healthz-ip", h.Addr.String(),
+	}, extra...)
+	var err error
+	if n.Proc, err = c.Start(h.NS, "flannelu-"+h.Name, n.Args...); err != nil {
+		return nil, err
+	}
+	if err := n.waitEnv(20 * time.Second); err != nil {
+		return nil, err
+	}
+	c.Nodes[i] = n
+	return n, nil
+}
+
+func (n *Node) waitEnv(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		env, err := subnet.ReadEnv(n.SubnetFile)
+		if err == nil {
+			n.Env = env
+			return nil
+		}
+		if n.Proc.Exited() {
+			return fmt.Errorf("flannelu on %s exited before writing subnet.env: %s", n.Host.Name, Tail(n.Proc.Log, 20))
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("flannelu on %s wrote no subnet.env in %v: %s", n.Host.Name, timeout, Tail(n.Proc.Log, 20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends the node's flannelu with SIGTERM (a clean shutdown).
+func (n *Node) Stop() error {
+	return n.Proc.Stop()
+}
+
+// AddPods puts n pods behind the node's cni0, as the CNI plugin would from
+// subnet.env: the bridge takes the subnet's first address (FLANNEL_SUBNET).
+func (n *Node) AddPods(count int) error {
+	lease := n.Env.Subnet.Masked()
+	return n.Host.AddPods(count, netip.PrefixFrom(lease.Addr().Next(), lease.Bits()), n.Env.MTU)
+}
+
+// Metrics fetches the node's /metrics text.
+func (n *Node) Metrics() (string, error) {
+	return n.get("/metrics")
+}
+
+// Metric returns one sample's value from /metrics, 0 when absent. name
+// includes the labels exactly as printed, e.g.
+// `flannelu_dropped_packets_total{direction="outside",reason="unknown_peer"}`.
+func (n *Node) Metric(name string) (float64, error) {
+	text, err := n.Metrics()
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, nil
+}
+
+func (n *Node) get(path string) (string, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return n.Host.Dial(ctx, addr) },
+	}}
+	resp, err := client.Get("http://" + ListenAddr(n.Host.Addr, HealthPort) + path)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return string(b), err
+}
+
+// Tail returns the last n lines of a log file, for failure messages.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "\n" + strings.Join(lines, "\n")
+}
+
+// Eventually retries fn every 100ms until it succeeds or timeout passes,
+// returning the last error.
+func Eventually(timeout time.Duration, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Ping sends count echo requests from a namespace and fails unless all are
+// answered.
+func Ping(from NS, to string, count int) (string, error) {
+	out, err := from.Run("ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.01", "-W", "1", to)
+	if err != nil {
+		return out, err
+	}
+	if !strings.Contains(out, " 0% packet loss") {
+		return out, errors.New("ping: packets lost: " + out)
+	}
+	return out, nil
+}
