@@ -98,3 +98,15 @@ func FuzzParseLease(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseLeaseAttrs: the cost per lease of a watch event or a list.
+func BenchmarkParseLeaseAttrs(b *testing.B) {
+	v := []byte(flannelValues[1].json)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ParseLeaseAttrs(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "leases/s")
+}

@@ -220,12 +220,12 @@ func TestWatchRecoversFromCompaction(t *testing.T) {
 	c.put(leaseKey("198.18.2.0-24"), valB) // will change
 	c.put(leaseKey("198.18.4.0-24"), valA) // stays
 	m := c.manager(Options{})
-	first := true
+	lists := 0
 	m.testHookAfterList = func(int64) {
-		if !first {
+		lists++
+		if lists > 1 {
 			return
 		}
-		first = false
 		// Between the list and the watch: changes, then a compaction
 		// past them, so the watch from list+1 is compacted away.
 		c.put(leaseKey("198.18.3.0-24"), valC)
@@ -240,6 +240,9 @@ func TestWatchRecoversFromCompaction(t *testing.T) {
 	r.expect(t,
 		"added 198.18.1.0/24 192.0.2.1", "added 198.18.2.0/24 192.0.2.2", "added 198.18.4.0/24 192.0.2.1",
 		"added 198.18.3.0/24 192.0.2.3", "changed 198.18.2.0/24 192.0.2.22", "removed 198.18.1.0/24 192.0.2.1")
+	if lists != 2 {
+		t.Fatalf("listed %d times, want 2: the compacted watch must force exactly one re-list", lists)
+	}
 }
 
 func TestWatchSurvivesEtcdRestart(t *testing.T) {

@@ -245,3 +245,20 @@ func TestAcquireFullNetwork(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNoFreeSubnet naming the network and range", err)
 	}
 }
+
+func TestAcquireDualStack(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, `{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}`)
+	a := LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: netip.MustParseAddr("2001:db8::1")}
+	l, err := c.manager(Options{}).AcquireLease(c.ctx(), c.cfg, a, netip.MustParsePrefix("198.18.9.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet.String() != "198.18.9.0/24" || l.IPv6Subnet.String() != "fc00:0:0:9::/64" {
+		t.Fatalf("got %s %s, want 198.18.9.0/24 fc00:0:0:9::/64", l.Subnet, l.IPv6Subnet)
+	}
+	val, _, ok := c.get(leaseKey("198.18.9.0-24&fc00:0:0:9::-64"))
+	if !ok || val != `{"PublicIP":"192.0.2.1","PublicIPv6":"2001:db8::1"}` {
+		t.Fatalf("dual-stack key holds %q (present %v)", val, ok)
+	}
+}
