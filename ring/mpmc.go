@@ -36,7 +36,6 @@ type MPMC[T any] struct {
 	mask     uint64
 	closed   atomic.Bool
 	notEmpty parker
-	done     chan struct{}
 	once     sync.Once
 	_        [cacheLine]byte
 }
@@ -53,7 +52,6 @@ func NewMPMC[T any](capacity int) *MPMC[T] {
 		cells:    make([]cell[T], n),
 		mask:     uint64(n - 1),
 		notEmpty: newParker(),
-		done:     make(chan struct{}),
 	}
 	for i := range q.cells {
 		q.cells[i].seq.Store(uint64(i))
@@ -140,14 +138,16 @@ func (q *MPMC[T]) PopContext(ctx context.Context) (T, error) {
 	slept := false
 	for {
 		if v, ok := q.TryPop(); ok {
-			if slept && q.Len() > 0 {
-				// One token may stand for several pushes; pass it on so
-				// another sleeper takes the rest.
+			if slept && (q.Len() > 0 || q.closed.Load()) {
+				// One token may stand for several pushes, or for Close;
+				// pass it on so another sleeper takes the rest or sees
+				// the close.
 				q.notEmpty.wake()
 			}
 			return v, nil
 		}
 		if q.closed.Load() {
+			q.notEmpty.wake() // release the next waiter too
 			if v, ok := q.TryPop(); ok {
 				return v, nil
 			}
@@ -161,11 +161,7 @@ func (q *MPMC[T]) PopContext(ctx context.Context) (T, error) {
 		q.notEmpty.waiters.Add(1)
 		switch {
 		case q.enq.Load() == q.deq.Load() && !q.closed.Load():
-			select {
-			case <-q.notEmpty.ch:
-			case <-q.done:
-			case <-ctx.Done():
-			}
+			q.notEmpty.sleep(ctx)
 			slept = true
 		default:
 			// A producer claimed a slot but has not filled it yet: it is
@@ -181,6 +177,6 @@ func (q *MPMC[T]) PopContext(ctx context.Context) (T, error) {
 func (q *MPMC[T]) Close() {
 	q.once.Do(func() {
 		q.closed.Store(true)
-		close(q.done)
+		q.notEmpty.wake() // each released waiter wakes the next
 	})
 }

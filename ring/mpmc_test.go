@@ -156,6 +156,44 @@ func TestMPMCCloseReleasesAllWaiters(t *testing.T) {
 	}
 }
 
+// TestMPMCCloseAfterPushReleasesAll: one value and a Close arrive while
+// three consumers wait; one gets the value and the others must see the
+// close. (The rarer interleaving where one token stands for both events,
+// because a waiter had counted itself but not yet blocked, is covered by
+// the wake-on-pass rule in PopContext but not reliably reproduced here.)
+func TestMPMCCloseAfterPushReleasesAll(t *testing.T) {
+	for round := 0; round < 200; round++ {
+		q := NewMPMC[int](4)
+		const waiters = 3
+		done := make(chan bool, waiters)
+		for i := 0; i < waiters; i++ {
+			go func() {
+				_, ok := q.Pop()
+				done <- ok
+			}()
+		}
+		for q.notEmpty.waiters.Load() < waiters {
+			runtime.Gosched()
+		}
+		q.TryPush(1)
+		q.Close()
+		got := 0
+		for i := 0; i < waiters; i++ {
+			select {
+			case ok := <-done:
+				if ok {
+					got++
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("round %d: only %d of %d waiters returned after push+Close", round, i, waiters)
+			}
+		}
+		if got != 1 {
+			t.Fatalf("round %d: %d waiters got a value, want 1", round, got)
+		}
+	}
+}
+
 // TestMPMCWakesEverySleeper pushes a burst while several consumers sleep:
 // each value must be delivered although a burst may leave a single token.
 func TestMPMCWakesEverySleeper(t *testing.T) {

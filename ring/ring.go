@@ -1,6 +1,7 @@
 package ring
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 )
@@ -52,4 +53,19 @@ func (p *parker) wake() {
 		default:
 		}
 	}
+}
+
+// sleep blocks until a wake token arrives or ctx ends. With a context
+// that never ends it is a plain channel receive, the cheapest park the
+// runtime offers. Close wakes sleepers through the same token after
+// setting the closed flag, so there is one channel to wait on, not two.
+func (p *parker) sleep(ctx context.Context) {
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-p.ch:
+		case <-done:
+		}
+		return
+	}
+	<-p.ch
 }

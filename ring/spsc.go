@@ -34,7 +34,6 @@ type SPSC[T any] struct {
 	closed   atomic.Bool
 	notEmpty parker // the consumer parks here
 	notFull  parker // the producer parks here
-	done     chan struct{}
 	once     sync.Once
 	_        [cacheLine]byte
 }
@@ -52,7 +51,6 @@ func NewSPSC[T any](capacity int) *SPSC[T] {
 		mask:     uint64(n - 1),
 		notEmpty: newParker(),
 		notFull:  newParker(),
-		done:     make(chan struct{}),
 	}
 }
 
@@ -122,11 +120,7 @@ func (q *SPSC[T]) Push(ctx context.Context, v T) error {
 		}
 		q.notFull.waiters.Add(1)
 		if q.tail.Load()-q.head.Load() == uint64(len(q.buf)) && !q.closed.Load() {
-			select {
-			case <-q.notFull.ch:
-			case <-q.done:
-			case <-ctx.Done():
-			}
+			q.notFull.sleep(ctx)
 		}
 		q.notFull.waiters.Add(-1)
 	}
@@ -160,11 +154,7 @@ func (q *SPSC[T]) PopContext(ctx context.Context) (T, error) {
 		}
 		q.notEmpty.waiters.Add(1)
 		if q.tail.Load() == q.head.Load() && !q.closed.Load() {
-			select {
-			case <-q.notEmpty.ch:
-			case <-q.done:
-			case <-ctx.Done():
-			}
+			q.notEmpty.sleep(ctx)
 		}
 		q.notEmpty.waiters.Add(-1)
 	}
@@ -177,6 +167,7 @@ func (q *SPSC[T]) PopContext(ctx context.Context) (T, error) {
 func (q *SPSC[T]) Close() {
 	q.once.Do(func() {
 		q.closed.Store(true)
-		close(q.done)
+		q.notEmpty.wake()
+		q.notFull.wake()
 	})
 }
