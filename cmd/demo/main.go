@@ -108,7 +108,16 @@ func iperf(c *testbed.Cluster, from, to *testbed.Pod, seconds int) error {
 	if err != nil {
 		return err
 	}
-	if err := testbed.WaitTCP(to.NS, testbed.ListenAddr(to.Addr, 5201), 10*time.Second); err != nil {
+	// Wait for the listening socket without connecting to it: a probe
+	// connection would be the one client "iperf3 -s -1" serves, and the
+	// real run would then find nothing listening.
+	if err := testbed.Eventually(10*time.Second, func() error {
+		out, err := to.Run("ss", "-Hltn", "sport", "=", ":5201")
+		if err == nil && !strings.Contains(out, "LISTEN") {
+			err = fmt.Errorf("iperf3 server in %s not listening yet", to.Name)
+		}
+		return err
+	}); err != nil {
 		return err
 	}
 	out, err := from.Run("iperf3", "-c", to.Addr.String(), "-t", fmt.Sprint(seconds), "-f", "m")
