@@ -307,3 +307,28 @@ func TestPacketZeroAllocs(t *testing.T) {
 		t.Fatalf("Packet allocates %.2f times per call, want 0", allocs)
 	}
 }
+
+// TestDefaultClock: without an injected clock, packets carry the current
+// wall-clock time, in order.
+func TestDefaultClock(t *testing.T) {
+	var file bytes.Buffer
+	before := time.Now()
+	tr, _ := New(Options{Pcap: &file})
+	tr.Packet(drop.Inside, dnsUDP(t), peer, Forwarded)
+	time.Sleep(2 * time.Millisecond)
+	tr.Packet(drop.Inside, dnsUDP(t), peer, Forwarded)
+	tr.Close()
+	after := time.Now()
+	r, _ := pcapgo.NewReader(&file)
+	_, ci1, err1 := r.ReadPacketData()
+	_, ci2, err2 := r.ReadPacketData()
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	if ci1.Timestamp.Before(before.Truncate(time.Microsecond)) || ci2.Timestamp.After(after) {
+		t.Fatalf("timestamps %v %v outside [%v, %v]", ci1.Timestamp, ci2.Timestamp, before, after)
+	}
+	if d := ci2.Timestamp.Sub(ci1.Timestamp); d < 2*time.Millisecond {
+		t.Fatalf("second packet only %v after the first, want >= 2ms", d)
+	}
+}
