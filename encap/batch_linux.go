@@ -20,6 +20,37 @@ const (
 // segmentCmsgSpace is the control buffer for one UDP_SEGMENT (a uint16).
 var segmentCmsgSpace = unix.CmsgSpace(2)
 
+// groCmsgSpace is the control buffer of one received message: the
+// kernel's UDP_GRO message carries the segment size as an int.
+var groCmsgSpace = unix.CmsgSpace(4)
+
+// groSize returns the UDP_GRO segment size in a received control buffer,
+// 0 when there is none (the datagram was not coalesced).
+func groSize(oob []byte) int {
+	for len(oob) >= unix.CmsgLen(0) {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		if h.Len < uint64(unix.CmsgLen(0)) || int(h.Len) > len(oob) {
+			return 0
+		}
+		data := oob[unix.CmsgLen(0):h.Len]
+		if h.Level == unix.IPPROTO_UDP && h.Type == unix.UDP_GRO {
+			switch len(data) {
+			case 4:
+				return int(*(*int32)(unsafe.Pointer(&data[0])))
+			case 2:
+				return int(*(*uint16)(unsafe.Pointer(&data[0])))
+			}
+			return 0
+		}
+		next := unix.CmsgSpace(int(h.Len) - unix.CmsgLen(0))
+		if next > len(oob) {
+			return 0
+		}
+		oob = oob[next:]
+	}
+	return 0
+}
+
 // ReadBatch blocks until at least one datagram is ready, then receives, in
 // one recvmmsg, every ready datagram up to len(msgs). For each of the
 // returned n it sets msgs[i].N and msgs[i].Addr (the sender) and fills
@@ -42,6 +73,10 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 			c.truncated.Add(1)
 		}
 		m.Addr, _ = parseSockaddr(sockaddrBytes(&op.names[i], h.Hdr.Namelen))
+		m.GSOSize = 0
+		if op.gro {
+			m.GSOSize = groSize(op.oob[i*groCmsgSpace : i*groCmsgSpace+int(h.Hdr.Controllen)])
+		}
 	}
 	op.release(len(msgs))
 	if err != nil {
@@ -117,6 +152,8 @@ type recvOp struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet4
+	gro   bool
+	oob   []byte // groCmsgSpace per message, when gro
 	count int
 	n     int
 	err   error
@@ -128,6 +165,7 @@ func (op *recvOp) prepare(msgs []Message) {
 		op.hdrs = make([]unix.Mmsghdr, len(msgs))
 		op.iovs = make([]unix.Iovec, len(msgs))
 		op.names = make([]unix.RawSockaddrInet4, len(msgs))
+		op.oob = make([]byte, len(msgs)*groCmsgSpace)
 	}
 	for i := range msgs {
 		setIovec(&op.iovs[i], msgs[i].Buf)
@@ -137,6 +175,10 @@ func (op *recvOp) prepare(msgs []Message) {
 			Iov:     &op.iovs[i],
 		}}
 		op.hdrs[i].Hdr.SetIovlen(1)
+		if op.gro {
+			op.hdrs[i].Hdr.Control = &op.oob[i*groCmsgSpace]
+			op.hdrs[i].Hdr.SetControllen(groCmsgSpace)
+		}
 	}
 	op.count, op.n, op.err = len(msgs), 0, nil
 }

@@ -21,6 +21,7 @@ type Conn struct {
 	raw       syscall.RawConn
 	local     netip.AddrPort
 	gso       atomic.Bool
+	gro       bool
 	truncated atomic.Uint64
 	rx        recvOp
 	tx        sendOp
@@ -61,6 +62,10 @@ func Listen(cfg Config) (*Conn, error) {
 	c.local = udp.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.local = netip.AddrPortFrom(c.local.Addr().Unmap(), c.local.Port())
 	c.gso.Store(probeGSO(raw))
+	if cfg.GRO {
+		c.gro = enableGRO(raw)
+		c.rx.gro = c.gro
+	}
 	// Bind the poller callbacks once: a closure per call would allocate.
 	c.rx.fn = c.rx.recv
 	c.tx.fn = c.tx.send
@@ -110,13 +115,23 @@ func probeGSO(raw syscall.RawConn) bool {
 	return err == nil
 }
 
+// enableGRO turns on UDP_GRO (Linux 5.0+) and reports whether it took.
+func enableGRO(raw syscall.RawConn) bool {
+	var err error
+	if cerr := raw.Control(func(fd uintptr) {
+		err = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	}); cerr != nil {
+		return false
+	}
+	return err == nil
+}
+
 // LocalAddr is the address the socket is bound to.
 func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 
 // Offloads reports whether WriteBatch coalesces datagrams with UDP GSO and
-// whether ReadBatch receives with UDP GRO. GRO is not implemented: it needs
-// caller buffers of 64 KiB, and it is always false.
-func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), false }
+// whether ReadBatch receives with UDP GRO (asked for with Config.GRO).
+func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
 
 // Truncated counts datagrams dropped because they were larger than the
 // Message.Buf they arrived in.

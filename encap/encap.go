@@ -31,6 +31,11 @@ type Config struct {
 	// net.core.[rw]mem_max limits (SO_RCVBUFFORCE); otherwise the kernel
 	// caps it there.
 	SocketBuffer int
+	// GRO asks the kernel to coalesce received datagrams of one sender
+	// (UDP_GRO): ReadBatch then returns runs of equal-sized datagrams in
+	// one Message, GSOSize set. Buffers must be 64 KiB to receive them
+	// whole.
+	GRO bool
 }
 
 // Message is one datagram. ReadBatch fills Buf[:N] and sets Addr to the
@@ -39,4 +44,22 @@ type Message struct {
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
+	// GSOSize is set by ReadBatch on a GRO socket when Buf[:N] holds
+	// several datagrams from Addr back to back: each GSOSize bytes, the
+	// last one possibly shorter. 0 means Buf[:N] is one datagram.
+	// WriteBatch ignores it.
+	GSOSize int
+}
+
+// Datagram returns the i-th datagram of a received message and whether
+// there is one: a message without GSOSize holds exactly one.
+func (m *Message) Datagram(i int) ([]byte, bool) {
+	if m.GSOSize <= 0 {
+		return m.Buf[:m.N], i == 0
+	}
+	start := i * m.GSOSize
+	if start >= m.N {
+		return nil, false
+	}
+	return m.Buf[start:min(start+m.GSOSize, m.N)], true
 }

@@ -103,9 +103,14 @@ func checkCsumFields(hdr VirtioNetHdr, ip ipInfo) error {
 	return nil
 }
 
+// ErrNoRoom says Split has fewer output buffers than the super-packet has
+// segments: the caller can flush what it holds and call again with more.
+// It is a plain sentinel so that this expected case allocates nothing.
+var ErrNoRoom = errors.New("offload: more segments than output buffers")
+
 func checkRoom(n, hdrLen, payload, gsoSize int, out [][]byte, sizes []int, offset int) error {
 	if len(out) < n || len(sizes) < n {
-		return fmt.Errorf("offload: %d segments, room for %d buffers and %d sizes", n, len(out), len(sizes))
+		return ErrNoRoom
 	}
 	for i := range n {
 		need := offset + hdrLen + min(gsoSize, payload-i*gsoSize)

@@ -165,7 +165,7 @@ func TestSplitErrors(t *testing.T) {
 		{"TCP data offset past end", func(p []byte, h *VirtioNetHdr) { p[32] = 0x40 }, 8, 2000, "data offset"},
 		{"fragment", func(p []byte, h *VirtioNetHdr) { p[6] |= 0x20 }, 8, 2000, "fragment"},
 		{"csum_start elsewhere", func(p []byte, h *VirtioNetHdr) { h.CsumStart = 24 }, 8, 2000, "csum_start"},
-		{"too few buffers", func(p []byte, h *VirtioNetHdr) {}, 2, 2000, "room for 2"},
+		{"too few buffers", func(p []byte, h *VirtioNetHdr) {}, 2, 2000, "more segments than output buffers"},
 		{"buffers too small", func(p []byte, h *VirtioNetHdr) {}, 8, 1000, "segment needs"},
 		{"NEEDS_CSUM past the end", func(p []byte, h *VirtioNetHdr) {
 			h.GSOType, h.CsumStart = GSONone, uint16(len(p)-1)

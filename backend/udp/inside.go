@@ -7,23 +7,10 @@ import (
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/offload"
 	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
-
-// runInside is the TUN to UDP direction: read a batch of pod packets, find
-// each one's peer, decrement the TTL as flanneld does, and send the batch
-// with one sendmmsg. It returns when the TUN or socket is closed.
-func (w *worker) runInside() error {
-	for {
-		if err := w.insideBatch(); err != nil {
-			if isClosed(err) {
-				return nil
-			}
-			return err
-		}
-	}
-}
 
 // insideBatch moves one batch from the TUN to the socket. It allocates
 // nothing.
@@ -33,32 +20,46 @@ func (w *worker) insideBatch() error {
 	if err != nil {
 		return fmt.Errorf("read TUN: %w", err)
 	}
-	out := w.routeBatch(in.bufs[:n], in.sizes[:n])
-	w.sendBatch(in.msgs[:out])
-	if in.nicmp > 0 {
-		w.writeTUN(in.icmp[:in.nicmp], drop.Inside)
-		in.nicmp = 0
+	snap := w.b.routes.Snapshot()
+	out := 0
+	for i, buf := range in.bufs[:n] {
+		out = w.queue(buf[headroom:headroom+in.sizes[i]], snap, out)
 	}
+	w.sendBatch(in.msgs[:out])
+	w.flushICMP()
 	return nil
 }
 
-// routeBatch fills in.msgs with the packets that go out and returns how
-// many; the rest are counted drops, some answered with an ICMP error.
-func (w *worker) routeBatch(bufs [][]byte, sizes []int) int {
-	in := &w.in
-	snap := w.b.routes.Snapshot()
-	out := 0
-	for i, buf := range bufs {
-		pkt := buf[headroom : headroom+sizes[i]]
-		peer, ok := w.routeOne(pkt, snap)
-		if !ok {
-			continue
-		}
-		in.msgs[out] = encap.Message{Buf: pkt, N: len(pkt), Addr: peerAddr(peer)}
-		out++
-		w.traceForwarded(drop.Inside, pkt, in.msgs[out-1].Addr)
+// queue routes one packet and, if it goes out, puts it in in.msgs[out]; it
+// returns the new count. A dropped packet is counted (and answered with an
+// ICMP error where that helps the sender).
+func (w *worker) queue(pkt []byte, snap *routetable.Snapshot, out int) int {
+	peer, ok := w.routeOne(pkt, snap)
+	if !ok {
+		return out
 	}
-	return out
+	m := &w.in.msgs[out]
+	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peerAddr(peer)}
+	w.traceForwarded(drop.Inside, pkt, m.Addr)
+	return out + 1
+}
+
+// flushICMP writes the ICMP errors the batch produced into the TUN.
+func (w *worker) flushICMP() {
+	in := &w.in
+	if in.nicmp == 0 {
+		return
+	}
+	offset := headroom
+	if w.vnet {
+		// A zero virtio-net header (no offload) goes before each packet.
+		offset -= offload.VirtioNetHdrLen
+		for _, b := range in.icmp[:in.nicmp] {
+			clear(b[offset:headroom])
+		}
+	}
+	w.writeTUN(in.icmp[:in.nicmp], offset, drop.Inside)
+	in.nicmp = 0
 }
 
 // routeOne decides one packet's fate: its peer, or false when it is dropped

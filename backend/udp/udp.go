@@ -39,6 +39,11 @@ type Options struct {
 	BackendJSON []byte       // the config's Backend object: {"Type":"udp","Port":8285}
 	DeviceName  string       // default flannel0
 	Workers     int          // forwarding workers (TUN queues and sockets); 0: automatic
+	// Offload reads and writes TCP/UDP super-packets on the TUN
+	// (IFF_VNET_HDR), splits them for the wire and sends and receives
+	// runs of datagrams with UDP GSO/GRO. Where the kernel refuses, the
+	// backend falls back to one packet per read and datagram.
+	Offload bool
 	Trace       bool         // one line per packet, rate-limited
 	TracePcap   string       // also a pcap of traced packets
 	TraceRate   int          // trace lines per second
@@ -63,6 +68,7 @@ type Backend struct {
 	drops  drop.Counters
 
 	dev    *tun.Device
+	vnet   bool // the TUN was opened with IFF_VNET_HDR (offload mode)
 	conns  []*encap.Conn
 	tracer *trace.Tracer
 	own    netip.Prefix
@@ -117,9 +123,8 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	b.own = own.Subnet
 	b.ownGW = own.Subnet.Addr().As4()
 	workers := b.workerCount()
-	b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: workers})
-	if err != nil {
-		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
+	if err := b.openTUN(workers); err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -131,7 +136,7 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	}
 	local := netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.port))
 	for i := 0; i < workers; i++ {
-		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1})
+		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1, GRO: b.vnet})
 		if err != nil {
 			return fmt.Errorf("listen on UDP %v: %w", local, err)
 		}
@@ -142,7 +147,27 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 			return err
 		}
 	}
-	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.mtu, "listen", local, "workers", workers)
+	gso, gro := b.conns[0].Offloads()
+	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.mtu, "listen", local, "workers", workers,
+		"tun_offloads", b.dev.Offloads(), "udp_gso", gso, "udp_gro", gro)
+	return nil
+}
+
+// openTUN opens the device with offloads when asked, else (or when the
+// kernel refuses IFF_VNET_HDR) one packet per read.
+func (b *Backend) openTUN(queues int) error {
+	var err error
+	if b.opts.Offload {
+		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true})
+		if err == nil {
+			b.vnet = true
+			return nil
+		}
+		b.log.Warn("TUN offloads refused; forwarding one packet at a time", "error", err)
+	}
+	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues}); err != nil {
+		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
+	}
 	return nil
 }
 
@@ -175,7 +200,7 @@ func (b *Backend) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*len(b.conns))
 	for i, c := range b.conns {
-		w := newWorker(b, b.dev.Queues()[i], c)
+		w := newWorker(b, b.dev.Queues()[i], c, b.vnet)
 		wg.Add(2)
 		go func() { defer wg.Done(); errs <- w.runInside() }()
 		go func() { defer wg.Done(); errs <- w.runOutside() }()

@@ -5,6 +5,7 @@ import (
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/offload"
 	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/trace"
@@ -15,8 +16,14 @@ import (
 // virtio-net header of an offloading TUN) can be written in place.
 const headroom = 16
 
-// maxPacket bounds one buffer: a whole IPv4 packet of any size.
+// maxPacket bounds one buffer: a whole IPv4 packet of any size, which is
+// also the largest super-packet an offloading TUN or UDP GRO delivers.
 const maxPacket = 65535
+
+// segSlots is how many MTU-sized packets one batch of split super-packets
+// may produce before the batch is sent: four 64 KiB super-packets at a
+// 1448-byte MSS.
+const segSlots = 192
 
 // worker owns one TUN queue and one socket. Its inside and outside halves
 // run in two goroutines and share nothing but the read-only backend state:
@@ -25,6 +32,7 @@ type worker struct {
 	b    *Backend
 	q    *tun.Queue
 	conn *encap.Conn
+	vnet bool // the TUN carries virtio-net headers (offload mode)
 
 	in  inside
 	out outside
@@ -32,33 +40,87 @@ type worker struct {
 
 // inside is the TUN to UDP half's state.
 type inside struct {
-	bufs  [][]byte // TUN read buffers, headroom + maxPacket each
+	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
-	msgs  []encap.Message // what goes out, pointing into bufs
+	msgs  []encap.Message // what goes out, pointing into bufs or segs
 	icmp  [][]byte        // ICMP errors to write back into the TUN
 	nicmp int
 	limit icmpLimiter
+
+	// offload mode: segments of split super-packets
+	segs     [][]byte
+	segSizes []int
+	segUsed  int
 }
 
 // outside is the UDP to TUN half's state.
 type outside struct {
-	bufs [][]byte // socket read buffers, headroom + maxPacket each
+	bufs [][]byte // socket read buffers, headroom + a whole datagram (or GRO run) each
 	msgs []encap.Message
-	tun  [][]byte // what goes to the TUN: bufs[i][:headroom+n]
+	tun  [][]byte // plain mode: what goes to the TUN, bufs[i][:headroom+n]
+
+	// offload mode: accepted packets waiting to be coalesced
+	pkts  [][]byte
+	sizes []int
+	npkts int
+	co    *offload.Coalescer
 }
 
-func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn) *worker {
+func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn, vnet bool) *worker {
 	n := q.BatchSize()
-	w := &worker{b: b, q: q, conn: conn}
+	w := &worker{b: b, q: q, conn: conn, vnet: vnet}
 	w.in = inside{
-		bufs: makeBufs(n, headroom+maxPacket), sizes: make([]int, n),
+		bufs: makeBufs(n, headroom+offload.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
 		msgs: make([]encap.Message, n), icmp: makeBufs(n, headroom+packet.MaxICMPErrorLen),
 	}
-	w.out = outside{bufs: makeBufs(n, headroom+maxPacket), msgs: make([]encap.Message, n), tun: make([][]byte, n)}
+	readBatch := n
+	if vnet {
+		readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
+		w.in.msgs = make([]encap.Message, n+segSlots)
+		w.in.segs = makeBufs(segSlots, headroom+b.mtu)
+		w.in.segSizes = make([]int, segSlots)
+		w.out.pkts = makeBufs(n, headroom+maxPacket)
+		w.out.sizes = make([]int, n)
+		w.out.co = offload.NewCoalescer(offload.CoalescerOptions{MaxBatch: n, UDP: b.dev.Offloads().Has(tun.OffloadUSO4)})
+	}
+	w.out.bufs = makeBufs(readBatch, headroom+maxPacket)
+	w.out.msgs = make([]encap.Message, readBatch)
+	w.out.tun = make([][]byte, readBatch)
 	for i := range w.out.msgs {
 		w.out.msgs[i].Buf = w.out.bufs[i][headroom:]
 	}
 	return w
+}
+
+// runInside is the TUN to UDP direction; it returns when the TUN or
+// socket is closed.
+func (w *worker) runInside() error {
+	batch := w.insideBatch
+	if w.vnet {
+		batch = w.insideBatchOffload
+	}
+	return loop(batch)
+}
+
+// runOutside is the UDP to TUN direction; it returns when the socket or
+// TUN is closed.
+func (w *worker) runOutside() error {
+	batch := w.outsideBatch
+	if w.vnet {
+		batch = w.outsideBatchOffload
+	}
+	return loop(batch)
+}
+
+func loop(batch func() error) error {
+	for {
+		if err := batch(); err != nil {
+			if isClosed(err) {
+				return nil
+			}
+			return err
+		}
+	}
 }
 
 func makeBufs(n, size int) [][]byte {
@@ -88,13 +150,13 @@ func peerAddr(p *routetable.Peer) netip.AddrPort {
 	return netip.AddrPortFrom(p.PublicIP, p.Port)
 }
 
-// writeTUN writes bufs (packets at headroom) into the TUN queue. A packet
+// writeTUN writes bufs (packets at offset) into the TUN queue. A packet
 // the kernel refuses is dropped and counted and the rest still go. It
 // returns how many were written.
-func (w *worker) writeTUN(bufs [][]byte, dir drop.Direction) int {
+func (w *worker) writeTUN(bufs [][]byte, offset int, dir drop.Direction) int {
 	written := 0
 	for len(bufs) > 0 {
-		n, err := w.q.Write(bufs, headroom)
+		n, err := w.q.Write(bufs, offset)
 		written += n
 		if err != nil {
 			if isClosed(err) {

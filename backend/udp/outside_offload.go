@@ -1,0 +1,81 @@
+package udp
+
+import (
+	"fmt"
+
+	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/encap"
+)
+
+// outsideBatchOffload is outsideBatch for a TUN opened with IFF_VNET_HDR
+// and a socket with UDP GRO: one message may hold a run of datagrams from
+// one peer. Each accepted inner packet is copied into a write buffer, and
+// the coalescer merges consecutive TCP segments of a flow into one
+// super-packet per TUN write (GRO towards the pod). It allocates nothing.
+func (w *worker) outsideBatchOffload() error {
+	o := &w.out
+	n, err := w.conn.ReadBatch(o.msgs)
+	if err != nil {
+		return fmt.Errorf("read UDP: %w", err)
+	}
+	snap := w.b.routes.Snapshot()
+	o.npkts = 0
+	for i := range o.msgs[:n] {
+		m := &o.msgs[i]
+		if _, ok := snap.IsPeer(m.Addr.Addr().As4()); !ok {
+			w.dropRun(m, drop.UnknownPeer)
+			continue
+		}
+		for j := 0; ; j++ {
+			d, ok := m.Datagram(j)
+			if !ok {
+				break
+			}
+			size, ok := w.acceptInner(d, m)
+			if !ok {
+				continue
+			}
+			if o.npkts == len(o.pkts) {
+				w.flushCoalesced()
+			}
+			copy(o.pkts[o.npkts][headroom:], d[:size])
+			o.sizes[o.npkts] = size
+			o.npkts++
+		}
+	}
+	w.flushCoalesced()
+	return nil
+}
+
+// dropRun counts every datagram of a message as dropped for one reason.
+func (w *worker) dropRun(m *encap.Message, reason drop.Reason) {
+	for j := 0; ; j++ {
+		d, ok := m.Datagram(j)
+		if !ok {
+			return
+		}
+		w.count(drop.Outside, reason, d, m.Addr)
+	}
+}
+
+// flushCoalesced merges the packets gathered so far and writes them.
+func (w *worker) flushCoalesced() {
+	o := &w.out
+	if o.npkts == 0 {
+		return
+	}
+	var bytes uint64
+	for _, s := range o.sizes[:o.npkts] {
+		bytes += uint64(s)
+	}
+	writes, err := o.co.Coalesce(o.pkts[:o.npkts], o.sizes[:o.npkts], headroom)
+	if err != nil {
+		w.b.drops.Add(drop.Outside, drop.Malformed, uint64(o.npkts))
+	} else {
+		failed := len(writes) - w.writeTUN(writes, 0, drop.Outside)
+		// A refused write loses the packets merged into it; count it as
+		// one, the forwarded count stays an upper bound in that rare case.
+		w.b.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
+	}
+	o.npkts = 0
+}
