@@ -43,12 +43,12 @@ type Options struct {
 	// (IFF_VNET_HDR), splits them for the wire and sends and receives
 	// runs of datagrams with UDP GSO/GRO. Where the kernel refuses, the
 	// backend falls back to one packet per read and datagram.
-	Offload bool
-	Trace       bool         // one line per packet, rate-limited
-	TracePcap   string       // also a pcap of traced packets
-	TraceRate   int          // trace lines per second
-	TraceOut    io.Writer    // where trace lines go; default stderr
-	Logger      *slog.Logger
+	Offload   bool
+	Trace     bool      // one line per packet, rate-limited
+	TracePcap string    // also a pcap of traced packets
+	TraceRate int       // trace lines per second
+	TraceOut  io.Writer // where trace lines go; default stderr
+	Logger    *slog.Logger
 }
 
 type config struct {
