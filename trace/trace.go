@@ -115,36 +115,44 @@ func New(opts Options) (*Tracer, error) {
 	return t, nil
 }
 
+// withDefaults fills zero fields and rejects out-of-range ones.
+func (o Options) withDefaults() (Options, error) {
+	if o.Out == nil && o.Pcap == nil {
+		return o, errors.New("trace: neither Out nor Pcap is set")
+	}
+	if o.Rate == 0 {
+		o.Rate = DefaultRate
+	}
+	if o.Burst < 0 {
+		return o, errors.New("trace: negative Burst")
+	}
+	if o.Burst == 0 {
+		o.Burst = max(o.Rate, 1)
+	}
+	if o.Snaplen == 0 {
+		o.Snaplen = DefaultSnaplen
+	}
+	if o.Snaplen < 64 || o.Snaplen > 65535 {
+		return o, errors.New("trace: Snaplen must be in 64..65535")
+	}
+	if o.Slots == 0 {
+		o.Slots = DefaultSlots
+	}
+	if o.Slots < 0 || o.Slots > 1<<16 {
+		return o, errors.New("trace: Slots must be in 1..65536")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o, nil
+}
+
 // newTracer is New without the writer goroutine.
 func newTracer(opts Options) (*Tracer, error) {
-	if opts.Out == nil && opts.Pcap == nil {
-		return nil, errors.New("trace: neither Out nor Pcap is set")
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
-	if opts.Rate == 0 {
-		opts.Rate = DefaultRate
-	}
-	if opts.Burst < 0 {
-		return nil, errors.New("trace: negative Burst")
-	}
-	if opts.Burst == 0 {
-		opts.Burst = max(opts.Rate, 1)
-	}
-	if opts.Snaplen == 0 {
-		opts.Snaplen = DefaultSnaplen
-	}
-	if opts.Snaplen < 64 || opts.Snaplen > 65535 {
-		return nil, errors.New("trace: Snaplen must be in 64..65535")
-	}
-	if opts.Slots == 0 {
-		opts.Slots = DefaultSlots
-	}
-	if opts.Slots < 0 || opts.Slots > 1<<16 {
-		return nil, errors.New("trace: Slots must be in 1..65536")
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-
 	t := &Tracer{
 		now:   opts.Now,
 		base:  time.Now(),
