@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
@@ -134,4 +135,18 @@ func run(args ...string) (string, error) {
 		return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(out.String()))
 	}
 	return out.String(), nil
+}
+
+// Namespace creates a network namespace named Prefix+name for one test,
+// with lo up, and removes it (and any process in it) when the test ends.
+func Namespace(tb testing.TB, name string) NS {
+	tb.Helper()
+	full := Prefix + name
+	deleteNS(full)
+	ns, err := addNS(full)
+	tb.Cleanup(func() { deleteNS(full) })
+	if err != nil {
+		tb.Fatalf("namespace %s: %v", full, err)
+	}
+	return ns
 }

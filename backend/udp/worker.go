@@ -66,8 +66,13 @@ type outside struct {
 	co    *offload.Coalescer
 }
 
+// newWorker allocates a worker's buffers. A nil q (tests of the per-packet
+// decisions) gets the default batch size.
 func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn, vnet bool) *worker {
-	n := q.BatchSize()
+	n := tun.DefaultBatchSize
+	if q != nil {
+		n = q.BatchSize()
+	}
 	w := &worker{b: b, q: q, conn: conn, vnet: vnet}
 	w.in = inside{
 		bufs: makeBufs(n, headroom+offload.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),

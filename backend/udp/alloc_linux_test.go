@@ -1,0 +1,156 @@
+package udp
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// rig is one udp backend in its own namespace: own lease 198.18.1.0/24 on
+// 192.0.2.1, one peer 198.18.2.0/24 at 192.0.2.2 (both addresses on lo), a
+// socket that plays the peer, and a socket that plays a local pod.
+type rig struct {
+	ns   testbed.NS
+	b    *Backend
+	w    *worker
+	pod  int // raw fd: UDP socket connected to a peer pod's address
+	peer int // raw fd: UDP socket bound to 192.0.2.2:8285, connected to us
+}
+
+func newRig(t *testing.T, offloads bool) *rig {
+	testbed.RequireRoot(t)
+	r := &rig{ns: testbed.Namespace(t, "udp-alloc")}
+	for _, args := range [][]string{
+		{"ip", "addr", "add", "192.0.2.1/32", "dev", "lo"},
+		{"ip", "addr", "add", "192.0.2.2/32", "dev", "lo"},
+		// Packets the outside half writes for our own subnet end here.
+		{"ip", "route", "add", "blackhole", "198.18.1.0/24"},
+	} {
+		if out, err := r.ns.Run(args...); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	err := r.ns.Do(func() error {
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		lo.MTU = 1500 // the overlay MTU follows a normal underlay, not lo's 64 KiB
+		ext := &backend.ExternalInterface{Iface: lo, IfaceAddr: netip.MustParseAddr("192.0.2.1"), ExtAddr: netip.MustParseAddr("192.0.2.1")}
+		if r.b, err = New(ext, Options{Network: netip.MustParsePrefix("198.18.0.0/16"), Offload: offloads,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
+			return err
+		}
+		own := subnet.Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24")}
+		if err := r.b.Start(context.Background(), own); err != nil {
+			return err
+		}
+		r.pod, err = connectedUDP(netip.AddrPort{}, netip.MustParseAddrPort("198.18.2.5:9"))
+		if err != nil {
+			return err
+		}
+		r.peer, err = connectedUDP(netip.MustParseAddrPort("192.0.2.2:8285"), netip.MustParseAddrPort("192.0.2.1:8285"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.b.close(); unix.Close(r.pod); unix.Close(r.peer) })
+	if r.b.vnet != offloads {
+		t.Fatalf("offload mode = %v, want %v", r.b.vnet, offloads)
+	}
+	r.b.HandleEvents(context.Background(), []subnet.Event{{Type: subnet.EventAdded, Lease: subnet.Lease{
+		Subnet: netip.MustParsePrefix("198.18.2.0/24"),
+		Attrs:  subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")},
+	}}})
+	r.w = newWorker(r.b, r.b.dev.Queues()[0], r.b.conns[0], r.b.vnet)
+	return r
+}
+
+// connectedUDP opens a raw UDP socket (bound to local when given) connected
+// to dst: writes on it allocate nothing, unlike net.Conn's.
+func connectedUDP(local, dst netip.AddrPort) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return -1, err
+	}
+	if local.IsValid() {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: local.Addr().As4(), Port: int(local.Port())}); err != nil {
+			unix.Close(fd)
+			return -1, err
+		}
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// TestForwardingAllocatesNothing holds both directions, with and without
+// offloads, to zero allocations per batch: a pod's datagrams read from the
+// real TUN and sent to the peer, and a peer's datagrams received on the
+// real socket and written into the TUN.
+func TestForwardingAllocatesNothing(t *testing.T) {
+	for _, offloads := range []bool{false, true} {
+		name := map[bool]string{false: "plain", true: "offload"}[offloads]
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, offloads)
+			payload := make([]byte, 512)
+			inner := innerPacket(t, "198.18.2.5", "198.18.1.7", 600)
+			inside := func() {
+				for i := 0; i < 8; i++ {
+					unix.Write(r.pod, payload)
+				}
+				var err error
+				if r.w.vnet {
+					err = r.w.insideBatchOffload()
+				} else {
+					err = r.w.insideBatch()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			outside := func() {
+				for i := 0; i < 8; i++ {
+					unix.Write(r.peer, inner)
+				}
+				var err error
+				if r.w.vnet {
+					err = r.w.outsideBatchOffload()
+				} else {
+					err = r.w.outsideBatch()
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			inside()
+			outside() // warm up: first batches size internal tables
+			if a := testing.AllocsPerRun(50, inside); a != 0 {
+				t.Errorf("inside (TUN -> UDP): %.1f allocations per batch, want 0", a)
+			}
+			if a := testing.AllocsPerRun(50, outside); a != 0 {
+				t.Errorf("outside (UDP -> TUN): %.1f allocations per batch, want 0", a)
+			}
+			inPkts, _ := r.b.drops.Forwarded(drop.Inside)
+			outPkts, _ := r.b.drops.Forwarded(drop.Outside)
+			if inPkts < 8*50 || outPkts < 8*50 {
+				t.Fatalf("forwarded inside %d, outside %d packets; want at least %d each (did the batches move packets?)", inPkts, outPkts, 8*50)
+			}
+		})
+	}
+}
