@@ -15,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/flannelu/flannelu/testbed"
 )
 
 // flannelu is the binary under test, built once by TestMain.
@@ -39,9 +37,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build flannelu:", err)
 		os.Exit(1)
 	}
+	// Each testbed removes its own namespaces (and New sweeps its own
+	// name's leftovers); a global sweep here would remove the namespaces
+	// of another test process running at the same time.
 	code := m.Run()
 	os.RemoveAll(dir)
-	testbed.Sweep(testbed.Prefix + "e2e")
 	os.Exit(code)
 }
 

@@ -40,6 +40,7 @@ func TestUDPBackend(t *testing.T) {
 
 	t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
 	t.Run("wire format", func(t *testing.T) { checkWireFormat(t, c) })
+	t.Run("wire format under TCP load", func(t *testing.T) { checkWireUnderLoad(t, c) })
 	t.Run("100 MB TCP byte for byte", func(t *testing.T) {
 		transfer(t, c.Bed, c.Hosts[0].Pods[0], c.Hosts[1].Pods[1], 100<<20)
 	})
@@ -140,6 +141,68 @@ func checkWireFormat(t *testing.T, c *testbed.Cluster) {
 	}
 	if seen != 4 {
 		t.Fatalf("read %d datagrams from the capture, want 4", seen)
+	}
+}
+
+// checkWireUnderLoad captures the datagrams of a TCP transfer, where the
+// TUN hands flannelu 64 KiB super-packets: on the wire each datagram still
+// carries exactly one inner IPv4 packet of at most the overlay MTU, so a
+// flanneld peer understands every one.
+//
+// A veth passes a UDP GSO send on whole, where a NIC (or the kernel's
+// software GSO in front of one) cuts it into datagrams at the size
+// flannelu gave. Turning off UDP segmentation offload on eth0 makes the
+// kernel cut it before the capture point, so tcpdump sees what a wire
+// would carry.
+func checkWireUnderLoad(t *testing.T, c *testbed.Cluster) {
+	h1 := c.Hosts[0]
+	if out, err := h1.Run("ethtool", "-K", "eth0", "tx-udp-segmentation", "off"); err != nil {
+		t.Fatalf("ethtool: %v %s", err, out)
+	}
+	defer h1.Run("ethtool", "-K", "eth0", "tx-udp-segmentation", "on") //nolint:errcheck // restores the default
+	file := filepath.Join(c.Dir, "load.pcap")
+	dump, err := c.Start(h1.NS, "tcpdump-load", "tcpdump", "-i", "eth0", "-U", "-s", "96", "-c", "2000", "-w", file,
+		"udp and src host "+h1.Addr.String()+" and src port 8285")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	transfer(t, c.Bed, h1.Pods[1], c.Hosts[1].Pods[0], 20<<20)
+	if exited, _ := dump.Wait(10 * time.Second); !exited {
+		t.Fatalf("tcpdump captured fewer than 2000 datagrams: %s", testbed.Tail(dump.Log, 5))
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtu := c.Nodes[1].Env.MTU
+	full := 0
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			break
+		}
+		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Lazy)
+		udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if !ok || len(udp.Payload) < 20 {
+			t.Fatalf("captured frame is not UDP with an inner header: % x", data)
+		}
+		inner := int(udp.Payload[2])<<8 | int(udp.Payload[3])
+		if udp.Payload[0]>>4 != 4 || inner != int(udp.Length)-8 || inner > mtu {
+			t.Fatalf("datagram of %d bytes carries an inner packet of %d bytes (version %d); want exactly one IPv4 packet of at most %d",
+				udp.Length-8, inner, udp.Payload[0]>>4, mtu)
+		}
+		if inner == mtu {
+			full++
+		}
+	}
+	if full < 1000 {
+		t.Errorf("only %d of 2000 datagrams were full-size (%d bytes): the TCP stream did not fill the overlay MTU", full, mtu)
 	}
 }
 

@@ -10,6 +10,7 @@ command -v iperf3  >/dev/null || need+=(iperf3)
 command -v ping    >/dev/null || need+=(iputils-ping)
 command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ip      >/dev/null || need+=(iproute2)
+command -v ethtool >/dev/null || need+=(ethtool)
 command -v bridge  >/dev/null || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
