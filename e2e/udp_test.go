@@ -38,6 +38,7 @@ func TestUDPBackend(t *testing.T) {
 	}
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[1].Addr)
 
+	t.Run("etcd leases and subnet.env as flanneld writes them", func(t *testing.T) { checkFlannelState(t, c) })
 	t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
 	t.Run("wire format", func(t *testing.T) { checkWireFormat(t, c) })
 	t.Run("wire format under TCP load", func(t *testing.T) { checkWireUnderLoad(t, c) })
@@ -88,6 +89,38 @@ func startNode(t *testing.T, c *testbed.Cluster, i int, args ...string) *testbed
 		t.Fatal(err)
 	}
 	return n
+}
+
+// checkFlannelState reads back what a flanneld in the same etcd, and the
+// CNI plugin, would read: one lease key per host in flanneld's key form
+// with flanneld's udp value, attached to an etcd lease, and subnet.env.
+func checkFlannelState(t *testing.T, c *testbed.Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := 1; i <= 3; i++ {
+		n := c.Nodes[i]
+		lease := n.Env.Subnet.Masked()
+		key := testbed.EtcdPrefix + "/subnets/" + lease.Addr().String() + "-24"
+		resp, err := c.Client.Get(ctx, key)
+		if err != nil || resp.Count != 1 {
+			t.Fatalf("lease key %s: %v (count %d)", key, err, resp.Count)
+		}
+		want := fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null}`, n.Host.Addr)
+		if got := string(resp.Kvs[0].Value); got != want {
+			t.Errorf("%s = %s, want %s", key, got, want)
+		}
+		if resp.Kvs[0].Lease == 0 {
+			t.Errorf("%s has no etcd lease (it would be a reservation)", key)
+		}
+		env, err := os.ReadFile(n.SubnetFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantEnv := fmt.Sprintf("FLANNEL_NETWORK=198.18.0.0/16\nFLANNEL_SUBNET=%s/24\nFLANNEL_MTU=1472\nFLANNEL_IPMASQ=false\n", lease.Addr().Next())
+		if string(env) != wantEnv {
+			t.Errorf("%s:\n%s\nwant:\n%s", n.SubnetFile, env, wantEnv)
+		}
+	}
 }
 
 // checkWireFormat captures on host 1's underlay while a pod pings a pod of

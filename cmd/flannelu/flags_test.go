@@ -1,0 +1,132 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/subnet"
+)
+
+func envOf(kv map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := kv[k]; return v, ok }
+}
+
+func TestDefaultsAreFlanneld(t *testing.T) {
+	o, err := parseOptions(nil, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"etcd-endpoints", o.etcdEndpoints, "http://127.0.0.1:4001,http://127.0.0.1:2379"},
+		{"etcd-prefix", o.etcdPrefix, "/coreos.com/network"},
+		{"subnet-file", o.subnetFile, "/run/flannel/subnet.env"},
+		{"subnet-lease-renew-margin", o.renewMargin, 60},
+		{"ip-masq", o.ipMasq, false},
+		{"iptables-forward-rules", o.iptablesForwardRules, true},
+		{"healthz-ip", o.healthzIP, "0.0.0.0"},
+		{"healthz-port", o.healthzPort, 0},
+		{"subnet-lease-ttl", o.leaseTTL, 24 * time.Hour},
+		{"udp-offload", o.udpOffload, true},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("--%s default %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestEnvironmentFillsUnsetFlagsAndCommandLineWins(t *testing.T) {
+	env := envOf(map[string]string{
+		"FLANNELD_ETCD_ENDPOINTS": "http://192.0.2.9:2379",
+		"FLANNELD_ETCD_PREFIX":    "/from/env",
+		"FLANNELD_IFACE":          "eth1,192.0.2.5",
+		"FLANNELD_IP_MASQ":        "true",
+	})
+	o, err := parseOptions([]string{"--etcd-prefix", "/from/flag"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.etcdEndpoints != "http://192.0.2.9:2379" {
+		t.Errorf("etcd endpoints %q, want the environment's", o.etcdEndpoints)
+	}
+	if o.etcdPrefix != "/from/flag" {
+		t.Errorf("etcd prefix %q, want the command line's", o.etcdPrefix)
+	}
+	if got := strings.Join(o.ifaces, " "); got != "eth1 192.0.2.5" {
+		t.Errorf("ifaces %q, want both entries of FLANNELD_IFACE", got)
+	}
+	if !o.ipMasq {
+		t.Error("FLANNELD_IP_MASQ=true was not applied")
+	}
+}
+
+func TestBadFlagsGetAClearError(t *testing.T) {
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{[]string{"--subnet-lease-renew-margin", "0"}, nil, "--subnet-lease-renew-margin 0: must be between 1 and 1439"},
+		{[]string{"--subnet-lease-renew-margin", "1440"}, nil, "between 1 and 1439"},
+		{[]string{"--healthz-port", "70000"}, nil, "--healthz-port 70000"},
+		{[]string{"--public-ip", "198.51.100.300"}, nil, `--public-ip "198.51.100.300": not an IPv4 address`},
+		{[]string{"--log-level", "loud"}, nil, `--log-level "loud"`},
+		{[]string{"--kube-subnet-mgr"}, nil, "not supported"},
+		{[]string{"--udp-workers", "100"}, nil, "--udp-workers 100"},
+		{nil, map[string]string{"FLANNELD_HEALTHZ_PORT": "many"}, `FLANNELD_HEALTHZ_PORT="many"`},
+		{[]string{"extra"}, nil, `unexpected argument "extra"`},
+	}
+	for _, c := range cases {
+		_, err := parseOptions(c.args, envOf(c.env), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v %v: error %v, want one containing %q", c.args, c.env, err, c.want)
+		}
+	}
+}
+
+func TestUnknownBackendIsAnErrorAtStartup(t *testing.T) {
+	cfg := &subnet.Config{BackendType: "ipip", Network: netip.MustParsePrefix("198.18.0.0/16")}
+	o, _ := parseOptions(nil, envOf(nil), io.Discard)
+	_, err := newBackend(cfg, &backend.ExternalInterface{}, o, discardLogger())
+	if err == nil || !strings.Contains(err.Error(), `backend type "ipip"`) || !strings.Contains(err.Error(), "udp, vxlan, host-gw") {
+		t.Fatalf("error %v, want one naming ipip and the supported types", err)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	o, err := parseOptions([]string{"--version"}, envOf(nil), io.Discard)
+	if err != nil || !o.version {
+		t.Fatalf("--version: %v, %v", o, err)
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	if got := envName("subnet-lease-renew-margin"); got != "FLANNELD_SUBNET_LEASE_RENEW_MARGIN" {
+		t.Fatalf("envName = %s", got)
+	}
+}
+
+func TestOwnLeaseEventsAreFiltered(t *testing.T) {
+	own := netip.MustParsePrefix("198.18.1.0/24")
+	evs := []subnet.Event{
+		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: own}},
+		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: netip.MustParsePrefix("198.18.2.0/24")}},
+	}
+	got := withoutOwn(evs, own)
+	if len(got) != 1 || got[0].Lease.Subnet == own {
+		t.Fatalf("withoutOwn = %v, want only the peer", got)
+	}
+	if evs[0].Lease.Subnet != own {
+		t.Fatal("withoutOwn changed its input")
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
