@@ -1,0 +1,141 @@
+// Command bench is flannelu's end-to-end benchmark harness. For each data
+// path (flannelu's udp backend, kernel vxlan and host-gw as programmed by
+// flannelu's vxlan and host-gw backends) it builds the same namespace
+// testbed — two hosts over one veth, etcd on host 1, one pod per host
+// behind cni0 — measures pod-to-pod TCP throughput (iperf3), 64-byte UDP
+// delivery at paced offered rates, UDP round-trip latency and whole-machine
+// CPU cost per GB, tears the testbed down, and moves on. It prints a table
+// with ratios against kernel vxlan and can write it into BENCHMARKS.md
+// between <!-- bench:begin --> and <!-- bench:end -->. Root only.
+//
+// The same binary is its own traffic tool: started with FLANNELU_BENCH_HELPER
+// set (inside a pod, through ip netns exec) it runs a load generator,
+// receiver, echo server or ping client instead (helper.go).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is one harness run's settings.
+type config struct {
+	flannelu   string
+	paths      []string
+	iperfTime  time.Duration
+	udpTime    time.Duration
+	rates      []int // offered packets per second; 0 = as fast as possible
+	roundTrips int
+	quick      bool
+	write      string // BENCHMARKS.md to update; empty: print only
+	jsonOut    string // results.json; empty: none
+	name       string // namespace name prefix: fu-<name>-<path>-h1 ...
+	self       string // this executable, re-run inside pods as the helper
+	command    string // the command line, as recorded in the report
+}
+
+func main() {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(helperMain(mode, os.Args[1:]))
+	}
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
+		os.Exit(1)
+	}
+	rep, err := run(cfg)
+	if rep != nil {
+		fmt.Print(markdown(rep))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string) (*config, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	bin := fs.String("flannelu", "bin/flannelu", "the flannelu binary")
+	paths := fs.String("paths", "udp,vxlan,host-gw", "data paths to measure: udp, vxlan, host-gw")
+	iperfTime := fs.Duration("t", 5*time.Second, "length of each iperf3 run")
+	udpTime := fs.Duration("udp-time", 3*time.Second, "length of each 64-byte UDP run")
+	rates := fs.String("rates", "100000,300000,1000000,0", "offered 64-byte UDP rates in packets/s (0 = max)")
+	rts := fs.Int("round-trips", 20000, "UDP ping-pong round trips for the latency percentiles")
+	quick := fs.Bool("quick", false, "short runs for a smoke test (1 s iperf3, 0.5 s UDP, 100k and max, 2000 round trips)")
+	write := fs.String("write", "", "update the bench section of this markdown file (e.g. BENCHMARKS.md)")
+	jsonOut := fs.String("json", "", "write machine-readable results here (default with -write: bench/results.json)")
+	name := fs.String("name", "bench", "namespace name prefix (fu-<name>-...)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	cfg := &config{paths: splitList(*paths), iperfTime: *iperfTime, udpTime: *udpTime,
+		roundTrips: *rts, quick: *quick, write: *write, jsonOut: *jsonOut, name: *name,
+		command: "go run ./bench " + strings.Join(args, " ")}
+	if cfg.jsonOut == "" && cfg.write != "" {
+		cfg.jsonOut = filepath.Join("bench", "results.json")
+	}
+	var err error
+	if cfg.rates, err = parseRates(*rates); err != nil {
+		return nil, err
+	}
+	if cfg.quick {
+		cfg.iperfTime, cfg.udpTime, cfg.rates, cfg.roundTrips = time.Second, 500*time.Millisecond, []int{100000, 0}, 2000
+	}
+	if cfg.flannelu, err = filepath.Abs(*bin); err != nil {
+		return nil, err
+	}
+	if cfg.self, err = os.Executable(); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.check()
+}
+
+func (c *config) check() error {
+	if _, err := os.Stat(c.flannelu); err != nil {
+		return fmt.Errorf("flannelu binary: %w (make build)", err)
+	}
+	for _, p := range c.paths {
+		if p != "udp" && p != "vxlan" && p != "host-gw" {
+			return fmt.Errorf("unknown path %q (udp, vxlan, host-gw)", p)
+		}
+	}
+	if len(c.paths) == 0 || c.iperfTime < time.Second || c.udpTime <= 0 || c.roundTrips <= 0 {
+		return fmt.Errorf("nothing to measure: paths %v, -t %v, -udp-time %v, -round-trips %d",
+			c.paths, c.iperfTime, c.udpTime, c.roundTrips)
+	}
+	if c.iperfTime > 60*time.Second || c.udpTime > 30*time.Second || c.roundTrips > 1000000 {
+		return fmt.Errorf("runs are bounded: -t <= 60s, -udp-time <= 30s, -round-trips <= 1e6")
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func parseRates(s string) ([]int, error) {
+	var rates []int
+	for _, f := range splitList(s) {
+		r, err := strconv.Atoi(strings.TrimSuffix(strings.ToLower(f), "pps"))
+		if err != nil || r < 0 || r > 10000000 {
+			return nil, fmt.Errorf("bad rate %q (packets/s, 0 = max, at most 1e7)", f)
+		}
+		rates = append(rates, r)
+	}
+	return rates, nil
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// markdown renders the harness's BENCHMARKS.md section, markers included.
+func markdown(rep *report) string {
+	var b strings.Builder
+	b.WriteString(beginMarker + "\n")
+	b.WriteString("## End to end: pod to pod across two hosts\n\n")
+	b.WriteString("Written by the harness in `bench/` (`make bench`); re-running it replaces this section only.\n")
+	b.WriteString("Machine-readable results: `bench/results.json`.\n\n")
+	writeEnv(&b, rep)
+	b.WriteString("\n" + table(rep, metricRows(rep.Settings.Rates), true))
+	b.WriteString("\nRaw numbers:\n\n" + table(rep, nil, false))
+	b.WriteString(rawRows(rep))
+	writeErrors(&b, rep)
+	writeMethod(&b, rep)
+	b.WriteString(endMarker + "\n")
+	return b.String()
+}
+
+func writeEnv(b *strings.Builder, rep *report) {
+	fmt.Fprintf(b, "| Run | |\n|---|---|\n")
+	fmt.Fprintf(b, "| Date | %s |\n", rep.Date)
+	fmt.Fprintf(b, "| Machine | %s, %d cores, %.1f GiB |\n", rep.CPU, rep.Cores, rep.MemGiB)
+	fmt.Fprintf(b, "| Kernel | %s |\n", rep.Kernel)
+	fmt.Fprintf(b, "| Go | %s |\n", rep.Go)
+	fmt.Fprintf(b, "| flannelu | %s |\n", rep.Flannelu)
+	fmt.Fprintf(b, "| Load average at start | %s (1, 5, 15 min; other work on the machine makes the numbers noisy) |\n", rep.LoadAvg)
+	fmt.Fprintf(b, "| Command | `%s` |\n", rep.Command)
+	s := rep.Settings
+	fmt.Fprintf(b, "| Settings | iperf3 %g s; 64 B UDP %g s per rate; %d round trips%s |\n",
+		s.IperfSeconds, s.UDPSeconds, s.RoundTrips, map[bool]string{true: "; -quick", false: ""}[s.Quick])
+}
+
+type rawLine struct {
+	label string
+	f     func(pathResult) string
+}
+
+// rawRows are the counts behind the table, one line per measurement.
+func rawRows(rep *report) string {
+	lines := []rawLine{
+		{"TCP 1 stream: GB received, retransmits", func(p pathResult) string { return iperfRaw(p.TCP1) }},
+		{"TCP 4 streams: GB received, retransmits", func(p pathResult) string { return iperfRaw(p.TCP4) }},
+		{"CPU during TCP 1 stream: CPU s; busy cores just before", func(p pathResult) string {
+			if p.TCP1 == nil {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f; %.2f", p.TCP1.CPUSeconds, p.TCP1.BusyBefore)
+		}},
+	}
+	for i, pps := range rep.Settings.Rates {
+		lines = append(lines, rawLine{"64 B UDP, " + rateName(pps) + ": sent, received, sent kpps", func(p pathResult) string {
+			if i >= len(p.UDP) {
+				return "—"
+			}
+			u := p.UDP[i]
+			return fmt.Sprintf("%d, %d, %.0f", u.Sent, u.Received, u.SentPPS/1e3)
+		}})
+	}
+	lines = append(lines, rawLine{"Round trips: done, lost, mean µs", func(p pathResult) string {
+		if p.Latency == nil {
+			return "—"
+		}
+		return fmt.Sprintf("%d, %d, %.1f", p.Latency.RoundTrips, p.Latency.Lost, p.Latency.Mean)
+	}})
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "| %s |", l.label)
+		for _, p := range rep.Paths {
+			fmt.Fprintf(&b, " %s |", l.f(p))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func iperfRaw(r *iperfResult) string {
+	if r == nil {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f, %d", float64(r.Bytes)/1e9, r.Retransmits)
+}
+
+func writeErrors(b *strings.Builder, rep *report) {
+	for _, p := range rep.Paths {
+		if p.Error != "" {
+			first, _, _ := strings.Cut(p.Error, "\n")
+			fmt.Fprintf(b, "\n**%s failed:** %s\n", p.Path, first)
+		}
+	}
+}
+
+func writeMethod(b *strings.Builder, rep *report) {
+	b.WriteString(`
+How: per path a fresh testbed — hosts 192.0.2.1 and 192.0.2.2 in network namespaces joined by one
+veth, etcd on host 1, flannelu on both with Backend.Type udp, vxlan or host-gw, one pod per host
+behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. All traffic is pod 1 -> pod 2.
+TCP: iperf3, receiver side. 64 B UDP: the harness re-run in the pods as a sendmmsg load generator
+paced to the offered rate and a recvmmsg receiver; loss = 1 - received/sent. On the kernel paths the
+sending core also runs the whole forwarding path (veth hands each packet to its own CPU's softirq),
+so their "sent kpps" is their ceiling, reached with no loss; the udp backend's sender only feeds a
+TUN device, sends faster, and its excess is lost in flannelu. Round trips: sequential
+64 B UDP ping-pong with blocking sockets, 100 warm-ups not counted. CPU per GB: the whole machine's
+user+system+irq+softirq time from /proc/stat over the 1-stream iperf3 run, divided by the GB
+received; it includes any other work on the machine ("busy cores just before" is that floor).
+Ratio columns divide a path's value by vxlan's; for µs and CPU s/GB lower is better.
+`)
+}

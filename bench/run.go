@@ -1,0 +1,187 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// pathResult is everything measured on one data path.
+type pathResult struct {
+	Path    string       `json:"path"`
+	Error   string       `json:"error,omitempty"`
+	TCP1    *iperfResult `json:"tcp_1_stream,omitempty"`
+	TCP4    *iperfResult `json:"tcp_4_streams,omitempty"`
+	UDP     []udpResult  `json:"udp_64b,omitempty"`
+	Latency *latResult   `json:"latency,omitempty"`
+}
+
+// active is the testbed being measured, for the signal handler.
+var active struct {
+	sync.Mutex
+	cluster     *testbed.Cluster
+	interrupted bool
+}
+
+// run measures every path in turn, each on a fresh testbed that is torn
+// down before the next, and writes the report files.
+func run(cfg *config) (*report, error) {
+	dir, err := os.MkdirTemp("", "flannelu-bench-")
+	if err != nil {
+		return nil, err
+	}
+	stop := onSignal(cfg, dir)
+	defer stop()
+	rep := newReport(cfg)
+	var failed []string
+	for _, p := range cfg.paths {
+		fmt.Fprintf(os.Stderr, "bench: %s ...\n", p)
+		res := measurePath(cfg, p, filepath.Join(dir, p))
+		if res.Error != "" {
+			failed = append(failed, p+": "+res.Error)
+			fmt.Fprintf(os.Stderr, "bench: %s failed: %s\n", p, res.Error)
+		}
+		rep.Paths = append(rep.Paths, res)
+	}
+	if err := writeOutputs(cfg, rep); err != nil {
+		return rep, err
+	}
+	if len(failed) > 0 {
+		return rep, fmt.Errorf("logs kept in %s; %s", dir, strings.Join(failed, "; "))
+	}
+	os.RemoveAll(dir)
+	return rep, nil
+}
+
+// measurePath builds the testbed for one path, measures, and always tears
+// it down again.
+func measurePath(cfg *config, path, dir string) (res pathResult) {
+	res.Path = path
+	defer func() {
+		if r := recover(); r != nil {
+			res.Error = fmt.Sprint(r)
+		}
+	}()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	c, src, dst, err := setupPath(cfg, path, dir)
+	if c != nil {
+		defer release(c)
+	}
+	if err == nil {
+		err = measure(cfg, c, src, dst, &res)
+	}
+	if err != nil {
+		res.Error = err.Error()
+		if c != nil {
+			for _, n := range c.Nodes {
+				res.Error += fmt.Sprintf("\nflannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
+			}
+		}
+	}
+	return res
+}
+
+func measure(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod, res *pathResult) error {
+	var err error
+	if res.TCP1, res.TCP4, err = measureTCP(cfg, c, src, dst); err != nil {
+		return err
+	}
+	if res.UDP, err = measureUDP(cfg, c, src, dst); err != nil {
+		return err
+	}
+	res.Latency, err = measureLatency(cfg, c, src, dst)
+	return err
+}
+
+// setupPath starts etcd, flannelu with the path's backend on both hosts
+// and one pod per host, and waits until the pods reach each other.
+func setupPath(cfg *config, path, dir string) (*testbed.Cluster, *testbed.Pod, *testbed.Pod, error) {
+	conf := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, path)
+	name := cfg.name + "-" + strings.ReplaceAll(path, "-", "")
+	c, err := testbed.NewCluster(testbed.ClusterOptions{
+		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir},
+		Flannelu: cfg.flannelu, Config: conf,
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := hold(c); err != nil {
+		return c, nil, nil, err
+	}
+	for i := 1; i <= 2; i++ {
+		n, err := c.StartNode(i)
+		if err != nil {
+			return c, nil, nil, err
+		}
+		if err := n.AddPods(1); err != nil {
+			return c, nil, nil, err
+		}
+	}
+	src, dst := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
+	for _, p := range [][2]*testbed.Pod{{src, dst}, {dst, src}} {
+		if err := testbed.Eventually(20*time.Second, func() error {
+			_, err := testbed.Ping(p[0].NS, p[1].Addr.String(), 1)
+			return err
+		}); err != nil {
+			return c, nil, nil, fmt.Errorf("%s never reached %s: %w", p[0].Addr, p[1].Addr, err)
+		}
+	}
+	return c, src, dst, nil
+}
+
+// hold registers c with the signal handler; it fails if a signal already
+// came, so that a testbed built during the interruption is removed too.
+func hold(c *testbed.Cluster) error {
+	active.Lock()
+	defer active.Unlock()
+	if active.interrupted {
+		return errors.New("interrupted")
+	}
+	active.cluster = c
+	return nil
+}
+
+func release(c *testbed.Cluster) {
+	active.Lock()
+	active.cluster = nil
+	active.Unlock()
+	c.Close()
+}
+
+// onSignal tears the current testbed down on SIGINT/SIGTERM (and sweeps
+// this run's namespace names for anything half built), removes the log
+// directory and exits.
+func onSignal(cfg *config, dir string) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-ch:
+			fmt.Fprintf(os.Stderr, "\nbench: %v: tearing down\n", sig)
+			active.Lock()
+			active.interrupted = true
+			c := active.cluster
+			active.Unlock()
+			if c != nil {
+				c.Close()
+			}
+			testbed.Sweep(testbed.Prefix + cfg.name + "-")
+			os.RemoveAll(dir)
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	return func() { signal.Stop(ch); close(done) }
+}
