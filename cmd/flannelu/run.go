@@ -62,6 +62,9 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("write %s: %w", o.subnetFile, err)
 	}
 	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
+	if o.ipMasq {
+		log.Warn("--ip-masq: FLANNEL_IPMASQ=true is written, but flannelu does not program flanneld's masquerade rules; add them on the host")
+	}
 	return runLoops(ctx, o, mgr, cfg, lease, be, log)
 }
 
