@@ -100,12 +100,18 @@ func (b *Bed) nsName(role string) string {
 	return Prefix + b.Opts.Name + "-" + role
 }
 
-func (b *Bed) newNS(role string) NS {
+// addNS creates a namespace the bed removes on Close.
+func (b *Bed) addNS(role string) (NS, error) {
 	name := b.nsName(role)
 	b.mu.Lock()
 	b.names = append(b.names, name)
 	b.mu.Unlock()
-	ns, err := addNS(name)
+	return addNS(name)
+}
+
+// newNS is addNS for the set-up steps of New, which recovers the panic.
+func (b *Bed) newNS(role string) NS {
+	ns, err := b.addNS(role)
 	if err != nil {
 		panic(err)
 	}

@@ -35,7 +35,11 @@ func (h *Host) AddPods(n int, gateway netip.Prefix, mtu int) error {
 		for j := 0; j < idx; j++ {
 			addr = addr.Next()
 		}
-		pod := &Pod{NS: h.bed.newNS(fmt.Sprintf("h%dp%d", h.Index, idx)), Addr: addr}
+		ns, err := h.bed.addNS(fmt.Sprintf("h%dp%d", h.Index, idx))
+		if err != nil {
+			return err
+		}
+		pod := &Pod{NS: ns, Addr: addr}
 		hostEnd := fmt.Sprintf("veth%d", idx)
 		steps := [][]string{
 			{"ip", "link", "add", hostEnd, "mtu", m, "type", "veth", "peer", "name", "eth0", "netns", pod.Name},
