@@ -14,7 +14,8 @@ import (
 // newBackend builds the backend the network config names. A type flannelu
 // does not have is an error at start-up, never a silent no-op.
 func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, log *slog.Logger) (backend.Backend, error) {
-	log = log.With("backend", cfg.BackendType)
+	// vxlan and host-gw tag their own log lines with backend=<type>;
+	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {
 	case "udp":
 		return udp.New(ext, udp.Options{
@@ -25,7 +26,7 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			Trace:       o.trace,
 			TracePcap:   o.tracePcap,
 			TraceRate:   o.traceRate,
-			Logger:      log,
+			Logger:      log.With("backend", cfg.BackendType),
 		})
 	case "vxlan":
 		return vxlan.New(ext, vxlan.Options{
