@@ -37,6 +37,8 @@ type config struct {
 	name       string // namespace name prefix: fu-<name>-<path>-h1 ...
 	self       string // this executable, re-run inside pods as the helper
 	command    string // the command line, as recorded in the report
+	profile    string // directory for each flannelu's CPU profile; empty: none
+	args       []string
 }
 
 func main() {
@@ -74,12 +76,14 @@ func parseFlags(args []string) (*config, error) {
 	write := fs.String("write", "", "update the bench section of this markdown file (e.g. BENCHMARKS.md)")
 	jsonOut := fs.String("json", "", "write machine-readable results here (default with -write: bench/results.json)")
 	name := fs.String("name", "bench", "namespace name prefix (fu-<name>-...)")
+	profile := fs.String("profile", "", "write each flannelu's CPU profile into this directory (<path>-h<i>.pprof)")
+	extra := fs.String("flannelu-args", "", "extra flannelu flags for every node, space-separated (e.g. \"--udp-workers 2\")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	cfg := &config{paths: splitList(*paths), iperfTime: *iperfTime, udpTime: *udpTime,
 		roundTrips: *rts, quick: *quick, write: *write, jsonOut: *jsonOut, name: *name,
-		command: "go run ./bench " + strings.Join(args, " ")}
+		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra)}
 	if cfg.jsonOut == "" && cfg.write != "" {
 		cfg.jsonOut = filepath.Join("bench", "results.json")
 	}

@@ -120,7 +120,15 @@ func setupPath(cfg *config, path, dir string) (*testbed.Cluster, *testbed.Pod, *
 		return c, nil, nil, err
 	}
 	for i := 1; i <= 2; i++ {
-		n, err := c.StartNode(i)
+		args := cfg.args
+		if cfg.profile != "" {
+			prof, err := filepath.Abs(filepath.Join(cfg.profile, fmt.Sprintf("%s-h%d.pprof", path, i)))
+			if err != nil {
+				return c, nil, nil, err
+			}
+			args = append(args[:len(args):len(args)], "--cpu-profile", prof)
+		}
+		n, err := c.StartNode(i, args...)
 		if err != nil {
 			return c, nil, nil, err
 		}
