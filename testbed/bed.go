@@ -178,6 +178,9 @@ func (b *Bed) Close() {
 	for i := len(names) - 1; i >= 0; i-- {
 		deleteNS(names[i])
 	}
+	if b.Opts.Dir == "" {
+		os.RemoveAll(b.Dir) // logs and etcd data of a directory New made
+	}
 }
 
 // Proc is a long-running process inside a namespace, its output in Log.
