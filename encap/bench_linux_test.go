@@ -56,11 +56,11 @@ func BenchmarkXNetIPv4(b *testing.B) {
 	for _, batch := range []int{1, 8, 64} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
 			ns := newNetns(b)
-			ns.ip(b, "addr", "add", "192.0.2.1/32", "dev", "lo")
-			ns.ip(b, "addr", "add", "192.0.2.2/32", "dev", "lo")
+			ns.IP(b, "addr", "add", "192.0.2.1/32", "dev", "lo")
+			ns.IP(b, "addr", "add", "192.0.2.2/32", "dev", "lo")
 			var ca, cb *net.UDPConn
 			var errA, errB error
-			ns.do(b, func() {
+			ns.In(b, func() {
 				ca, errA = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(hostA))
 				cb, errB = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(hostB))
 			})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 const waitLimit = 5 * time.Second
@@ -20,20 +22,20 @@ var (
 
 // pair opens flannel's two ends, 192.0.2.1:8285 and 192.0.2.2:8285, on lo
 // of a fresh namespace.
-func pair(tb testing.TB) (*testNetns, *Conn, *Conn) {
+func pair(tb testing.TB) (testbed.NS, *Conn, *Conn) {
 	tb.Helper()
 	ns := newNetns(tb)
-	ns.ip(tb, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
-	ns.ip(tb, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
+	ns.IP(tb, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
+	ns.IP(tb, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
 	a, b := listenIn(tb, ns, Config{Addr: hostA}), listenIn(tb, ns, Config{Addr: hostB})
 	return ns, a, b
 }
 
-func listenIn(tb testing.TB, ns *testNetns, cfg Config) *Conn {
+func listenIn(tb testing.TB, ns testbed.NS, cfg Config) *Conn {
 	tb.Helper()
 	var c *Conn
 	var err error
-	ns.do(tb, func() { c, err = Listen(cfg) })
+	ns.In(tb, func() { c, err = Listen(cfg) })
 	if err != nil {
 		tb.Fatalf("Listen(%+v): %v", cfg, err)
 	}
@@ -197,7 +199,7 @@ func TestOuterHeaderHasDFAndTTL64(t *testing.T) {
 	// A raw UDP socket sees each incoming datagram with its IP header.
 	var fd int
 	var err error
-	ns.do(t, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP) })
+	ns.In(t, func() { fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP) })
 	if err != nil {
 		t.Fatalf("raw socket: %v", err)
 	}
@@ -253,11 +255,11 @@ func TestCloseUnblocksReadBatch(t *testing.T) {
 
 func TestReusePortSharesAddress(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "addr", "add", "192.0.2.1/32", "dev", "lo")
+	ns.IP(t, "addr", "add", "192.0.2.1/32", "dev", "lo")
 	listenIn(t, ns, Config{Addr: hostA, ReusePort: true})
 	listenIn(t, ns, Config{Addr: hostA, ReusePort: true})
 	var err error
-	ns.do(t, func() {
+	ns.In(t, func() {
 		var c *Conn
 		if c, err = Listen(Config{Addr: hostA}); err == nil {
 			c.Close()
@@ -279,7 +281,7 @@ func TestListenRejectsIPv6AndNegativeBuffer(t *testing.T) {
 
 func TestSocketBufferIsForcedAsRoot(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "addr", "add", "192.0.2.1/32", "dev", "lo")
+	ns.IP(t, "addr", "add", "192.0.2.1/32", "dev", "lo")
 	c := listenIn(t, ns, Config{Addr: hostA}) // default 4 MiB, above the default rmem_max
 	var got int
 	var err error

@@ -10,8 +10,8 @@ import (
 // Datagram(i) gives back every datagram with its bytes, in order.
 func TestGROReceivesARunInOneMessage(t *testing.T) {
 	ns := newNetns(t)
-	ns.ip(t, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
-	ns.ip(t, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
+	ns.IP(t, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
+	ns.IP(t, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
 	a := listenIn(t, ns, Config{Addr: hostA})
 	b := listenIn(t, ns, Config{Addr: hostB, GRO: true})
 	if _, gro := b.Offloads(); !gro {

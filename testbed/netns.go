@@ -61,27 +61,67 @@ func (ns NS) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return conn, err
 }
 
-// Do runs fn on an OS thread switched into the namespace. fn must not
-// start goroutines that expect to inherit the namespace: Go schedules them
-// on other threads.
+// Do runs fn on an OS thread switched into the namespace, so that devices
+// and sockets fn creates belong to it (their fds stay usable from any
+// thread). fn must not start goroutines that expect to inherit the
+// namespace: Go schedules them on other threads. If the thread cannot be
+// switched back it stays locked and dies with its goroutine, so the
+// namespace never leaks to other goroutines.
 func (ns NS) Do(fn func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
 	target, err := netns.GetFromName(ns.Name)
 	if err != nil {
 		return fmt.Errorf("namespace %s: %w", ns.Name, err)
 	}
 	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", ns.Name, err)
+			return
+		}
+		defer func() {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// In is Do for a test: it fails tb when fn cannot run in the namespace.
+func (ns NS) In(tb testing.TB, fn func()) {
+	tb.Helper()
+	if err := ns.Do(func() error { fn(); return nil }); err != nil {
+		tb.Fatal(err)
 	}
-	defer netns.Set(orig) //nolint:errcheck // restoring the thread's own namespace
-	return fn()
+}
+
+// IP runs `ip -n <ns> args...` for a test, failing it on error.
+func (ns NS) IP(tb testing.TB, args ...string) string {
+	tb.Helper()
+	out, err := run(append([]string{"ip", "-n", ns.Name}, args...)...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+// Exec runs a command inside the namespace for a test, failing it on error.
+func (ns NS) Exec(tb testing.TB, args ...string) string {
+	tb.Helper()
+	out, err := ns.Run(args...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
 }
 
 func addNS(name string) (NS, error) {
@@ -138,9 +178,12 @@ func run(args ...string) (string, error) {
 }
 
 // Namespace creates a network namespace named Prefix+name for one test,
-// with lo up, and removes it (and any process in it) when the test ends.
+// with lo up and IPv6 off (so the kernel sends no router solicitations into
+// a TUN under test), and removes it (and any process in it) when the test
+// ends. It calls RequireRoot first.
 func Namespace(tb testing.TB, name string) NS {
 	tb.Helper()
+	RequireRoot(tb)
 	full := Prefix + name
 	deleteNS(full)
 	ns, err := addNS(full)
@@ -148,5 +191,6 @@ func Namespace(tb testing.TB, name string) NS {
 	if err != nil {
 		tb.Fatalf("namespace %s: %v", full, err)
 	}
+	ns.Exec(tb, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
 	return ns
 }

@@ -88,7 +88,7 @@ func BenchmarkLoopWater(b *testing.B) {
 	ns := newNetns(b)
 	var ifce *water.Interface
 	var err error
-	ns.do(b, func() {
+	ns.In(b, func() {
 		ifce, err = water.New(water.Config{DeviceType: water.TUN,
 			PlatformSpecificParams: water.PlatformSpecificParams{Name: "flu0"}})
 	})

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 const (
@@ -24,12 +26,12 @@ const (
 // address layout and brings it up. ip_forward is on so that a packet
 // written into the device for another overlay address is routed back out
 // of it: the TUN loop the benchmarks and allocation tests use.
-func openConfigured(tb testing.TB, cfg Config) (*testNetns, *Device) {
+func openConfigured(tb testing.TB, cfg Config) (testbed.NS, *Device) {
 	tb.Helper()
 	ns := newNetns(tb)
 	var dev *Device
 	var err error
-	ns.do(tb, func() { dev, err = Open(cfg) })
+	ns.In(tb, func() { dev, err = Open(cfg) })
 	if err != nil {
 		tb.Fatalf("Open(%+v): %v", cfg, err)
 	}
@@ -40,22 +42,22 @@ func openConfigured(tb testing.TB, cfg Config) (*testNetns, *Device) {
 
 // configure gives a device in ns flannel's layout: its /32 address, up,
 // the whole overlay routed into it.
-func configure(tb testing.TB, ns *testNetns, name string) {
+func configure(tb testing.TB, ns testbed.NS, name string) {
 	tb.Helper()
-	ns.exec(tb, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+	ns.Exec(tb, "sysctl", "-qw", "net.ipv4.ip_forward=1",
 		"net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf."+name+".send_redirects=0",
 		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf."+name+".rp_filter=0")
-	ns.ip(tb, "addr", "add", tunAddr+"/32", "dev", name)
-	ns.ip(tb, "link", "set", name, "up")
-	ns.ip(tb, "route", "add", overlay, "dev", name)
+	ns.IP(tb, "addr", "add", tunAddr+"/32", "dev", name)
+	ns.IP(tb, "link", "set", name, "up")
+	ns.IP(tb, "route", "add", overlay, "dev", name)
 }
 
 // udpIn opens a UDP socket bound to laddr inside the namespace.
-func udpIn(tb testing.TB, ns *testNetns, laddr string) *net.UDPConn {
+func udpIn(tb testing.TB, ns testbed.NS, laddr string) *net.UDPConn {
 	tb.Helper()
 	var c *net.UDPConn
 	var err error
-	ns.do(tb, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(laddr))) })
+	ns.In(tb, func() { c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(laddr))) })
 	if err != nil {
 		tb.Fatalf("listen %s: %v", laddr, err)
 	}
@@ -279,7 +281,7 @@ func TestMultiQueueOpensEveryQueue(t *testing.T) {
 	if len(dev.Queues()) != 2 {
 		t.Fatalf("Queues() has %d entries, want 2", len(dev.Queues()))
 	}
-	if out := ns.ip(t, "-d", "link", "show", "flu0"); !strings.Contains(out, "multi_queue numqueues 2") {
+	if out := ns.IP(t, "-d", "link", "show", "flu0"); !strings.Contains(out, "multi_queue numqueues 2") {
 		t.Fatalf("ip -d link does not show 2 queues:\n%s", out)
 	}
 	// Every queue writes into the same interface.
@@ -305,7 +307,7 @@ func TestVnetHdrNegotiatesOffloads(t *testing.T) {
 	if got := dev.Offloads(); got != want {
 		t.Fatalf("Offloads() = %v, want %v (kernel 6.18 accepts USO)", got, want)
 	}
-	if out := ns.ip(t, "-d", "link", "show", "flu0"); !strings.Contains(out, "vnet_hdr on") {
+	if out := ns.IP(t, "-d", "link", "show", "flu0"); !strings.Contains(out, "vnet_hdr on") {
 		t.Fatalf("ip -d link does not show vnet_hdr on:\n%s", out)
 	}
 	// A datagram routed into the device arrives behind a 10-byte header.
