@@ -89,7 +89,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "flannelu: debug, info, warn or error")
 	fs.BoolVar(&o.udpOffload, "udp-offload", true, "flannelu: udp backend moves TCP/UDP super-packets through the TUN and UDP GSO/GRO (falls back where the kernel refuses)")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "flannelu: write a Go CPU profile to this file until exit (debugging)")
-	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend (0: one per CPU, at most 4)")
+	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend, each a TUN queue and a socket (0: automatic, one; see BENCHMARKS.md)")
 	return fs
 }
 
