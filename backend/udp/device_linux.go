@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 
 	"github.com/vishvananda/netlink"
 )
@@ -23,6 +24,10 @@ func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Pref
 	if err := netlink.AddrReplace(link, a); err != nil {
 		return fmt.Errorf("address %v on %s: %w", addr, name, err)
 	}
+	// The udp backend carries IPv4 only: without IPv6 on the TUN the kernel
+	// sends no router solicitations into it (they would be counted drops).
+	// A kernel without IPv6 has no such file, which is fine.
+	os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0o644) //nolint:errcheck // best effort
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
