@@ -2,11 +2,14 @@ package main
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -76,10 +79,18 @@ func checkFiles(t *testing.T, md, js string) {
 
 func TestUpdateSection(t *testing.T) {
 	section := beginMarker + "\nnew\n" + endMarker
+	markdownish := section + "\n" // as markdown() ends it
 	doc := "# B\n\n" + beginMarker + "\nold\n" + endMarker + "\n\n## Micro\nkeep\n"
 	got := updateSection(doc, section)
 	if want := "# B\n\n" + section + "\n\n## Micro\nkeep\n"; got != want {
 		t.Errorf("replace:\n%q\nwant\n%q", got, want)
+	}
+	md := "# B\n\n" + beginMarker + "\nold\n" + endMarker + "\n\n## Micro\nkeep\n"
+	for range 2 {
+		md = updateSection(md, markdownish)
+	}
+	if want := "# B\n\n" + markdownish + "\n## Micro\nkeep\n"; md != want {
+		t.Errorf("re-run grows the document:\n%q\nwant\n%q", md, want)
 	}
 	if got := updateSection("# B\nkeep\n", section); got != "# B\nkeep\n\n"+section+"\n" {
 		t.Errorf("append: %q", got)
@@ -109,5 +120,116 @@ func TestParseRates(t *testing.T) {
 	}
 	if _, err := parseRates("fast"); err == nil {
 		t.Error("parseRates accepted junk")
+	}
+}
+
+func TestTableManualRatios(t *testing.T) {
+	rep := &report{Settings: settings{Rates: []int{0}}, Paths: []pathResult{
+		{Path: "udp", TCP1: &iperfResult{Gbps: 2}},
+		{Path: "vxlan", TCP1: &iperfResult{Gbps: 9}},
+		{Path: "host-gw", TCP1: &iperfResult{Gbps: 12}},
+		{Path: "vxlan-manual", TCP1: &iperfResult{Gbps: 10}},
+		{Path: "host-gw-manual", TCP1: &iperfResult{Gbps: 12}},
+	}}
+	tab := table(rep, metricRows(rep.Settings.Rates), true)
+	for _, want := range []string{
+		"| | udp | vxlan | host-gw | vxlan-manual | host-gw-manual | udp / vxlan | host-gw / vxlan | vxlan / vxlan-manual | host-gw / host-gw-manual |\n|---|" + strings.Repeat("--:|", 9) + "\n",
+		"| TCP, 1 stream (Gbit/s) | 2.00 | 9.00 | 12.00 | 10.00 | 12.00 | 0.22× | 1.33× | 0.90× | 1.00× |",
+		"| 64 B UDP, max offered: loss (%) | — | — | — | — | — |  |  |  |  |",
+	} {
+		if !strings.Contains(tab, want) {
+			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+	if raw := table(rep, nil, false); strings.Contains(raw, " / ") {
+		t.Errorf("raw table has ratio columns:\n%s", raw)
+	}
+}
+
+func TestRatioColumns(t *testing.T) {
+	paths := func(names ...string) []pathResult {
+		var ps []pathResult
+		for _, n := range names {
+			ps = append(ps, pathResult{Path: n})
+		}
+		return ps
+	}
+	for _, tc := range []struct {
+		paths []string
+		want  []ratio
+	}{
+		{[]string{"udp", "vxlan", "host-gw"}, []ratio{{0, 1}, {2, 1}}},
+		{[]string{"vxlan-manual", "host-gw-manual"}, nil},        // no flannelu counterpart
+		{[]string{"host-gw", "host-gw-manual"}, []ratio{{0, 1}}}, // no vxlan
+		{[]string{"vxlan", "vxlan-manual"}, []ratio{{0, 1}}},     // a manual path is no "/ vxlan" column
+		{[]string{"udp", "vxlan", "host-gw", "vxlan-manual", "host-gw-manual"}, []ratio{{0, 1}, {2, 1}, {1, 3}, {2, 4}}},
+	} {
+		if got := ratioColumns(paths(tc.paths...)); !slices.Equal(got, tc.want) {
+			t.Errorf("ratioColumns(%v) = %v, want %v", tc.paths, got, tc.want)
+		}
+	}
+}
+
+func TestManualCommands(t *testing.T) {
+	if b, ok := manualBase("host-gw-manual"); !ok || b != "host-gw" {
+		t.Errorf("manualBase(host-gw-manual) = %q %t", b, ok)
+	}
+	for _, p := range []string{"vxlan", "udp-manual", "-manual"} {
+		if _, ok := manualBase(p); ok {
+			t.Errorf("manualBase(%q) is a manual path", p)
+		}
+	}
+	if manualMTU("vxlan") != 1450 || manualMTU("host-gw") != 1500 {
+		t.Errorf("MTUs %d %d", manualMTU("vxlan"), manualMTU("host-gw"))
+	}
+	join := func(cmds [][]string) string {
+		var lines []string
+		for _, c := range cmds {
+			lines = append(lines, strings.Join(c, " "))
+		}
+		return strings.Join(lines, "\n")
+	}
+	h1, h2 := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	if got, want := join(vxlanDevice(h1, manualSubnet(1))), `ip link add flannel.1 type vxlan id 1 local 192.0.2.1 dev eth0 dstport 8472 nolearning
+ip link set flannel.1 mtu 1450 up
+ip addr add 198.18.1.0/32 dev flannel.1`; got != want {
+		t.Errorf("vxlan device:\n%s\nwant\n%s", got, want)
+	}
+	mac := "c6:d2:32:6f:8f:44"
+	if got, want := join(peerCommands("vxlan", h2, manualSubnet(2), mac)), `ip neigh add 198.18.2.0 lladdr c6:d2:32:6f:8f:44 dev flannel.1 nud permanent
+bridge fdb append c6:d2:32:6f:8f:44 dev flannel.1 dst 192.0.2.2 self permanent
+ip route add 198.18.2.0/24 via 198.18.2.0 dev flannel.1 onlink`; got != want {
+		t.Errorf("vxlan peer:\n%s\nwant\n%s", got, want)
+	}
+	if got, want := join(peerCommands("host-gw", h1, manualSubnet(1), "")), "ip route add 198.18.1.0/24 via 192.0.2.1 dev eth0"; got != want {
+		t.Errorf("host-gw peer: %q, want %q", got, want)
+	}
+}
+
+func TestLinkMAC(t *testing.T) {
+	out := `[{"ifindex":5,"ifname":"flannel.1","flags":["BROADCAST","MULTICAST","UP","LOWER_UP"],"mtu":1450,"link_type":"ether","address":"c6:d2:32:6f:8f:44","broadcast":"ff:ff:ff:ff:ff:ff"}]`
+	if mac, err := linkMAC(out); err != nil || mac != "c6:d2:32:6f:8f:44" {
+		t.Errorf("linkMAC = %q, %v", mac, err)
+	}
+	for _, bad := range []string{"", "[]", `[{"address":""}]`, `[{"address":"00:11"}]`, `[{"address":"a"},{"address":"b"}]`} {
+		if mac, err := linkMAC(bad); err == nil {
+			t.Errorf("linkMAC(%q) = %q, want an error", bad, mac)
+		}
+	}
+}
+
+func TestCheckPaths(t *testing.T) {
+	cfg := &config{flannelu: "/nonexistent/flannelu", paths: []string{"vxlan-manual", "host-gw-manual"},
+		iperfTime: time.Second, udpTime: time.Second, roundTrips: 1}
+	if err := cfg.check(); err != nil {
+		t.Errorf("hand-made paths need no flannelu binary: %v", err)
+	}
+	cfg.paths = []string{"vxlan"}
+	if err := cfg.check(); err == nil {
+		t.Error("vxlan without a flannelu binary passed the check")
+	}
+	cfg.paths = []string{"udp-manual"}
+	if err := cfg.check(); err == nil || !strings.Contains(err.Error(), "host-gw-manual") {
+		t.Errorf("unknown path: %v", err)
 	}
 }

@@ -1,11 +1,13 @@
 // Command bench is flannelu's end-to-end benchmark harness. For each data
 // path (flannelu's udp backend, kernel vxlan and host-gw as programmed by
-// flannelu's vxlan and host-gw backends) it builds the same namespace
-// testbed — two hosts over one veth, etcd on host 1, one pod per host
-// behind cni0 — measures pod-to-pod TCP throughput (iperf3), 64-byte UDP
-// delivery at paced offered rates, UDP round-trip latency and whole-machine
-// CPU cost per GB, tears the testbed down, and moves on. It prints a table
-// with ratios against kernel vxlan and can write it into BENCHMARKS.md
+// flannelu's vxlan and host-gw backends, and those two kernel paths set up
+// by hand with ip and bridge, no flannelu) it builds the same namespace
+// testbed — two hosts over one veth, one pod per host behind cni0, etcd on
+// host 1 for flannelu — measures pod-to-pod TCP throughput (iperf3), 64-byte
+// UDP delivery at paced offered rates, UDP round-trip latency and
+// whole-machine CPU cost per GB, tears the testbed down, and moves on. It
+// prints a table with ratios against kernel vxlan and of flannelu's kernel
+// paths against the hand-made ones, and can write it into BENCHMARKS.md
 // between <!-- bench:begin --> and <!-- bench:end -->. Root only.
 //
 // The same binary is its own traffic tool: started with FLANNELU_BENCH_HELPER
@@ -18,6 +20,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -67,7 +70,7 @@ func main() {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	bin := fs.String("flannelu", "bin/flannelu", "the flannelu binary")
-	paths := fs.String("paths", "udp,vxlan,host-gw", "data paths to measure: udp, vxlan, host-gw")
+	paths := fs.String("paths", strings.Join(allPaths, ","), "data paths to measure: "+strings.Join(allPaths, ", "))
 	iperfTime := fs.Duration("t", 5*time.Second, "length of each iperf3 run")
 	udpTime := fs.Duration("udp-time", 3*time.Second, "length of each 64-byte UDP run")
 	rates := fs.String("rates", "100000,300000,1000000,0", "offered 64-byte UDP rates in packets/s (0 = max)")
@@ -103,13 +106,20 @@ func parseFlags(args []string) (*config, error) {
 	return cfg, cfg.check()
 }
 
+// allPaths are the data paths the harness knows, in the default order:
+// flannelu's backends, then the kernel paths programmed by hand.
+var allPaths = []string{"udp", "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix}
+
 func (c *config) check() error {
-	if _, err := os.Stat(c.flannelu); err != nil {
-		return fmt.Errorf("flannelu binary: %w (make build)", err)
-	}
 	for _, p := range c.paths {
-		if p != "udp" && p != "vxlan" && p != "host-gw" {
-			return fmt.Errorf("unknown path %q (udp, vxlan, host-gw)", p)
+		if !slices.Contains(allPaths, p) {
+			return fmt.Errorf("unknown path %q (%s)", p, strings.Join(allPaths, ", "))
+		}
+		if _, manual := manualBase(p); manual {
+			continue
+		}
+		if _, err := os.Stat(c.flannelu); err != nil {
+			return fmt.Errorf("flannelu binary: %w (make build)", err)
 		}
 	}
 	if len(c.paths) == 0 || c.iperfTime < time.Second || c.udpTime <= 0 || c.roundTrips <= 0 {

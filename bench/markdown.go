@@ -99,7 +99,11 @@ func writeMethod(b *strings.Builder, rep *report) {
 	b.WriteString(`
 How: per path a fresh testbed — hosts 192.0.2.1 and 192.0.2.2 in network namespaces joined by one
 veth, etcd on host 1, flannelu on both with Backend.Type udp, vxlan or host-gw, one pod per host
-behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. All traffic is pod 1 -> pod 2.
+behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. The -manual paths are the same
+testbed without etcd and flannelu: the harness gives the hosts 198.18.1.0/24 and 198.18.2.0/24 and
+programs flannel's layout itself with ip and bridge (host-gw: a route via the peer on eth0; vxlan:
+flannel.1 with VNI 1, port 8472, learning off, MTU 1450, then per peer a permanent neighbour, an fdb
+entry and an onlink route). All traffic is pod 1 -> pod 2.
 TCP: iperf3, receiver side. 64 B UDP: the harness re-run in the pods as a sendmmsg load generator
 paced to the offered rate and a recvmmsg receiver; loss = 1 - received/sent. On the kernel paths the
 sending core also runs the whole forwarding path (veth hands each packet to its own CPU's softirq),
@@ -108,6 +112,8 @@ TUN device, sends faster, and its excess is lost in flannelu. Round trips: seque
 64 B UDP ping-pong with blocking sockets, 100 warm-ups not counted. CPU per GB: the whole machine's
 user+system+irq+softirq time from /proc/stat over the 1-stream iperf3 run, divided by the GB
 received; it includes any other work on the machine ("busy cores just before" is that floor).
-Ratio columns divide a path's value by vxlan's; for µs and CPU s/GB lower is better.
+Ratio columns: "X / vxlan" divides path X's value by vxlan's; "vxlan / vxlan-manual" and
+"host-gw / host-gw-manual" divide flannelu-programmed by hand-made (1.00× = the same). For µs and
+CPU s/GB lower is better.
 `)
 }

@@ -18,7 +18,7 @@ type row struct {
 	label  string
 	value  func(pathResult) (float64, bool)
 	format string
-	ratio  bool // a ratio against vxlan makes sense
+	ratio  bool // a ratio between paths makes sense
 }
 
 func metricRows(rates []int) []row {
@@ -66,45 +66,60 @@ func udpAt(i int, f func(udpResult) float64) func(pathResult) (float64, bool) {
 	}
 }
 
-// table renders rows with one column per path and, when vxlan was
-// measured, a "<path> / vxlan" column for each other path.
-func table(rep *report, rows []row, ratios bool) string {
-	var b strings.Builder
-	var base *pathResult
-	var others []pathResult
-	for i, p := range rep.Paths {
-		if p.Path == "vxlan" {
-			base = &rep.Paths[i]
-		} else {
-			others = append(others, p)
+// ratio is a ratio column: path num's value over path den's (indexes
+// into report.Paths).
+type ratio struct{ num, den int }
+
+// ratioColumns picks the ratio columns: "<path> / vxlan" for each
+// flannelu path other than vxlan, then "<backend> / <backend>-manual"
+// (flannelu-programmed over hand-made) for each hand-made path whose
+// flannelu counterpart was measured too.
+func ratioColumns(paths []pathResult) []ratio {
+	index := map[string]int{}
+	for i, p := range paths {
+		index[p.Path] = i
+	}
+	var cols []ratio
+	if v, ok := index["vxlan"]; ok {
+		for i, p := range paths {
+			if _, manual := manualBase(p.Path); i != v && !manual {
+				cols = append(cols, ratio{i, v})
+			}
 		}
 	}
-	if !ratios {
-		base = nil
+	for i, p := range paths {
+		if base, manual := manualBase(p.Path); manual {
+			if b, ok := index[base]; ok {
+				cols = append(cols, ratio{b, i})
+			}
+		}
+	}
+	return cols
+}
+
+// table renders rows with one column per path and, if ratios, the
+// ratioColumns.
+func table(rep *report, rows []row, ratios bool) string {
+	var b strings.Builder
+	var cols []ratio
+	if ratios {
+		cols = ratioColumns(rep.Paths)
 	}
 	b.WriteString("| |")
 	for _, p := range rep.Paths {
 		fmt.Fprintf(&b, " %s |", p.Path)
 	}
-	if base != nil {
-		for _, p := range others {
-			fmt.Fprintf(&b, " %s / vxlan |", p.Path)
-		}
+	for _, c := range cols {
+		fmt.Fprintf(&b, " %s / %s |", rep.Paths[c.num].Path, rep.Paths[c.den].Path)
 	}
-	b.WriteString("\n|---|" + strings.Repeat("--:|", len(rep.Paths)))
-	if base != nil {
-		b.WriteString(strings.Repeat("--:|", len(others)))
-	}
-	b.WriteString("\n")
+	b.WriteString("\n|---|" + strings.Repeat("--:|", len(rep.Paths)+len(cols)) + "\n")
 	for _, r := range rows {
 		fmt.Fprintf(&b, "| %s |", r.label)
 		for _, p := range rep.Paths {
 			b.WriteString(" " + cell(r, p) + " |")
 		}
-		if base != nil {
-			for _, p := range others {
-				b.WriteString(" " + ratioCell(r, p, *base) + " |")
-			}
+		for _, c := range cols {
+			b.WriteString(" " + ratioCell(r, rep.Paths[c.num], rep.Paths[c.den]) + " |")
 		}
 		b.WriteString("\n")
 	}
@@ -131,12 +146,14 @@ func ratioCell(r row, p, base pathResult) string {
 	return fmt.Sprintf("%.2f×", v/b)
 }
 
-// updateSection replaces the marked section of doc, or appends it.
+// updateSection replaces the marked section of doc, or appends it. What
+// follows the end marker is kept as it is (section's own final newline is
+// dropped there, so that re-running does not add a blank line each time).
 func updateSection(doc, section string) string {
 	i := strings.Index(doc, beginMarker)
 	j := strings.Index(doc, endMarker)
 	if i >= 0 && j > i {
-		return doc[:i] + section + doc[j+len(endMarker):]
+		return doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(endMarker):]
 	}
 	if doc == "" {
 		doc = "# flannelu benchmarks\n"

@@ -24,10 +24,14 @@ type pathResult struct {
 	Latency *latResult   `json:"latency,omitempty"`
 }
 
+// closer is a testbed to tear down: a *testbed.Cluster (etcd, flannelu)
+// or, for the hand-made paths, a bare *testbed.Bed.
+type closer interface{ Close() }
+
 // active is the testbed being measured, for the signal handler.
 var active struct {
 	sync.Mutex
-	cluster     *testbed.Cluster
+	tb          closer
 	interrupted bool
 }
 
@@ -74,25 +78,23 @@ func measurePath(cfg *config, path, dir string) (res pathResult) {
 		res.Error = err.Error()
 		return res
 	}
-	c, src, dst, err := setupPath(cfg, path, dir)
-	if c != nil {
-		defer release(c)
+	s, err := setupPath(cfg, path, dir)
+	if s.tb != nil {
+		defer release(s.tb)
 	}
 	if err == nil {
-		err = measure(cfg, c, src, dst, &res)
+		err = measure(cfg, s.bed, s.src, s.dst, &res)
 	}
 	if err != nil {
 		res.Error = err.Error()
-		if c != nil {
-			for _, n := range c.Nodes {
-				res.Error += fmt.Sprintf("\nflannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
-			}
+		for _, n := range s.nodes {
+			res.Error += fmt.Sprintf("\nflannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
 		}
 	}
 	return res
 }
 
-func measure(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod, res *pathResult) error {
+func measure(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, res *pathResult) error {
 	var err error
 	if res.TCP1, res.TCP4, err = measureTCP(cfg, c, src, dst); err != nil {
 		return err
@@ -104,65 +106,91 @@ func measure(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod, res *pathRe
 	return err
 }
 
-// setupPath starts etcd, flannelu with the path's backend on both hosts
-// and one pod per host, and waits until the pods reach each other.
-func setupPath(cfg *config, path, dir string) (*testbed.Cluster, *testbed.Pod, *testbed.Pod, error) {
-	conf := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, path)
+// setup is one path's testbed, built: two pods that reach each other.
+// The measurements only see bed and the pods, not who programmed the kernel.
+type setup struct {
+	bed      *testbed.Bed
+	tb       closer                // what to tear down; nil if nothing was built
+	nodes    map[int]*testbed.Node // flannelu per host; none on the -manual paths
+	src, dst *testbed.Pod
+}
+
+// setupPath builds the path's testbed — with flannelu, or programmed by
+// hand for the -manual paths — and waits until the pods reach each other.
+func setupPath(cfg *config, path, dir string) (*setup, error) {
+	s := &setup{}
 	name := cfg.name + "-" + strings.ReplaceAll(path, "-", "")
+	var err error
+	if base, ok := manualBase(path); ok {
+		err = setupManual(s, base, name, dir)
+	} else {
+		err = setupFlannelu(cfg, s, path, name, dir)
+	}
+	if err != nil {
+		return s, err
+	}
+	s.src, s.dst = s.bed.Hosts[0].Pods[0], s.bed.Hosts[1].Pods[0]
+	for _, p := range [][2]*testbed.Pod{{s.src, s.dst}, {s.dst, s.src}} {
+		if err := testbed.Eventually(20*time.Second, func() error {
+			_, err := testbed.Ping(p[0].NS, p[1].Addr.String(), 1)
+			return err
+		}); err != nil {
+			return s, fmt.Errorf("%s never reached %s: %w", p[0].Addr, p[1].Addr, err)
+		}
+	}
+	return s, nil
+}
+
+// setupFlannelu starts etcd, flannelu with the path's backend on both
+// hosts and one pod per host.
+func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
+	conf := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, path)
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
 		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir},
 		Flannelu: cfg.flannelu, Config: conf,
 	})
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
+	s.bed, s.tb, s.nodes = c.Bed, c, c.Nodes
 	if err := hold(c); err != nil {
-		return c, nil, nil, err
+		return err
 	}
 	for i := 1; i <= 2; i++ {
 		args := cfg.args
 		if cfg.profile != "" {
 			prof, err := filepath.Abs(filepath.Join(cfg.profile, fmt.Sprintf("%s-h%d.pprof", path, i)))
 			if err != nil {
-				return c, nil, nil, err
+				return err
 			}
 			args = append(args[:len(args):len(args)], "--cpu-profile", prof)
 		}
 		n, err := c.StartNode(i, args...)
 		if err != nil {
-			return c, nil, nil, err
+			return err
 		}
 		if err := n.AddPods(1); err != nil {
-			return c, nil, nil, err
-		}
-	}
-	src, dst := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
-	for _, p := range [][2]*testbed.Pod{{src, dst}, {dst, src}} {
-		if err := testbed.Eventually(20*time.Second, func() error {
-			_, err := testbed.Ping(p[0].NS, p[1].Addr.String(), 1)
 			return err
-		}); err != nil {
-			return c, nil, nil, fmt.Errorf("%s never reached %s: %w", p[0].Addr, p[1].Addr, err)
 		}
 	}
-	return c, src, dst, nil
+	return nil
 }
 
 // hold registers c with the signal handler; it fails if a signal already
 // came, so that a testbed built during the interruption is removed too.
-func hold(c *testbed.Cluster) error {
+func hold(c closer) error {
 	active.Lock()
 	defer active.Unlock()
 	if active.interrupted {
 		return errors.New("interrupted")
 	}
-	active.cluster = c
+	active.tb = c
 	return nil
 }
 
-func release(c *testbed.Cluster) {
+func release(c closer) {
 	active.Lock()
-	active.cluster = nil
+	active.tb = nil
 	active.Unlock()
 	c.Close()
 }
@@ -180,7 +208,7 @@ func onSignal(cfg *config, dir string) (stop func()) {
 			fmt.Fprintf(os.Stderr, "\nbench: %v: tearing down\n", sig)
 			active.Lock()
 			active.interrupted = true
-			c := active.cluster
+			c := active.tb
 			active.Unlock()
 			if c != nil {
 				c.Close()

@@ -32,7 +32,7 @@ type iperfResult struct {
 
 // measureTCP runs iperf3 from src to dst with 1 and with 4 streams; the
 // 1-stream run also measures the machine's CPU time.
-func measureTCP(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod) (one, four *iperfResult, err error) {
+func measureTCP(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) (one, four *iperfResult, err error) {
 	srv, err := c.Start(dst.NS, "iperf3-server", "iperf3", "-s", "-B", dst.Addr.String(), "-p", strconv.Itoa(iperfPort))
 	if err != nil {
 		return nil, nil, err

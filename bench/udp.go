@@ -35,7 +35,7 @@ type latResult = latencyOut
 
 // measureUDP runs the load generator in src against a receiver in dst at
 // each offered rate.
-func measureUDP(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod) ([]udpResult, error) {
+func measureUDP(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) ([]udpResult, error) {
 	var out []udpResult
 	for i, pps := range cfg.rates {
 		r, err := udpRun(cfg, c, src, dst, pps, i)
@@ -47,7 +47,7 @@ func measureUDP(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod) ([]udpRe
 	return out, nil
 }
 
-func udpRun(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod, pps, i int) (*udpResult, error) {
+func udpRun(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, pps, i int) (*udpResult, error) {
 	tag := rand.Uint64()
 	addr := testbed.ListenAddr(dst.Addr, loadPort)
 	recv, err := c.Start(dst.NS, "udprecv-"+strconv.Itoa(i), "env", helperEnv+"=udprecv", cfg.self,
@@ -87,7 +87,7 @@ func udpRun(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod, pps, i int) 
 
 // measureLatency runs the ping-pong client in src against an echo server
 // in dst.
-func measureLatency(cfg *config, c *testbed.Cluster, src, dst *testbed.Pod) (*latResult, error) {
+func measureLatency(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) (*latResult, error) {
 	addr := testbed.ListenAddr(dst.Addr, echoPort)
 	echo, err := c.Start(dst.NS, "echo", "env", helperEnv+"=echo", cfg.self, "-addr", addr)
 	if err != nil {
