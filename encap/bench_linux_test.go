@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/ipv4"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 const benchPayload = 1400 // a full-size inner packet
@@ -55,7 +57,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 func BenchmarkXNetIPv4(b *testing.B) {
 	for _, batch := range []int{1, 8, 64} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
-			ns := newNetns(b)
+			ns := testbed.Namespace(b, "encap")
 			ns.IP(b, "addr", "add", "192.0.2.1/32", "dev", "lo")
 			ns.IP(b, "addr", "add", "192.0.2.2/32", "dev", "lo")
 			var ca, cb *net.UDPConn

@@ -24,7 +24,7 @@ var (
 // of a fresh namespace.
 func pair(tb testing.TB) (testbed.NS, *Conn, *Conn) {
 	tb.Helper()
-	ns := newNetns(tb)
+	ns := testbed.Namespace(tb, "encap")
 	ns.IP(tb, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
 	ns.IP(tb, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
 	a, b := listenIn(tb, ns, Config{Addr: hostA}), listenIn(tb, ns, Config{Addr: hostB})
@@ -254,7 +254,7 @@ func TestCloseUnblocksReadBatch(t *testing.T) {
 }
 
 func TestReusePortSharesAddress(t *testing.T) {
-	ns := newNetns(t)
+	ns := testbed.Namespace(t, "encap")
 	ns.IP(t, "addr", "add", "192.0.2.1/32", "dev", "lo")
 	listenIn(t, ns, Config{Addr: hostA, ReusePort: true})
 	listenIn(t, ns, Config{Addr: hostA, ReusePort: true})
@@ -280,7 +280,7 @@ func TestListenRejectsIPv6AndNegativeBuffer(t *testing.T) {
 }
 
 func TestSocketBufferIsForcedAsRoot(t *testing.T) {
-	ns := newNetns(t)
+	ns := testbed.Namespace(t, "encap")
 	ns.IP(t, "addr", "add", "192.0.2.1/32", "dev", "lo")
 	c := listenIn(t, ns, Config{Addr: hostA}) // default 4 MiB, above the default rmem_max
 	var got int

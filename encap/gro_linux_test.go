@@ -3,13 +3,15 @@ package encap
 import (
 	"bytes"
 	"testing"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // TestGROReceivesARunInOneMessage sends a GSO run of ten datagrams and
 // reads it on a GRO socket: fewer messages than datagrams arrive, and
 // Datagram(i) gives back every datagram with its bytes, in order.
 func TestGROReceivesARunInOneMessage(t *testing.T) {
-	ns := newNetns(t)
+	ns := testbed.Namespace(t, "encap")
 	ns.IP(t, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
 	ns.IP(t, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
 	a := listenIn(t, ns, Config{Addr: hostA})

@@ -9,11 +9,14 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
 )
+
+var namespaceSeq atomic.Int32
 
 // Prefix starts the name of every namespace a testbed creates, so that a
 // sweep can find the leftovers of a run that was killed.
@@ -177,15 +180,16 @@ func run(args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// Namespace creates a network namespace named Prefix+name for one test,
-// with lo up and IPv6 off (so the kernel sends no router solicitations into
-// a TUN under test), and removes it (and any process in it) when the test
-// ends. It calls RequireRoot first.
+// Namespace creates a network namespace for one test, named
+// Prefix+name plus this process's id and a sequence number (so that tests
+// of several packages running at once never share one), with lo up and
+// IPv6 off (so the kernel sends no router solicitations into a TUN under
+// test), and removes it (and any process in it) when the test ends. It
+// calls RequireRoot first.
 func Namespace(tb testing.TB, name string) NS {
 	tb.Helper()
 	RequireRoot(tb)
-	full := Prefix + name
-	deleteNS(full)
+	full := fmt.Sprintf("%s%s-%d-%d", Prefix, name, os.Getpid(), namespaceSeq.Add(1))
 	ns, err := addNS(full)
 	tb.Cleanup(func() { deleteNS(full) })
 	if err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/songgao/water"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // The TUN loop: a packet written into the device for another overlay
@@ -85,7 +87,7 @@ func BenchmarkLoop(b *testing.B) {
 // BenchmarkLoopWater is the same loop through github.com/songgao/water, one
 // packet per Read/Write call (water has no batching and no IFF_VNET_HDR).
 func BenchmarkLoopWater(b *testing.B) {
-	ns := newNetns(b)
+	ns := testbed.Namespace(b, "tun")
 	var ifce *water.Interface
 	var err error
 	ns.In(b, func() {

@@ -28,7 +28,7 @@ const (
 // of it: the TUN loop the benchmarks and allocation tests use.
 func openConfigured(tb testing.TB, cfg Config) (testbed.NS, *Device) {
 	tb.Helper()
-	ns := newNetns(tb)
+	ns := testbed.Namespace(tb, "tun")
 	var dev *Device
 	var err error
 	ns.In(tb, func() { dev, err = Open(cfg) })
