@@ -6,6 +6,7 @@ import (
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/routetable"
 )
 
 // outsideBatch moves one batch from the socket to the TUN. It allocates
@@ -21,8 +22,7 @@ func (w *worker) outsideBatch() error {
 	var bytes uint64
 	for i := range o.msgs[:n] {
 		m := &o.msgs[i]
-		if _, ok := snap.IsPeer(m.Addr.Addr().As4()); !ok {
-			w.count(drop.Outside, drop.UnknownPeer, m.Buf[:m.N], m.Addr)
+		if !w.fromPeer(m, snap) {
 			continue
 		}
 		if size, ok := w.acceptInner(m.Buf[:m.N], m); ok {
@@ -36,6 +36,16 @@ func (w *worker) outsideBatch() error {
 		w.b.drops.AddForwarded(drop.Outside, uint64(written), bytes)
 	}
 	return nil
+}
+
+// fromPeer reports whether a message came from a known peer's public
+// address; when not, every datagram in it is counted as unknown_peer.
+func (w *worker) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
+	if _, ok := snap.IsPeer(m.Addr.Addr().As4()); ok {
+		return true
+	}
+	w.dropRun(m, drop.UnknownPeer)
+	return false
 }
 
 // acceptInner checks the inner packet of a datagram from a known peer

@@ -22,8 +22,7 @@ func (w *worker) outsideBatchOffload() error {
 	o.npkts = 0
 	for i := range o.msgs[:n] {
 		m := &o.msgs[i]
-		if _, ok := snap.IsPeer(m.Addr.Addr().As4()); !ok {
-			w.dropRun(m, drop.UnknownPeer)
+		if !w.fromPeer(m, snap) {
 			continue
 		}
 		for j := 0; ; j++ {

@@ -71,8 +71,8 @@ type Backend struct {
 	vnet   bool // the TUN was opened with IFF_VNET_HDR (offload mode)
 	conns  []*encap.Conn
 	tracer *trace.Tracer
+	pcap   *os.File // the tracer's pcap file, closed after the tracer
 	own    netip.Prefix
-	ownGW  [4]byte // the TUN's address, the source of ICMP errors for packets to us
 
 	mu    sync.Mutex
 	peers map[netip.Prefix]routetable.Peer
@@ -121,7 +121,6 @@ func (b *Backend) MTU() int { return b.mtu }
 // host's own lease.
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	b.own = own.Subnet
-	b.ownGW = own.Subnet.Addr().As4()
 	workers := b.workerCount()
 	if err := b.openTUN(workers); err != nil {
 		return err
@@ -182,7 +181,7 @@ func (b *Backend) newTracer() (*trace.Tracer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("trace pcap: %w", err)
 		}
-		topts.Pcap = f
+		b.pcap, topts.Pcap = f, f
 	}
 	return trace.New(topts)
 }
@@ -230,7 +229,10 @@ func (b *Backend) close() {
 		c.Close()
 	}
 	if b.tracer != nil {
-		b.tracer.Close()
+		b.tracer.Close() // flushes into the pcap file, so it is closed after
+	}
+	if b.pcap != nil {
+		b.pcap.Close()
 	}
 }
 
