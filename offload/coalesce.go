@@ -3,7 +3,6 @@ package offload
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"hash/maphash"
 )
 
@@ -22,7 +21,10 @@ type CoalescerOptions struct {
 // Coalescer is GRO in software for the TUN write side: it merges received
 // TCP segments (and, if enabled, UDP datagrams) of one flow into
 // super-packets the kernel accepts with a virtio_net_hdr, so that the stack
-// sees one 64 KiB packet instead of 44 small ones.
+// sees one 64 KiB packet instead of 44 small ones. It copies no payload: a
+// super-packet is written as a list of parts (one writev), the head
+// packet's headers rewritten in place followed by the other packets'
+// payloads where they lie.
 //
 // A Coalescer is not safe for concurrent use; use one per writer goroutine.
 type Coalescer struct {
@@ -31,8 +33,16 @@ type Coalescer struct {
 	gen    uint32 // slots from an earlier call have an older gen: empty
 	table  []slot // open addressing, len a power of two >= 2*batch
 	groups []group
-	out    [][]byte
+	next   []int32  // next[i]: the packet merged after packet i, -1 if none
+	hdrs   []byte   // one virtio_net_hdr per group
+	parts  [][]byte // every write's parts, back to back
+	out    [][][]byte
 }
+
+// MaxSegments bounds the packets merged into one super-packet, and so the
+// parts of one write (MaxSegments+1, far below the kernel's 1024 iovecs).
+// 64 is what the kernel's own GRO merges at most.
+const MaxSegments = 64
 
 // NewCoalescer returns a Coalescer with its tables allocated; Coalesce does
 // not allocate for batches up to opts.MaxBatch.
@@ -54,27 +64,26 @@ func (c *Coalescer) grow(batch int) {
 	c.table = make([]slot, size)
 	c.gen = 0
 	c.groups = make([]group, 0, batch)
-	c.out = make([][]byte, 0, batch)
+	c.next = make([]int32, batch)
+	c.hdrs = make([]byte, batch*VirtioNetHdrLen)
+	c.parts = make([][]byte, 0, 2*batch)
+	c.out = make([][][]byte, 0, batch)
 }
 
-// Coalesce merges the batch of plain IP packets bufs[i][offset:offset+sizes[i]]
-// and returns what to write to the TUN, in order: each element is one write,
-// a slice of some bufs[i] that starts with the VirtioNetHdrLen-byte
-// virtio_net_hdr at bufs[i][offset-VirtioNetHdrLen:] and is followed by the
-// packet, ready for a batch Write(out, 0) on an IFF_VNET_HDR TUN.
+// Coalesce merges the batch of plain IP packets pkts and returns what to
+// write to the TUN, in order: each element is one write given as its parts,
+// to be concatenated by one writev (tun.Queue.WriteParts). The first part is
+// a VirtioNetHdrLen-byte virtio_net_hdr, the second a packet of pkts, and a
+// merged super-packet continues with the payloads of the packets merged
+// into it.
 //
-// Buffer ownership: every packet is either written as is (GSONone header,
-// flags 0) or merged. A merged group lives in the buffer of its first packet
-// (the head): the payloads of the following packets are copied to the end of
-// the head's packet, which can grow up to len(bufs[head]), so pass bufs with
-// their full capacity as length and the packet lengths in sizes. The head's
-// headers are rewritten (IP length, IPv4 header checksum, PSH of the last
-// segment, UDP length, pseudo-header partial checksum). Buffers whose
-// packets were merged into another are not referenced by the result and are
-// free for reuse as soon as Coalesce returns; all others are referenced by
-// the result until the caller has written it. The returned slice itself
-// belongs to the Coalescer and is valid until the next call. bufs[i][:offset]
-// below the header is left untouched.
+// Buffer ownership: a merged group is headed by its first packet, whose
+// headers are rewritten in place (IP length, IPv4 header checksum, PSH of
+// the last segment, UDP length, pseudo-header partial checksum); every
+// other packet is only read. The result refers to the memory of pkts and to
+// the Coalescer's own header storage: it is valid until the next call and
+// as long as the caller leaves pkts' memory alone. The returned slices
+// belong to the Coalescer.
 //
 // Merged are consecutive packets of one flow (same addresses, ports and
 // protocol) with valid checksums, contiguous TCP sequence numbers, equal IP
@@ -82,37 +91,17 @@ func (c *Coalescer) grow(batch int) {
 // window, flags and options, no SYN/FIN/RST/URG/CWR and no IPv4 options or
 // fragments, where every payload has the size of the first but the last,
 // which may be shorter (or carry PSH) and ends the group; a group stays
-// within 65535 bytes. A packet of the flow that cannot join ends the group
-// before it, so order within a flow is kept; packets of different flows may
-// be reordered relative to each other. Anything else is written unchanged.
-//
-// offset must be >= VirtioNetHdrLen, len(sizes) >= len(bufs) and every
-// packet must fit its buffer; otherwise Coalesce returns an error and
-// changes nothing.
-func (c *Coalescer) Coalesce(bufs [][]byte, sizes []int, offset int) ([][]byte, error) {
-	if err := checkBatch(bufs, sizes, offset); err != nil {
-		return nil, err
+// within 65535 bytes and MaxSegments packets. A packet of the flow that
+// cannot join ends the group before it, so order within a flow is kept;
+// packets of different flows may be reordered relative to each other.
+// Anything else is written unchanged with a zero header.
+func (c *Coalescer) Coalesce(pkts [][]byte) [][][]byte {
+	c.reset(len(pkts))
+	for i, pkt := range pkts {
+		c.next[i] = -1
+		c.add(pkts, i, pkt)
 	}
-	c.reset(len(bufs))
-	for i := range bufs {
-		c.add(bufs, i, sizes[i], offset)
-	}
-	return c.finish(bufs, offset), nil
-}
-
-func checkBatch(bufs [][]byte, sizes []int, offset int) error {
-	if offset < VirtioNetHdrLen {
-		return fmt.Errorf("offload: offset %d leaves no room for the %d-byte virtio header", offset, VirtioNetHdrLen)
-	}
-	if len(sizes) < len(bufs) {
-		return fmt.Errorf("offload: %d sizes for %d buffers", len(sizes), len(bufs))
-	}
-	for i, b := range bufs {
-		if sizes[i] < 0 || offset+sizes[i] > len(b) {
-			return fmt.Errorf("offload: packet %d of %d bytes at offset %d in a %d-byte buffer", i, sizes[i], offset, len(b))
-		}
-	}
-	return nil
+	return c.finish(pkts)
 }
 
 func (c *Coalescer) reset(batch int) {
@@ -125,20 +114,20 @@ func (c *Coalescer) reset(batch int) {
 		c.gen = 1
 	}
 	c.groups = c.groups[:0]
+	c.parts = c.parts[:0]
 	c.out = c.out[:0]
 }
 
 // add places packet i: into the open group of its flow, as the head of a new
 // group, or as a plain packet.
-func (c *Coalescer) add(bufs [][]byte, i, size, offset int) {
-	pkt := bufs[i][offset : offset+size]
+func (c *Coalescer) add(pkts [][]byte, i int, pkt []byte) {
 	var cd candidate
 	if !cd.classify(pkt, c.udp) {
 		c.newGroup(i, kindPlain, &cd)
 		return
 	}
 	s := c.lookup(&cd.key)
-	if s.group >= 0 && c.tryMerge(&c.groups[s.group], bufs, offset, pkt, &cd) {
+	if s.group >= 0 && c.tryMerge(&c.groups[s.group], pkts[c.groups[s.group].head], i, pkt, &cd) {
 		return
 	}
 	// Whatever happens now, this packet ends the flow's open group: a later
@@ -152,7 +141,7 @@ func (c *Coalescer) add(bufs [][]byte, i, size, offset int) {
 }
 
 func (c *Coalescer) newGroup(i int, kind groupKind, cd *candidate) int {
-	g := group{head: i, kind: kind, length: cd.size, segs: 1}
+	g := group{head: i, tail: i, kind: kind, length: cd.size, segs: 1}
 	if kind != kindPlain {
 		g.ip, g.hdrLen, g.gsoSize = cd.ip, cd.hdrLen, cd.payload
 		g.nextSeq = cd.seq + uint32(cd.payload)
@@ -175,23 +164,24 @@ func (c *Coalescer) lookup(k *flowKey) *slot {
 	}
 }
 
-// tryMerge appends pkt's payload to group g if pkt may follow it.
-func (c *Coalescer) tryMerge(g *group, bufs [][]byte, offset int, pkt []byte, cd *candidate) bool {
+// tryMerge links packet i (pkt) behind group g, whose head packet is head,
+// if pkt may follow it.
+func (c *Coalescer) tryMerge(g *group, head []byte, i int, pkt []byte, cd *candidate) bool {
 	if g.closed || !cd.canJoin || g.kind != cd.kind || cd.payload > g.gsoSize || cd.hdrLen != g.hdrLen {
 		return false
 	}
 	newLen := g.length + cd.payload
-	if newLen > maxIPPacket || offset+newLen > len(bufs[g.head]) {
+	if newLen > maxIPPacket || g.segs == MaxSegments {
 		return false
 	}
-	head := bufs[g.head][offset : offset+g.length]
 	if !sameIPFields(head, pkt, cd.ip.v6) {
 		return false
 	}
 	if cd.kind == kindTCP && (cd.seq != g.nextSeq || !sameTCPFields(head, pkt, g.ip.l4Off, g.hdrLen)) {
 		return false
 	}
-	copy(bufs[g.head][offset+g.length:], pkt[cd.hdrLen:])
+	c.next[g.tail] = int32(i)
+	g.tail = i
 	g.length = newLen
 	g.segs++
 	g.nextSeq += uint32(cd.payload)
@@ -219,26 +209,33 @@ func sameTCPFields(a, b []byte, l4Off, hdrLen int) bool {
 }
 
 // finish writes the virtio header of every group and collects the writes.
-func (c *Coalescer) finish(bufs [][]byte, offset int) [][]byte {
-	for i := range c.groups {
-		g := &c.groups[i]
-		b := bufs[g.head]
+func (c *Coalescer) finish(pkts [][]byte) [][][]byte {
+	for k := range c.groups {
+		g := &c.groups[k]
+		hdr := c.hdrs[k*VirtioNetHdrLen : (k+1)*VirtioNetHdrLen]
 		var h VirtioNetHdr
 		if g.segs > 1 {
-			h = g.seal(b[offset : offset+g.length])
+			h = g.seal(pkts[g.head])
 		}
-		_ = h.Encode(b[offset-VirtioNetHdrLen : offset]) // room checked by checkBatch
-		c.out = append(c.out, b[offset-VirtioNetHdrLen:offset+g.length])
+		_ = h.Encode(hdr) // hdr is VirtioNetHdrLen long
+		first := len(c.parts)
+		c.parts = append(c.parts, hdr, pkts[g.head])
+		for j := c.next[g.head]; j >= 0; j = c.next[j] {
+			c.parts = append(c.parts, pkts[j][g.hdrLen:])
+		}
+		c.out = append(c.out, c.parts[first:len(c.parts):len(c.parts)])
 	}
 	return c.out
 }
 
-// seal fixes the headers of a merged super-packet pkt and returns its
-// virtio header: lengths, IPv4 header checksum, PSH if the last segment had
-// it, and the pseudo-header partial checksum the kernel completes.
+// seal fixes the headers of the group's head packet for the whole
+// super-packet of g.length bytes and returns its virtio header: lengths,
+// IPv4 header checksum, PSH if the last segment had it, and the
+// pseudo-header partial checksum the kernel completes.
 func (g *group) seal(pkt []byte) VirtioNetHdr {
-	setIPLength(pkt, g.ip, len(pkt))
+	setIPLength(pkt, g.ip, g.length)
 	l4 := pkt[g.ip.l4Off:]
+	l4Len := g.length - g.ip.l4Off
 	h := VirtioNetHdr{
 		Flags:     FlagNeedsCsum,
 		HdrLen:    uint16(g.hdrLen),
@@ -247,7 +244,7 @@ func (g *group) seal(pkt []byte) VirtioNetHdr {
 	}
 	switch {
 	case g.kind == kindUDP:
-		binary.BigEndian.PutUint16(l4[4:6], uint16(len(l4)))
+		binary.BigEndian.PutUint16(l4[4:6], uint16(l4Len))
 		h.GSOType, h.CsumOffset = GSOUDPL4, udpCsumOffset
 	case g.ip.v6:
 		h.GSOType, h.CsumOffset = GSOTCPv6, tcpCsumOffset
@@ -258,6 +255,6 @@ func (g *group) seal(pkt []byte) VirtioNetHdr {
 		l4[13] |= tcpPSH
 	}
 	src, dst := addrs(pkt, g.ip)
-	binary.BigEndian.PutUint16(l4[h.CsumOffset:], Fold(PseudoSum(g.ip.proto, src, dst, len(l4))))
+	binary.BigEndian.PutUint16(l4[h.CsumOffset:], Fold(PseudoSum(g.ip.proto, src, dst, l4Len)))
 	return h
 }

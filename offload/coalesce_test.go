@@ -1,7 +1,6 @@
 package offload
 
 import (
-	"strings"
 	"testing"
 )
 
@@ -12,28 +11,37 @@ type write struct {
 	pkt []byte
 }
 
-// batch copies pkts into fresh 64 KiB buffers at headroom.
-func batch(pkts [][]byte) ([][]byte, []int) {
-	bufs, sizes := buffers(len(pkts), headroom+65535), make([]int, len(pkts))
+// clone copies pkts, which Coalesce may rewrite, into fresh slices.
+func clone(pkts [][]byte) [][]byte {
+	out := make([][]byte, len(pkts))
 	for i, p := range pkts {
-		sizes[i] = copy(bufs[i][headroom:], p)
+		out[i] = append([]byte(nil), p...)
 	}
-	return bufs, sizes
+	return out
+}
+
+// flatten is what the kernel reads from one write: its parts concatenated.
+func flatten(t testing.TB, parts [][]byte) write {
+	t.Helper()
+	if len(parts) < 2 || len(parts[0]) != VirtioNetHdrLen {
+		t.Fatalf("write of %d parts: want a virtio header and a packet", len(parts))
+	}
+	var w write
+	if err := w.hdr.Decode(parts[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range parts[1:] {
+		w.pkt = append(w.pkt, p...)
+	}
+	return w
 }
 
 func coalesce(t *testing.T, c *Coalescer, pkts [][]byte) []write {
 	t.Helper()
-	bufs, sizes := batch(pkts)
-	out, err := c.Coalesce(bufs, sizes, headroom)
-	if err != nil {
-		t.Fatalf("Coalesce: %v", err)
-	}
+	out := c.Coalesce(clone(pkts))
 	ws := make([]write, len(out))
-	for i, o := range out {
-		if err := ws[i].hdr.Decode(o); err != nil {
-			t.Fatal(err)
-		}
-		ws[i].pkt = o[VirtioNetHdrLen:]
+	for i, parts := range out {
+		ws[i] = flatten(t, parts)
 	}
 	return ws
 }
@@ -241,16 +249,8 @@ func TestCoalesceOtherPacketsPassThrough(t *testing.T) {
 	}
 }
 
-func TestCoalesceStopsAtBufferOrSizeLimit(t *testing.T) {
-	pkts := [][]byte{build(t, tcpSeg(1, 0, mss)), build(t, tcpSeg(1, mss, mss)), build(t, tcpSeg(1, 2*mss, mss))}
-	bufs, sizes := batch(pkts)
-	bufs[0] = bufs[0][:headroom+sizes[0]+mss] // room for one more segment only
-	out, err := NewCoalescer(CoalescerOptions{}).Coalesce(bufs, sizes, headroom)
-	if err != nil || len(out) != 2 {
-		t.Fatalf("Coalesce = %d writes, %v; want 2", len(out), err)
-	}
-
-	pkts = pkts[:0]
+func TestCoalesceStopsAtSizeOrSegmentLimit(t *testing.T) {
+	var pkts [][]byte
 	for i := range 50 { // 50*1448 > 65535: must be cut in two
 		pkts = append(pkts, build(t, tcpSeg(1, uint32(i*mss), mss)))
 	}
@@ -261,24 +261,34 @@ func TestCoalesceStopsAtBufferOrSizeLimit(t *testing.T) {
 	if n := len(segments(t, ws[0])) + len(segments(t, ws[1])); n != 50 {
 		t.Fatalf("%d segments after the kernel splits, want 50", n)
 	}
+
+	pkts = pkts[:0]
+	for i := range MaxSegments + 6 { // small segments: the count limit comes first
+		pkts = append(pkts, build(t, tcpSeg(1, uint32(i*100), 100)))
+	}
+	ws = coalesce(t, NewCoalescer(CoalescerOptions{}), pkts)
+	if len(ws) != 2 {
+		t.Fatalf("%d writes, want 2", len(ws))
+	}
+	if a, b := len(segments(t, ws[0])), len(segments(t, ws[1])); a != MaxSegments || b != 6 {
+		t.Fatalf("writes of %d and %d segments, want %d and 6", a, b, MaxSegments)
+	}
 }
 
-func TestCoalesceErrors(t *testing.T) {
-	c := NewCoalescer(CoalescerOptions{})
-	bufs, sizes := batch([][]byte{build(t, tcpSeg(1, 0, 10))})
-	for _, tc := range []struct {
-		bufs   [][]byte
-		sizes  []int
-		offset int
-		want   string
-	}{
-		{bufs, sizes, 9, "offset 9"},
-		{bufs, nil, headroom, "0 sizes"},
-		{bufs, []int{len(bufs[0])}, headroom, "buffer"},
-		{bufs, []int{-1}, headroom, "buffer"},
-	} {
-		if _, err := c.Coalesce(tc.bufs, tc.sizes, tc.offset); err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("Coalesce: %v, want error about %q", err, tc.want)
+func TestCoalesceCopiesNoPayload(t *testing.T) {
+	pkts := clone([][]byte{build(t, tcpSeg(1, 0, mss)), build(t, tcpSeg(1, mss, mss)), build(t, tcpSeg(1, 2*mss, 100))})
+	out := NewCoalescer(CoalescerOptions{}).Coalesce(pkts)
+	if len(out) != 1 || len(out[0]) != 4 {
+		t.Fatalf("%d writes, want one of 4 parts (header, head, 2 payloads)", len(out))
+	}
+	hdrLen := len(pkts[2]) - 100
+	for i, p := range out[0][1:] {
+		want := pkts[i]
+		if i > 0 {
+			want = want[hdrLen:]
+		}
+		if &p[0] != &want[0] || len(p) != len(want) {
+			t.Fatalf("part %d is not packet %d's memory", i+1, i)
 		}
 	}
 }
@@ -299,15 +309,14 @@ func TestCoalesceDoesNotAllocate(t *testing.T) {
 	for i := range 44 {
 		pkts = append(pkts, build(t, tcpSeg(i%2, uint32(i/2*mss), mss)))
 	}
-	bufs, sizes := batch(pkts)
+	bufs := clone(pkts)
 	c := NewCoalescer(CoalescerOptions{MaxBatch: 64})
 	allocs := testing.AllocsPerRun(50, func() {
 		for i, p := range pkts { // Coalesce rewrote the heads
-			copy(bufs[i][headroom:], p)
+			copy(bufs[i], p)
 		}
-		out, err := c.Coalesce(bufs, sizes, headroom)
-		if err != nil || len(out) != 2 {
-			t.Fatalf("Coalesce = %d writes, %v", len(out), err)
+		if out := c.Coalesce(bufs); len(out) != 2 {
+			t.Fatalf("Coalesce = %d writes, want 2", len(out))
 		}
 	})
 	if allocs != 0 {

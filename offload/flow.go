@@ -10,10 +10,11 @@ const (
 	kindUDP
 )
 
-// group is one write: a plain packet or a super-packet being built in the
-// buffer of its head packet.
+// group is one write: a plain packet or a super-packet, its packets linked
+// from head through Coalescer.next.
 type group struct {
-	head    int // index into bufs
+	head    int // index into pkts of the first packet, whose headers the write carries
+	tail    int // index of the last packet merged so far
 	kind    groupKind
 	ip      ipInfo // of the head packet
 	hdrLen  int    // L3+L4 header bytes

@@ -188,18 +188,10 @@ func FuzzCoalesce(f *testing.F) {
 		pkts := script(t, ops)
 		pkts = append(pkts, raw)
 		c.udp = udp
-		bufs, bsizes := batch(pkts)
-		ws, err := c.Coalesce(bufs, bsizes, headroom)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var got [][]byte
-		for _, w := range ws {
-			var h VirtioNetHdr
-			if err := h.Decode(w); err != nil {
-				t.Fatal(err)
-			}
-			p := w[VirtioNetHdrLen:]
+		for _, parts := range c.Coalesce(clone(pkts)) {
+			w := flatten(t, parts)
+			h, p := w.hdr, w.pkt
 			if h.GSOType == GSONone {
 				got = append(got, p)
 				continue

@@ -67,6 +67,32 @@ func TestReadWriteDoNotAllocate(t *testing.T) {
 	}
 }
 
+func TestWritePartsDoesNotAllocate(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
+	q := dev.Queues()[0]
+	pkts := make([][][]byte, 8)
+	for i, p := range loopBatch(8, 0) {
+		pkts[i] = [][]byte{p[:20], p[20:28], p[28:]}
+	}
+	in, sizes := makeBufs(8)
+	cycle := func() {
+		if n, err := q.WriteParts(pkts); n != len(pkts) || err != nil {
+			t.Fatalf("WriteParts = %d, %v", n, err)
+		}
+		for got := 0; got < len(pkts); {
+			n, err := q.Read(in, sizes, headroom)
+			if err != nil {
+				t.Fatalf("Read: %v", err)
+			}
+			got += n
+		}
+	}
+	cycle() // warm up the poller
+	if allocs := testing.AllocsPerRun(200, cycle); allocs != 0 {
+		t.Fatalf("WriteParts+Read of 8 packets allocated %.1f times per run, want 0", allocs)
+	}
+}
+
 func BenchmarkLoop(b *testing.B) {
 	for _, batch := range []int{1, 8, 64} {
 		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {

@@ -212,6 +212,37 @@ func TestWriteReportsRejectedPacket(t *testing.T) {
 	}
 }
 
+func TestWritePartsDeliversConcatenation(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	dst := netip.MustParseAddrPort(tunAddr + ":5000")
+	c := udpIn(t, ns, dst.String())
+	msg := []byte("gathered from three places")
+	pkt := ipv4UDP(netip.MustParseAddrPort("198.18.7.7:6000"), dst, 64, msg)
+	// Header, an empty part (skipped) and the payload in two pieces.
+	parts := [][]byte{pkt[:28], nil, pkt[28:35], pkt[35:]}
+	if n, err := dev.Queues()[0].WriteParts([][][]byte{parts}); n != 1 || err != nil {
+		t.Fatalf("WriteParts = %d, %v; want 1, nil", n, err)
+	}
+	c.SetReadDeadline(time.Now().Add(waitLimit))
+	buf := make([]byte, 2048)
+	if m, _, err := c.ReadFromUDPAddrPort(buf); err != nil || !bytes.Equal(buf[:m], msg) {
+		t.Fatalf("socket got %q, %v; want %q", buf[:m], err, msg)
+	}
+}
+
+func TestWritePartsReportsRejectedPacket(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
+	good := ipv4UDP(netip.MustParseAddrPort("198.18.7.7:1"), netip.MustParseAddrPort(tunAddr+":2"), 64, []byte("x"))
+	pkts := [][][]byte{{good}, {nil}, {good[:10], good[10:]}}
+	n, err := dev.Queues()[0].WriteParts(pkts)
+	if n != 1 || err == nil || !strings.Contains(err.Error(), "packet 1") {
+		t.Fatalf("WriteParts = %d, %v; want 1 and an error naming packet 1", n, err)
+	}
+	if n, err := dev.Queues()[0].WriteParts(pkts[2:]); n != 1 || err != nil {
+		t.Fatalf("WriteParts after the rejected packet = %d, %v", n, err)
+	}
+}
+
 func TestReadDrainsQueuedPacketsInOneCall(t *testing.T) {
 	ns, dev := openConfigured(t, Config{Name: "flu0"})
 	src := netip.MustParseAddrPort(tunAddr + ":4000")

@@ -9,9 +9,10 @@ import (
 
 // outsideBatchOffload is outsideBatch for a TUN opened with IFF_VNET_HDR
 // and a socket with UDP GRO: one message may hold a run of datagrams from
-// one peer. Each accepted inner packet is copied into a write buffer, and
-// the coalescer merges consecutive TCP segments of a flow into one
-// super-packet per TUN write (GRO towards the pod). It allocates nothing.
+// one peer. The coalescer merges consecutive TCP segments of a flow into
+// one super-packet per TUN write (GRO towards the pod), written with one
+// writev from where the datagrams were received: no payload is copied in
+// userspace. It allocates nothing.
 func (w *worker) outsideBatchOffload() error {
 	o := &w.out
 	n, err := w.conn.ReadBatch(o.msgs)
@@ -37,8 +38,7 @@ func (w *worker) outsideBatchOffload() error {
 			if o.npkts == len(o.pkts) {
 				w.flushCoalesced()
 			}
-			copy(o.pkts[o.npkts][headroom:], d[:size])
-			o.sizes[o.npkts] = size
+			o.pkts[o.npkts] = d[:size]
 			o.npkts++
 		}
 	}
@@ -64,17 +64,34 @@ func (w *worker) flushCoalesced() {
 		return
 	}
 	var bytes uint64
-	for _, s := range o.sizes[:o.npkts] {
-		bytes += uint64(s)
+	for _, p := range o.pkts[:o.npkts] {
+		bytes += uint64(len(p))
 	}
-	writes, err := o.co.Coalesce(o.pkts[:o.npkts], o.sizes[:o.npkts], headroom)
-	if err != nil {
-		w.b.drops.Add(drop.Outside, drop.Malformed, uint64(o.npkts))
-	} else {
-		failed := len(writes) - w.writeTUN(writes, 0, drop.Outside)
-		// A refused write loses the packets merged into it; count it as
-		// one, the forwarded count stays an upper bound in that rare case.
-		w.b.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
-	}
+	writes := o.co.Coalesce(o.pkts[:o.npkts])
+	failed := len(writes) - w.writeTUNParts(writes)
+	// A refused write loses the packets merged into it; count it as one,
+	// the forwarded count stays an upper bound in that rare case.
+	w.b.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
+	clear(o.pkts[:o.npkts]) // keep no reference into the receive buffers
 	o.npkts = 0
+}
+
+// writeTUNParts writes packets given in parts into the TUN queue. A packet
+// the kernel refuses is dropped and counted and the rest still go. It
+// returns how many were written.
+func (w *worker) writeTUNParts(pkts [][][]byte) int {
+	written := 0
+	for len(pkts) > 0 {
+		n, err := w.q.WriteParts(pkts)
+		written += n
+		if err != nil {
+			if isClosed(err) {
+				return written // Run is stopping the worker
+			}
+			w.b.drops.Add(drop.Outside, drop.WriteError, 1)
+			n++ // pkts[n] was refused
+		}
+		pkts = pkts[min(n, len(pkts)):]
+	}
+	return written
 }

@@ -59,9 +59,8 @@ type outside struct {
 	msgs []encap.Message
 	tun  [][]byte // plain mode: what goes to the TUN, bufs[i][:headroom+n]
 
-	// offload mode: accepted packets waiting to be coalesced
+	// offload mode: accepted packets waiting to be coalesced, slices of bufs
 	pkts  [][]byte
-	sizes []int
 	npkts int
 	co    *offload.Coalescer
 }
@@ -84,8 +83,7 @@ func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn, vnet bool) *worker {
 		w.in.msgs = make([]encap.Message, n+segSlots)
 		w.in.segs = makeBufs(segSlots, headroom+b.mtu)
 		w.in.segSizes = make([]int, segSlots)
-		w.out.pkts = makeBufs(n, headroom+maxPacket)
-		w.out.sizes = make([]int, n)
+		w.out.pkts = make([][]byte, n)
 		w.out.co = offload.NewCoalescer(offload.CoalescerOptions{MaxBatch: n, UDP: b.dev.Offloads().Has(tun.OffloadUSO4)})
 	}
 	w.out.bufs = makeBufs(readBatch, headroom+maxPacket)
