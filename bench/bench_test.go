@@ -22,12 +22,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestSmokeUDP runs the harness in -quick mode on the udp path, end to
-// end (about 10 s as root), and checks the table and JSON it writes.
-func TestSmokeUDP(t *testing.T) {
+// TestSmoke runs the harness in -quick mode on the udp and udp-floor
+// paths, end to end (about 20 s as root), and checks the table and JSON it
+// writes.
+func TestSmoke(t *testing.T) {
 	testbed.RequireRoot(t)
 	if testing.Short() {
-		t.Skip("-short: the end-to-end harness smoke test takes ~10 s")
+		t.Skip("-short: the end-to-end harness smoke test takes ~20 s")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "flannelu")
@@ -38,7 +39,7 @@ func TestSmokeUDP(t *testing.T) {
 	if err := os.WriteFile(md, []byte("# Benchmarks\n\n## Micro\nhand-written\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseFlags([]string{"-flannelu", bin, "-quick", "-paths", "udp", "-name", "benchsmoke",
+	cfg, err := parseFlags([]string{"-flannelu", bin, "-quick", "-paths", "udp," + floorPath, "-name", "benchsmoke",
 		"-write", md, "-json", filepath.Join(dir, "results.json")})
 	if err != nil {
 		t.Fatal(err)
@@ -47,23 +48,30 @@ func TestSmokeUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := rep.Paths[0]
-	if p.TCP1 == nil || p.TCP1.Gbps <= 0 || p.TCP4 == nil || p.TCP4.Gbps <= 0 {
-		t.Fatalf("no TCP throughput: %+v", p)
+	for _, p := range rep.Paths {
+		if p.TCP1 == nil || p.TCP1.Gbps <= 0 || p.TCP4 == nil || p.TCP4.Gbps <= 0 {
+			t.Errorf("%s: no TCP throughput: %+v", p.Path, p)
+		}
+		if len(p.UDP) != 2 || p.UDP[0].Received == 0 || p.Latency == nil || p.Latency.P50 <= 0 {
+			t.Errorf("%s: no UDP delivery or latency: %+v", p.Path, p)
+		}
 	}
-	if len(p.UDP) != 2 || p.UDP[0].Received == 0 || p.Latency == nil || p.Latency.P50 <= 0 {
-		t.Fatalf("no UDP delivery or latency: %+v", p)
+	// The floor's round trips are a real measurement: all of them done, at
+	// one packet in flight none lost.
+	if l := rep.Paths[1].Latency; l == nil || l.RoundTrips != cfg.roundTrips || l.Lost != 0 || l.P99 < l.P50 {
+		t.Errorf("%s latency: %+v, want %d round trips, none lost", floorPath, l, cfg.roundTrips)
 	}
-	checkFiles(t, md, filepath.Join(dir, "results.json"))
+	checkFiles(t, md, filepath.Join(dir, "results.json"), "udp", floorPath)
 }
 
-func checkFiles(t *testing.T, md, js string) {
+func checkFiles(t *testing.T, md, js string, paths ...string) {
 	b, err := os.ReadFile(md)
 	if err != nil {
 		t.Fatal(err)
 	}
 	doc := string(b)
-	for _, want := range []string{"hand-written", beginMarker, endMarker, "| TCP, 1 stream (Gbit/s) |", "Load average at start"} {
+	for _, want := range []string{"hand-written", beginMarker, endMarker, "| TCP, 1 stream (Gbit/s) |", "Load average at start",
+		"| | " + strings.Join(paths, " | ") + " |"} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("BENCHMARKS.md lacks %q:\n%s", want, doc)
 		}
@@ -72,8 +80,12 @@ func checkFiles(t *testing.T, md, js string) {
 	if b, err = os.ReadFile(js); err == nil {
 		err = json.Unmarshal(b, &rep)
 	}
-	if err != nil || len(rep.Paths) != 1 || rep.Paths[0].Path != "udp" {
-		t.Errorf("results.json: %v %+v", err, rep)
+	var got []string
+	for _, p := range rep.Paths {
+		got = append(got, p.Path)
+	}
+	if err != nil || !slices.Equal(got, paths) {
+		t.Errorf("results.json: %v, paths %v, want %v", err, got, paths)
 	}
 }
 
@@ -163,6 +175,9 @@ func TestRatioColumns(t *testing.T) {
 		{[]string{"host-gw", "host-gw-manual"}, []ratio{{0, 1}}}, // no vxlan
 		{[]string{"vxlan", "vxlan-manual"}, []ratio{{0, 1}}},     // a manual path is no "/ vxlan" column
 		{[]string{"udp", "vxlan", "host-gw", "vxlan-manual", "host-gw-manual"}, []ratio{{0, 1}, {2, 1}, {1, 3}, {2, 4}}},
+		// the floor is divided by vxlan like flannelu's paths, and has no counterpart
+		{[]string{"udp", "vxlan", "vxlan-manual", "udp-floor"}, []ratio{{0, 1}, {3, 1}, {1, 2}}},
+		{[]string{"udp-floor", "vxlan-manual"}, nil},
 	} {
 		if got := ratioColumns(paths(tc.paths...)); !slices.Equal(got, tc.want) {
 			t.Errorf("ratioColumns(%v) = %v, want %v", tc.paths, got, tc.want)
@@ -219,7 +234,7 @@ func TestLinkMAC(t *testing.T) {
 }
 
 func TestCheckPaths(t *testing.T) {
-	cfg := &config{flannelu: "/nonexistent/flannelu", paths: []string{"vxlan-manual", "host-gw-manual"},
+	cfg := &config{flannelu: "/nonexistent/flannelu", paths: []string{"vxlan-manual", "host-gw-manual", floorPath},
 		iperfTime: time.Second, udpTime: time.Second, roundTrips: 1}
 	if err := cfg.check(); err != nil {
 		t.Errorf("hand-made paths need no flannelu binary: %v", err)
@@ -229,7 +244,7 @@ func TestCheckPaths(t *testing.T) {
 		t.Error("vxlan without a flannelu binary passed the check")
 	}
 	cfg.paths = []string{"udp-manual"}
-	if err := cfg.check(); err == nil || !strings.Contains(err.Error(), "host-gw-manual") {
+	if err := cfg.check(); err == nil || !strings.Contains(err.Error(), "host-gw-manual, "+floorPath) {
 		t.Errorf("unknown path: %v", err)
 	}
 }

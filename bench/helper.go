@@ -19,7 +19,8 @@ import (
 )
 
 // helperEnv selects the helper mode when the harness re-runs itself
-// inside a pod: udpsend, udprecv, echo or ping.
+// inside a namespace: udpsend, udprecv, echo or ping in a pod, forward
+// (the udp-floor path's forwarder, floor.go) in a host.
 const helperEnv = "FLANNELU_BENCH_HELPER"
 
 const (
@@ -29,6 +30,9 @@ const (
 
 // helperMain runs one traffic tool and prints its result as one JSON line.
 func helperMain(mode string, args []string) int {
+	if mode == "forward" {
+		return forwardMain(args) // its own flags; runs until signalled
+	}
 	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
 	addr := fs.String("addr", "", "address:port")
 	tag := fs.Uint64("tag", 0, "run tag in the first 8 payload bytes")

@@ -1,9 +1,11 @@
 // Command bench is flannelu's end-to-end benchmark harness. For each data
 // path (flannelu's udp backend, kernel vxlan and host-gw as programmed by
-// flannelu's vxlan and host-gw backends, and those two kernel paths set up
-// by hand with ip and bridge, no flannelu) it builds the same namespace
-// testbed — two hosts over one veth, one pod per host behind cni0, etcd on
-// host 1 for flannelu — measures pod-to-pod TCP throughput (iperf3), 64-byte
+// flannelu's vxlan and host-gw backends, those two kernel paths set up by
+// hand with ip and bridge, no flannelu, and udp-floor: the udp backend's
+// layout with the simplest possible userspace forwarder in flannelu's
+// place, the floor any forwarder woken per packet pays) it builds the same
+// namespace testbed — two hosts over one veth, one pod per host behind
+// cni0, etcd on host 1 for flannelu — measures pod-to-pod TCP throughput (iperf3), 64-byte
 // UDP delivery at paced offered rates, UDP round-trip latency and
 // whole-machine CPU cost per GB, tears the testbed down, and moves on. It
 // prints a table with ratios against kernel vxlan and of flannelu's kernel
@@ -11,8 +13,9 @@
 // between <!-- bench:begin --> and <!-- bench:end -->. Root only.
 //
 // The same binary is its own traffic tool: started with FLANNELU_BENCH_HELPER
-// set (inside a pod, through ip netns exec) it runs a load generator,
-// receiver, echo server or ping client instead (helper.go).
+// set (through ip netns exec) it runs a load generator, receiver, echo
+// server or ping client in a pod instead (helper.go), or udp-floor's
+// forwarder in a host (floor.go).
 package main
 
 import (
@@ -107,15 +110,16 @@ func parseFlags(args []string) (*config, error) {
 }
 
 // allPaths are the data paths the harness knows, in the default order:
-// flannelu's backends, then the kernel paths programmed by hand.
-var allPaths = []string{"udp", "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix}
+// flannelu's backends, then the kernel paths programmed by hand, then the
+// floor of a userspace forwarder (cheap: a few seconds more per run).
+var allPaths = []string{"udp", "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix, floorPath}
 
 func (c *config) check() error {
 	for _, p := range c.paths {
 		if !slices.Contains(allPaths, p) {
 			return fmt.Errorf("unknown path %q (%s)", p, strings.Join(allPaths, ", "))
 		}
-		if _, manual := manualBase(p); manual {
+		if !needsFlannelu(p) {
 			continue
 		}
 		if _, err := os.Stat(c.flannelu); err != nil {

@@ -24,6 +24,13 @@ func manualBase(path string) (string, bool) {
 	return base, ok && (base == "vxlan" || base == "host-gw")
 }
 
+// needsFlannelu says whether a path runs flannelu and etcd: every path but
+// the hand-made ones (-manual and udp-floor).
+func needsFlannelu(path string) bool {
+	_, manual := manualBase(path)
+	return !manual && path != floorPath
+}
+
 // manualSubnet is host i's lease on the hand-made paths: 198.18.<i>.0/24.
 func manualSubnet(i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24)

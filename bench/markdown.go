@@ -103,7 +103,14 @@ behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. The -man
 testbed without etcd and flannelu: the harness gives the hosts 198.18.1.0/24 and 198.18.2.0/24 and
 programs flannel's layout itself with ip and bridge (host-gw: a route via the peer on eth0; vxlan:
 flannel.1 with VNI 1, port 8472, learning off, MTU 1450, then per peer a permanent neighbour, an fdb
-entry and an onlink route). All traffic is pod 1 -> pod 2.
+entry and an onlink route). udp-floor is the udp backend's layout on the same hand-made leases
+(flannel0 set up as flannelu does it: lease /32, MTU 1472, one route for 198.18.0.0/16; flannel's
+wire format on port 8285) with the harness's own forwarder in flannelu's place: per host one thread
+in a blocking TUN read -> sendto loop and one in a blocking socket read -> TUN write loop, no
+batching, no checks. It is there to show what any userspace forwarder woken per packet pays on this
+machine before doing any work of its own (four thread wake-ups per round trip): "udp-floor / vxlan" is
+about as close to vxlan as a design like the udp backend's can get here.
+All traffic is pod 1 -> pod 2.
 TCP: iperf3, receiver side. 64 B UDP: the harness re-run in the pods as a sendmmsg load generator
 paced to the offered rate and a recvmmsg receiver; loss = 1 - received/sent. On the kernel paths the
 sending core also runs the whole forwarding path (veth hands each packet to its own CPU's softirq),

@@ -90,6 +90,9 @@ func measurePath(cfg *config, path, dir string) (res pathResult) {
 		for _, n := range s.nodes {
 			res.Error += fmt.Sprintf("\nflannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
 		}
+		for _, h := range s.helpers {
+			res.Error += fmt.Sprintf("\nforwarder on %s:%s", h.host, testbed.Tail(h.proc.Log, 10))
+		}
 	}
 	return res
 }
@@ -111,19 +114,24 @@ func measure(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, res *pathResult
 type setup struct {
 	bed      *testbed.Bed
 	tb       closer                // what to tear down; nil if nothing was built
-	nodes    map[int]*testbed.Node // flannelu per host; none on the -manual paths
+	nodes    map[int]*testbed.Node // flannelu per host; none on the hand-made paths
+	helpers  []hostProc            // udp-floor's forwarders, for the failure report
 	src, dst *testbed.Pod
 }
 
-// setupPath builds the path's testbed — with flannelu, or programmed by
-// hand for the -manual paths — and waits until the pods reach each other.
+// setupPath builds the path's testbed — with flannelu, programmed by hand
+// for the -manual paths, or with the harness's own forwarder for
+// udp-floor — and waits until the pods reach each other.
 func setupPath(cfg *config, path, dir string) (*setup, error) {
 	s := &setup{}
 	name := cfg.name + "-" + strings.ReplaceAll(path, "-", "")
 	var err error
-	if base, ok := manualBase(path); ok {
+	switch base, manual := manualBase(path); {
+	case manual:
 		err = setupManual(s, base, name, dir)
-	} else {
+	case path == floorPath:
+		err = setupFloor(cfg, s, name, dir)
+	default:
 		err = setupFlannelu(cfg, s, path, name, dir)
 	}
 	if err != nil {
@@ -197,7 +205,10 @@ func release(c closer) {
 
 // onSignal tears the current testbed down on SIGINT/SIGTERM (and sweeps
 // this run's namespace names for anything half built), removes the log
-// directory and exits.
+// directory and exits. It holds active's lock from the signal to the exit:
+// the measurement the teardown breaks fails at once, and its release (or
+// run's stop) must wait here rather than let main exit mid-teardown and
+// leave namespaces behind.
 func onSignal(cfg *config, dir string) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -206,12 +217,10 @@ func onSignal(cfg *config, dir string) (stop func()) {
 		select {
 		case sig := <-ch:
 			fmt.Fprintf(os.Stderr, "\nbench: %v: tearing down\n", sig)
-			active.Lock()
+			active.Lock() // never unlocked: os.Exit below
 			active.interrupted = true
-			c := active.tb
-			active.Unlock()
-			if c != nil {
-				c.Close()
+			if active.tb != nil {
+				active.tb.Close()
 			}
 			testbed.Sweep(testbed.Prefix + cfg.name + "-")
 			os.RemoveAll(dir)
@@ -219,5 +228,10 @@ func onSignal(cfg *config, dir string) (stop func()) {
 		case <-done:
 		}
 	}()
-	return func() { signal.Stop(ch); close(done) }
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		active.Lock() // a teardown under way ends in os.Exit: wait for it
+		active.Unlock()
+	}
 }

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The forward helper is the udp-floor path's data plane: the simplest
+// userspace forwarder in flannel's udp wire format (the UDP payload is the
+// raw inner IPv4 packet) that can carry the benchmark's traffic. It has no
+// logic worth the name — no batching, no checks beyond what keeps it from
+// indexing out of range, no allocation — so what it costs is what any
+// forwarder that wakes a thread per packet (flannelu's udp backend is one)
+// pays on this machine before doing any work of its own: a blocking read
+// returning, one syscall to pass the packet on, and the next read going
+// back to sleep.
+
+const (
+	floorTUN  = "flannel0"
+	floorPort = 8285 // flanneld's udp backend port
+	// floorBuf holds any datagram or TUN read: far above the 1472 MTU, so
+	// nothing is ever truncated.
+	floorBuf = 65535
+)
+
+// floorPeer is one remote lease and the host that owns it.
+type floorPeer struct {
+	net, mask uint32 // the lease as big-endian integers, for lookup
+	lease     netip.Prefix
+	to        *unix.SockaddrInet4
+}
+
+// peerTable is the forwarder's routing table: a handful of leases, looked
+// up by linear scan (no hashing, no allocation).
+type peerTable []floorPeer
+
+// peerFlag collects -peer <lease>=<host> flags.
+type peerFlag struct{ table *peerTable }
+
+func (f peerFlag) String() string {
+	if f.table == nil {
+		return ""
+	}
+	var s []string
+	for _, p := range *f.table {
+		s = append(s, fmt.Sprintf("%v=%v", p.lease, netip.AddrFrom4(p.to.Addr)))
+	}
+	return strings.Join(s, " ")
+}
+
+func (f peerFlag) Set(v string) error {
+	p, err := parsePeer(v)
+	if err != nil {
+		return err
+	}
+	*f.table = append(*f.table, p)
+	return nil
+}
+
+// parsePeer reads "198.18.2.0/24=192.0.2.2": the peer's lease (a network
+// address, IPv4) and its underlay address, where it listens on floorPort.
+func parsePeer(v string) (floorPeer, error) {
+	lease, host, ok := strings.Cut(v, "=")
+	if !ok {
+		return floorPeer{}, fmt.Errorf("peer %q: want <lease>=<host>, e.g. 198.18.2.0/24=192.0.2.2", v)
+	}
+	pfx, err := netip.ParsePrefix(lease)
+	if err != nil || !pfx.Addr().Is4() {
+		return floorPeer{}, fmt.Errorf("peer %q: lease is not an IPv4 prefix: %v", v, err)
+	}
+	if pfx.Masked() != pfx {
+		return floorPeer{}, fmt.Errorf("peer %q: lease %v is not a network address (%v)", v, pfx, pfx.Masked())
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !addr.Is4() {
+		return floorPeer{}, fmt.Errorf("peer %q: host is not an IPv4 address: %v", v, err)
+	}
+	a := pfx.Addr().As4()
+	// A shift by 32 gives 0 in Go: /0 matches everything.
+	return floorPeer{net: binary.BigEndian.Uint32(a[:]), mask: ^uint32(0) << (32 - pfx.Bits()), lease: pfx,
+		to: &unix.SockaddrInet4{Port: floorPort, Addr: addr.As4()}}, nil
+}
+
+// lookup returns where an inner IPv4 packet goes, nil for nowhere (not
+// IPv4, too short, or no lease matches).
+func (t peerTable) lookup(pkt []byte) *unix.SockaddrInet4 {
+	if len(pkt) < 20 || pkt[0]>>4 != 4 {
+		return nil
+	}
+	dst := binary.BigEndian.Uint32(pkt[16:20])
+	for i := range t {
+		if dst&t[i].mask == t[i].net {
+			return t[i].to
+		}
+	}
+	return nil
+}
+
+// forwarder is the helper's two file descriptors, both blocking: the Go
+// netpoller is deliberately not involved, a thread sleeps in read(2).
+type forwarder struct {
+	tun, sock int
+	peers     peerTable
+}
+
+// toPeer moves one packet from the TUN to its peer host. A packet no lease
+// matches is dropped; so is one the socket refuses (ECONNREFUSED from an
+// earlier ICMP error, ENOBUFS): the floor keeps going.
+func (f *forwarder) toPeer(buf []byte) error {
+	n, err := unix.Read(f.tun, buf)
+	if err != nil {
+		return err
+	}
+	if to := f.peers.lookup(buf[:n]); to != nil {
+		unix.Sendto(f.sock, buf[:n], 0, to) //nolint:errcheck // a lost packet, see above
+	}
+	return nil
+}
+
+// fromPeer moves one datagram from the socket into the TUN. read(2) rather
+// than recvfrom(2) with an address: x/sys's Recvfrom allocates a Sockaddr
+// per call, and the floor checks no sender anyway (the kernel does the same
+// recvmsg either way).
+func (f *forwarder) fromPeer(buf []byte) error {
+	n, err := unix.Read(f.sock, buf)
+	if err != nil {
+		return err
+	}
+	unix.Write(f.tun, buf[:n]) //nolint:errcheck // a packet the TUN refuses is dropped
+	return nil
+}
+
+// loop runs step on this goroutine's own OS thread until it fails.
+func (f *forwarder) loop(name string, step func([]byte) error) error {
+	runtime.LockOSThread()
+	buf := make([]byte, floorBuf)
+	for {
+		if err := step(buf); err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+}
+
+// forwardMain is the forward helper: -local <underlay address> and one
+// -peer per remote lease. It creates flannel0 (unconfigured: the harness
+// configures it as flannelu would) only once its socket is bound, so a
+// flannel0 that exists means the forwarder is ready. It runs until
+// SIGTERM/SIGINT.
+func forwardMain(args []string) int {
+	var peers peerTable
+	fs, local := forwardFlags(&peers)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	f, err := openForwarder(*local, peers)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "forward:", err)
+		return 1
+	}
+	// A thread blocked in read(2) cannot be interrupted from Go; returning
+	// from here ends the process, threads and all, and closing the TUN fd
+	// removes flannel0.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	failed := make(chan error, 2)
+	go func() { failed <- f.loop("to peer", f.toPeer) }()
+	go func() { failed <- f.loop("from peer", f.fromPeer) }()
+	fmt.Printf("forward: created %s, bound %s:%d, peers %v\n", floorTUN, *local, floorPort, peerFlag{&peers})
+	select {
+	case <-sig:
+		return 0
+	case err := <-failed:
+		fmt.Fprintln(os.Stderr, "forward:", err)
+		return 1
+	}
+}
+
+// forwardFlags is the forward helper's command line; -peer appends to
+// peers.
+func forwardFlags(peers *peerTable) (fs *flag.FlagSet, local *string) {
+	fs = flag.NewFlagSet("forward", flag.ContinueOnError)
+	local = fs.String("local", "", "this host's underlay IPv4 address (the socket binds <local>:8285)")
+	fs.Var(peerFlag{peers}, "peer", "<lease>=<host underlay address>, once per remote host")
+	return fs, local
+}
+
+// openForwarder binds the UDP socket, then creates the TUN.
+func openForwarder(local string, peers peerTable) (*forwarder, error) {
+	addr, err := netip.ParseAddr(local)
+	if err != nil || !addr.Is4() {
+		return nil, fmt.Errorf("-local %q: not an IPv4 address", local)
+	}
+	if len(peers) == 0 {
+		return nil, errors.New("no -peer: nothing to forward to")
+	}
+	sock, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("UDP socket: %w", err)
+	}
+	if err := unix.Bind(sock, &unix.SockaddrInet4{Port: floorPort, Addr: addr.As4()}); err != nil {
+		unix.Close(sock)
+		return nil, fmt.Errorf("bind %v:%d: %w", addr, floorPort, err)
+	}
+	tun, err := openTUN(floorTUN)
+	if err != nil {
+		unix.Close(sock)
+		return nil, err
+	}
+	return &forwarder{tun: tun, sock: sock, peers: peers}, nil
+}
+
+// openTUN creates a plain TUN (no packet information header: reads and
+// writes are bare IP packets) and leaves its fd blocking.
+func openTUN(name string) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open /dev/net/tun: %w", err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUN %s: %w", name, err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("TUNSETIFF %s: %w", name, err)
+	}
+	return fd, nil
+}
