@@ -35,8 +35,10 @@ demo: deps build
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./ring/ ./packet/ ./offload/ ./encap/ ./tun/ ./drop/ ./trace/ ./backend/udp/ | tee bench/micro.txt
 
+# Both layouts: the hosts sharing both CPUs, then each host on a CPU of its own.
 bench: deps build
 	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md
+	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md -pin
 
 # Each fuzz target for FUZZTIME (go test runs one target per invocation).
 fuzz:

@@ -93,22 +93,33 @@ func TestUpdateSection(t *testing.T) {
 	section := beginMarker + "\nnew\n" + endMarker
 	markdownish := section + "\n" // as markdown() ends it
 	doc := "# B\n\n" + beginMarker + "\nold\n" + endMarker + "\n\n## Micro\nkeep\n"
-	got := updateSection(doc, section)
+	got := updateSection(doc, section, false)
 	if want := "# B\n\n" + section + "\n\n## Micro\nkeep\n"; got != want {
 		t.Errorf("replace:\n%q\nwant\n%q", got, want)
 	}
 	md := "# B\n\n" + beginMarker + "\nold\n" + endMarker + "\n\n## Micro\nkeep\n"
 	for range 2 {
-		md = updateSection(md, markdownish)
+		md = updateSection(md, markdownish, false)
 	}
 	if want := "# B\n\n" + markdownish + "\n## Micro\nkeep\n"; md != want {
 		t.Errorf("re-run grows the document:\n%q\nwant\n%q", md, want)
 	}
-	if got := updateSection("# B\nkeep\n", section); got != "# B\nkeep\n\n"+section+"\n" {
+	if got := updateSection("# B\nkeep\n", section, false); got != "# B\nkeep\n\n"+section+"\n" {
 		t.Errorf("append: %q", got)
 	}
-	if got := updateSection("", section); !strings.HasPrefix(got, "# flannelu benchmarks\n\n"+beginMarker) {
+	if got := updateSection("", section, false); !strings.HasPrefix(got, "# flannelu benchmarks\n\n"+beginMarker) {
 		t.Errorf("new file: %q", got)
+	}
+	// A pinned run has its own section: it leaves the shared one alone
+	// and replaces only its own on the next run.
+	pinned := pinnedBeginMarker + "\np1\n" + pinnedEndMarker + "\n"
+	both := updateSection(got, pinned, true)
+	if !strings.Contains(both, section) || !strings.Contains(both, pinned) {
+		t.Errorf("pinned section next to the shared one: %q", both)
+	}
+	again := updateSection(both, pinnedBeginMarker+"\np2\n"+pinnedEndMarker+"\n", true)
+	if strings.Contains(again, "p1") || !strings.Contains(again, "p2") || !strings.Contains(again, section) {
+		t.Errorf("re-run of the pinned section: %q", again)
 	}
 }
 

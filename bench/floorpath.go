@@ -63,7 +63,7 @@ func floorDevice(lease netip.Prefix) [][]string {
 // flannel0. The forwarders are the bed's processes: tearing the bed down
 // (s.tb, also on any failure here and on a signal) stops them.
 func setupFloor(cfg *config, s *setup, name, dir string) error {
-	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir})
+	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin})
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ type settings struct {
 	Rates        []int   `json:"udp_offered_pps"`
 	RoundTrips   int     `json:"round_trips"`
 	Quick        bool    `json:"quick"`
+	PinHosts     bool    `json:"pin_hosts"`
 }
 
 func newReport(cfg *config) *report {
@@ -44,7 +45,7 @@ func newReport(cfg *config) *report {
 		Flannelu: flanneluVersion(cfg.flannelu),
 		LoadAvg:  loadAvg(),
 		Settings: settings{IperfSeconds: cfg.iperfTime.Seconds(), UDPSeconds: cfg.udpTime.Seconds(),
-			Rates: cfg.rates, RoundTrips: cfg.roundTrips, Quick: cfg.quick},
+			Rates: cfg.rates, RoundTrips: cfg.roundTrips, Quick: cfg.quick, PinHosts: cfg.pin},
 	}
 }
 

@@ -45,6 +45,7 @@ type config struct {
 	command    string // the command line, as recorded in the report
 	profile    string // directory for each flannelu's CPU profile; empty: none
 	args       []string
+	pin        bool // hosts on CPUs of their own (testbed.Options.PinHosts)
 }
 
 func main() {
@@ -83,15 +84,16 @@ func parseFlags(args []string) (*config, error) {
 	jsonOut := fs.String("json", "", "write machine-readable results here (default with -write: bench/results.json)")
 	name := fs.String("name", "bench", "namespace name prefix (fu-<name>-...)")
 	profile := fs.String("profile", "", "write each flannelu's CPU profile into this directory (<path>-h<i>.pprof)")
+	pin := fs.Bool("pin", false, "bind each host and its pods to a CPU of its own (taskset), like two one-CPU machines")
 	extra := fs.String("flannelu-args", "", "extra flannelu flags for every node, space-separated (e.g. \"--udp-workers 2\")")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	cfg := &config{paths: splitList(*paths), iperfTime: *iperfTime, udpTime: *udpTime,
 		roundTrips: *rts, quick: *quick, write: *write, jsonOut: *jsonOut, name: *name,
-		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra)}
+		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra), pin: *pin}
 	if cfg.jsonOut == "" && cfg.write != "" {
-		cfg.jsonOut = filepath.Join("bench", "results.json")
+		cfg.jsonOut = filepath.Join("bench", map[bool]string{false: "results.json", true: "results-pinned.json"}[cfg.pin])
 	}
 	var err error
 	if cfg.rates, err = parseRates(*rates); err != nil {

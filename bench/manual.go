@@ -90,8 +90,8 @@ func linkMAC(out string) (string, error) {
 // setupManual builds the same Direct two-host testbed as the flannelu
 // paths, one pod per host behind cni0, and programs base's kernel layout
 // by hand.
-func setupManual(s *setup, base, name, dir string) error {
-	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir})
+func setupManual(cfg *config, s *setup, base, name, dir string) error {
+	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin})
 	if err != nil {
 		return err
 	}

@@ -8,17 +8,24 @@ import (
 // markdown renders the harness's BENCHMARKS.md section, markers included.
 func markdown(rep *report) string {
 	var b strings.Builder
-	b.WriteString(beginMarker + "\n")
-	b.WriteString("## End to end: pod to pod across two hosts\n\n")
-	b.WriteString("Written by the harness in `bench/` (`make bench`); re-running it replaces this section only.\n")
-	b.WriteString("Machine-readable results: `bench/results.json`.\n\n")
+	begin, end := markers(rep.Settings.PinHosts)
+	b.WriteString(begin + "\n")
+	if rep.Settings.PinHosts {
+		b.WriteString("## End to end, pinned hosts: each host and its pod on a CPU of its own\n\n")
+		b.WriteString("Written by the harness in `bench/` (`make bench-pinned`); re-running it replaces this section only.\n")
+		b.WriteString("Machine-readable results: `bench/results-pinned.json`.\n\n")
+	} else {
+		b.WriteString("## End to end: pod to pod across two hosts\n\n")
+		b.WriteString("Written by the harness in `bench/` (`make bench`); re-running it replaces this section only.\n")
+		b.WriteString("Machine-readable results: `bench/results.json`.\n\n")
+	}
 	writeEnv(&b, rep)
 	b.WriteString("\n" + table(rep, metricRows(rep.Settings.Rates), true))
 	b.WriteString("\nRaw numbers:\n\n" + table(rep, nil, false))
 	b.WriteString(rawRows(rep))
 	writeErrors(&b, rep)
 	writeMethod(&b, rep)
-	b.WriteString(endMarker + "\n")
+	b.WriteString(end + "\n")
 	return b.String()
 }
 
@@ -33,7 +40,8 @@ func writeEnv(b *strings.Builder, rep *report) {
 	fmt.Fprintf(b, "| Command | `%s` |\n", rep.Command)
 	s := rep.Settings
 	fmt.Fprintf(b, "| Settings | iperf3 %g s; 64 B UDP %g s per rate; %d round trips%s |\n",
-		s.IperfSeconds, s.UDPSeconds, s.RoundTrips, map[bool]string{true: "; -quick", false: ""}[s.Quick])
+		s.IperfSeconds, s.UDPSeconds, s.RoundTrips, map[bool]string{true: "; -quick", false: ""}[s.Quick]+
+			map[bool]string{true: "; -pin: host 1 and its pod on CPU 0, host 2 and its pod on CPU 1", false: ""}[s.PinHosts])
 }
 
 type rawLine struct {

@@ -8,10 +8,21 @@ import (
 	"strings"
 )
 
+// The markers around the harness's section of BENCHMARKS.md; a run with
+// -pin has a section of its own, so that both layouts stay side by side.
 const (
-	beginMarker = "<!-- bench:begin -->"
-	endMarker   = "<!-- bench:end -->"
+	beginMarker       = "<!-- bench:begin -->"
+	endMarker         = "<!-- bench:end -->"
+	pinnedBeginMarker = "<!-- bench:pinned:begin -->"
+	pinnedEndMarker   = "<!-- bench:pinned:end -->"
 )
+
+func markers(pinned bool) (begin, end string) {
+	if pinned {
+		return pinnedBeginMarker, pinnedEndMarker
+	}
+	return beginMarker, endMarker
+}
 
 // row is one line of a table: a label and how to get a path's value.
 type row struct {
@@ -149,11 +160,12 @@ func ratioCell(r row, p, base pathResult) string {
 // updateSection replaces the marked section of doc, or appends it. What
 // follows the end marker is kept as it is (section's own final newline is
 // dropped there, so that re-running does not add a blank line each time).
-func updateSection(doc, section string) string {
-	i := strings.Index(doc, beginMarker)
-	j := strings.Index(doc, endMarker)
+func updateSection(doc, section string, pinned bool) string {
+	begin, end := markers(pinned)
+	i := strings.Index(doc, begin)
+	j := strings.Index(doc, end)
 	if i >= 0 && j > i {
-		return doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(endMarker):]
+		return doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(end):]
 	}
 	if doc == "" {
 		doc = "# flannelu benchmarks\n"
@@ -182,5 +194,5 @@ func writeOutputs(cfg *config, rep *report) error {
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	return os.WriteFile(cfg.write, []byte(updateSection(string(old), markdown(rep))), 0o644)
+	return os.WriteFile(cfg.write, []byte(updateSection(string(old), markdown(rep), cfg.pin)), 0o644)
 }

@@ -128,7 +128,7 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 	var err error
 	switch base, manual := manualBase(path); {
 	case manual:
-		err = setupManual(s, base, name, dir)
+		err = setupManual(cfg, s, base, name, dir)
 	case path == floorPath:
 		err = setupFloor(cfg, s, name, dir)
 	default:
@@ -154,7 +154,7 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
 	conf := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, path)
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
-		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir},
+		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin},
 		Flannelu: cfg.flannelu, Config: conf,
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
@@ -28,6 +29,12 @@ type Options struct {
 	MTU int
 	// Dir holds logs and etcd data; default: a new temporary directory.
 	Dir string
+	// PinHosts binds each host, and every command started in it or in its
+	// pods, to one CPU of its own (host i to CPU (i-1) mod NumCPU), so that
+	// two hosts on a two-CPU machine behave like two one-CPU machines
+	// rather than sharing both CPUs as the scheduler sees fit. Softirq work
+	// still runs on the CPU that raises it.
+	PinHosts bool
 }
 
 // Bed is a set of namespace hosts on one underlay, 192.0.2.0/24.
@@ -121,6 +128,9 @@ func (b *Bed) newNS(role string) NS {
 func (b *Bed) newHost(i int) *Host {
 	h := &Host{NS: b.newNS("h" + strconv.Itoa(i)), Index: i, Iface: "eth0", bed: b,
 		Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})}
+	if b.Opts.PinHosts {
+		h.CPUs = strconv.Itoa((i - 1) % runtime.NumCPU())
+	}
 	h.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1",
 		"net.ipv4.conf.default.rp_filter=1")
 	b.Hosts = append(b.Hosts, h)

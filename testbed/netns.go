@@ -25,12 +25,24 @@ const Prefix = "fu-"
 // NS is one network namespace created by a testbed.
 type NS struct {
 	Name string
+	// CPUs, when set, is the CPU list (taskset -c syntax) every command
+	// started in the namespace is bound to: a host of a pinned bed.
+	CPUs string
+}
+
+// argv is the command line that runs args inside the namespace.
+func (ns NS) argv(args []string) []string {
+	argv := []string{"ip", "netns", "exec", ns.Name}
+	if ns.CPUs != "" {
+		argv = append(argv, "taskset", "-c", ns.CPUs)
+	}
+	return append(argv, args...)
 }
 
 // Run executes a command inside the namespace and returns its combined
 // output; a non-zero exit is an error that carries the output.
 func (ns NS) Run(args ...string) (string, error) {
-	return run(append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
+	return run(ns.argv(args)...)
 }
 
 // MustRun is Run that panics with the output, for set-up steps whose
@@ -46,7 +58,8 @@ func (ns NS) MustRun(args ...string) string {
 
 // Command returns an unstarted command that runs inside the namespace.
 func (ns NS) Command(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	argv := ns.argv(args)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...)
 }
 
 // Dial opens a TCP connection from inside the namespace. The socket keeps

@@ -39,6 +39,7 @@ func (h *Host) AddPods(n int, gateway netip.Prefix, mtu int) error {
 		if err != nil {
 			return err
 		}
+		ns.CPUs = h.CPUs // a pod runs on its host's CPUs
 		pod := &Pod{NS: ns, Addr: addr}
 		hostEnd := fmt.Sprintf("veth%d", idx)
 		steps := [][]string{
