@@ -3,6 +3,7 @@ module github.com/flannelu/flannelu
 go 1.26.8
 
 require (
+	github.com/coreos/go-iptables v0.8.0
 	github.com/gopacket/gopacket v1.7.7
 	github.com/songgao/water v0.0.0-20200317203138-2b4b6d7c09d8
 	github.com/vishvananda/netlink v1.3.1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what flannelu's tests, demo and benchmarks need on a fresh Debian
 # machine that already has Go: etcd (a real server for the tests), iperf3,
-# ping, tcpdump, iproute2. Does nothing for what is already there.
+# ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules). Does
+# nothing for what is already there.
 set -euo pipefail
 
 need=()
@@ -12,6 +13,7 @@ command -v tcpdump >/dev/null || need+=(tcpdump)
 command -v ip      >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v bridge  >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -1,0 +1,108 @@
+// Package iptables holds flanneld's iptables rules (masquerade and forward)
+// and keeps them in place the way flanneld v0.20.2 does: set up after the
+// lease, checked every resync period, torn down and set up again as a whole
+// when one rule went missing, and left in place on exit.
+package iptables
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// flanneld's chains and rule comments. Other tools (and operators' scripts)
+// look for these exact names, so they are part of the compatibility.
+const (
+	MasqChain    = "FLANNEL-POSTRTG"
+	ForwardChain = "FLANNEL-FWD"
+	masqComment  = "flanneld masq"
+	fwdComment   = "flanneld forward"
+	// kubeProxyMark is kube-proxy's masquerade mark: traffic it marked is
+	// masqueraded by kube-proxy itself, not a second time here.
+	kubeProxyMark = "0x4000/0x4000"
+	multicast     = "224.0.0.0/4"
+)
+
+// Rule is one rule of a Set, in a chain of the Set's table.
+type Rule struct {
+	Chain string
+	// Insert puts the rule first in Chain (-I) instead of last (-A): the
+	// jump into flannel's chain must come before rules others append.
+	Insert bool
+	Spec   []string
+}
+
+// String renders the rule as iptables -S prints it, with -I for an
+// inserted rule, e.g. `-A FLANNEL-FWD -s 198.18.0.0/16 -m comment
+// --comment "flanneld forward" -j ACCEPT`.
+func (r Rule) String() string {
+	op := "-A"
+	if r.Insert {
+		op = "-I"
+	}
+	parts := []string{op, r.Chain}
+	for _, s := range r.Spec {
+		if strings.ContainsAny(s, " \t\"") {
+			s = strconv.Quote(s)
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+// Set is a group of rules that is checked and restored as a whole, because
+// their order matters: a chain of flannel's own (Chain), the rules that
+// fill it, and the jump to it from a built-in chain.
+type Set struct {
+	Name  string // for logs: "masq" or "forward"
+	Table string
+	Chain string
+	Rules []Rule
+}
+
+// Masq is flanneld's masquerade set for the flannel network and this host's
+// lease. randomFully adds --random-fully to the MASQUERADE targets, as
+// flanneld does where iptables supports it.
+func Masq(network, lease netip.Prefix, randomFully bool) Set {
+	n, s := network.String(), lease.String()
+	masq := []string{"-j", "MASQUERADE"}
+	if randomFully {
+		masq = append(masq, "--random-fully")
+	}
+	rule := func(match []string, target ...string) Rule {
+		spec := append(append(match, "-m", "comment", "--comment", masqComment), target...)
+		return Rule{Chain: MasqChain, Spec: spec}
+	}
+	jump := rule(nil, "-j", MasqChain)
+	jump.Chain, jump.Insert = "POSTROUTING", true
+	return Set{Name: "masq", Table: "nat", Chain: MasqChain, Rules: []Rule{
+		jump,
+		rule([]string{"-m", "mark", "--mark", kubeProxyMark}, "-j", "RETURN"),
+		// Pod to pod stays unmasqueraded, on this host and across hosts.
+		rule([]string{"-s", n, "-d", n}, "-j", "RETURN"),
+		// Pods reaching outside the overlay, except multicast.
+		rule([]string{"-s", n, "!", "-d", multicast}, masq...),
+		// Outside traffic to this host's own pods keeps its source (the
+		// node that owns the pod answers it directly).
+		rule([]string{"!", "-s", n, "-d", s}, "-j", "RETURN"),
+		// Host traffic into the overlay leaves with an overlay-routable source.
+		rule([]string{"!", "-s", n, "-d", n}, masq...),
+	}}
+}
+
+// Forward is flanneld's set that accepts overlay traffic in FORWARD, so that
+// a FORWARD policy of DROP (Docker sets one) does not cut the pods off.
+func Forward(network netip.Prefix) Set {
+	n := network.String()
+	rule := func(match ...string) Rule {
+		spec := append(match, "-m", "comment", "--comment", fwdComment, "-j", "ACCEPT")
+		return Rule{Chain: ForwardChain, Spec: spec}
+	}
+	jump := Rule{Chain: "FORWARD", Insert: true,
+		Spec: []string{"-m", "comment", "--comment", fwdComment, "-j", ForwardChain}}
+	return Set{Name: "forward", Table: "filter", Chain: ForwardChain, Rules: []Rule{
+		jump,
+		rule("-s", n),
+		rule("-d", n),
+	}}
+}

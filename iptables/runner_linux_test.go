@@ -1,0 +1,218 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// A foreign rule in each built-in chain, added before flannelu starts: the
+// jumps must go in front of it, and it must survive every set-up.
+var (
+	foreignNat = "-A POSTROUTING -s 203.0.113.0/24 -j RETURN"
+	foreignFwd = "-A FORWARD -s 203.0.113.0/24 -j ACCEPT"
+)
+
+// newNamespace is a fresh namespace with the foreign rules and Docker's
+// FORWARD policy of DROP.
+func newNamespace(t *testing.T) testbed.NS {
+	ns := testbed.Namespace(t, "ipt")
+	for _, args := range [][]string{
+		{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "203.0.113.0/24", "-j", "RETURN"},
+		{"iptables", "-A", "FORWARD", "-s", "203.0.113.0/24", "-j", "ACCEPT"},
+		{"iptables", "-P", "FORWARD", "DROP"},
+	} {
+		ns.Exec(t, args...)
+	}
+	return ns
+}
+
+// wantTables is iptables -S of each table once the sets for lease are in
+// place: policies, flannel's chain, the jump first in the built-in chain,
+// then flannel's rules in flanneld's order.
+func wantTables(lease string) map[string][]string {
+	masq := strings.ReplaceAll(strings.Join(wantMasq, "\n"), "198.18.40.0/24", lease)
+	return map[string][]string{
+		"nat": append([]string{
+			"-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
+			"-N FLANNEL-POSTRTG",
+			asListed(wantMasq[0]),
+			foreignNat,
+		}, strings.Split(masq, "\n")[1:]...),
+		"filter": append([]string{
+			"-P INPUT ACCEPT", "-P FORWARD DROP", "-P OUTPUT ACCEPT",
+			"-N FLANNEL-FWD",
+			asListed(wantForward[0]),
+			foreignFwd,
+		}, wantForward[1:]...),
+	}
+}
+
+// asListed is an inserted rule as iptables -S lists it.
+func asListed(rule string) string { return "-A" + strings.TrimPrefix(rule, "-I") }
+
+// tables reads iptables -S of both tables inside ns (through ip netns
+// exec, independently of the runner under test) and compares them with
+// want, exactly and in order.
+func tables(ns testbed.NS, want map[string][]string) error {
+	for _, table := range []string{"nat", "filter"} {
+		out, err := ns.Run("iptables", "-t", table, "-S")
+		if err != nil {
+			return err
+		}
+		got := strings.Split(strings.TrimSpace(out), "\n")
+		if !slices.Equal(got, want[table]) {
+			return fmt.Errorf("iptables -t %s -S:\n%s\nwant:\n%s", table, strings.Join(got, "\n"), strings.Join(want[table], "\n"))
+		}
+	}
+	return nil
+}
+
+// inNS runs fn with a Runner on a thread inside ns: go-iptables execs
+// iptables from the calling thread, and a child process starts in its
+// parent thread's network namespace.
+func inNS(t *testing.T, ns testbed.NS, o Options, fn func(r *Runner) error) {
+	t.Helper()
+	err := ns.Do(func() error {
+		r, err := New(o)
+		if err != nil {
+			return err
+		}
+		return fn(r)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ensureAll ensures the masquerade set for leaseStr and the forward set.
+func ensureAll(leaseStr string) func(r *Runner) error {
+	return func(r *Runner) error {
+		if !r.RandomFully() {
+			return fmt.Errorf("iptables here lacks --random-fully; the expected rules assume it")
+		}
+		for _, s := range []Set{Masq(network, netip.MustParsePrefix(leaseStr), true), Forward(network)} {
+			if err := r.Ensure(s); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func TestSetUp(t *testing.T) {
+	ns := newNamespace(t)
+	inNS(t, ns, Options{}, ensureAll("198.18.40.0/24"))
+	want := wantTables("198.18.40.0/24")
+	if err := tables(ns, want); err != nil {
+		t.Fatal(err)
+	}
+	// A restart: a new runner finds every rule in place and adds nothing.
+	inNS(t, ns, Options{}, ensureAll("198.18.40.0/24"))
+	if err := tables(ns, want); err != nil {
+		t.Fatalf("after setting up again: %v", err)
+	}
+}
+
+// TestResyncRestores deletes rules behind the running loop's back, one from
+// the middle of each flannel chain and the forward jump, and waits for the
+// loop to put both sets back whole and in order.
+func TestResyncRestores(t *testing.T) {
+	ns := newNamespace(t)
+	const resync = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(func() error {
+			r, err := New(Options{Resync: resync})
+			if err != nil {
+				return err
+			}
+			r.Keep(Masq(network, lease, true))
+			r.Keep(Forward(network))
+			r.Run(ctx)
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after its context ended")
+		}
+	}()
+	want := wantTables(lease.String())
+	if err := testbed.Eventually(3*resync, func() error { return tables(ns, want) }); err != nil {
+		t.Fatalf("first set-up: %v", err)
+	}
+	ns.Exec(t, "iptables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "198.18.0.0/16", "-d", "198.18.0.0/16",
+		"-m", "comment", "--comment", "flanneld masq", "-j", "RETURN")
+	ns.Exec(t, "iptables", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD")
+	if err := tables(ns, want); err == nil {
+		t.Fatal("the rules deleted by hand are still listed")
+	}
+	if err := testbed.Eventually(3*resync, func() error { return tables(ns, want) }); err != nil {
+		t.Fatalf("within %v of deleting two rules: %v", 3*resync, err)
+	}
+}
+
+// TestRecycle is flanneld's recycle: the host got a new subnet, so the
+// masquerade rules of the old one are removed before the new ones go in.
+func TestRecycle(t *testing.T) {
+	ns := newNamespace(t)
+	old, cur := netip.MustParsePrefix("198.18.40.0/24"), netip.MustParsePrefix("198.18.41.0/24")
+	inNS(t, ns, Options{}, func(r *Runner) error { return r.Ensure(Masq(network, old, true)) })
+	inNS(t, ns, Options{}, func(r *Runner) error { return r.Remove(Masq(network, old, true)) })
+	out := ns.Exec(t, "iptables", "-t", "nat", "-S")
+	if want := "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n-N FLANNEL-POSTRTG\n" + foreignNat + "\n"; out != want {
+		t.Fatalf("after removing the old subnet's rules:\n%swant:\n%s", out, want)
+	}
+	inNS(t, ns, Options{}, ensureAll(cur.String()))
+	if err := tables(ns, wantTables(cur.String())); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFailuresCounted runs the loop against an iptables that fails every
+// command: each check is logged as an error and counted, and the loop
+// keeps going until its context ends. No root needed.
+func TestFailuresCounted(t *testing.T) {
+	fake := filepath.Join(t.TempDir(), "iptables")
+	script := "#!/bin/sh\ncase \"$1\" in --version) echo 'iptables v1.8.9 (legacy)';; *) echo 'iptables: broken' >&2; exit 4;; esac\n"
+	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	r, err := New(Options{Path: fake, Resync: 10 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Keep(Forward(network))
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	r.Run(ctx)
+	if n := r.Failures(); n < 3 {
+		t.Errorf("%d failures counted in 300ms of 10ms resyncs, want at least 3", n)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "error=") ||
+		!strings.Contains(logs.String(), "iptables: broken") {
+		t.Errorf("log has no error with the cause:\n%s", logs.String())
+	}
+	if _, err := New(Options{Path: filepath.Join(t.TempDir(), "missing")}); err == nil {
+		t.Error("New with no iptables binary succeeded")
+	}
+}
