@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/iptables"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -21,8 +22,9 @@ type metricsWriter interface {
 }
 
 // serveHealth answers /healthz as flanneld does and /metrics in the
-// Prometheus text format, until ctx ends.
-func serveHealth(ctx context.Context, o *options, be backend.Backend, mgr *subnet.Manager) error {
+// Prometheus text format, until ctx ends. ipt is nil when flannelu keeps
+// no iptables rules.
+func serveHealth(ctx context.Context, o *options, be backend.Backend, mgr *subnet.Manager, ipt *iptables.Runner) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "flanneld is running\n") //nolint:errcheck // client went away
@@ -30,6 +32,9 @@ func serveHealth(ctx context.Context, o *options, be backend.Backend, mgr *subne
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		fmt.Fprintf(w, "# TYPE flannelu_malformed_leases_total counter\nflannelu_malformed_leases_total %d\n", mgr.MalformedLeases())
+		if ipt != nil {
+			fmt.Fprintf(w, "# TYPE flannelu_iptables_resync_failures_total counter\nflannelu_iptables_resync_failures_total %d\n", ipt.Failures())
+		}
 		if m, ok := be.(metricsWriter); ok {
 			m.WritePrometheus(w)
 		}

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/iptables"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -50,7 +51,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	lease, err := mgr.AcquireLease(ctx, cfg, attrs, previousSubnet(o.subnetFile, log))
+	prev := previousEnv(o.subnetFile, log)
+	lease, err := mgr.AcquireLease(ctx, cfg, attrs, prev.Subnet.Masked())
 	if err != nil {
 		return fmt.Errorf("acquire subnet lease: %w", err)
 	}
@@ -62,15 +64,43 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("write %s: %w", o.subnetFile, err)
 	}
 	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
-	if o.ipMasq {
-		log.Warn("--ip-masq: FLANNEL_IPMASQ=true is written, but flannelu does not program flanneld's masquerade rules; add them on the host")
-	}
-	return runLoops(ctx, o, mgr, cfg, lease, be, log)
+	return runLoops(ctx, o, mgr, cfg, lease, be, newIPTables(o, cfg, lease, prev, log), log)
 }
 
-// runLoops runs the lease keeper, the watcher, the health server and the
-// backend; the first fatal error stops them all.
-func runLoops(ctx context.Context, o *options, mgr *subnet.Manager, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, log *slog.Logger) error {
+// newIPTables returns the runner that keeps flanneld's masquerade and
+// forward rules, having first removed the masquerade rules of the previous
+// subnet.env's subnet when this host's subnet or network changed (flanneld's
+// recycle; flanneld recycles only when both changed). It is nil when no
+// rule is wanted or iptables is unusable: like flanneld, flannelu then logs
+// the error and forwards anyway.
+func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, log *slog.Logger) *iptables.Runner {
+	if !cfg.EnableIPv4 || (!o.ipMasq && !o.iptablesForwardRules) {
+		return nil
+	}
+	r, err := iptables.New(iptables.Options{Resync: time.Duration(o.iptablesResync) * time.Second, Logger: log})
+	if err != nil {
+		log.Error("iptables rules not set up", "error", err)
+		return nil
+	}
+	if o.ipMasq {
+		if old := prev.Subnet.Masked(); old.IsValid() && prev.Network.IsValid() && (old != lease.Subnet || prev.Network != cfg.Network) {
+			log.Info("removing the masquerade rules of the previous subnet", "subnet", old, "network", prev.Network)
+			if err := r.Remove(iptables.Masq(prev.Network, old, r.RandomFully())); err != nil {
+				log.Error("removing the previous subnet's masquerade rules", "error", err)
+			}
+		}
+		r.Keep(iptables.Masq(cfg.Network, lease.Subnet, r.RandomFully()))
+	}
+	if o.iptablesForwardRules {
+		r.Keep(iptables.Forward(cfg.Network))
+	}
+	return r
+}
+
+// runLoops runs the lease keeper, the watcher, the health server, the
+// iptables resync (ipt may be nil) and the backend; the first fatal error
+// stops them all.
+func runLoops(ctx context.Context, o *options, mgr *subnet.Manager, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt *iptables.Runner, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -97,8 +127,11 @@ func runLoops(ctx context.Context, o *options, mgr *subnet.Manager, cfg *subnet.
 			once.Do(func() { close(synced) })
 		})
 	})
+	if ipt != nil {
+		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
+	}
 	if o.healthzPort > 0 {
-		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, be, mgr) })
+		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, be, mgr, ipt) })
 	}
 	goFatal("backend", func(ctx context.Context) error {
 		select {
@@ -146,17 +179,18 @@ func waitForConfig(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (
 	}
 }
 
-// previousSubnet is the subnet of the last subnet.env, which the lease
-// manager tries before a random one.
-func previousSubnet(path string, log *slog.Logger) netip.Prefix {
+// previousEnv is the last subnet.env (zero when there is none): the lease
+// manager tries its subnet before a random one, and the masquerade rules
+// built for it are recycled when the subnet changed.
+func previousEnv(path string, log *slog.Logger) subnet.Env {
 	env, err := subnet.ReadEnv(path)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			log.Warn("ignoring previous subnet file", "path", path, "error", err)
 		}
-		return netip.Prefix{}
+		return subnet.Env{}
 	}
-	return env.Subnet.Masked()
+	return env
 }
 
 func envFor(cfg *subnet.Config, l subnet.Lease, mtu int, ipMasq bool) subnet.Env {
