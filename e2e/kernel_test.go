@@ -79,7 +79,9 @@ type leaseInfo struct {
 
 func newKernelCluster(t *testing.T, name, backend string) *kernelCluster {
 	t.Helper()
-	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, backend)
+	// Leases stay at or below 198.18.200.0/24 (as udpConfig), so checkForeign's
+	// 198.18.250.0/24 is never a real host's.
+	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, backend)
 	k := &kernelCluster{
 		c:       newCluster(t, name, 3, config),
 		backend: backend,

@@ -18,7 +18,10 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
-const udpConfig = `{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":"udp"}}`
+// udpConfig leases subnets up to 198.18.200.0/24 only (SubnetMax), so that
+// the tests' "nobody holds this" addresses above it never collide with a
+// randomly chosen lease.
+const udpConfig = `{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":"udp"}}`
 
 // TestUDPBackend runs three flannelu hosts with the udp backend, two pods
 // each, and a fourth host that is first a stranger and then joins.
@@ -266,7 +269,7 @@ func checkSpoofing(t *testing.T, c *testbed.Cluster) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inner := innerUDP(t, "198.18.99.9", victim.Addr.String(), []byte("spoofed"))
+	inner := innerUDP(t, "198.18.230.9", victim.Addr.String(), []byte("spoofed"))
 	sendFrom(t, c.Hosts[3], inner, 10)
 	if got := readFor(ln, 700*time.Millisecond); got != 0 {
 		t.Fatalf("the pod received %d spoofed datagrams from a non-peer", got)
