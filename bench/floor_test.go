@@ -253,6 +253,16 @@ func TestFloorSetup(t *testing.T) {
 		if out, err := h.Run("ip", "route", "show", "dev", floorTUN); err != nil || strings.TrimSpace(out) != "198.18.0.0/16 scope link" {
 			t.Errorf("%s: routes via %s: %q %v", h.Name, floorTUN, out, err)
 		}
+		// flanneld's default FORWARD rules, as flannelu installs them.
+		wantFwd := `-N FLANNEL-FWD
+-A FLANNEL-FWD -s 198.18.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
+-A FLANNEL-FWD -d 198.18.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`
+		if out, err := h.Run("iptables", "-S", "FLANNEL-FWD"); err != nil || strings.TrimSpace(out) != wantFwd {
+			t.Errorf("%s: iptables -S FLANNEL-FWD:\n%s%v\nwant\n%s", h.Name, out, err, wantFwd)
+		}
+		if out, err := h.Run("iptables", "-S", "FORWARD"); err != nil || !strings.Contains(out, "-A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD") {
+			t.Errorf("%s: iptables -S FORWARD has no jump to FLANNEL-FWD:\n%s%v", h.Name, out, err)
+		}
 	}
 	release(s.tb)
 	for _, h := range s.helpers {

@@ -85,7 +85,7 @@ func setupFloor(cfg *config, s *setup, name, dir string) error {
 		if err := waitTUN(h, p, flannel0Wait); err != nil {
 			return err
 		}
-		if err := runAll(h, floorDevice(lease)); err != nil {
+		if err := runAll(h, append(floorDevice(lease), forwardRules()...)); err != nil {
 			return err
 		}
 	}

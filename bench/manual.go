@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/flannelu/flannelu/iptables"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -70,6 +71,23 @@ func peerCommands(base string, peer netip.Addr, lease netip.Prefix, mac string) 
 	}
 }
 
+// forwardRules are the FORWARD accept rules flanneld installs by default
+// (--iptables-forward-rules), which flannelu does too: the hand-made paths
+// carry them as well, so every path pays the same netfilter hook and the
+// "X / X-manual" ratios compare like with like.
+func forwardRules() [][]string {
+	set := iptables.Forward(netip.MustParsePrefix(overlayNetwork))
+	cmds := [][]string{{"iptables", "-t", set.Table, "-N", set.Chain}}
+	for _, r := range set.Rules {
+		op := "-A"
+		if r.Insert {
+			op = "-I"
+		}
+		cmds = append(cmds, append([]string{"iptables", "-t", set.Table, op, r.Chain}, r.Spec...))
+	}
+	return cmds
+}
+
 // linkMAC reads the Ethernet address from `ip -j link show` output.
 func linkMAC(out string) (string, error) {
 	var links []struct {
@@ -103,6 +121,9 @@ func setupManual(cfg *config, s *setup, base, name, dir string) error {
 	for _, h := range b.Hosts {
 		lease := manualSubnet(h.Index)
 		if err := h.AddPods(1, netip.PrefixFrom(lease.Addr().Next(), lease.Bits()), manualMTU(base)); err != nil {
+			return err
+		}
+		if err := runAll(h, forwardRules()); err != nil {
 			return err
 		}
 		if base != "vxlan" {
