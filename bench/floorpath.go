@@ -63,12 +63,8 @@ func floorDevice(lease netip.Prefix) [][]string {
 // flannel0. The forwarders are the bed's processes: tearing the bed down
 // (s.tb, also on any failure here and on a signal) stops them.
 func setupFloor(cfg *config, s *setup, name, dir string) error {
-	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin})
+	b, err := newHandMadeBed(cfg, s, name, dir)
 	if err != nil {
-		return err
-	}
-	s.bed, s.tb = b, b
-	if err := hold(b); err != nil {
 		return err
 	}
 	for _, h := range b.Hosts {

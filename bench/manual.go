@@ -105,16 +105,24 @@ func linkMAC(out string) (string, error) {
 	return links[0].Address, nil
 }
 
+// newHandMadeBed builds the Direct two-host testbed without etcd or
+// flannelu that the -manual and udp-floor paths program themselves, and
+// registers it for teardown (also on a signal).
+func newHandMadeBed(cfg *config, s *setup, name, dir string) (*testbed.Bed, error) {
+	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin})
+	if err != nil {
+		return nil, err
+	}
+	s.bed, s.tb = b, b
+	return b, hold(b)
+}
+
 // setupManual builds the same Direct two-host testbed as the flannelu
 // paths, one pod per host behind cni0, and programs base's kernel layout
 // by hand.
 func setupManual(cfg *config, s *setup, base, name, dir string) error {
-	b, err := testbed.New(testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin})
+	b, err := newHandMadeBed(cfg, s, name, dir)
 	if err != nil {
-		return err
-	}
-	s.bed, s.tb = b, b
-	if err := hold(b); err != nil {
 		return err
 	}
 	macs := map[int]string{}
