@@ -79,11 +79,7 @@ func forwardRules() [][]string {
 	set := iptables.Forward(netip.MustParsePrefix(overlayNetwork))
 	cmds := [][]string{{"iptables", "-t", set.Table, "-N", set.Chain}}
 	for _, r := range set.Rules {
-		op := "-A"
-		if r.Insert {
-			op = "-I"
-		}
-		cmds = append(cmds, append([]string{"iptables", "-t", set.Table, op, r.Chain}, r.Spec...))
+		cmds = append(cmds, append([]string{"iptables", "-t", set.Table}, r.Args()...))
 	}
 	return cmds
 }

@@ -32,20 +32,25 @@ type Rule struct {
 	Spec   []string
 }
 
-// String renders the rule as iptables -S prints it, with -I for an
-// inserted rule, e.g. `-A FLANNEL-FWD -s 198.18.0.0/16 -m comment
-// --comment "flanneld forward" -j ACCEPT`.
-func (r Rule) String() string {
+// Args is the rule as iptables command arguments after the table: -A (or
+// -I for an inserted rule), the chain, then the spec.
+func (r Rule) Args() []string {
 	op := "-A"
 	if r.Insert {
 		op = "-I"
 	}
-	parts := []string{op, r.Chain}
-	for _, s := range r.Spec {
+	return append([]string{op, r.Chain}, r.Spec...)
+}
+
+// String renders the rule as iptables -S prints it, with -I for an
+// inserted rule, e.g. `-A FLANNEL-FWD -s 198.18.0.0/16 -m comment
+// --comment "flanneld forward" -j ACCEPT`.
+func (r Rule) String() string {
+	parts := r.Args()
+	for i, s := range parts {
 		if strings.ContainsAny(s, " \t\"") {
-			s = strconv.Quote(s)
+			parts[i] = strconv.Quote(s)
 		}
-		parts = append(parts, s)
 	}
 	return strings.Join(parts, " ")
 }
