@@ -68,30 +68,10 @@ func (w *worker) flushCoalesced() {
 		bytes += uint64(len(p))
 	}
 	writes := o.co.Coalesce(o.pkts[:o.npkts])
-	failed := len(writes) - w.writeTUNParts(writes)
+	failed := len(writes) - writeEach(w, writes, drop.Outside, w.q.WriteParts)
 	// A refused write loses the packets merged into it; count it as one,
 	// the forwarded count stays an upper bound in that rare case.
 	w.b.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
 	clear(o.pkts[:o.npkts]) // keep no reference into the receive buffers
 	o.npkts = 0
-}
-
-// writeTUNParts writes packets given in parts into the TUN queue. A packet
-// the kernel refuses is dropped and counted and the rest still go. It
-// returns how many were written.
-func (w *worker) writeTUNParts(pkts [][][]byte) int {
-	written := 0
-	for len(pkts) > 0 {
-		n, err := w.q.WriteParts(pkts)
-		written += n
-		if err != nil {
-			if isClosed(err) {
-				return written // Run is stopping the worker
-			}
-			w.b.drops.Add(drop.Outside, drop.WriteError, 1)
-			n++ // pkts[n] was refused
-		}
-		pkts = pkts[min(n, len(pkts)):]
-	}
-	return written
 }

@@ -153,22 +153,29 @@ func peerAddr(p *routetable.Peer) netip.AddrPort {
 	return netip.AddrPortFrom(p.PublicIP, p.Port)
 }
 
-// writeTUN writes bufs (packets at offset) into the TUN queue. A packet
-// the kernel refuses is dropped and counted and the rest still go. It
-// returns how many were written.
+// writeTUN writes bufs (packets at offset) into the TUN queue; see
+// writeEach.
 func (w *worker) writeTUN(bufs [][]byte, offset int, dir drop.Direction) int {
+	return writeEach(w, bufs, dir, func(b [][]byte) (int, error) { return w.q.Write(b, offset) })
+}
+
+// writeEach hands pkts to write, one of the TUN queue's batch writes, until
+// every packet is written or refused: a packet the kernel refuses is
+// dropped and counted and the rest still go. It returns how many were
+// written.
+func writeEach[P any](w *worker, pkts []P, dir drop.Direction, write func([]P) (int, error)) int {
 	written := 0
-	for len(bufs) > 0 {
-		n, err := w.q.Write(bufs, offset)
+	for len(pkts) > 0 {
+		n, err := write(pkts)
 		written += n
 		if err != nil {
 			if isClosed(err) {
 				return written // Run is stopping the worker
 			}
 			w.b.drops.Add(dir, drop.WriteError, 1)
-			n++ // bufs[n] was refused
+			n++ // pkts[n] was refused
 		}
-		bufs = bufs[min(n, len(bufs)):]
+		pkts = pkts[min(n, len(pkts)):]
 	}
 	return written
 }
