@@ -184,10 +184,29 @@ func TestWatchLeasesEvents(t *testing.T) {
 	r.expect(t, "removed 198.18.2.0/24 192.0.2.22")
 }
 
+// The first call reports the initial list even when it is empty: the
+// daemon starts its backend on that "synced" signal.
+func TestWatchLeasesReportsEmptyFirstList(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
+	r, _ := watch(c, c.manager(Options{}))
+	select {
+	case evs := <-r.ch:
+		if len(evs) != 0 {
+			t.Fatalf("first batch of an empty store = %v, want empty", describe(evs))
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("WatchLeases never reported the (empty) first list")
+	}
+}
+
 func TestWatchLeasesBatchesOneResponse(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
 	r, _ := watch(c, c.manager(Options{}))
+	if evs := <-r.ch; len(evs) != 0 { // the empty first list
+		t.Fatalf("first batch = %v, want empty", describe(evs))
+	}
 	if _, err := c.cli.Txn(c.ctx()).Then(
 		clientv3.OpPut(leaseKey("198.18.1.0-24"), valA),
 		clientv3.OpPut(leaseKey("198.18.2.0-24"), valB)).Commit(); err != nil {

@@ -58,6 +58,7 @@ type watcher struct {
 	m      *Manager
 	handle func([]Event)
 	known  map[string]Lease
+	listed bool // the first list was reported (even when empty)
 }
 
 // resync lists all leases and reports the difference from known.
@@ -86,7 +87,8 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 			events = append(events, Event{Type: EventRemoved, Lease: old})
 		}
 	}
-	if len(events) > 0 {
+	if len(events) > 0 || !w.listed {
+		w.listed = true
 		w.handle(events)
 	}
 	return resp.Header.Revision, nil

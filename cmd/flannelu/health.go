@@ -24,7 +24,7 @@ type metricsWriter interface {
 // serveHealth answers /healthz as flanneld does and /metrics in the
 // Prometheus text format, until ctx ends. ipt is nil when flannelu keeps
 // no iptables rules.
-func serveHealth(ctx context.Context, o *options, be backend.Backend, mgr *subnet.Manager, ipt *iptables.Runner) error {
+func serveHealth(ctx context.Context, o *options, be backend.Backend, mgr subnet.Store, ipt *iptables.Runner) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "flanneld is running\n") //nolint:errcheck // client went away

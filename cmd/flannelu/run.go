@@ -28,7 +28,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	defer cli.Close()
-	mgr := subnet.NewManager(cli, subnet.Options{
+	var mgr subnet.Store = subnet.NewManager(cli, subnet.Options{
 		Prefix:      o.etcdPrefix,
 		LeaseTTL:    o.leaseTTL,
 		RenewMargin: time.Duration(o.renewMargin) * time.Minute,
@@ -100,7 +100,7 @@ func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet
 // runLoops runs the lease keeper, the watcher, the health server, the
 // iptables resync (ipt may be nil) and the backend; the first fatal error
 // stops them all.
-func runLoops(ctx context.Context, o *options, mgr *subnet.Manager, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt *iptables.Runner, log *slog.Logger) error {
+func runLoops(ctx context.Context, o *options, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt *iptables.Runner, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -163,7 +163,7 @@ func withoutOwn(evs []subnet.Event, own netip.Prefix) []subnet.Event {
 
 // waitForConfig polls for the network config as flanneld does: a missing
 // or invalid config is logged (with the reason) and read again.
-func waitForConfig(ctx context.Context, mgr *subnet.Manager, log *slog.Logger) (*subnet.Config, error) {
+func waitForConfig(ctx context.Context, mgr subnet.Store, log *slog.Logger) (*subnet.Config, error) {
 	for {
 		cfg, err := mgr.GetConfig(ctx)
 		if err == nil {

@@ -1,0 +1,38 @@
+package subnet
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Store is where the network config and the hosts' leases live: etcd
+// (Manager, flanneld's default) or the Kubernetes API (package kube,
+// flanneld's --kube-subnet-mgr). The daemon, the backends, the route table
+// and subnet.env see only this contract and the types of this package, so
+// they never know which store feeds them. Implementations are safe for
+// concurrent use.
+type Store interface {
+	// GetConfig reads and validates the network config. A missing config
+	// is an error matching ErrNoConfig; the daemon logs it and asks again.
+	GetConfig(ctx context.Context) (*Config, error)
+	// AcquireLease returns this host's lease, publishing attrs (public IP,
+	// backend type and data) for the peers to read. prev is the subnet of
+	// the previous subnet.env (zero when none), a hint a store that chooses
+	// subnets may honour.
+	AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttrs, prev netip.Prefix) (Lease, error)
+	// KeepLease holds the lease until ctx ends (renewing it, or restoring
+	// what was published when someone changed it) and returns nil then; any
+	// other return means the lease is lost for good.
+	KeepLease(ctx context.Context, cfg *Config, lease Lease) error
+	// WatchLeases calls handle first with one batch of EventAdded for every
+	// lease that exists (possibly empty: the first call says "synced"),
+	// then with the changes as they happen, never losing or repeating one
+	// across reconnects. handle runs on one goroutine at a time. It returns
+	// nil when ctx ends.
+	WatchLeases(ctx context.Context, handle func([]Event)) error
+	// MalformedLeases counts peer leases skipped because they could not be
+	// parsed, once per stored revision.
+	MalformedLeases() uint64
+}
+
+var _ Store = (*Manager)(nil)
