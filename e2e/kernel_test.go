@@ -181,8 +181,14 @@ func deviceMAC(h *testbed.Host) (string, error) {
 	return links[0].Address, nil
 }
 
-// ipJSON runs one of iproute2's -j commands in a host and decodes it.
-func ipJSON(h *testbed.Host, v any, args ...string) error {
+// runner is a host or a pod: a namespace that runs commands.
+type runner interface {
+	Run(...string) (string, error)
+}
+
+// ipJSON runs one of iproute2's -j commands in a host or a pod and decodes
+// it.
+func ipJSON(h runner, v any, args ...string) error {
 	out, err := h.Run(args...)
 	if err != nil {
 		return err

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs what flannelu's tests, demo and benchmarks need on a fresh Debian
 # machine that already has Go: etcd (a real server for the tests), iperf3,
-# ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules). Does
-# nothing for what is already there.
+# ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules), and
+# the real CNI chain pods are created with: Debian's containernetworking-
+# plugins (bridge, host-local, portmap, loopback in /usr/lib/cni), the
+# flannel CNI plugin and cnitool (built into bin/cni). Does nothing for what
+# is already there.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v etcd    >/dev/null || need+=(etcd-server)
@@ -14,6 +18,7 @@ command -v ip      >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v bridge  >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
+[ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -28,3 +33,19 @@ fi
 # etcd-server's package starts a system etcd on 127.0.0.1:2379; the tests
 # start their own etcd in namespaces and do not need it.
 go mod download
+
+# go_tool BIN PACKAGE VERSION: builds PACKAGE@VERSION into bin/cni unless the
+# binary there is already that version (GOBIN keeps it out of ~/go/bin).
+# The flannel plugin is the one kube-flannel shipped before it moved to
+# flannel-io/cni-plugin (which the module proxy does not serve).
+go_tool() {
+  local bin="bin/cni/$1"
+  if [ -x "$bin" ] && go version -m "$bin" | grep -q "^[[:space:]]*mod[[:space:]].*[[:space:]]$3[[:space:]]"; then
+    return
+  fi
+  echo "deps: building $2@$3 into bin/cni"
+  GOBIN="$PWD/bin/cni" GOFLAGS=-buildvcs=false go install "$2@$3"
+}
+mkdir -p bin/cni
+go_tool flannel github.com/containernetworking/plugins/plugins/meta/flannel v0.9.1
+go_tool cnitool github.com/containernetworking/cni/cnitool v1.3.0

@@ -58,13 +58,19 @@ type Host struct {
 	Addr  netip.Addr // 192.0.2.<Index>
 	Iface string     // "eth0"
 	Pods  []*Pod
-	bed   *Bed
+	// CNI, once UseCNI set it, creates and removes the host's pods through
+	// the real CNI chain.
+	CNI    *CNIChain
+	bed    *Bed
+	podSeq int // pods ever created, which names the next one
 }
 
 // Pod is a namespace behind a host's cni0 bridge.
 type Pod struct {
 	NS
 	Addr netip.Addr
+	// Veth is the host end of the pod's eth0.
+	Veth string
 }
 
 // UnderlayGateway is the switch's own address, the hosts' default route.
@@ -107,13 +113,18 @@ func (b *Bed) nsName(role string) string {
 	return Prefix + b.Opts.Name + "-" + role
 }
 
-// addNS creates a namespace the bed removes on Close.
+// addNS creates a namespace with lo up that the bed removes on Close.
 func (b *Bed) addNS(role string) (NS, error) {
+	return addNS(b.track(role))
+}
+
+// track records the namespace of role for Close and returns its name.
+func (b *Bed) track(role string) string {
 	name := b.nsName(role)
 	b.mu.Lock()
 	b.names = append(b.names, name)
 	b.mu.Unlock()
-	return addNS(name)
+	return name
 }
 
 // newNS is addNS for the set-up steps of New, which recovers the panic.
@@ -182,6 +193,13 @@ func (b *Bed) Close() {
 	b.closed = true
 	procs, names := b.procs, b.names
 	b.mu.Unlock()
+	// CNI DEL first, as kubelet tears pods down: it releases the
+	// addresses and host-side state that removing namespaces would not.
+	for _, h := range b.Hosts {
+		if h.CNI != nil {
+			h.CNI.delAll()
+		}
+	}
 	for _, p := range procs {
 		p.Stop()
 	}

@@ -140,6 +140,17 @@ func (n *Node) AddPods(count int) error {
 	return n.Host.AddPods(count, netip.PrefixFrom(lease.Addr().Next(), lease.Bits()), n.Env.MTU)
 }
 
+// AddCNIPods creates count pods on the node through the real CNI chain
+// (FlannelConflist reading the node's subnet.env), as kubelet would.
+func (n *Node) AddCNIPods(count int) error {
+	if n.Host.CNI == nil {
+		if _, err := n.Host.UseCNI([]byte(FlannelConflist), n.SubnetFile); err != nil {
+			return err
+		}
+	}
+	return n.Host.CNI.AddPods(count)
+}
+
 // Metrics fetches the node's /metrics text.
 func (n *Node) Metrics() (string, error) {
 	return n.get("/metrics")

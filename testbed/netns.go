@@ -140,15 +140,29 @@ func (ns NS) Exec(tb testing.TB, args ...string) string {
 	return out
 }
 
+// addNS creates a namespace with lo up.
 func addNS(name string) (NS, error) {
-	if _, err := run("ip", "netns", "add", name); err != nil {
-		return NS{}, err
+	ns, err := createNS(name)
+	if err != nil {
+		return ns, err
 	}
-	ns := NS{Name: name}
 	if _, err := ns.Run("ip", "link", "set", "lo", "up"); err != nil {
 		return ns, err
 	}
 	return ns, nil
+}
+
+// createNS creates a namespace as the kernel makes it: lo down, no links.
+func createNS(name string) (NS, error) {
+	if _, err := run("ip", "netns", "add", name); err != nil {
+		return NS{}, err
+	}
+	return NS{Name: name}, nil
+}
+
+// Path is the namespace's file, the netns path a CNI runtime passes.
+func (ns NS) Path() string {
+	return "/run/netns/" + ns.Name
 }
 
 // deleteNS kills every process left in the namespace, then removes it.
@@ -166,7 +180,7 @@ func deleteNS(name string) {
 }
 
 func exists(name string) bool {
-	_, err := os.Stat("/run/netns/" + name)
+	_, err := os.Stat(NS{Name: name}.Path())
 	return err == nil
 }
 

@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// TestCNIChain runs etcd-mode clusters whose pods are made as kubelet
+// makes them: CNI ADD through flannel's 10-flannel.conflist (the flannel
+// plugin reading flannelu's subnet.env and delegating to bridge with
+// host-local IPAM, then portmap), and removed with CNI DEL, for each
+// backend.
+func TestCNIChain(t *testing.T) {
+	testbed.RequireRoot(t)
+	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) {
+			config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, backend)
+			c := newCluster(t, "e2e-cni-"+backend, 3, config)
+			for i := 1; i <= 3; i++ {
+				if err := startNode(t, c, i).AddCNIPods(2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[1].Addr)
+			t.Run("pods as the plugins made them from subnet.env", func(t *testing.T) { checkCNIPods(t, c) })
+			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
+			t.Run("CNI DEL releases the pod", func(t *testing.T) { checkCNIDel(t, c) })
+		})
+	}
+}
+
+// ipLink is the part of `ip -j link` the checks read.
+type ipLink struct {
+	Flags  []string `json:"flags"`
+	MTU    int      `json:"mtu"`
+	Master string   `json:"master"`
+}
+
+func link(t *testing.T, ns testbed.NS, name string) ipLink {
+	t.Helper()
+	var links []ipLink
+	if err := ipJSON(ns, &links, "ip", "-j", "link", "show", "dev", name); err != nil || len(links) != 1 {
+		t.Fatalf("link %s in %s: %v %v", name, ns.Name, err, links)
+	}
+	return links[0]
+}
+
+// checkCNIPods checks, on every host, what a user would: each pod's
+// address is in the host's FLANNEL_SUBNET and held by host-local, its
+// default route goes via the bridge (cni0 holds FLANNEL_SUBNET's
+// address), eth0 and the host veth have FLANNEL_MTU, lo is up (the
+// loopback plugin), and, since flannelu does not masquerade
+// (FLANNEL_IPMASQ=false), the bridge plugin does.
+func checkCNIPods(t *testing.T, c *testbed.Cluster) {
+	for i := 1; i <= 3; i++ {
+		n, h := c.Nodes[i], c.Hosts[i-1]
+		gw, subnet := bridgeAddr(n), n.Env.Subnet.Masked()
+		var addrs []struct {
+			AddrInfo []struct {
+				Local     string `json:"local"`
+				Prefixlen int    `json:"prefixlen"`
+			} `json:"addr_info"`
+		}
+		if err := ipJSON(h, &addrs, "ip", "-j", "-4", "addr", "show", "dev", "cni0"); err != nil || len(addrs) != 1 {
+			t.Fatalf("cni0 on %s: %v %v", h.Name, err, addrs)
+		}
+		if a := addrs[0].AddrInfo; len(a) != 1 || a[0].Local != gw.String() || a[0].Prefixlen != subnet.Bits() {
+			t.Errorf("cni0 on %s has %+v, want FLANNEL_SUBNET %s", h.Name, a, n.Env.Subnet)
+		}
+		var pods []netip.Addr
+		for _, pod := range h.Pods {
+			pods = append(pods, pod.Addr)
+			checkCNIPod(t, n, pod)
+		}
+		held, err := h.CNI.Reserved()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(held, netip.Addr.Compare)
+		slices.SortFunc(pods, netip.Addr.Compare)
+		if !slices.Equal(held, pods) {
+			t.Errorf("host-local on %s holds %v, want the pods' %v", h.Name, held, pods)
+		}
+	}
+}
+
+// bridgeAddr is the address FLANNEL_SUBNET names (198.18.x.1/24), the
+// subnet's first: host-local's gateway, which the bridge plugin puts on cni0.
+func bridgeAddr(n *testbed.Node) netip.Addr {
+	return n.Env.Subnet.Masked().Addr().Next()
+}
+
+func checkCNIPod(t *testing.T, n *testbed.Node, pod *testbed.Pod) {
+	t.Helper()
+	gw, subnet := bridgeAddr(n), n.Env.Subnet.Masked()
+	if !subnet.Contains(pod.Addr) || pod.Addr == gw {
+		t.Errorf("pod %s: address %s is not a pod address of FLANNEL_SUBNET %s", pod.Name, pod.Addr, n.Env.Subnet)
+	}
+	var routes []struct{ Dst, Gateway, Dev string }
+	if err := ipJSON(pod.NS, &routes, "ip", "-j", "-4", "route", "show", "default"); err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || routes[0].Gateway != gw.String() || routes[0].Dev != "eth0" {
+		t.Errorf("pod %s default route %+v, want via %s (cni0) dev eth0", pod.Name, routes, gw)
+	}
+	if mtu := link(t, pod.NS, "eth0").MTU; mtu != n.Env.MTU {
+		t.Errorf("pod %s eth0 MTU %d, want FLANNEL_MTU %d", pod.Name, mtu, n.Env.MTU)
+	}
+	if lo := link(t, pod.NS, "lo"); !slices.Contains(lo.Flags, "UP") {
+		t.Errorf("pod %s lo is down (%v): the loopback plugin did not run", pod.Name, lo.Flags)
+	}
+	if veth := link(t, n.Host.NS, pod.Veth); veth.Master != "cni0" || veth.MTU != n.Env.MTU {
+		t.Errorf("host veth %s of pod %s: master %q MTU %d, want cni0 and %d", pod.Veth, pod.Name, veth.Master, veth.MTU, n.Env.MTU)
+	}
+	if n.Env.IPMasq {
+		t.Fatalf("FLANNEL_IPMASQ=true on %s; the test expects the bridge plugin to masquerade", n.Host.Name)
+	}
+	if !strings.Contains(natRules(t, n.Host), "-s "+pod.Addr.String()+"/32 ") {
+		t.Errorf("no masquerade rule of the bridge plugin for pod %s on %s", pod.Addr, n.Host.Name)
+	}
+}
+
+func natRules(t *testing.T, h *testbed.Host) string {
+	t.Helper()
+	return h.Exec(t, "iptables", "-w", "-t", "nat", "-S", "POSTROUTING")
+}
+
+// checkCNIDel removes a pod with CNI DEL and checks that everything the
+// ADD made is gone (its address in host-local's store, its host veth, its
+// masquerade rule, its namespace), that the host's other pod is still
+// reached, and that a new pod on the host is reached from another host.
+func checkCNIDel(t *testing.T, c *testbed.Cluster) {
+	h := c.Hosts[1]
+	pod, other := h.Pods[0], h.Pods[1]
+	if err := h.CNI.DelPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	held, err := h.CNI.Reserved()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(held, pod.Addr) {
+		t.Errorf("host-local still holds %s after DEL: %v", pod.Addr, held)
+	}
+	if out, err := h.Run("ip", "link", "show", "dev", pod.Veth); err == nil {
+		t.Errorf("host veth %s still there after DEL: %s", pod.Veth, out)
+	}
+	if rules := natRules(t, h); strings.Contains(rules, "-s "+pod.Addr.String()+"/32 ") {
+		t.Errorf("masquerade rule for %s still there after DEL:\n%s", pod.Addr, rules)
+	}
+	if _, err := os.Stat(pod.Path()); err == nil {
+		t.Errorf("pod namespace %s still there after DEL", pod.Name)
+	}
+	if slices.Contains(h.Pods, pod) || len(h.Pods) != 1 {
+		t.Errorf("host %s lists pods %v after DEL", h.Name, h.Pods)
+	}
+	from := c.Hosts[0].Pods[0]
+	if out, err := testbed.Ping(from.NS, other.Addr.String(), 3); err != nil {
+		t.Errorf("the other pod %s on %s unreachable after DEL: %v\n%s", other.Addr, h.Name, err, out)
+	}
+	added, err := h.CNI.AddPod()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkCNIPod(t, c.Nodes[2], added)
+	waitPing(t, c.Hosts[2].Pods[0], added.Addr)
+}
