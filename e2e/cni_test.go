@@ -15,21 +15,31 @@ import (
 // makes them: CNI ADD through flannel's 10-flannel.conflist (the flannel
 // plugin reading flannelu's subnet.env and delegating to bridge with
 // host-local IPAM, then portmap), and removed with CNI DEL, for each
-// backend.
+// backend. vxlan and host-gw run flannelu with --ip-masq, as the
+// kube-flannel DaemonSet runs flanneld; udp runs without it (flanneld's
+// default), so the bridge plugin masquerades instead.
 func TestCNIChain(t *testing.T) {
 	testbed.RequireRoot(t)
-	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
-		t.Run(backend, func(t *testing.T) {
-			config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, backend)
-			c := newCluster(t, "e2e-cni-"+backend, 3, config)
+	for _, tc := range []struct {
+		backend string
+		args    []string
+	}{
+		{"udp", nil},
+		{"vxlan", []string{"--ip-masq"}},
+		{"host-gw", []string{"--ip-masq"}},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, tc.backend)
+			c := newCluster(t, "e2e-cni-"+tc.backend, 3, config)
 			for i := 1; i <= 3; i++ {
-				if err := startNode(t, c, i).AddCNIPods(2); err != nil {
+				if err := startNode(t, c, i, tc.args...).AddCNIPods(2); err != nil {
 					t.Fatal(err)
 				}
 			}
 			waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[1].Addr)
 			t.Run("pods as the plugins made them from subnet.env", func(t *testing.T) { checkCNIPods(t, c) })
 			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
+			t.Run("source address between pods", func(t *testing.T) { checkCNISource(t, c) })
 			t.Run("CNI DEL releases the pod", func(t *testing.T) { checkCNIDel(t, c) })
 		})
 	}
@@ -55,8 +65,8 @@ func link(t *testing.T, ns testbed.NS, name string) ipLink {
 // address is in the host's FLANNEL_SUBNET and held by host-local, its
 // default route goes via the bridge (cni0 holds FLANNEL_SUBNET's
 // address), eth0 and the host veth have FLANNEL_MTU, lo is up (the
-// loopback plugin), and, since flannelu does not masquerade
-// (FLANNEL_IPMASQ=false), the bridge plugin does.
+// loopback plugin), and the bridge plugin masquerades the pod exactly when
+// flannelu does not (FLANNEL_IPMASQ=false).
 func checkCNIPods(t *testing.T, c *testbed.Cluster) {
 	for i := 1; i <= 3; i++ {
 		n, h := c.Nodes[i], c.Hosts[i-1]
@@ -118,11 +128,27 @@ func checkCNIPod(t *testing.T, n *testbed.Node, pod *testbed.Pod) {
 	if veth := link(t, n.Host.NS, pod.Veth); veth.Master != "cni0" || veth.MTU != n.Env.MTU {
 		t.Errorf("host veth %s of pod %s: master %q MTU %d, want cni0 and %d", pod.Veth, pod.Name, veth.Master, veth.MTU, n.Env.MTU)
 	}
-	if n.Env.IPMasq {
-		t.Fatalf("FLANNEL_IPMASQ=true on %s; the test expects the bridge plugin to masquerade", n.Host.Name)
+	if masq := strings.Contains(natRules(t, n.Host), "-s "+pod.Addr.String()+"/32 "); masq == n.Env.IPMasq {
+		t.Errorf("pod %s on %s: bridge plugin masquerade rule %v with FLANNEL_IPMASQ=%v", pod.Addr, n.Host.Name, masq, n.Env.IPMasq)
 	}
-	if !strings.Contains(natRules(t, n.Host), "-s "+pod.Addr.String()+"/32 ") {
-		t.Errorf("no masquerade rule of the bridge plugin for pod %s on %s", pod.Addr, n.Host.Name)
+}
+
+// checkCNISource sends from a pod on host 1 to a pod on host 3. With
+// FLANNEL_IPMASQ=true flannelu leaves pod-to-pod traffic alone and the
+// receiver sees the sending pod; with false the bridge plugin has
+// masqueraded everything leaving the pod's subnet to an address of the
+// sending host, as it does on a flanneld node without --ip-masq.
+func checkCNISource(t *testing.T, c *testbed.Cluster) {
+	from, to := c.Hosts[0].Pods[0], c.Hosts[2].Pods[0]
+	src := sourceSeen(t, from, to.NS, to.Addr, 7801)
+	if c.Nodes[1].Env.IPMasq {
+		if src != from.Addr {
+			t.Errorf("pod %s saw source %s, want the sending pod's %s", to.Addr, src, from.Addr)
+		}
+		return
+	}
+	if own := c.Hosts[0].Exec(t, "ip", "-4", "-o", "addr", "show"); src == from.Addr || !strings.Contains(own, " "+src.String()+"/") {
+		t.Errorf("pod %s saw source %s, want an address of host 1 (the bridge plugin's masquerade):\n%s", to.Addr, src, own)
 	}
 }
 

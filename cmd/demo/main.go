@@ -1,7 +1,9 @@
 // Command demo shows flannelu's main job on one machine: three hosts in
 // network namespaces on one underlay bridge, a real etcd, flannelu on each
-// host, two pods per host behind cni0, and traffic between pods of
-// different hosts. It removes everything when it ends. Root only.
+// host, two pods per host made by the real CNI chain (cnitool with
+// flannel's conflist: the flannel plugin, bridge, host-local), and traffic
+// between pods of different hosts. It removes everything when it ends,
+// pods with CNI DEL. Root only.
 package main
 
 import (
@@ -24,18 +26,19 @@ func main() {
 	bin := flag.String("flannelu", "bin/flannelu", "the flannelu binary")
 	backendType := flag.String("backend", "udp", "backend: udp, vxlan or host-gw")
 	seconds := flag.Int("iperf-seconds", 3, "length of the iperf3 run")
+	cni := flag.Bool("cni", true, "create pods with CNI ADD through flannel's conflist (false: wire them by hand)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces)")
 		os.Exit(1)
 	}
-	if err := demo(*bin, *backendType, *seconds); err != nil {
+	if err := demo(*bin, *backendType, *seconds, *cni); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func demo(bin, backendType string, iperfSeconds int) error {
+func demo(bin, backendType string, iperfSeconds int, cni bool) error {
 	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, backendType)
 	step("Building three hosts (192.0.2.1-3 on one bridge) and starting etcd on 192.0.2.1")
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
@@ -46,7 +49,7 @@ func demo(bin, backendType string, iperfSeconds int) error {
 		return err
 	}
 	defer func() {
-		step("Tearing down: stopping flannelu and etcd, removing every namespace")
+		step("Tearing down: CNI DEL of every pod, stopping flannelu and etcd, removing every namespace")
 		c.Close()
 	}()
 	stopOnSignal(c)
@@ -55,6 +58,12 @@ func demo(bin, backendType string, iperfSeconds int) error {
 	step("Starting flannelu on each host")
 	for i := 1; i <= 3; i++ {
 		args := []string{}
+		if cni {
+			// As the kube-flannel DaemonSet runs flanneld: flannelu
+			// masquerades traffic leaving the overlay, so the bridge
+			// plugin does not (it would masquerade pod to pod as well).
+			args = append(args, "--ip-masq")
+		}
 		if i == 1 && backendType == "udp" {
 			args = append(args, "--trace", "--trace-rate", "20")
 		}
@@ -63,11 +72,11 @@ func demo(bin, backendType string, iperfSeconds int) error {
 			return err
 		}
 		fmt.Printf("%s: lease %v, subnet.env:\n%s", n.Host.Name, n.Env.Subnet.Masked(), indent(readFile(n.SubnetFile)))
-		if err := n.AddPods(2); err != nil {
-			return err
-		}
 	}
 	showLeases(c)
+	if err := addPods(c, cni); err != nil {
+		return err
+	}
 
 	step("Pod-to-pod pings across hosts")
 	pods := [][2]*testbed.Pod{
@@ -100,6 +109,32 @@ func demo(bin, backendType string, iperfSeconds int) error {
 		fmt.Print(indent(nonZeroSamples(m)))
 	}
 	fmt.Println("\nThe demo worked: pods on three hosts talked through flannelu.")
+	return nil
+}
+
+// addPods puts two pods on each host, through the CNI chain as kubelet
+// would or by hand, and shows what each got.
+func addPods(c *testbed.Cluster, cni bool) error {
+	if cni {
+		step("Two pods per host by CNI ADD: cnitool add cbr0 /run/netns/<pod>, with")
+		fmt.Print(indent("/etc/cni/net.d/10-flannel.conflist = " + testbed.FlannelConflist))
+	} else {
+		step("Two pods per host, wired by hand behind cni0")
+	}
+	for i := 1; i <= 3; i++ {
+		n := c.Nodes[i]
+		add := n.AddPods
+		if cni {
+			add = n.AddCNIPods
+		}
+		if err := add(2); err != nil {
+			return err
+		}
+		for _, p := range n.Host.Pods {
+			route, _ := p.Run("ip", "-4", "route", "show", "default")
+			fmt.Printf("  %s: %s, %s\n", p.Name, p.Addr, strings.TrimSpace(route))
+		}
+	}
 	return nil
 }
 
