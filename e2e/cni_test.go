@@ -1,12 +1,16 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -41,6 +45,7 @@ func TestCNIChain(t *testing.T) {
 			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
 			t.Run("source address between pods", func(t *testing.T) { checkCNISource(t, c) })
 			t.Run("CNI DEL releases the pod", func(t *testing.T) { checkCNIDel(t, c) })
+			t.Run("hostPort through portmap", func(t *testing.T) { checkHostPort(t, c) })
 		})
 	}
 }
@@ -196,4 +201,50 @@ func checkCNIDel(t *testing.T, c *testbed.Cluster) {
 	}
 	checkCNIPod(t, c.Nodes[2], added)
 	waitPing(t, c.Hosts[2].Pods[0], added.Addr)
+}
+
+// checkHostPort creates a pod on host 3 with a hostPort, as kubelet does
+// for a pod spec's hostPort: the conflist's portmap plugin maps host 3's
+// port to the pod, so host 1 reaches the pod at 192.0.2.3:30080; after
+// DEL the mapping is gone.
+func checkHostPort(t *testing.T, c *testbed.Cluster) {
+	h := c.Hosts[2]
+	pod, err := h.CNI.AddPod(testbed.PortMapping{HostPort: 30080, ContainerPort: 8080, Protocol: "tcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := pod.Do(func() (err error) { ln, err = net.Listen("tcp", ":8080"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintf(conn, "pod %s", pod.Addr)
+			conn.Close()
+		}
+	}()
+	hostPort := testbed.ListenAddr(h.Addr, 30080)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := c.Hosts[0].Dial(ctx, hostPort)
+	if err != nil {
+		t.Fatalf("host 1 -> %s (hostPort of pod %s): %v", hostPort, pod.Addr, err)
+	}
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(conn)
+	conn.Close()
+	if want := "pod " + pod.Addr.String(); err != nil || string(got) != want {
+		t.Errorf("host 1 -> %s read %q (%v), want %q", hostPort, got, err, want)
+	}
+	if err := h.CNI.DelPod(pod); err != nil {
+		t.Fatal(err)
+	}
+	if rules := h.Exec(t, "iptables", "-w", "-t", "nat", "-S"); strings.Contains(rules, "30080") {
+		t.Errorf("portmap's rules for hostPort 30080 still there after DEL:\n%s", rules)
+	}
 }

@@ -70,7 +70,8 @@ type Pod struct {
 	NS
 	Addr netip.Addr
 	// Veth is the host end of the pod's eth0.
-	Veth string
+	Veth  string
+	ports []PortMapping // a CNI pod's hostPorts
 }
 
 // UnderlayGateway is the switch's own address, the hosts' default route.

@@ -105,12 +105,29 @@ func (c *CNIChain) path(elem ...string) string {
 // runs the command: "$1" over /var/lib/cni, "$2" over /run/flannel.
 const nodeMounts = `mount --bind "$1" /var/lib/cni && mount --bind "$2" /run/flannel && shift 2 && exec "$@"`
 
+// PortMapping is a pod's hostPort, as kubelet hands it to the portmap
+// plugin (the portMappings capability).
+type PortMapping struct {
+	HostPort      int    `json:"hostPort"`
+	ContainerPort int    `json:"containerPort"`
+	Protocol      string `json:"protocol"` // "tcp" or "udp"
+}
+
 // cnitool runs `cnitool <cmd> <network> <pod's netns>` in the host's
-// namespace; netDir is the NETCONFPATH that holds network.
-func (c *CNIChain) cnitool(cmd, netDir, network string, pod NS) (string, error) {
-	return c.Host.Run("sh", "-c", nodeMounts, "sh", c.path("var-lib-cni"), c.path("run-flannel"),
-		"env", "CNI_PATH="+strings.Join(c.tools.path, ":"), "NETCONFPATH="+netDir,
-		c.tools.cnitool, cmd, network, pod.Path())
+// namespace; netDir is the NETCONFPATH that holds network. The pod's port
+// mappings go along (CAP_ARGS) on ADD and DEL alike, as kubelet passes
+// them, so that DEL finds portmap's rules.
+func (c *CNIChain) cnitool(cmd, netDir, network string, pod *Pod) (string, error) {
+	env := []string{"CNI_PATH=" + strings.Join(c.tools.path, ":"), "NETCONFPATH=" + netDir}
+	if len(pod.ports) > 0 {
+		capArgs, err := json.Marshal(map[string][]PortMapping{"portMappings": pod.ports})
+		if err != nil {
+			return "", err
+		}
+		env = append(env, "CAP_ARGS="+string(capArgs))
+	}
+	argv := append([]string{"sh", "-c", nodeMounts, "sh", c.path("var-lib-cni"), c.path("run-flannel"), "env"}, env...)
+	return c.Host.Run(append(argv, c.tools.cnitool, cmd, network, pod.Path())...)
 }
 
 // AddPods creates n pods through the chain (CNI ADD of the loopback
@@ -124,10 +141,11 @@ func (c *CNIChain) AddPods(n int) error {
 	return nil
 }
 
-// AddPod creates one pod through the chain. Its address, gateway, routes
-// and MTU are whatever the plugins made of subnet.env. A failed ADD is
-// followed by a DEL, as the CNI spec asks of a runtime.
-func (c *CNIChain) AddPod() (*Pod, error) {
+// AddPod creates one pod through the chain, with the given hostPorts.
+// Its address, gateway, routes and MTU are whatever the plugins made of
+// subnet.env. A failed ADD is followed by a DEL, as the CNI spec asks of a
+// runtime.
+func (c *CNIChain) AddPod(ports ...PortMapping) (*Pod, error) {
 	h := c.Host
 	if _, err := os.Stat(c.SubnetFile); err != nil {
 		return nil, fmt.Errorf("testbed: pod on %s: no subnet.env yet (is flannelu running?): %w", h.Name, err)
@@ -136,10 +154,10 @@ func (c *CNIChain) AddPod() (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	pod := &Pod{NS: ns}
-	out, err := c.cnitool("add", c.path("lo.d"), "lo", ns)
+	pod := &Pod{NS: ns, ports: ports}
+	out, err := c.cnitool("add", c.path("lo.d"), "lo", pod)
 	if err == nil {
-		out, err = c.cnitool("add", c.path("net.d"), c.Network, ns)
+		out, err = c.cnitool("add", c.path("net.d"), c.Network, pod)
 	}
 	if err == nil {
 		err = pod.readResult(out)
@@ -191,8 +209,8 @@ func (c *CNIChain) DelPod(p *Pod) error {
 }
 
 func (c *CNIChain) del(p *Pod) error {
-	_, err := c.cnitool("del", c.path("net.d"), c.Network, p.NS)
-	_, errLo := c.cnitool("del", c.path("lo.d"), "lo", p.NS)
+	_, err := c.cnitool("del", c.path("net.d"), c.Network, p)
+	_, errLo := c.cnitool("del", c.path("lo.d"), "lo", p)
 	return errors.Join(err, errLo)
 }
 
