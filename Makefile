@@ -26,7 +26,7 @@ test: deps build vet
 	$(MAKE) test-race
 
 test-race:
-	$(GO) test -count=1 -race -timeout 5m ./ring/ ./routetable/ ./drop/ ./trace/ ./subnet/...
+	$(GO) test -count=1 -race -timeout 5m ./ring/ ./routetable/ ./drop/ ./metrics/ ./trace/ ./subnet/...
 
 demo: deps build
 	$(GO) run ./cmd/demo -flannelu $(BIN)

@@ -1,10 +1,9 @@
 package drop
 
 import (
-	"bufio"
-	"io"
-	"strconv"
 	"sync/atomic"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 // cacheLine is larger than the 64 bytes of x86 so the padding also holds on
@@ -28,8 +27,8 @@ type forwarded struct {
 
 // Counters counts drops per direction and reason, and forwarded packets and
 // bytes per direction. The zero value is ready to use; it must not be
-// copied after first use. All methods are safe for concurrent use and
-// allocate nothing except WritePrometheus.
+// copied after first use. All methods are safe for concurrent use, and
+// all but Register allocate nothing.
 type Counters struct {
 	_         [cacheLine]byte // keep neighbours in the enclosing struct off our lines
 	dropped   [numDirections][numReasons]counter
@@ -72,47 +71,30 @@ func (c *Counters) Forwarded(dir Direction) (packets, bytes uint64) {
 	return c.forwarded[dir].packets.Load(), c.forwarded[dir].bytes.Load()
 }
 
-// WritePrometheus writes all counters to w in the Prometheus text
-// exposition format, every (direction, reason) pair including zeros so
-// rate() sees each series from the start:
+// Register exports the counters in reg (a nil reg exports nothing):
 //
-//	<prefix>_dropped_packets_total{direction="outside",reason="unknown_peer"} 3
-//	<prefix>_forwarded_packets_total{direction="inside"} 10
-//	<prefix>_forwarded_bytes_total{direction="inside"} 840
+//	flannelu_dropped_packets_total{direction="outside",reason="unknown_peer"} 3
+//	flannelu_forwarded_packets_total{direction="inside"} 10
+//	flannelu_forwarded_bytes_total{direction="inside"} 840
 //
-// The values are read one by one, not as an atomic snapshot. It returns
-// the first write error.
-func (c *Counters) WritePrometheus(w io.Writer, prefix string) error {
-	bw := bufio.NewWriter(w)
-	var num [20]byte
-	metric := func(name, help string) {
-		bw.WriteString("# HELP " + prefix + name + " " + help + "\n")
-		bw.WriteString("# TYPE " + prefix + name + " counter\n")
-	}
-	sample := func(name string, dir Direction, reason string, v uint64) {
-		bw.WriteString(prefix + name + `{direction="` + dir.String() + `"`)
-		if reason != "" {
-			bw.WriteString(`,reason="` + reason + `"`)
-		}
-		bw.WriteString("} ")
-		bw.Write(strconv.AppendUint(num[:0], v, 10))
-		bw.WriteByte('\n')
-	}
-	metric("_dropped_packets_total", "Packets the forwarder dropped, by direction and reason.")
+// Every direction is paired with every counted reason, zeros included, so
+// rate() sees each series from the start. The values are read at scrape
+// time, one by one, not as an atomic snapshot.
+func (c *Counters) Register(reg *metrics.Registry) {
+	dropped := reg.CounterVec("flannelu_dropped_packets_total",
+		"Packets the udp backend's forwarder dropped, by direction (inside: TUN to UDP, outside: UDP to TUN) and reason.",
+		"direction", "reason")
+	packets := reg.CounterVec("flannelu_forwarded_packets_total",
+		"Packets the udp backend's forwarder forwarded, by direction (inside: TUN to UDP, outside: UDP to TUN).", "direction")
+	bytes := reg.CounterVec("flannelu_forwarded_bytes_total",
+		"Bytes of inner IPv4 packets the udp backend's forwarder forwarded, by direction.", "direction")
 	for d := range numDirections {
 		for r := range numReasons {
-			sample("_dropped_packets_total", d, r.String(), c.Get(d, r))
+			if r.counted() {
+				dropped.Func(func() uint64 { return c.Get(d, r) }, d.String(), r.String())
+			}
 		}
+		packets.Func(func() uint64 { p, _ := c.Forwarded(d); return p }, d.String())
+		bytes.Func(func() uint64 { _, n := c.Forwarded(d); return n }, d.String())
 	}
-	metric("_forwarded_packets_total", "Packets the forwarder forwarded, by direction.")
-	for d := range numDirections {
-		p, _ := c.Forwarded(d)
-		sample("_forwarded_packets_total", d, "", p)
-	}
-	metric("_forwarded_bytes_total", "Bytes of inner IPv4 packets the forwarder forwarded, by direction.")
-	for d := range numDirections {
-		_, n := c.Forwarded(d)
-		sample("_forwarded_bytes_total", d, "", n)
-	}
-	return bw.Flush()
 }

@@ -2,12 +2,16 @@ package drop
 
 import (
 	"bytes"
-	"errors"
+	"io"
+	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"unsafe"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 func TestReasonLabelsUniqueSnakeCase(t *testing.T) {
@@ -85,11 +89,12 @@ func TestConcurrentAdd(t *testing.T) {
 			}
 		})
 	}
-	// A reader runs alongside the writers (for -race).
+	// A scraper runs alongside the writers (for -race).
+	reg := metrics.NewRegistry()
+	c.Register(reg)
 	wg.Go(func() {
 		for range 100 {
-			var buf bytes.Buffer
-			if err := c.WritePrometheus(&buf, "x"); err != nil {
+			if _, err := reg.WriteTo(io.Discard); err != nil {
 				t.Error(err)
 			}
 		}
@@ -105,62 +110,77 @@ func TestConcurrentAdd(t *testing.T) {
 	}
 }
 
-func TestWritePrometheusExact(t *testing.T) {
+func TestRegisterExact(t *testing.T) {
 	var c Counters
 	c.Add(Outside, UnknownPeer, 3)
 	c.Add(Inside, NoRoute, 12)
 	c.Add(Inside, TooBig, 1)
 	c.AddForwarded(Inside, 10, 840)
 	c.AddForwarded(Outside, 7, 588)
+	reg := metrics.NewRegistry()
+	c.Register(reg)
 	var buf bytes.Buffer
-	if err := c.WritePrometheus(&buf, "flannelu"); err != nil {
+	if _, err := reg.WriteTo(&buf); err != nil {
 		t.Fatal(err)
 	}
-	want := `# HELP flannelu_dropped_packets_total Packets the forwarder dropped, by direction and reason.
+	want := `# HELP flannelu_dropped_packets_total Packets the udp backend's forwarder dropped, by direction (inside: TUN to UDP, outside: UDP to TUN) and reason.
 # TYPE flannelu_dropped_packets_total counter
-flannelu_dropped_packets_total{direction="inside",reason="no_route"} 12
-flannelu_dropped_packets_total{direction="inside",reason="unknown_peer"} 0
 flannelu_dropped_packets_total{direction="inside",reason="malformed"} 0
+flannelu_dropped_packets_total{direction="inside",reason="no_route"} 12
 flannelu_dropped_packets_total{direction="inside",reason="not_ipv4"} 0
 flannelu_dropped_packets_total{direction="inside",reason="not_our_subnet"} 0
-flannelu_dropped_packets_total{direction="inside",reason="spoofed_source"} 0
-flannelu_dropped_packets_total{direction="inside",reason="ttl_expired"} 0
 flannelu_dropped_packets_total{direction="inside",reason="too_big"} 1
+flannelu_dropped_packets_total{direction="inside",reason="ttl_expired"} 0
+flannelu_dropped_packets_total{direction="inside",reason="unknown_peer"} 0
 flannelu_dropped_packets_total{direction="inside",reason="write_error"} 0
-flannelu_dropped_packets_total{direction="inside",reason="queue_full"} 0
-flannelu_dropped_packets_total{direction="outside",reason="no_route"} 0
-flannelu_dropped_packets_total{direction="outside",reason="unknown_peer"} 3
 flannelu_dropped_packets_total{direction="outside",reason="malformed"} 0
+flannelu_dropped_packets_total{direction="outside",reason="no_route"} 0
 flannelu_dropped_packets_total{direction="outside",reason="not_ipv4"} 0
 flannelu_dropped_packets_total{direction="outside",reason="not_our_subnet"} 0
-flannelu_dropped_packets_total{direction="outside",reason="spoofed_source"} 0
-flannelu_dropped_packets_total{direction="outside",reason="ttl_expired"} 0
 flannelu_dropped_packets_total{direction="outside",reason="too_big"} 0
+flannelu_dropped_packets_total{direction="outside",reason="ttl_expired"} 0
+flannelu_dropped_packets_total{direction="outside",reason="unknown_peer"} 3
 flannelu_dropped_packets_total{direction="outside",reason="write_error"} 0
-flannelu_dropped_packets_total{direction="outside",reason="queue_full"} 0
-# HELP flannelu_forwarded_packets_total Packets the forwarder forwarded, by direction.
-# TYPE flannelu_forwarded_packets_total counter
-flannelu_forwarded_packets_total{direction="inside"} 10
-flannelu_forwarded_packets_total{direction="outside"} 7
-# HELP flannelu_forwarded_bytes_total Bytes of inner IPv4 packets the forwarder forwarded, by direction.
+# HELP flannelu_forwarded_bytes_total Bytes of inner IPv4 packets the udp backend's forwarder forwarded, by direction.
 # TYPE flannelu_forwarded_bytes_total counter
 flannelu_forwarded_bytes_total{direction="inside"} 840
 flannelu_forwarded_bytes_total{direction="outside"} 588
+# HELP flannelu_forwarded_packets_total Packets the udp backend's forwarder forwarded, by direction (inside: TUN to UDP, outside: UDP to TUN).
+# TYPE flannelu_forwarded_packets_total counter
+flannelu_forwarded_packets_total{direction="inside"} 10
+flannelu_forwarded_packets_total{direction="outside"} 7
 `
 	if got := buf.String(); got != want {
 		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
 
-type failWriter struct{}
-
-func (failWriter) Write([]byte) (int, error) { return 0, errors.New("disk full") }
-
-func TestWritePrometheusReportsWriteError(t *testing.T) {
-	var c Counters
-	err := c.WritePrometheus(failWriter{}, "flannelu")
-	if err == nil || !strings.Contains(err.Error(), "disk full") {
-		t.Fatalf("err = %v, want the writer's error", err)
+// TestREADMEListsCountedReasons: the README's list of reasons names
+// exactly the reasons the forwarder counts, so it advertises no label that
+// stays 0 forever.
+func TestREADMEListsCountedReasons(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, list, ok := strings.Cut(string(readme), "The `reason` label of `flannelu_dropped_packets_total`:\n\n")
+	if !ok {
+		t.Fatal("README has no list of the reason label's values")
+	}
+	list, _, _ = strings.Cut(list, "\n\n")
+	var got, want []string
+	for _, m := range regexp.MustCompile("(?m)^- `([a-z_0-9]+)`").FindAllStringSubmatch(list, -1) {
+		got = append(got, m[1])
+	}
+	for r := Reason(0); int(r) < NumReasons; r++ {
+		if r.counted() {
+			want = append(want, r.String())
+		}
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("README lists reasons %v, the code counts %v", got, want)
 	}
 }
 

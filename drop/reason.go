@@ -1,6 +1,7 @@
 // Package drop names why the forwarder dropped a packet, as a closed set of
 // reasons that become a metric label, and counts drops and forwarded
-// traffic per direction without locks or allocations.
+// traffic per direction without locks or allocations; Counters.Register
+// exports the counts through a metrics.Registry.
 package drop
 
 // Reason is why one packet was dropped. The set is closed: every value
@@ -12,8 +13,9 @@ const (
 	// NoRoute: inside, the inner destination is in no peer's subnet
 	// (answered with ICMP net unreachable where allowed).
 	NoRoute Reason = iota
-	// UnknownPeer: outside, the datagram's source is not a known peer's
-	// public address and port.
+	// UnknownPeer: outside, the datagram's source address is no known
+	// peer's public IP. Only the address is compared, not the port: a
+	// peer behind NAT may send from another source port than its lease's.
 	UnknownPeer
 	// Malformed: the payload is not a valid IPv4 packet (bad version,
 	// length or header checksum).
@@ -25,7 +27,11 @@ const (
 	// lease subnet.
 	NotOurSubnet
 	// SpoofedSource: outside, the inner source is not in the sending
-	// peer's subnet.
+	// peer's subnet. No check counts it yet: the outside direction checks
+	// the sender's address (UnknownPeer) and the inner destination
+	// (NotOurSubnet), not the inner source; the hardening of issue #11
+	// adds that check. Until something counts it, it is not exported
+	// (see counted).
 	SpoofedSource
 	// TTLExpired: the inner TTL was 0 or 1 and cannot be decremented
 	// (answered with ICMP time exceeded where allowed).
@@ -35,8 +41,6 @@ const (
 	TooBig
 	// WriteError: sending to the UDP socket or writing to the TUN failed.
 	WriteError
-	// QueueFull: an internal queue between reader and writer was full.
-	QueueFull
 
 	numReasons // keep last
 )
@@ -55,7 +59,6 @@ var reasonLabels = [numReasons]string{
 	TTLExpired:    "ttl_expired",
 	TooBig:        "too_big",
 	WriteError:    "write_error",
-	QueueFull:     "queue_full",
 }
 
 // String is the reason's metric label in snake_case, "unknown" for a value
@@ -66,6 +69,11 @@ func (r Reason) String() string {
 	}
 	return reasonLabels[r]
 }
+
+// counted reports whether some check of the forwarder counts r. Only
+// counted reasons are exported, so /metrics shows no label that nothing
+// can increment.
+func (r Reason) counted() bool { return r < numReasons && r != SpoofedSource }
 
 // Direction is which way a packet was travelling.
 type Direction uint8

@@ -54,6 +54,7 @@ func TestKernelBackends(t *testing.T) {
 			t.Run("deleted entries come back", k.checkRepair)
 			t.Run("restart loses no packet", k.checkRestart)
 			t.Run("foreign backend type ignored", func(t *testing.T) { k.checkForeign(t, tc.foreign, tc.foreignData) })
+			t.Run("metrics", k.checkMetrics)
 			t.Run("peer leaves", k.checkLeave)
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,7 @@ func TestUDPBackend(t *testing.T) {
 		checkUnreachable(t, c, c.Hosts[0].Pods[0], "198.18.250.9")
 	})
 	t.Run("spoofed datagrams dropped", func(t *testing.T) { checkSpoofing(t, c) })
+	t.Run("metrics", func(t *testing.T) { checkMetrics(t, c.Nodes[1], slices.Concat(commonFamilies, udpFamilies)...) })
 	t.Run("late join", func(t *testing.T) {
 		startNode(t, c, 4)
 		if err := c.Nodes[4].AddPods(1); err != nil {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 // Conn is the encapsulation socket. One goroutine may ReadBatch while
@@ -22,7 +24,7 @@ type Conn struct {
 	local     netip.AddrPort
 	gso       atomic.Bool
 	gro       bool
-	truncated atomic.Uint64
+	truncated *metrics.Counter
 	rx        recvOp
 	tx        sendOp
 }
@@ -58,7 +60,8 @@ func Listen(cfg Config) (*Conn, error) {
 		udp.Close()
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	c := &Conn{udp: udp, raw: raw}
+	c := &Conn{udp: udp, raw: raw, truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
+		"Datagrams the udp backend's sockets received that were larger than the receive buffer and were dropped.")}
 	c.local = udp.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.local = netip.AddrPortFrom(c.local.Addr().Unmap(), c.local.Port())
 	c.gso.Store(probeGSO(raw))
@@ -134,8 +137,9 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
 
 // Truncated counts datagrams dropped because they were larger than the
-// Message.Buf they arrived in.
-func (c *Conn) Truncated() uint64 { return c.truncated.Load() }
+// Message.Buf they arrived in. Conns listening with the same
+// Config.Metrics share one count.
+func (c *Conn) Truncated() uint64 { return c.truncated.Value() }
 
 // Close closes the socket; a blocked ReadBatch or WriteBatch returns an
 // error matching errors.Is(err, net.ErrClosed).

@@ -6,7 +6,11 @@
 // (recvmmsg/sendmmsg) and allocate nothing in steady state.
 package encap
 
-import "net/netip"
+import (
+	"net/netip"
+
+	"github.com/flannelu/flannelu/metrics"
+)
 
 // DefaultPort is flannel's udp backend port (Backend.Port).
 const DefaultPort = 8285
@@ -36,6 +40,9 @@ type Config struct {
 	// one Message, GSOSize set. Buffers must be 64 KiB to receive them
 	// whole.
 	GRO bool
+	// Metrics receives flannelu_udp_truncated_datagrams_total
+	// (Conn.Truncated); nil exports it nowhere.
+	Metrics *metrics.Registry
 }
 
 // Message is one datagram. ReadBatch fills Buf[:N] and sets Addr to the

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	goipt "github.com/coreos/go-iptables/iptables"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 // Options shape a Runner.
@@ -20,6 +21,9 @@ type Options struct {
 	// Path is the iptables binary; default: iptables on $PATH. Tests
 	// point it at a stand-in that fails.
 	Path string
+	// Metrics receives flannelu_iptables_resync_failures_total
+	// (Failures); nil exports it nowhere.
+	Metrics *metrics.Registry
 }
 
 // Runner programs rule sets with the iptables binary. It runs iptables
@@ -29,7 +33,7 @@ type Runner struct {
 	ipt      *goipt.IPTables
 	opts     Options
 	sets     []Set
-	failures atomic.Uint64
+	failures *metrics.Counter
 }
 
 // lockWait bounds how long one iptables command waits for the xtables lock
@@ -50,7 +54,9 @@ func New(o Options) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
-	return &Runner{ipt: ipt, opts: o}, nil
+	failures := o.Metrics.Counter("flannelu_iptables_resync_failures_total",
+		"Checks of the iptables rules flannelu keeps (--ip-masq, --iptables-forward-rules) that failed: an iptables command failed or iptables is gone.")
+	return &Runner{ipt: ipt, opts: o, failures: failures}, nil
 }
 
 // RandomFully reports whether this iptables knows MASQUERADE --random-fully.
@@ -58,7 +64,7 @@ func (r *Runner) RandomFully() bool { return r.ipt.HasRandomFully() }
 
 // Failures is how many checks of a set failed since New (an iptables
 // command that failed, or iptables gone).
-func (r *Runner) Failures() uint64 { return r.failures.Load() }
+func (r *Runner) Failures() uint64 { return r.failures.Value() }
 
 // Keep adds a set for Run to keep in place. Call it before Run.
 func (r *Runner) Keep(s Set) { r.sets = append(r.sets, s) }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what flannelu's tests, demo and benchmarks need on a fresh Debian
 # machine that already has Go: etcd (a real server for the tests), iperf3,
-# ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules), and
-# the real CNI chain pods are created with: Debian's containernetworking-
-# plugins (bridge, host-local, portmap, loopback in /usr/lib/cni), the
-# flannel CNI plugin and cnitool (built into bin/cni). Does nothing for what
-# is already there.
+# ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules),
+# promtool (checks /metrics; Debian ships it only in the prometheus
+# package), and the real CNI chain pods are created with: Debian's
+# containernetworking-plugins (bridge, host-local, portmap, loopback in
+# /usr/lib/cni), the flannel CNI plugin and cnitool (built into bin/cni).
+# Does nothing for what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,7 @@ command -v ip      >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v bridge  >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
+command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -32,6 +34,16 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 # etcd-server's package starts a system etcd on 127.0.0.1:2379; the tests
 # start their own etcd in namespaces and do not need it.
+# prometheus is installed for promtool alone: stop the server its package
+# starts and keep it from starting at boot (only when we just installed it).
+if [[ " ${need[*]} " == *" prometheus "* ]]; then
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/prometheus ]; then
+    /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
+  fi
+fi
 go mod download
 
 # go_tool BIN PACKAGE VERSION: builds PACKAGE@VERSION into bin/cni unless the

@@ -30,6 +30,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/ring"
 )
 
@@ -68,6 +69,9 @@ type Options struct {
 	Now func() time.Time
 	// Logger receives write errors (default slog.Default()).
 	Logger *slog.Logger
+	// Metrics receives flannelu_trace_dropped_records_total (Dropped);
+	// nil exports it nowhere.
+	Metrics *metrics.Registry
 }
 
 // slot is one ring entry; buf is allocated once in New.
@@ -87,7 +91,7 @@ type Tracer struct {
 	free, full *ring.MPMC[uint32]
 
 	closed  atomic.Bool
-	dropped atomic.Uint64
+	dropped *metrics.Counter
 
 	// Owned by the writer goroutine until done is closed.
 	dec     *decoder
@@ -162,6 +166,8 @@ func newTracer(opts Options) (*Tracer, error) {
 		line:  make([]byte, 0, 256),
 		log:   opts.Logger,
 		done:  make(chan struct{}),
+		dropped: opts.Metrics.Counter("flannelu_trace_dropped_records_total",
+			"Packets --trace did not record (no line, no pcap record) because its writer fell behind; the packets themselves were forwarded or dropped as usual."),
 	}
 	n := t.free.Cap() // the rounded size
 	t.full = ring.NewMPMC[uint32](n)
@@ -227,7 +233,7 @@ func (t *Tracer) Packet(dir drop.Direction, pkt []byte, peer netip.AddrPort, ver
 
 // Dropped returns how many packets were not traced because the ring was
 // full (the writer could not keep up).
-func (t *Tracer) Dropped() uint64 { return t.dropped.Load() }
+func (t *Tracer) Dropped() uint64 { return t.dropped.Value() }
 
 // Close stops tracing: it writes the packets already recorded, a final
 // "... N lines suppressed" line if the rate limit withheld any, and

@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 // errShortSizes is returned when sizes cannot hold one size per buffer.
@@ -37,7 +38,7 @@ func newQueue(d *Device, fd int, vnetHdr bool) (*Queue, error) {
 	}
 	q := &Queue{dev: d, file: f, raw: raw, vnetHdr: vnetHdr}
 	// Bind the callbacks once: a fresh closure per call would allocate.
-	q.rd.vnetHdr, q.rd.truncated = vnetHdr, &d.truncated
+	q.rd.vnetHdr, q.rd.truncated = vnetHdr, d.truncated
 	q.rd.fn = q.rd.drain
 	q.wr.fn = q.wr.push
 	q.wv.fn = q.wv.push
@@ -193,7 +194,7 @@ func (op *writevOp) release() {
 // readOp is the state of one Read; drain is its poller callback.
 type readOp struct {
 	vnetHdr   bool
-	truncated *atomic.Uint64
+	truncated *metrics.Counter
 	bufs      [][]byte
 	sizes     []int
 	offset    int

@@ -9,6 +9,8 @@ package tun
 
 import (
 	"strings"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 // DefaultName is the device name flanneld's udp backend uses.
@@ -38,6 +40,9 @@ type Config struct {
 	// to 64 KiB that the caller must split by gso_size; parsing that header
 	// is the caller's job. Device.Offloads reports what the kernel accepted.
 	VnetHdr bool
+	// Metrics receives flannelu_tun_truncated_packets_total (Truncated);
+	// nil exports it nowhere.
+	Metrics *metrics.Registry
 }
 
 // Offload is a set of TUN offload features (the kernel's TUN_F_* bits).

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 const (
@@ -29,7 +31,7 @@ type Device struct {
 	queues    []*Queue
 	offloads  Offload
 	closed    atomic.Bool
-	truncated atomic.Uint64
+	truncated *metrics.Counter
 }
 
 // Open creates (or attaches to) the TUN interface cfg describes, with
@@ -55,7 +57,8 @@ func Open(cfg Config) (*Device, error) {
 	if cfg.VnetHdr {
 		flags |= unix.IFF_VNET_HDR
 	}
-	d := &Device{name: name}
+	d := &Device{name: name, truncated: cfg.Metrics.Counter("flannelu_tun_truncated_packets_total",
+		"Packets read from the TUN device that did not fit the read buffer and were dropped (not detected with --udp-offload, where the forwarder checks each frame).")}
 	for i := 0; i < queues; i++ {
 		fd, actual, err := openQueue(d.name, flags)
 		if err != nil {
@@ -149,7 +152,8 @@ func (d *Device) Offloads() Offload { return d.offloads }
 
 // Truncated counts packets Read dropped because they did not fit their
 // buffer (not detected in VnetHdr mode, where the caller parses frames).
-func (d *Device) Truncated() uint64 { return d.truncated.Load() }
+// Devices opened with the same Config.Metrics share one count.
+func (d *Device) Truncated() uint64 { return d.truncated.Value() }
 
 // Close closes every queue. A Read or Write blocked on any queue returns
 // an error matching errors.Is(err, os.ErrClosed). Close is idempotent.

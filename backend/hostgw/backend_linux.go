@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -30,7 +30,7 @@ type Backend struct {
 	own   netip.Prefix
 	peers map[netip.Prefix]*peer // desired routes, by peer subnet
 
-	peerErrors atomic.Uint64
+	peerErrors *metrics.Counter
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -62,6 +62,7 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	b := &Backend{
 		ext: ext, network: opts.Network.Masked(), interval: opts.ReconcileInterval,
 		log: opts.Logger, nl: opts.Netlink, peers: make(map[netip.Prefix]*peer),
+		peerErrors: kernel.PeerErrors(opts.Metrics),
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -87,7 +88,7 @@ func (b *Backend) MTU() int { return b.ext.Iface.MTU }
 // PeerErrors counts peers that could not be programmed (for example a
 // gateway not on our link) or were ignored (foreign backend type, bad
 // subnet). A peer still failing on later reconciles is counted once.
-func (b *Backend) PeerErrors() uint64 { return b.peerErrors.Load() }
+func (b *Backend) PeerErrors() uint64 { return b.peerErrors.Value() }
 
 // Start records the own subnet, which the reconcile loop never treats as
 // a peer route.

@@ -20,6 +20,7 @@ import (
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/trace"
@@ -49,6 +50,9 @@ type Options struct {
 	TraceRate int       // trace lines per second
 	TraceOut  io.Writer // where trace lines go; default stderr
 	Logger    *slog.Logger
+	// Metrics receives the forwarder's counters and those of its TUN
+	// device, sockets and tracer; nil exports them nowhere.
+	Metrics *metrics.Registry
 }
 
 type config struct {
@@ -102,10 +106,12 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if mtu < 576 {
 		return nil, fmt.Errorf("udp backend: external MTU %d on %s leaves %d for the overlay, below 576", ext.Iface.MTU, ext.Iface.Name, mtu)
 	}
-	return &Backend{
+	b := &Backend{
 		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, log: opts.Logger,
 		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{},
-	}, nil
+	}
+	b.drops.Register(opts.Metrics)
+	return b, nil
 }
 
 // Init returns flanneld's udp lease attributes: the public IP and nothing
@@ -135,7 +141,7 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	}
 	local := netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.port))
 	for i := 0; i < workers; i++ {
-		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1, GRO: b.vnet})
+		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1, GRO: b.vnet, Metrics: b.opts.Metrics})
 		if err != nil {
 			return fmt.Errorf("listen on UDP %v: %w", local, err)
 		}
@@ -157,14 +163,14 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 func (b *Backend) openTUN(queues int) error {
 	var err error
 	if b.opts.Offload {
-		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true})
+		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, Metrics: b.opts.Metrics})
 		if err == nil {
 			b.vnet = true
 			return nil
 		}
 		b.log.Warn("TUN offloads refused; forwarding one packet at a time", "error", err)
 	}
-	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues}); err != nil {
+	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, Metrics: b.opts.Metrics}); err != nil {
 		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
 	}
 	return nil
@@ -175,7 +181,7 @@ func (b *Backend) newTracer() (*trace.Tracer, error) {
 	if out == nil {
 		out = os.Stderr
 	}
-	topts := trace.Options{Out: out, Rate: b.opts.TraceRate}
+	topts := trace.Options{Out: out, Rate: b.opts.TraceRate, Metrics: b.opts.Metrics}
 	if b.opts.TracePcap != "" {
 		f, err := os.Create(b.opts.TracePcap)
 		if err != nil {
@@ -240,9 +246,4 @@ func (b *Backend) close() {
 // socket under a worker.
 func isClosed(err error) bool {
 	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
-}
-
-// WritePrometheus writes the forwarded and dropped packet counters.
-func (b *Backend) WritePrometheus(w io.Writer) {
-	b.drops.WritePrometheus(w, "flannelu") //nolint:errcheck // the scraper went away
 }

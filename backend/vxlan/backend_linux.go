@@ -9,13 +9,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -36,7 +36,7 @@ type Backend struct {
 	own   netip.Prefix
 	peers map[netip.Prefix]peer // desired state, by peer subnet
 
-	peerErrors atomic.Uint64
+	peerErrors *metrics.Counter
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -73,6 +73,7 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 		nl:       opts.Netlink,
 		peers:    make(map[netip.Prefix]peer),
 	}
+	b.peerErrors = kernel.PeerErrors(opts.Metrics)
 	if b.interval <= 0 {
 		b.interval = kernel.DefaultReconcileInterval
 	}
@@ -101,7 +102,7 @@ func (b *Backend) MTU() int {
 
 // PeerErrors counts peer leases that could not be programmed or were
 // ignored (foreign backend type, malformed BackendData, bad subnet).
-func (b *Backend) PeerErrors() uint64 { return b.peerErrors.Load() }
+func (b *Backend) PeerErrors() uint64 { return b.peerErrors.Value() }
 
 // Init creates flannel.<VNI>, or reuses a compatible existing one so its
 // MAC (published in the lease) stays stable across restarts, and returns

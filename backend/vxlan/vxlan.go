@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/flannelu/flannelu/metrics"
 )
 
 // Options configure New.
@@ -29,4 +31,7 @@ type Options struct {
 	// is the one programmed (tests pass netlink.NewHandleAt(ns)). nil
 	// means the caller's network namespace. The Backend does not close it.
 	Netlink *netlink.Handle
+	// Metrics receives flannelu_peer_errors_total (PeerErrors); nil
+	// exports it nowhere.
+	Metrics *metrics.Registry
 }

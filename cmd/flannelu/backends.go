@@ -8,12 +8,13 @@ import (
 	"github.com/flannelu/flannelu/backend/hostgw"
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/backend/vxlan"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 
 // newBackend builds the backend the network config names. A type flannelu
 // does not have is an error at start-up, never a silent no-op.
-func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, log *slog.Logger) (backend.Backend, error) {
+func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, reg *metrics.Registry, log *slog.Logger) (backend.Backend, error) {
 	// vxlan and host-gw tag their own log lines with backend=<type>;
 	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {
@@ -27,6 +28,7 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			TracePcap:   o.tracePcap,
 			TraceRate:   o.traceRate,
 			Logger:      log.With("backend", cfg.BackendType),
+			Metrics:     reg,
 		})
 	case "vxlan":
 		return vxlan.New(ext, vxlan.Options{
@@ -34,12 +36,14 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			BackendJSON:       cfg.Backend,
 			ReconcileInterval: o.reconcileInterval,
 			Logger:            log,
+			Metrics:           reg,
 		})
 	case "host-gw":
 		return hostgw.New(ext, hostgw.Options{
 			Network:           cfg.Network,
 			ReconcileInterval: o.reconcileInterval,
 			Logger:            log,
+			Metrics:           reg,
 		})
 	}
 	return nil, fmt.Errorf("backend type %q in the network config is not supported by flannelu (supported: udp, vxlan, host-gw)", cfg.BackendType)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/iptables"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -28,12 +29,15 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	defer cli.Close()
+	reg := metrics.NewRegistry()
 	var mgr subnet.Store = subnet.NewManager(cli, subnet.Options{
 		Prefix:      o.etcdPrefix,
 		LeaseTTL:    o.leaseTTL,
 		RenewMargin: time.Duration(o.renewMargin) * time.Minute,
 		Logger:      log,
 	})
+	reg.CounterFunc("flannelu_malformed_leases_total",
+		"Peer leases skipped because their key or value could not be parsed.", mgr.MalformedLeases)
 	cfg, err := waitForConfig(ctx, mgr, log)
 	if err != nil {
 		return err
@@ -43,7 +47,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return err
 	}
 	log.Info("using interface", "iface", ext.Iface.Name, "addr", ext.IfaceAddr, "public_ip", ext.ExtAddr, "mtu", ext.Iface.MTU)
-	be, err := newBackend(cfg, ext, o, log)
+	be, err := newBackend(cfg, ext, o, reg, log)
 	if err != nil {
 		return err
 	}
@@ -64,7 +68,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("write %s: %w", o.subnetFile, err)
 	}
 	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
-	return runLoops(ctx, o, mgr, cfg, lease, be, newIPTables(o, cfg, lease, prev, log), log)
+	return runLoops(ctx, o, reg, mgr, cfg, lease, be, newIPTables(o, cfg, lease, prev, reg, log), log)
 }
 
 // newIPTables returns the runner that keeps flanneld's masquerade and
@@ -73,11 +77,11 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 // recycle; flanneld recycles only when both changed). It is nil when no
 // rule is wanted or iptables is unusable: like flanneld, flannelu then logs
 // the error and forwards anyway.
-func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, log *slog.Logger) *iptables.Runner {
+func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, log *slog.Logger) *iptables.Runner {
 	if !cfg.EnableIPv4 || (!o.ipMasq && !o.iptablesForwardRules) {
 		return nil
 	}
-	r, err := iptables.New(iptables.Options{Resync: time.Duration(o.iptablesResync) * time.Second, Logger: log})
+	r, err := iptables.New(iptables.Options{Resync: time.Duration(o.iptablesResync) * time.Second, Logger: log, Metrics: reg})
 	if err != nil {
 		log.Error("iptables rules not set up", "error", err)
 		return nil
@@ -97,10 +101,10 @@ func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet
 	return r
 }
 
-// runLoops runs the lease keeper, the watcher, the health server, the
-// iptables resync (ipt may be nil) and the backend; the first fatal error
-// stops them all.
-func runLoops(ctx context.Context, o *options, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt *iptables.Runner, log *slog.Logger) error {
+// runLoops runs the lease keeper, the watcher, the health server (with
+// reg on /metrics), the iptables resync (ipt may be nil) and the backend;
+// the first fatal error stops them all.
+func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt *iptables.Runner, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -131,7 +135,7 @@ func runLoops(ctx context.Context, o *options, mgr subnet.Store, cfg *subnet.Con
 		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
 	}
 	if o.healthzPort > 0 {
-		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, be, mgr, ipt) })
+		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg) })
 	}
 	goFatal("backend", func(ctx context.Context) error {
 		select {
