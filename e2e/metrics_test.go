@@ -58,7 +58,7 @@ func checkMetrics(t *testing.T, n *testbed.Node, want ...string) {
 }
 
 var (
-	sampleLine  = regexp.MustCompile(`^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? \S+$`)
+	sampleLine  = regexp.MustCompile(`(?m)^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? \S+$`)
 	labelName   = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)="`)
 	readmeRow   = regexp.MustCompile("(?m)^\\| `(flannelu_[a-z0-9_]+)` \\|([^|]*)\\|")
 	readmeLabel = regexp.MustCompile("`([a-z_]+)`")
@@ -67,20 +67,7 @@ var (
 // exportedLabels maps each family in an exposition to its sorted label
 // names.
 func exportedLabels(text string) map[string][]string {
-	families := map[string][]string{}
-	for _, line := range strings.Split(text, "\n") {
-		m := sampleLine.FindStringSubmatch(line)
-		if m == nil {
-			continue
-		}
-		var labels []string
-		for _, l := range labelName.FindAllStringSubmatch(m[2], -1) {
-			labels = append(labels, l[1])
-		}
-		slices.Sort(labels)
-		families[m[1]] = labels
-	}
-	return families
+	return labelsByFamily(sampleLine.FindAllStringSubmatch(text, -1), labelName)
 }
 
 // readmeLabels reads the README's table of metrics: family -> sorted
@@ -90,14 +77,20 @@ func readmeLabels(t *testing.T) map[string][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return labelsByFamily(readmeRow.FindAllStringSubmatch(string(b), -1), readmeLabel)
+}
+
+// labelsByFamily maps each match's family (group 1) to the sorted names
+// that label finds in its labels text (group 2).
+func labelsByFamily(matches [][]string, label *regexp.Regexp) map[string][]string {
 	families := map[string][]string{}
-	for _, row := range readmeRow.FindAllStringSubmatch(string(b), -1) {
+	for _, m := range matches {
 		var labels []string
-		for _, l := range readmeLabel.FindAllStringSubmatch(row[2], -1) {
+		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
 			labels = append(labels, l[1])
 		}
 		slices.Sort(labels)
-		families[row[1]] = labels
+		families[m[1]] = labels
 	}
 	return families
 }
