@@ -239,7 +239,9 @@ func TestCloseUnblocksReadBatch(t *testing.T) {
 		_, err := a.ReadBatch(incoming(4, 2048))
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond)
+	if err := testbed.WaitParked("encap.TestCloseUnblocksReadBatch", waitLimit); err != nil {
+		t.Fatal(err)
+	}
 	if err := a.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}

@@ -2,7 +2,6 @@ package testbed
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -214,15 +214,40 @@ func Eventually(timeout time.Duration, fn func() error) error {
 	}
 }
 
-// Ping sends count echo requests from a namespace and fails unless all are
-// answered.
+// pingWait bounds one Ping run: the requests, 10 ms apart, and the wait
+// for their replies on a loaded machine.
+const pingWait = 10 * time.Second
+
+// pingReply is ping's line for an echo reply (not "From ... icmp_seq=N
+// Destination Net Unreachable", nor a duplicate).
+var pingReply = regexp.MustCompile(`(?m)^\d+ bytes from \S+ icmp_seq=(\d+) [^\n]*ms$`)
+
+// Ping sends count echo requests 10 ms apart from a namespace and fails
+// unless each of them is answered. A reply may take its time: ping's -W
+// only bounds the wait when no reply came at all (after one, ping waits
+// two round trips past its last request, 10 ms here), so on a loaded
+// machine a late reply would read as a lost one. With -w, ping sends
+// until count replies are in (at most pingWait); replies come back in
+// order, so requests 1..count all answered means none was lost.
 func Ping(from NS, to string, count int) (string, error) {
-	out, err := from.Run("ping", "-n", "-q", "-c", strconv.Itoa(count), "-i", "0.01", "-W", "1", to)
-	if err != nil {
-		return out, err
-	}
-	if !strings.Contains(out, " 0% packet loss") {
-		return out, errors.New("ping: packets lost: " + out)
+	out, err := from.Run("ping", "-n", "-c", strconv.Itoa(count), "-i", "0.01",
+		"-w", strconv.Itoa(int(pingWait/time.Second)), to)
+	answered := PingReplies([]byte(out))
+	for seq := 1; seq <= count; seq++ {
+		if !answered[seq] {
+			return out, fmt.Errorf("ping %s: request %d of %d not answered (%v)", to, seq, count, err)
+		}
 	}
 	return out, nil
+}
+
+// PingReplies returns the sequence numbers of the echo requests that ping's
+// output (without -q) shows answered.
+func PingReplies(out []byte) map[int]bool {
+	seqs := map[int]bool{}
+	for _, m := range pingReply.FindAllSubmatch(out, -1) {
+		n, _ := strconv.Atoi(string(m[1]))
+		seqs[n] = true
+	}
+	return seqs
 }

@@ -293,7 +293,9 @@ func TestCloseUnblocksRead(t *testing.T) {
 		_, err := dev.Queues()[0].Read(bufs, sizes, 0)
 		done <- err
 	}()
-	time.Sleep(50 * time.Millisecond) // let Read park in the poller
+	if err := testbed.WaitParked("tun.TestCloseUnblocksRead", waitLimit); err != nil {
+		t.Fatal(err)
+	}
 	if err := dev.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
