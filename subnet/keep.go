@@ -14,6 +14,13 @@ import (
 // retryDelay spaces out retries while etcd is unreachable.
 const retryDelay = time.Second
 
+// keeperWatching is logged (debug) once the keeper has found the key its
+// own and watches it: from here on no change to the key goes unseen.
+const keeperWatching = "lease keeper watching"
+
+// leaseRenewed is logged (info) on every renewal.
+const leaseRenewed = "renewed subnet lease"
+
 // errLost is internal: our key or etcd lease is gone.
 var errLost = errors.New("lease lost")
 
@@ -83,6 +90,7 @@ func (k *keeper) run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := k.m.cli.Watch(wctx, k.key, clientv3.WithRev(resp.Header.Revision+1))
+	k.m.log.Debug(keeperWatching, "key", k.key, "lease", k.lease.LeaseID, "fromRevision", resp.Header.Revision+1)
 	t := time.NewTimer(time.Until(k.renewAt()))
 	defer t.Stop()
 	timer := t.C
@@ -123,7 +131,7 @@ func (k *keeper) renew(ctx context.Context) error {
 		return fmt.Errorf("renew lease: %w", err)
 	}
 	k.lease.Expiration = time.Now().Add(time.Duration(resp.TTL) * time.Second)
-	k.m.log.Info("renewed subnet lease", "subnet", k.lease.Subnet, "ipv6Subnet", k.lease.IPv6Subnet, "expires", k.lease.Expiration)
+	k.m.log.Info(leaseRenewed, "subnet", k.lease.Subnet, "ipv6Subnet", k.lease.IPv6Subnet, "expires", k.lease.Expiration)
 	return nil
 }
 

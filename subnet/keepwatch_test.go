@@ -9,8 +9,15 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannelu/flannelu/testbed/logtest"
 )
+
+// eventDeadline bounds every wait for an event here: only a failing test
+// reaches it.
+const eventDeadline = 30 * time.Second
 
 // keep runs KeepLease in the background; the returned channel yields its result.
 func keep(c *cluster, m *Manager, l Lease) (<-chan error, context.CancelFunc) {
@@ -21,23 +28,50 @@ func keep(c *cluster, m *Manager, l Lease) (<-chan error, context.CancelFunc) {
 	return done, cancel
 }
 
+// waitLog waits until msg has been logged n times in all.
+func waitLog(t *testing.T, log *logtest.Log, msg string, n int) {
+	t.Helper()
+	if err := log.Wait(msg, n, eventDeadline); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkKept fails unless the subnet's key is on lease l and etcd still
+// counts that lease down, more than one TTL after it was granted: the
+// keeper's renewals are what kept it.
+func checkKept(t *testing.T, c *cluster, l Lease, granted time.Time, ttl time.Duration) {
+	t.Helper()
+	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
+	if _, lease, ok := c.get(key); !ok || lease != l.LeaseID {
+		t.Fatalf("key present %v on lease %d, want the kept lease %d", ok, lease, l.LeaseID)
+	}
+	resp, err := c.cli.TimeToLive(c.ctx(), clientv3.LeaseID(l.LeaseID))
+	if err != nil || resp.TTL <= 0 {
+		t.Fatalf("lease %d: TTL %d (%v), want alive", l.LeaseID, resp.TTL, err)
+	}
+	if age := time.Since(granted); age <= ttl {
+		t.Fatalf("the renewals came within %v of the grant, before the %v TTL was over: renewing too early", age, ttl)
+	}
+}
+
 func TestKeepLeaseRenews(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	m := c.manager(Options{LeaseTTL: 2 * time.Second, RenewMargin: time.Second})
+	const ttl = 2 * time.Second
+	m, log := c.loggedManager(Options{LeaseTTL: ttl, RenewMargin: time.Second})
+	granted := time.Now()
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
 	done, cancel := keep(c, m, l)
-	time.Sleep(3*2*time.Second + 500*time.Millisecond) // three TTLs
-	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
-	if _, lease, ok := c.get(key); !ok || lease != l.LeaseID {
-		t.Fatalf("after 3 TTLs: key present %v on lease %d, want the kept lease %d", ok, lease, l.LeaseID)
-	}
+	// Renewals 1 s before expiry: the third comes about 3 s after the
+	// grant, past the TTL.
+	waitLog(t, log, leaseRenewed, 3)
+	checkKept(t, c, l, granted, ttl)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("KeepLease after cancel = %v, want nil", err)
 	}
 	// A clean shutdown leaves the lease in place.
-	if _, _, ok := c.get(key); !ok {
+	if _, _, ok := c.get(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))); !ok {
 		t.Fatal("KeepLease deleted the lease on shutdown")
 	}
 }
@@ -45,54 +79,71 @@ func TestKeepLeaseRenews(t *testing.T) {
 func TestKeepLeaseRenewsWhenMarginExceedsTTL(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	// Margin 60m (the default) with TTL 2s: renew at a third of the TTL.
-	m := c.manager(Options{LeaseTTL: 2 * time.Second})
+	// Margin 60m (the default) with TTL 2s: renew at a third of the TTL,
+	// so the fourth renewal comes past the TTL.
+	const ttl = 2 * time.Second
+	m, log := c.loggedManager(Options{LeaseTTL: ttl})
+	granted := time.Now()
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
 	keep(c, m, l)
-	time.Sleep(5 * time.Second)
-	if _, lease, ok := c.get(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))); !ok || lease != l.LeaseID {
-		t.Fatalf("key present %v lease %d, want kept lease %d", ok, lease, l.LeaseID)
+	waitLog(t, log, leaseRenewed, 4)
+	checkKept(t, c, l, granted, ttl)
+}
+
+// watchLeaseChange returns a channel that yields the next write to key
+// (from the current revision on) that puts it on an etcd lease other than
+// old.
+func watchLeaseChange(c *cluster, key string, old int64) <-chan *mvccpb.KeyValue {
+	resp, err := c.cli.Get(c.ctx(), key)
+	if err != nil {
+		c.t.Fatal(err)
 	}
+	ch := make(chan *mvccpb.KeyValue, 1)
+	wch := c.cli.Watch(c.ctx(), key, clientv3.WithRev(resp.Header.Revision+1))
+	go func() {
+		for wresp := range wch {
+			for _, ev := range wresp.Events {
+				if ev.Type == mvccpb.PUT && ev.Kv.Lease != old && ev.Kv.Lease != 0 {
+					ch <- ev.Kv
+					return
+				}
+			}
+		}
+	}()
+	return ch
 }
 
 func TestKeepLeaseRetakesRevokedLease(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	m := c.manager(Options{LeaseTTL: 30 * time.Second})
+	m, log := c.loggedManager(Options{LeaseTTL: 30 * time.Second})
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
+	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
+	retaken := watchLeaseChange(c, key, l.LeaseID)
 	done, _ := keep(c, m, l)
-	time.Sleep(200 * time.Millisecond) // let the keeper start watching
+	waitLog(t, log, keeperWatching, 1) // the revocation is seen by the watch, not the first read
 	if _, err := c.cli.Revoke(c.ctx(), clientv3.LeaseID(l.LeaseID)); err != nil {
 		t.Fatal(err)
 	}
-	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if val, lease, ok := c.get(key); ok && lease != l.LeaseID && lease != 0 {
-			if val != `{"PublicIP":"192.0.2.1","PublicIPv6":null}` {
-				t.Fatalf("retaken with value %s", val)
-			}
-			break
+	select {
+	case kv := <-retaken:
+		if string(kv.Value) != `{"PublicIP":"192.0.2.1","PublicIPv6":null}` {
+			t.Fatalf("retaken with value %s", kv.Value)
 		}
-		select {
-		case err := <-done:
-			t.Fatalf("KeepLease returned %v instead of retaking the subnet", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("subnet not retaken within 10s of the revocation")
-		}
-		time.Sleep(50 * time.Millisecond)
+	case err := <-done:
+		t.Fatalf("KeepLease returned %v instead of retaking the subnet", err)
+	case <-time.After(eventDeadline):
+		t.Fatalf("subnet not retaken within %v of the revocation", eventDeadline)
 	}
 }
 
 func TestKeepLeaseTakenByAnother(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	m := c.manager(Options{LeaseTTL: 30 * time.Second})
+	m, log := c.loggedManager(Options{LeaseTTL: 30 * time.Second})
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
 	done, _ := keep(c, m, l)
-	time.Sleep(200 * time.Millisecond)
+	waitLog(t, log, keeperWatching, 1)
 	// Another host's value replaces ours in one write.
 	c.put(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{})), `{"PublicIP":"192.0.2.7","PublicIPv6":null}`)
 	select {
@@ -101,18 +152,19 @@ func TestKeepLeaseTakenByAnother(t *testing.T) {
 			!strings.Contains(err.Error(), "192.0.2.7") {
 			t.Fatalf("err = %v, want ErrLeaseTaken naming %s and 192.0.2.7", err, l.Subnet)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(eventDeadline):
 		t.Fatal("KeepLease did not notice its subnet was taken")
 	}
 }
 
 // recorder collects WatchLeases batches.
 type recorder struct {
+	c  *cluster
 	ch chan []Event
 }
 
 func watch(c *cluster, m *Manager) (*recorder, context.CancelFunc) {
-	r := &recorder{ch: make(chan []Event, 1000)}
+	r := &recorder{c: c, ch: make(chan []Event, 1000)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.WatchLeases(ctx, func(ev []Event) { r.ch <- ev }) }()
@@ -135,28 +187,65 @@ func describe(evs []Event) []string {
 	return out
 }
 
-// expect waits for exactly want (in any order, across batches), then checks
-// that nothing more arrives for a short while.
+// The marker lease, written and deleted by expect: no test uses its subnet.
+const (
+	markerSubnet = "198.18.254.0-24"
+	markerValue  = `{"PublicIP":"192.0.2.254","PublicIPv6":null}`
+)
+
+// expect waits for exactly want (in any order, across batches). To see
+// that nothing more came, it then writes the marker lease and waits for
+// its event, and deletes it and waits for that event: the watch reports
+// changes in revision order, so whatever the writes before the marker
+// caused has arrived by then.
 func (r *recorder) expect(t *testing.T, want ...string) {
 	t.Helper()
 	var got []Event
-	timeout := time.After(15 * time.Second)
+	deadline := time.After(eventDeadline)
 	for len(got) < len(want) {
 		select {
 		case evs := <-r.ch:
 			got = append(got, evs...)
-		case <-timeout:
+		case <-deadline:
 			t.Fatalf("timed out: got %v, want %v", describe(got), want)
 		}
 	}
-	select {
-	case evs := <-r.ch:
-		got = append(got, evs...)
-	case <-time.After(300 * time.Millisecond):
+	r.c.put(leaseKey(markerSubnet), markerValue)
+	got = append(got, r.until(t, EventAdded)...)
+	if _, err := r.c.cli.Delete(r.c.ctx(), leaseKey(markerSubnet)); err != nil {
+		t.Fatal(err)
 	}
+	got = append(got, r.until(t, EventRemoved)...)
 	sort.Strings(want)
 	if g := describe(got); strings.Join(g, "|") != strings.Join(want, "|") {
 		t.Fatalf("events %v, want %v", g, want)
+	}
+}
+
+// until reads batches until the marker's event of type typ and returns
+// every other event read.
+func (r *recorder) until(t *testing.T, typ EventType) []Event {
+	t.Helper()
+	marker := netip.MustParsePrefix(strings.Replace(markerSubnet, "-", "/", 1))
+	var other []Event
+	deadline := time.After(eventDeadline)
+	for {
+		select {
+		case evs := <-r.ch:
+			found := false
+			for _, e := range evs {
+				if e.Type == typ && e.Lease.Subnet == marker && !found {
+					found = true
+					continue
+				}
+				other = append(other, e)
+			}
+			if found {
+				return other
+			}
+		case <-deadline:
+			t.Fatalf("the marker lease's %v event did not come (other events: %v)", typ, describe(other))
+		}
 	}
 }
 
@@ -228,8 +317,9 @@ func TestWatchSeesDeadNodeExpire(t *testing.T) {
 	r, _ := watch(c, c.manager(Options{}))
 	dead := c.manager(Options{LeaseTTL: 2 * time.Second})
 	l := c.acquire(dead, "192.0.2.5", netip.Prefix{}) // and never kept alive
-	r.expect(t, "added "+l.Subnet.String()+" 192.0.2.5")
-	r.expect(t, "removed "+l.Subnet.String()+" 192.0.2.5")
+	// Both in one expect: on a loaded machine the expiry may come at any
+	// moment after the addition is seen.
+	r.expect(t, "added "+l.Subnet.String()+" 192.0.2.5", "removed "+l.Subnet.String()+" 192.0.2.5")
 }
 
 func TestWatchRecoversFromCompaction(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannelu/flannelu/subnet/etcdtest"
+	"github.com/flannelu/flannelu/testbed/logtest"
 )
 
 const prefix = "/coreos.com/network"
@@ -73,6 +74,13 @@ func (c *cluster) get(key string) (value string, lease int64, ok bool) {
 func (c *cluster) manager(opts Options) *Manager {
 	opts.Logger = quiet
 	return NewManager(c.srv.Client(), opts)
+}
+
+// loggedManager is manager with a log the test can wait on.
+func (c *cluster) loggedManager(opts Options) (*Manager, *logtest.Log) {
+	var log *logtest.Log
+	opts.Logger, log = logtest.New(nil)
+	return NewManager(c.srv.Client(), opts), log
 }
 
 func attrs(ip string) LeaseAttrs { return LeaseAttrs{PublicIP: netip.MustParseAddr(ip)} }

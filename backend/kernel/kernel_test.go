@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,30 +75,42 @@ func TestNotExist(t *testing.T) {
 }
 
 func TestReconcileWaitsOneIntervalAndStops(t *testing.T) {
-	var calls atomic.Int32
-	var first atomic.Int64
+	const interval = 50 * time.Millisecond
+	calls := make(chan time.Duration, 100)
 	start := time.Now()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Reconcile(ctx, 50*time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)),
+		done <- Reconcile(ctx, interval, slog.New(slog.NewTextHandler(io.Discard, nil)),
 			func(context.Context) error {
-				if calls.Add(1) == 1 {
-					first.Store(int64(time.Since(start)))
-				}
+				calls <- time.Since(start)
 				return errors.New("transient") // must not stop the loop
 			})
 	}()
-	time.Sleep(275 * time.Millisecond)
+	// Three syncs, each failing: the loop goes on after errors.
+	var first time.Duration
+	for i := 0; i < 3; i++ {
+		select {
+		case d := <-calls:
+			if i == 0 {
+				first = d
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d syncs, then none for 30 s: the loop stopped", i)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Reconcile returned %v on cancel, want nil", err)
 	}
-	if n := calls.Load(); n < 3 || n > 6 {
-		t.Errorf("%d syncs in 275ms at 50ms, want about 5", n)
+	elapsed := time.Since(start)
+	if first < interval {
+		t.Errorf("first sync after %v, want one interval (%v) later", first, interval)
 	}
-	if d := time.Duration(first.Load()); d < 50*time.Millisecond {
-		t.Errorf("first sync after %v, want one interval (50ms) later", d)
+	// A ticker never fires more often than its interval, however late
+	// the loop runs: at most elapsed/interval syncs in all.
+	if n := 3 + len(calls); time.Duration(n)*interval > elapsed {
+		t.Errorf("%d syncs in %v at %v intervals", n, elapsed, interval)
 	}
 }
 

@@ -23,14 +23,26 @@ func Reconcile(ctx context.Context, interval time.Duration, log *slog.Logger, sy
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	log.Debug(ReconcileStarted, "interval", interval)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		if err := sync(ctx); err != nil && ctx.Err() == nil {
+		switch err := sync(ctx); {
+		case err == nil:
+			log.Debug(Reconciled)
+		case ctx.Err() == nil:
 			log.Warn("reconcile failed, retrying next interval", "interval", interval, "error", err)
 		}
 	}
 }
+
+// The debug messages of Reconcile: the loop is running (its first pass
+// comes one interval later), and a pass finished without error. Tests
+// wait for them rather than for the clock.
+const (
+	ReconcileStarted = "reconcile loop started"
+	Reconciled       = "reconciled"
+)
