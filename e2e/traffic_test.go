@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +12,9 @@ import (
 )
 
 var helperResult = regexp.MustCompile(`bytes=(\d+) sha256=([0-9a-f]{64})`)
+
+// listening is the receiver's line once its socket listens.
+var listening = regexp.MustCompile(`(?m)^listening$`)
 
 // transfer sends size bytes over TCP from one pod to another and checks
 // that exactly the bytes sent arrived, by count and SHA-256.
@@ -27,13 +29,8 @@ func transfer(t *testing.T, bed *testbed.Bed, from, to *testbed.Pod, size int64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testbed.Eventually(10*time.Second, func() error {
-		if b, _ := os.ReadFile(recv.Log); !strings.Contains(string(b), "listening") {
-			return fmt.Errorf("receiver in %s not listening: %s", to.Name, b)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+	if err := recv.WaitLog(listening, 30*time.Second); err != nil {
+		t.Fatalf("receiver in %s: %v", to.Name, err)
 	}
 	start := time.Now()
 	out, err := from.Run("env", "FLANNELU_E2E_HELPER=send", self, fmt.Sprintf("%d@%s", size, addr))
@@ -56,9 +53,19 @@ func transfer(t *testing.T, bed *testbed.Bed, from, to *testbed.Pod, size int64)
 		float64(size*8)/elapsed.Seconds()/1e6)
 }
 
-// fullMesh pings every pod from every other pod.
+// fullMesh proves that every pod reaches every other pod without loss.
+// Peers learn of each other through the etcd watch a moment after they
+// start, so it first waits until each pair has answered once; the
+// lossless run then measures a path known to be up.
 func fullMesh(t *testing.T, pods []*testbed.Pod) {
 	t.Helper()
+	for _, a := range pods {
+		for _, b := range pods {
+			if a != b {
+				waitPing(t, a, b.Addr)
+			}
+		}
+	}
 	for _, a := range pods {
 		for _, b := range pods {
 			if a == b {
@@ -75,7 +82,7 @@ func fullMesh(t *testing.T, pods []*testbed.Pod) {
 // the etcd watch, a moment after they start.
 func waitPing(t *testing.T, from *testbed.Pod, to netip.Addr) {
 	t.Helper()
-	if err := testbed.Eventually(15*time.Second, func() error {
+	if err := testbed.Eventually(30*time.Second, func() error {
 		_, err := testbed.Ping(from.NS, to.String(), 1)
 		return err
 	}); err != nil {
