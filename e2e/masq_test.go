@@ -30,7 +30,7 @@ func TestIPMasq(t *testing.T) {
 	h1, outside := c.Hosts[0], c.Hosts[1]
 	// The rules go in just after subnet.env; a datagram sent before them
 	// would pin its flow to "no NAT" in conntrack.
-	if err := testbed.Eventually(10*time.Second, func() error { return masqChainComplete(h1) }); err != nil {
+	if err := testbed.Eventually(30*time.Second, func() error { return masqChainComplete(h1) }); err != nil {
 		t.Fatal(err)
 	}
 	t.Run("pod to outside is masqueraded", func(t *testing.T) {
@@ -93,7 +93,7 @@ func sourceSeen(t *testing.T, pod *testbed.Pod, ns testbed.NS, addr netip.Addr, 
 	}
 	defer ln.Close()
 	var src netip.Addr
-	err := testbed.Eventually(5*time.Second, func() error {
+	err := testbed.Eventually(30*time.Second, func() error {
 		if err := pod.Do(func() error {
 			conn, err := net.DialUDP("udp4", nil, dst)
 			if err != nil {

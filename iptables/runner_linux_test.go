@@ -202,11 +202,20 @@ func TestFailuresCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.Keep(Forward(network))
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	r.Run(ctx)
-	if n := r.Failures(); n < 3 {
-		t.Errorf("%d failures counted in 300ms of 10ms resyncs, want at least 3", n)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	// Three failed checks counted, with the loop still going after each.
+	err = testbed.Eventually(30*time.Second, func() error {
+		if n := r.Failures(); n < 3 {
+			return fmt.Errorf("%d failures counted at 10ms resyncs, want at least 3", n)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	if err != nil {
+		t.Error(err)
 	}
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "error=") ||
 		!strings.Contains(logs.String(), "iptables: broken") {

@@ -103,7 +103,7 @@ func (c *Cluster) StartNode(i int, extra ...string) (*Node, error) {
 	if n.Proc, err = c.Start(h.NS, "flannelu-"+h.Name, n.Args...); err != nil {
 		return nil, err
 	}
-	if err := n.waitEnv(20 * time.Second); err != nil {
+	if err := n.waitEnv(60 * time.Second); err != nil {
 		return nil, err
 	}
 	c.Nodes[i] = n

@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -223,16 +225,20 @@ func TestConcurrentPacketAndClose(t *testing.T) {
 	tr, _ := New(Options{Out: &out, Rate: -1, Slots: 64})
 	pkt := dnsUDP(t)
 	var wg sync.WaitGroup
+	var traced atomic.Int64
 	for g := 0; g < 4; g++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < 20000; i++ {
 				tr.Packet(drop.Outside, pkt, peer, Forwarded)
+				traced.Add(1)
 			}
 		}()
 	}
-	time.Sleep(5 * time.Millisecond)
+	for traced.Load() < 1000 { // Close while the goroutines are tracing
+		runtime.Gosched()
+	}
 	tr.Close()
 	wg.Wait()
 	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n") {
@@ -315,6 +321,9 @@ func TestDefaultClock(t *testing.T) {
 	before := time.Now()
 	tr, _ := New(Options{Pcap: &file})
 	tr.Packet(drop.Inside, dnsUDP(t), peer, Forwarded)
+	// The input, not a wait: real time passes between the packets, and
+	// their stamps must show at least that much (stamped at Packet, not
+	// when the writer gets to them). Load only makes the gap longer.
 	time.Sleep(2 * time.Millisecond)
 	tr.Packet(drop.Inside, dnsUDP(t), peer, Forwarded)
 	tr.Close()
