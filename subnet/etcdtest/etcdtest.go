@@ -135,15 +135,19 @@ func (s *Server) Stop() {
 func (s *Server) Restart() {
 	s.tb.Helper()
 	s.Stop()
-	var err error
-	// The old listeners may take a moment to release the ports.
-	for range 50 {
-		if err = s.start(); err == nil {
+	// The old listeners may take a moment to release the ports: retry
+	// until a start succeeds.
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := s.start()
+		if err == nil {
 			return
+		}
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("etcdtest: restart: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	s.tb.Fatalf("etcdtest: restart: %v", err)
 }
 
 // CompactNow compacts the key space up to the current revision, so a
