@@ -222,7 +222,7 @@ func onSignal(cfg *config, dir string) (stop func()) {
 			if active.tb != nil {
 				active.tb.Close()
 			}
-			testbed.Sweep(testbed.Prefix + cfg.name + "-")
+			testbed.Sweep(testbed.OwnPrefix())
 			os.RemoveAll(dir)
 			os.Exit(130)
 		case <-done:

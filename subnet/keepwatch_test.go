@@ -57,14 +57,15 @@ func checkKept(t *testing.T, c *cluster, l Lease, granted time.Time, ttl time.Du
 func TestKeepLeaseRenews(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	const ttl = 2 * time.Second
-	m, log := c.loggedManager(Options{LeaseTTL: ttl, RenewMargin: time.Second})
+	// Renewals 3 s before expiry, every second: the fifth comes about 5 s
+	// after the grant, past the TTL. The margin is the time a renewal has
+	// on a loaded machine before the lease would expire.
+	const ttl = 4 * time.Second
+	m, log := c.loggedManager(Options{LeaseTTL: ttl, RenewMargin: 3 * time.Second})
 	granted := time.Now()
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
 	done, cancel := keep(c, m, l)
-	// Renewals 1 s before expiry: the third comes about 3 s after the
-	// grant, past the TTL.
-	waitLog(t, log, leaseRenewed, 3)
+	waitLog(t, log, leaseRenewed, 5)
 	checkKept(t, c, l, granted, ttl)
 	cancel()
 	if err := <-done; err != nil {
@@ -79,9 +80,9 @@ func TestKeepLeaseRenews(t *testing.T) {
 func TestKeepLeaseRenewsWhenMarginExceedsTTL(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	// Margin 60m (the default) with TTL 2s: renew at a third of the TTL,
-	// so the fourth renewal comes past the TTL.
-	const ttl = 2 * time.Second
+	// Margin 60m (the default) with TTL 4s: renew a third of the way
+	// through, every 1.3 s, so the fourth renewal comes past the TTL.
+	const ttl = 4 * time.Second
 	m, log := c.loggedManager(Options{LeaseTTL: ttl})
 	granted := time.Now()
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})

@@ -76,11 +76,37 @@ func (c *cluster) manager(opts Options) *Manager {
 	return NewManager(c.srv.Client(), opts)
 }
 
-// loggedManager is manager with a log the test can wait on.
+// loggedManager is manager with a log the test can wait on; its lines
+// show with a failing test.
 func (c *cluster) loggedManager(opts Options) (*Manager, *logtest.Log) {
 	var log *logtest.Log
-	opts.Logger, log = logtest.New(nil)
+	w := &testWriter{t: c.t}
+	c.t.Cleanup(w.close) // registered first, so it runs after every other cleanup
+	opts.Logger, log = logtest.New(w)
 	return NewManager(c.srv.Client(), opts), log
+}
+
+// testWriter passes lines to t.Log until the test's cleanup, and drops
+// the lines of goroutines that outlive it.
+type testWriter struct {
+	mu     sync.Mutex
+	t      testing.TB
+	closed bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+func (w *testWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 func attrs(ip string) LeaseAttrs { return LeaseAttrs{PublicIP: netip.MustParseAddr(ip)} }

@@ -17,8 +17,8 @@ import (
 
 // Options shape a testbed.
 type Options struct {
-	// Name makes the namespace names unique to one test: fu-<Name>-h1, ...
-	// Keep it short.
+	// Name makes the namespace names unique to one test of this process:
+	// fu-<pid>-<Name>-h1, ... Keep it short.
 	Name string
 	// Hosts is how many hosts to create (at least 1).
 	Hosts int
@@ -92,7 +92,7 @@ func New(opts Options) (b *Bed, err error) {
 			return nil, err
 		}
 	}
-	Sweep(b.nsName(""))
+	SweepStale()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("testbed: %v", r)
@@ -111,7 +111,7 @@ func New(opts Options) (b *Bed, err error) {
 }
 
 func (b *Bed) nsName(role string) string {
-	return Prefix + b.Opts.Name + "-" + role
+	return OwnPrefix() + b.Opts.Name + "-" + role
 }
 
 // addNS creates a namespace with lo up that the bed removes on Close.

@@ -3,11 +3,14 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,6 +24,12 @@ var namespaceSeq atomic.Int32
 // Prefix starts the name of every namespace a testbed creates, so that a
 // sweep can find the leftovers of a run that was killed.
 const Prefix = "fu-"
+
+// OwnPrefix starts the name of every namespace this process creates:
+// Prefix and the process id. Test processes running at once (go test runs
+// packages in parallel; several checkouts may test on one machine) never
+// share or sweep each other's namespaces.
+func OwnPrefix() string { return Prefix + strconv.Itoa(os.Getpid()) + "-" }
 
 // NS is one network namespace created by a testbed.
 type NS struct {
@@ -184,16 +193,41 @@ func exists(name string) bool {
 	return err == nil
 }
 
-// Sweep removes namespaces left behind by an earlier run that was killed
-// before its cleanup ran. It only touches names that start with prefix.
+// Sweep removes the namespaces whose names start with prefix, and the
+// processes in them.
 func Sweep(prefix string) {
-	out, _ := run("ip", "netns", "list")
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) > 0 && strings.HasPrefix(f[0], prefix) {
-			deleteNS(f[0])
+	for _, name := range namespaces() {
+		if strings.HasPrefix(name, prefix) {
+			deleteNS(name)
 		}
 	}
+}
+
+// SweepStale removes the namespaces left behind by test processes that were
+// killed before their cleanup ran: those named OwnPrefix() of a process
+// that no longer exists.
+func SweepStale() {
+	for _, name := range namespaces() {
+		pid, _, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "-")
+		if _, err := strconv.Atoi(pid); !ok || err != nil || !strings.HasPrefix(name, Prefix) {
+			continue // not a name of this scheme: someone else's
+		}
+		if _, err := os.Stat("/proc/" + pid); errors.Is(err, fs.ErrNotExist) {
+			deleteNS(name)
+		}
+	}
+}
+
+// namespaces lists the names of the named network namespaces.
+func namespaces() []string {
+	out, _ := run("ip", "netns", "list")
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			names = append(names, f[0])
+		}
+	}
+	return names
 }
 
 func run(args ...string) (string, error) {
@@ -207,16 +241,16 @@ func run(args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// Namespace creates a network namespace for one test, named
-// Prefix+name plus this process's id and a sequence number (so that tests
-// of several packages running at once never share one), with lo up and
+// Namespace creates a network namespace for one test, named OwnPrefix()
+// + name + a sequence number (so that tests of several packages running
+// at once never share one), with lo up and
 // IPv6 off (so the kernel sends no router solicitations into a TUN under
 // test), and removes it (and any process in it) when the test ends. It
 // calls RequireRoot first.
 func Namespace(tb testing.TB, name string) NS {
 	tb.Helper()
 	RequireRoot(tb)
-	full := fmt.Sprintf("%s%s-%d-%d", Prefix, name, os.Getpid(), namespaceSeq.Add(1))
+	full := fmt.Sprintf("%s%s-%d", OwnPrefix(), name, namespaceSeq.Add(1))
 	ns, err := addNS(full)
 	tb.Cleanup(func() { deleteNS(full) })
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // Namespace is one test network namespace.
@@ -37,7 +37,7 @@ var seq atomic.Uint32
 // NewNamespace creates a namespace with loopback up, removed in t.Cleanup.
 func NewNamespace(t testing.TB, role string) *Namespace {
 	t.Helper()
-	name := fmt.Sprintf("fu-%d-%s%d", os.Getpid(), role, seq.Add(1))
+	name := fmt.Sprintf("%s%s%d", testbed.OwnPrefix(), role, seq.Add(1))
 	Run(t, "ip", "netns", "add", name)
 	t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
