@@ -70,7 +70,7 @@ func (h *Host) AddPods(n int, gateway netip.Prefix, mtu int) error {
 }
 
 // newPodNS creates the namespace of the host's next pod with create (addNS
-// or createNS), fu-<bed>-h<i>p<n> with n counting every pod the host ever
+// or createNS), fu-<pid>-<bed>-h<i>p<n> with n counting every pod the host ever
 // had, bound to the host's CPUs; the bed removes it on Close.
 func (h *Host) newPodNS(create func(string) (NS, error)) (NS, int, error) {
 	h.podSeq++
