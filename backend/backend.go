@@ -10,11 +10,16 @@ import (
 	"github.com/flannelu/flannelu/subnet"
 )
 
-// ExternalInterface is the underlay interface the host reaches its peers on.
+// ExternalInterface is the underlay interface the host reaches its peers
+// on, with flanneld's field names. Each family's pair is set only when the
+// network config enables that family: an IPv6-only host has no IPv4
+// addresses here, an IPv4-only host no IPv6 ones.
 type ExternalInterface struct {
-	Iface     *net.Interface
-	IfaceAddr netip.Addr // the interface's IPv4 address
-	ExtAddr   netip.Addr // the public IP published in the lease (--public-ip, else IfaceAddr)
+	Iface       *net.Interface
+	IfaceAddr   netip.Addr // the interface's IPv4 address
+	IfaceV6Addr netip.Addr // the interface's IPv6 address
+	ExtAddr     netip.Addr // the public IPv4 published in the lease (--public-ip, else IfaceAddr)
+	ExtV6Addr   netip.Addr // the public IPv6 published in the lease (--public-ipv6, else IfaceV6Addr)
 }
 
 // Backend carries pod traffic between hosts for one network.

@@ -21,53 +21,77 @@ import (
 // Backend is the host-gw backend. Create it with New.
 type Backend struct {
 	ext      *backend.ExternalInterface
-	network  netip.Prefix
 	interval time.Duration
 	log      *slog.Logger
 	nl       *netlink.Handle
 
-	mu    sync.Mutex // guards own and peers; HandleEvents and Run share it
-	own   netip.Prefix
-	peers map[netip.Prefix]*peer // desired routes, by peer subnet
+	mu   sync.Mutex // guards the families' state; HandleEvents and Run share it
+	fams []*family  // IPv4 first, then IPv6
 
 	peerErrors *metrics.Counter
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
+// family is one address family's routes: flanneld's host-gw routes each
+// family's peer subnets via that family's public address of the peer.
+type family struct {
+	b       *Backend
+	fam     kernel.Family
+	network netip.Prefix
+	public  netip.Addr             // this host's, published in the lease
+	own     netip.Prefix           // zero before Start
+	peers   map[netip.Prefix]*peer // desired routes, by peer subnet
+}
+
 type peer struct {
 	subnet  netip.Prefix
-	gateway netip.Addr // the peer's PublicIP
+	gateway netip.Addr // the peer's public address of the family
 	failing bool       // the last attempt to program it failed (logged once)
 }
 
-// New validates the options. It refuses an external interface whose
-// public IP is not the interface's own address: peers route to the
-// public IP directly, which only works when it is really on this link.
+// New validates the options. For each network given (Network,
+// IPv6Network) the external interface needs an address of that family,
+// and the public address must be the interface's own: peers route to it
+// directly, which only works when it is really on this link.
 func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if ext == nil || ext.Iface == nil {
 		return nil, errors.New("host-gw: no external interface")
 	}
-	if !ext.IfaceAddr.Is4() {
-		return nil, fmt.Errorf("host-gw: interface address %v is not IPv4", ext.IfaceAddr)
-	}
-	if ext.ExtAddr != ext.IfaceAddr {
-		return nil, fmt.Errorf("host-gw: public IP %v differs from interface %s address %v; "+
-			"host-gw needs peers to reach this host directly at its public IP (use vxlan behind NAT)",
-			ext.ExtAddr, ext.Iface.Name, ext.IfaceAddr)
-	}
-	if !opts.Network.IsValid() || !opts.Network.Addr().Is4() {
-		return nil, fmt.Errorf("host-gw: Network %v is not an IPv4 prefix", opts.Network)
-	}
-	b := &Backend{
-		ext: ext, network: opts.Network.Masked(), interval: opts.ReconcileInterval,
-		log: opts.Logger, nl: opts.Netlink, peers: make(map[netip.Prefix]*peer),
-		peerErrors: kernel.PeerErrors(opts.Metrics),
-	}
+	b := &Backend{ext: ext, interval: opts.ReconcileInterval, log: opts.Logger, nl: opts.Netlink,
+		peerErrors: kernel.PeerErrors(opts.Metrics)}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
 	b.log = b.log.With("backend", BackendType, "iface", ext.Iface.Name)
+	for _, f := range []struct {
+		fam           kernel.Family
+		network       netip.Prefix
+		iface, public netip.Addr
+		flag          string
+	}{
+		{kernel.IPv4, opts.Network, ext.IfaceAddr, ext.ExtAddr, "--public-ip"},
+		{kernel.IPv6, opts.IPv6Network, ext.IfaceV6Addr, ext.ExtV6Addr, "--public-ipv6"},
+	} {
+		if !f.network.IsValid() {
+			continue
+		}
+		switch {
+		case !f.fam.Contains(f.network.Addr()):
+			return nil, fmt.Errorf("host-gw: network %v is not an %s prefix", f.network, f.fam)
+		case !f.fam.Contains(f.iface):
+			return nil, fmt.Errorf("host-gw: the %s network %v needs an %s address on %s, have %v", f.fam, f.network, f.fam, ext.Iface.Name, f.iface)
+		case f.public != f.iface:
+			return nil, fmt.Errorf("host-gw: public IP %v (%s) differs from interface %s address %v; "+
+				"host-gw needs peers to reach this host directly at its public IP (use vxlan behind NAT)",
+				f.public, f.flag, ext.Iface.Name, f.iface)
+		}
+		b.fams = append(b.fams, &family{b: b, fam: f.fam, network: f.network.Masked(), public: f.public,
+			peers: make(map[netip.Prefix]*peer)})
+	}
+	if len(b.fams) == 0 {
+		return nil, errors.New("host-gw: neither an IPv4 nor an IPv6 network")
+	}
 	if b.nl == nil {
 		var err error
 		if b.nl, err = netlink.NewHandle(); err != nil {
@@ -79,7 +103,15 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 
 // Init returns the lease attributes; host-gw needs no device.
 func (b *Backend) Init(ctx context.Context) (subnet.LeaseAttrs, error) {
-	return subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr, BackendType: BackendType}, nil
+	attrs := subnet.LeaseAttrs{BackendType: BackendType}
+	for _, f := range b.fams {
+		if f.fam.Is6() {
+			attrs.PublicIPv6 = f.public
+		} else {
+			attrs.PublicIP = f.public
+		}
+	}
+	return attrs, nil
 }
 
 // MTU is the external interface's: nothing is encapsulated.
@@ -87,89 +119,101 @@ func (b *Backend) MTU() int { return b.ext.Iface.MTU }
 
 // PeerErrors counts peers that could not be programmed (for example a
 // gateway not on our link) or were ignored (foreign backend type, bad
-// subnet). A peer still failing on later reconciles is counted once.
+// subnet), per family. A peer still failing on later reconciles is
+// counted once.
 func (b *Backend) PeerErrors() uint64 { return b.peerErrors.Value() }
 
-// Start records the own subnet, which the reconcile loop never treats as
-// a peer route.
+// Start records the own subnets, which the reconcile loop never treats as
+// peer routes.
 func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
-	if !own.Subnet.Addr().Is4() || !b.network.Contains(own.Subnet.Addr()) {
-		return fmt.Errorf("host-gw: own lease %v is not inside network %v", own.Subnet, b.network)
-	}
 	b.mu.Lock()
-	b.own = own.Subnet.Masked()
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	for _, f := range b.fams {
+		sn := f.fam.Subnet(own)
+		if !sn.IsValid() || !f.fam.Contains(sn.Addr()) || !f.network.Contains(sn.Addr()) {
+			return fmt.Errorf("host-gw: own %s lease %v is not inside network %v", f.fam, sn, f.network)
+		}
+		f.own = sn.Masked()
+	}
 	return nil
 }
 
 // HandleEvents applies peer lease changes. A lease of another backend
-// type is logged and ignored, as flanneld does.
+// type is logged and ignored, as flanneld does. Each family is routed on
+// its own: a dual-stack peer without a usable PublicIPv6 keeps its IPv4
+// route.
 func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ev := range events {
-		b.handle(ev)
+		foreign := ev.Type != subnet.EventRemoved && ev.Lease.Attrs.BackendType != BackendType
+		if foreign {
+			b.peerErrors.Add(1)
+			b.log.Warn("ignoring peer lease", "subnet", ev.Lease.Subnet, "ipv6_subnet", ev.Lease.IPv6Subnet,
+				"type", ev.Lease.Attrs.BackendType, "error", fmt.Errorf("backend type %q, not %q", ev.Lease.Attrs.BackendType, BackendType))
+		}
+		for _, f := range b.fams {
+			f.handle(ev, foreign)
+		}
 	}
 }
 
-func (b *Backend) handle(ev subnet.Event) {
-	key := ev.Lease.Subnet.Masked()
-	old, known := b.peers[key]
-	if ev.Type == subnet.EventRemoved {
+func (f *family) handle(ev subnet.Event, foreign bool) {
+	key := f.fam.Subnet(ev.Lease).Masked()
+	old, known := f.peers[key]
+	if ev.Type == subnet.EventRemoved || foreign {
 		if known {
-			delete(b.peers, key)
-			b.remove(old)
+			delete(f.peers, key)
+			f.remove(old)
 		}
 		return
 	}
-	if err := b.check(ev.Lease); err != nil {
-		b.peerErrors.Add(1)
-		b.log.Warn("ignoring peer lease", "subnet", ev.Lease.Subnet, "type", ev.Lease.Attrs.BackendType, "error", err)
+	if err := f.check(ev.Lease); err != nil {
+		f.b.peerErrors.Add(1)
+		f.b.log.Warn("ignoring peer lease", "subnet", f.fam.Subnet(ev.Lease), "family", f.fam.String(), "error", err)
 		if known {
-			delete(b.peers, key)
-			b.remove(old)
+			delete(f.peers, key)
+			f.remove(old)
 		}
 		return
 	}
-	p := &peer{subnet: key, gateway: ev.Lease.Attrs.PublicIP}
-	b.peers[key] = p
-	b.program(p) // replaces a changed peer's route in place
+	p := &peer{subnet: key, gateway: f.fam.PublicIP(ev.Lease)}
+	f.peers[key] = p
+	f.program(p) // replaces a changed peer's route in place
 }
 
-func (b *Backend) check(l subnet.Lease) error {
-	if l.Attrs.BackendType != BackendType {
-		return fmt.Errorf("backend type %q, not %q", l.Attrs.BackendType, BackendType)
-	}
-	if err := kernel.CheckPeer(b.network, l); err != nil {
+func (f *family) check(l subnet.Lease) error {
+	if err := kernel.CheckPeer(f.network, l); err != nil {
 		return err
 	}
-	if l.Subnet.Masked() == b.own {
-		return fmt.Errorf("subnet %v is this host's own lease", l.Subnet)
+	if f.fam.Subnet(l).Masked() == f.own {
+		return fmt.Errorf("subnet %v is this host's own lease", f.own)
 	}
 	return nil
 }
 
-func (b *Backend) route(p *peer) *netlink.Route {
-	return &netlink.Route{LinkIndex: b.ext.Iface.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.gateway)}
+func (f *family) route(p *peer) *netlink.Route {
+	return &netlink.Route{LinkIndex: f.b.ext.Iface.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.gateway)}
 }
 
 // program installs the peer's route. A failure (typically ENETUNREACH:
 // the gateway is not on our link) is logged once per failing spell and
 // counted; the reconcile loop keeps retrying it quietly.
-func (b *Backend) program(p *peer) {
-	err := b.nl.RouteReplace(b.route(p))
+func (f *family) program(p *peer) {
+	log := f.b.log
+	err := f.b.nl.RouteReplace(f.route(p))
 	switch {
 	case err == nil && p.failing:
 		p.failing = false
-		b.log.Info("peer route installed after earlier failures", "subnet", p.subnet, "gateway", p.gateway)
+		log.Info("peer route installed after earlier failures", "subnet", p.subnet, "gateway", p.gateway)
 	case err == nil:
-		b.log.Debug("peer route installed", "subnet", p.subnet, "gateway", p.gateway)
+		log.Debug("peer route installed", "subnet", p.subnet, "gateway", p.gateway)
 	case !p.failing:
 		p.failing = true
-		b.peerErrors.Add(1)
-		b.log.Error("cannot route to peer", "subnet", p.subnet, "gateway", p.gateway, "hint", hint(err), "error", err)
+		f.b.peerErrors.Add(1)
+		log.Error("cannot route to peer", "subnet", p.subnet, "gateway", p.gateway, "hint", hint(err), "error", err)
 	default:
-		b.log.Debug("peer route still failing", "subnet", p.subnet, "gateway", p.gateway, "error", err)
+		log.Debug("peer route still failing", "subnet", p.subnet, "gateway", p.gateway, "error", err)
 	}
 }
 
@@ -180,17 +224,17 @@ func hint(err error) string {
 	return ""
 }
 
-func (b *Backend) remove(p *peer) {
-	if err := kernel.IgnoreNotExist(b.nl.RouteDel(b.route(p))); err != nil {
-		b.peerErrors.Add(1)
-		b.log.Error("cannot delete peer route", "subnet", p.subnet, "gateway", p.gateway, "error", err)
+func (f *family) remove(p *peer) {
+	if err := kernel.IgnoreNotExist(f.b.nl.RouteDel(f.route(p))); err != nil {
+		f.b.peerErrors.Add(1)
+		f.b.log.Error("cannot delete peer route", "subnet", p.subnet, "gateway", p.gateway, "error", err)
 		return
 	}
-	b.log.Debug("peer route removed", "subnet", p.subnet)
+	f.b.log.Debug("peer route removed", "subnet", p.subnet)
 }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
-// nil, leaving the routes in place.
+// nil, leaving the routes in place. One pass covers both families.
 func (b *Backend) Run(ctx context.Context) error {
 	return kernel.Reconcile(ctx, b.interval, b.log, func(context.Context) error {
 		b.mu.Lock()
@@ -199,41 +243,51 @@ func (b *Backend) Run(ctx context.Context) error {
 	})
 }
 
-// reconcile deletes owned routes no peer wants and re-adds missing ones.
-// Callers hold b.mu.
+// reconcile runs one pass over every family. Callers hold b.mu.
 func (b *Backend) reconcile() error {
-	if !b.own.IsValid() {
+	var errs []error
+	for _, f := range b.fams {
+		errs = append(errs, f.reconcile())
+	}
+	return errors.Join(errs...)
+}
+
+// reconcile deletes owned routes no peer wants and re-adds missing ones.
+// Callers hold the Backend's mutex.
+func (f *family) reconcile() error {
+	if !f.own.IsValid() {
 		return nil // not started
 	}
-	routes, err := kernel.Routes(b.nl, b.ext.Iface.Index)
+	nl, log := f.b.nl, f.b.log
+	routes, err := kernel.Routes(nl, f.fam, f.b.ext.Iface.Index)
 	if err != nil {
 		return fmt.Errorf("host-gw: %w", err)
 	}
-	missing := make(map[netip.Prefix]*peer, len(b.peers))
-	for k, p := range b.peers {
+	missing := make(map[netip.Prefix]*peer, len(f.peers))
+	for k, p := range f.peers {
 		missing[k] = p
 	}
 	for i := range routes {
 		r := &routes[i]
 		dst, ok := kernel.Prefix(r.Dst)
-		if !ok || r.Gw == nil || r.Protocol == unix.RTPROT_KERNEL || dst == b.own || !kernel.Owned(b.network, dst) {
+		if !ok || r.Gw == nil || r.Protocol == unix.RTPROT_KERNEL || dst == f.own || !kernel.Owned(f.network, dst) {
 			continue // not ours
 		}
 		if p, ok := missing[dst]; ok && r.Gw.Equal(kernel.IP(p.gateway)) {
 			delete(missing, dst)
 			continue
 		}
-		if err := kernel.IgnoreNotExist(b.nl.RouteDel(r)); err != nil {
-			b.log.Error("reconcile: cannot delete stale route", "route", r.String(), "error", err)
+		if err := kernel.IgnoreNotExist(nl.RouteDel(r)); err != nil {
+			log.Error("reconcile: cannot delete stale route", "route", r.String(), "error", err)
 			continue
 		}
-		b.log.Info("reconcile: deleted stale route", "route", r.String())
+		log.Info("reconcile: deleted stale route", "route", r.String())
 	}
 	for _, p := range missing {
 		if !p.failing {
-			b.log.Info("reconcile: restoring missing route", "subnet", p.subnet, "gateway", p.gateway)
+			log.Info("reconcile: restoring missing route", "subnet", p.subnet, "gateway", p.gateway)
 		}
-		b.program(p)
+		f.program(p)
 	}
 	return nil
 }

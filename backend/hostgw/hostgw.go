@@ -1,10 +1,12 @@
 // Package hostgw is flannel's host-gw backend: no encapsulation, one
-// route per peer, `<peer subnet> via <peer PublicIP> dev <external iface>`.
-// It works only when every peer is on the same link (layer 2) as this host.
+// route per peer and family, `<peer subnet> via <peer PublicIP> dev
+// <external iface>` and, with IPv6, `<peer IPv6 subnet> via <peer
+// PublicIPv6> dev <external iface>`. It works only when every peer is on
+// the same link (layer 2) as this host.
 //
 // Ownership: a route is ours when it is in the main table, leaves through
 // the external interface, has a gateway, and its destination lies strictly
-// inside the overlay network (and is not our own subnet). The reconcile
+// inside an overlay network (and is not our own subnet). The reconcile
 // loop deletes such routes that match no current peer; routes outside the
 // network, on other devices, or without a gateway are never touched.
 package hostgw
@@ -24,7 +26,8 @@ const BackendType = "host-gw"
 
 // Options configure New.
 type Options struct {
-	Network           netip.Prefix  // the whole overlay, e.g. 198.18.0.0/16
+	Network           netip.Prefix  // the IPv4 overlay, e.g. 198.18.0.0/16; zero for an IPv6-only network
+	IPv6Network       netip.Prefix  // the IPv6 overlay, e.g. 2001:db8:100::/48; zero without IPv6
 	ReconcileInterval time.Duration // default 10s, flannel's
 	Logger            *slog.Logger  // default slog.Default()
 	// Netlink is the handle all kernel changes go through; its namespace

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +142,57 @@ func TestCheckPeerAndOwned(t *testing.T) {
 	if !Owned(network, netip.MustParsePrefix("198.18.9.0/24")) || Owned(network, network) ||
 		Owned(network, netip.MustParsePrefix("203.0.113.0/24")) || Owned(network, netip.MustParsePrefix("198.0.0.0/8")) {
 		t.Error("Owned rule wrong")
+	}
+}
+
+func TestCheckPeerIPv6(t *testing.T) {
+	network := netip.MustParsePrefix("2001:db8:100::/48")
+	lease := func(sn, pub string) subnet.Lease {
+		l := subnet.Lease{Subnet: netip.MustParsePrefix("198.18.4.0/24"),
+			Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.4")}}
+		if sn != "" {
+			l.IPv6Subnet = netip.MustParsePrefix(sn)
+		}
+		if pub != "" {
+			l.Attrs.PublicIPv6 = netip.MustParseAddr(pub)
+		}
+		return l
+	}
+	if err := CheckPeer(network, lease("2001:db8:100:4::/64", "2001:db8:0:1::4")); err != nil {
+		t.Errorf("valid IPv6 half: %v", err)
+	}
+	for _, tc := range []struct{ sn, pub, want string }{
+		{"", "2001:db8:0:1::4", "no IPv6 subnet"},
+		{"2001:db8:200:4::/64", "2001:db8:0:1::4", "not inside"},
+		{"2001:db8:100::/48", "2001:db8:0:1::4", "not inside"},
+		{"2001:db8:100:4::1/64", "2001:db8:0:1::4", "host bits"},
+		{"2001:db8:100:4::/64", "", "not an IPv6 address"},
+		{"2001:db8:100:4::/64", "192.0.2.4", "not an IPv6 address"},
+		{"2001:db8:100:4::/64", "fe80::4", "link-local"},
+		{"2001:db8:100:4::/64", "::1", "loopback"},
+		{"2001:db8:100:4::/64", "ff02::1", "multicast"},
+		{"2001:db8:100:4::/64", "::", "unspecified"},
+	} {
+		err := CheckPeer(network, lease(tc.sn, tc.pub))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckPeer(%s, %s) = %v, want an error with %q", tc.sn, tc.pub, err, tc.want)
+		}
+	}
+	// The IPv4 network reads only the IPv4 half, and the other way round.
+	if err := CheckPeer(netip.MustParsePrefix("198.18.0.0/16"), lease("", "")); err != nil {
+		t.Errorf("IPv4 half of a lease without IPv6: %v", err)
+	}
+	if !Owned(network, netip.MustParsePrefix("2001:db8:100:9::/64")) || Owned(network, network) ||
+		Owned(network, netip.MustParsePrefix("198.18.0.0/24")) || Owned(netip.MustParsePrefix("198.18.0.0/16"), netip.MustParsePrefix("2001:db8:100:9::/64")) {
+		t.Error("Owned rule wrong for IPv6")
+	}
+}
+
+func TestFamilyOfMappedAddress(t *testing.T) {
+	if FamilyOf(netip.MustParseAddr("::ffff:192.0.2.1")) != IPv4 || FamilyOf(netip.MustParseAddr("2001:db8::1")) != IPv6 {
+		t.Error("FamilyOf: a 4-in-6 address is IPv4, a real IPv6 address IPv6")
+	}
+	if IPv4.Contains(netip.Addr{}) || IPv6.Contains(netip.Addr{}) {
+		t.Error("the zero address is of no family")
 	}
 }

@@ -55,27 +55,27 @@ func IgnoreNotExist(err error) error {
 	return err
 }
 
-// Routes lists the IPv4 unicast routes of the main table that go out of
-// link index, retried as Dump does.
-func Routes(h *netlink.Handle, link int) ([]netlink.Route, error) {
+// Routes lists the unicast routes of family f in the main table that go
+// out of link index, retried as Dump does.
+func Routes(h *netlink.Handle, f Family, link int) ([]netlink.Route, error) {
 	filter := &netlink.Route{LinkIndex: link, Table: unix.RT_TABLE_MAIN}
-	return Dump("routes", func() ([]netlink.Route, error) {
-		return h.RouteListFiltered(unix.AF_INET, filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	return Dump(f.String()+" routes", func() ([]netlink.Route, error) {
+		return h.RouteListFiltered(f.Netlink(), filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
 	})
 }
 
-// Neighs lists the neighbour entries (family unix.AF_INET) or the fdb
-// entries (family unix.AF_BRIDGE) of a link, retried as Dump does.
+// Neighs lists the neighbour entries (family unix.AF_INET or AF_INET6) or
+// the fdb entries (family unix.AF_BRIDGE) of a link, retried as Dump does.
 func Neighs(h *netlink.Handle, link, family int) ([]netlink.Neigh, error) {
 	return Dump("neighbours", func() ([]netlink.Neigh, error) {
 		return h.NeighList(link, family)
 	})
 }
 
-// Addrs lists the IPv4 addresses of a link, retried as Dump does.
-func Addrs(h *netlink.Handle, link netlink.Link) ([]netlink.Addr, error) {
-	return Dump("addresses", func() ([]netlink.Addr, error) {
-		return h.AddrList(link, unix.AF_INET)
+// Addrs lists the addresses of family f on a link, retried as Dump does.
+func Addrs(h *netlink.Handle, f Family, link netlink.Link) ([]netlink.Addr, error) {
+	return Dump(f.String()+" addresses", func() ([]netlink.Addr, error) {
+		return h.AddrList(link, f.Netlink())
 	})
 }
 

@@ -8,14 +8,16 @@ import (
 )
 
 // CheckPeer validates the parts of a peer lease every kernel backend
-// programs: an IPv4 subnet strictly inside the overlay network and a
-// valid IPv4 public address. A lease failing it is logged and ignored,
-// never programmed: a subnet outside the network would let a peer's etcd
-// record reroute arbitrary traffic on this host.
+// programs for network's family: a subnet of that family strictly inside
+// the overlay network and a usable public address of that family
+// (PublicIP, or PublicIPv6 for an IPv6 network). A lease failing it is
+// logged and ignored, never programmed: a subnet outside the network would
+// let a peer's store record reroute arbitrary traffic on this host.
 func CheckPeer(network netip.Prefix, l subnet.Lease) error {
-	sn := l.Subnet
-	if !sn.IsValid() || !sn.Addr().Is4() {
-		return fmt.Errorf("lease subnet %v is not an IPv4 prefix", sn)
+	f := FamilyOf(network.Addr())
+	sn, public := f.Subnet(l), f.PublicIP(l)
+	if !sn.IsValid() || !f.Contains(sn.Addr()) {
+		return fmt.Errorf("lease has no %s subnet (%v)", f, sn)
 	}
 	if sn.Bits() <= network.Bits() || !network.Contains(sn.Addr()) {
 		return fmt.Errorf("lease subnet %v is not inside network %v", sn, network)
@@ -23,15 +25,22 @@ func CheckPeer(network netip.Prefix, l subnet.Lease) error {
 	if sn.Masked() != sn {
 		return fmt.Errorf("lease subnet %v has host bits set", sn)
 	}
-	if !l.Attrs.PublicIP.Is4() || l.Attrs.PublicIP.IsUnspecified() {
-		return fmt.Errorf("lease PublicIP %v is not a usable IPv4 address", l.Attrs.PublicIP)
+	field := "PublicIP"
+	if f.Is6() {
+		field = "PublicIPv6"
+	}
+	if !f.Contains(public) {
+		return fmt.Errorf("lease %s %v is not an %s address", field, public, f)
+	}
+	if err := subnet.UsableUnicast(public); err != nil {
+		return fmt.Errorf("lease %s: %w", field, err)
 	}
 	return nil
 }
 
 // Owned reports whether a route destination belongs to the overlay: a
-// prefix strictly inside network. The network itself and anything
-// outside it are never ours.
+// prefix of network's family strictly inside network. The network itself
+// and anything outside it are never ours.
 func Owned(network, dst netip.Prefix) bool {
-	return dst.Addr().Is4() && dst.Bits() > network.Bits() && network.Contains(dst.Addr())
+	return FamilyOf(dst.Addr()) == FamilyOf(network.Addr()) && dst.Bits() > network.Bits() && network.Contains(dst.Addr())
 }

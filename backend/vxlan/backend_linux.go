@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -26,53 +25,30 @@ const BackendType = "vxlan"
 type Backend struct {
 	ext      *backend.ExternalInterface
 	cfg      Config
-	network  netip.Prefix
 	interval time.Duration
 	log      *slog.Logger
 	nl       *netlink.Handle
 
-	mu    sync.Mutex // guards everything below; HandleEvents and Run share it
-	dev   netlink.Link
-	own   netip.Prefix
-	peers map[netip.Prefix]peer // desired state, by peer subnet
+	mu    sync.Mutex // guards the vteps' kernel state; HandleEvents and Run share it
+	vteps []*vtep    // IPv4 (flannel.<VNI>) first, then IPv6 (flannel-v6.<VNI>)
 
 	peerErrors *metrics.Counter
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
-// peer is the desired kernel state for one remote lease.
-type peer struct {
-	subnet netip.Prefix
-	public netip.Addr
-	mac    net.HardwareAddr
-	direct bool // DirectRouting and on our link: plain route, no vxlan entries
-}
-
 // New validates the options; it does not touch the kernel (Init does).
+// Each network given (Network, IPv6Network) gets its device; the external
+// interface must have the addresses of those families.
 func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if ext == nil || ext.Iface == nil {
 		return nil, errors.New("vxlan: no external interface")
-	}
-	if !ext.IfaceAddr.Is4() || !ext.ExtAddr.Is4() {
-		return nil, fmt.Errorf("vxlan: external addresses %v / %v must be IPv4", ext.IfaceAddr, ext.ExtAddr)
-	}
-	if !opts.Network.IsValid() || !opts.Network.Addr().Is4() {
-		return nil, fmt.Errorf("vxlan: Network %v is not an IPv4 prefix", opts.Network)
 	}
 	cfg, err := ParseConfig(opts.BackendJSON)
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{
-		ext:      ext,
-		cfg:      cfg,
-		network:  opts.Network.Masked(),
-		interval: opts.ReconcileInterval,
-		log:      opts.Logger,
-		nl:       opts.Netlink,
-		peers:    make(map[netip.Prefix]peer),
-	}
+	b := &Backend{ext: ext, cfg: cfg, interval: opts.ReconcileInterval, log: opts.Logger, nl: opts.Netlink}
 	b.peerErrors = kernel.PeerErrors(opts.Metrics)
 	if b.interval <= 0 {
 		b.interval = kernel.DefaultReconcileInterval
@@ -80,7 +56,10 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
-	b.log = b.log.With("backend", BackendType, "device", DeviceName(cfg.VNI))
+	b.log = b.log.With("backend", BackendType)
+	if b.vteps, err = b.newVTEPs(opts); err != nil {
+		return nil, err
+	}
 	if b.nl == nil {
 		if b.nl, err = netlink.NewHandle(); err != nil {
 			return nil, fmt.Errorf("vxlan: netlink: %w", err)
@@ -89,67 +68,122 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	return b, nil
 }
 
+// newVTEPs checks each enabled family's network and addresses and makes
+// its half of the backend.
+func (b *Backend) newVTEPs(opts Options) ([]*vtep, error) {
+	var vteps []*vtep
+	for _, f := range []struct {
+		fam              kernel.Family
+		network          netip.Prefix
+		local, public    netip.Addr
+		name, publicFlag string
+	}{
+		{kernel.IPv4, opts.Network, b.ext.IfaceAddr, b.ext.ExtAddr, DeviceName(b.cfg.VNI), "--public-ip"},
+		{kernel.IPv6, opts.IPv6Network, b.ext.IfaceV6Addr, b.ext.ExtV6Addr, DeviceNameV6(b.cfg.VNI), "--public-ipv6"},
+	} {
+		if !f.network.IsValid() {
+			continue
+		}
+		if !f.fam.Contains(f.network.Addr()) {
+			return nil, fmt.Errorf("vxlan: network %v is not an %s prefix", f.network, f.fam)
+		}
+		if !f.fam.Contains(f.local) || !f.fam.Contains(f.public) {
+			return nil, fmt.Errorf("vxlan: the %s network %v needs an %s address on %s and a public one (%s): have %v and %v",
+				f.fam, f.network, f.fam, b.ext.Iface.Name, f.publicFlag, f.local, f.public)
+		}
+		vteps = append(vteps, &vtep{
+			b: b, fam: f.fam, name: f.name, network: f.network.Masked(), local: f.local, public: f.public,
+			log: b.log.With("device", f.name), peers: make(map[netip.Prefix]peer),
+		})
+	}
+	if len(vteps) == 0 {
+		return nil, errors.New("vxlan: neither an IPv4 nor an IPv6 network")
+	}
+	return vteps, nil
+}
+
 // Config returns the parsed backend configuration.
 func (b *Backend) Config() Config { return b.cfg }
 
-// MTU is the configured MTU, else the external MTU minus Overhead.
+// MTU is the overlay MTU for subnet.env: the configured MTU, else the
+// external MTU minus Overhead, as flanneld writes it (also in dual stack,
+// where flannel-v6.<VNI> has 20 bytes less and the kernel tells IPv6 pods
+// so with packet-too-big); for an IPv6-only network the external MTU
+// minus OverheadV6, so that no pod packet needs that round trip.
 func (b *Backend) MTU() int {
 	if b.cfg.MTU != 0 {
 		return b.cfg.MTU
+	}
+	if b.vteps[0].fam.Is6() {
+		return b.ext.Iface.MTU - OverheadV6
 	}
 	return b.ext.Iface.MTU - Overhead
 }
 
 // PeerErrors counts peer leases that could not be programmed or were
-// ignored (foreign backend type, malformed BackendData, bad subnet).
+// ignored (foreign backend type, malformed BackendData, bad subnet), per
+// family.
 func (b *Backend) PeerErrors() uint64 { return b.peerErrors.Value() }
 
-// Init creates flannel.<VNI>, or reuses a compatible existing one so its
-// MAC (published in the lease) stays stable across restarts, and returns
-// the lease attributes.
+// Init creates flannel.<VNI> and, for IPv6, flannel-v6.<VNI>, or reuses
+// compatible existing ones so their MACs (published in the lease) stay
+// stable across restarts, and returns the lease attributes: PublicIP and
+// BackendData for IPv4, PublicIPv6 and BackendV6Data for IPv6. A dual-stack
+// lease always carries BackendV6Data: a flanneld with EnableIPv6 ignores a
+// peer's whole lease without it.
 func (b *Backend) Init(ctx context.Context) (subnet.LeaseAttrs, error) {
-	dev, err := b.ensureDevice()
-	if err != nil {
-		return subnet.LeaseAttrs{}, err
-	}
-	b.mu.Lock()
-	b.dev = dev
-	b.mu.Unlock()
-	data, err := json.Marshal(LeaseData{VNI: b.cfg.VNI, VtepMAC: dev.Attrs().HardwareAddr})
-	if err != nil {
-		return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: lease data: %w", err)
-	}
-	return subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr, BackendType: BackendType, BackendData: data}, nil
-}
-
-// Start puts the lease's network address /32 on the device and brings it
-// up. A correct existing address is kept; other IPv4 addresses on the
-// device (a previous lease) are removed.
-func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
-	if !own.Subnet.Addr().Is4() || !b.network.Contains(own.Subnet.Addr()) {
-		return fmt.Errorf("vxlan: own lease %v is not inside network %v", own.Subnet, b.network)
-	}
+	attrs := subnet.LeaseAttrs{BackendType: BackendType}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.dev == nil {
-		return errors.New("vxlan: Start before Init")
+	for _, v := range b.vteps {
+		dev, err := v.ensureDevice()
+		if err != nil {
+			return subnet.LeaseAttrs{}, err
+		}
+		v.dev = dev
+		data, err := json.Marshal(LeaseData{VNI: b.cfg.VNI, VtepMAC: dev.Attrs().HardwareAddr})
+		if err != nil {
+			return subnet.LeaseAttrs{}, fmt.Errorf("vxlan: lease data: %w", err)
+		}
+		if v.fam.Is6() {
+			attrs.PublicIPv6, attrs.BackendV6Data = v.public, data
+		} else {
+			attrs.PublicIP, attrs.BackendData = v.public, data
+		}
 	}
-	b.own = own.Subnet.Masked()
-	if err := b.ensureAddress(); err != nil {
-		return err
-	}
-	if err := b.nl.LinkSetUp(b.dev); err != nil {
-		return fmt.Errorf("vxlan: set %s up: %w", b.dev.Attrs().Name, err)
+	return attrs, nil
+}
+
+// Start puts each family's lease network address on its device (/32 on
+// flannel.<VNI>, /128 on flannel-v6.<VNI>) and brings the devices up. A
+// correct existing address is kept; other addresses of the family on the
+// device (a previous lease) are removed, IPv6 link-local ones excepted.
+func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, v := range b.vteps {
+		if err := v.start(v.fam.Subnet(own)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
-// nil, leaving the kernel state in place.
+// nil, leaving the kernel state in place. One pass covers both families.
 func (b *Backend) Run(ctx context.Context) error {
 	return kernel.Reconcile(ctx, b.interval, b.log, func(context.Context) error {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		return b.reconcile()
 	})
+}
+
+// reconcile runs one pass over every family. Callers hold b.mu.
+func (b *Backend) reconcile() error {
+	var errs []error
+	for _, v := range b.vteps {
+		errs = append(errs, v.reconcile())
+	}
+	return errors.Join(errs...)
 }

@@ -19,6 +19,10 @@ const (
 	// Overhead is what VXLAN encapsulation adds over IPv4: outer IP 20,
 	// UDP 8, VXLAN 8, inner Ethernet 14.
 	Overhead = 50
+	// OverheadV6 is the same over an IPv6 underlay (outer IP 40): the
+	// kernel caps flannel-v6.<VNI>'s MTU at the underlay's minus this,
+	// whatever flanneld asks for.
+	OverheadV6 = 70
 )
 
 // Config is the vxlan part of the network config's Backend object.
@@ -83,6 +87,9 @@ func ParseConfig(data []byte) (Config, error) {
 
 // DeviceName is flannel's name for the VXLAN device of a VNI.
 func DeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
+
+// DeviceNameV6 is flannel's name for the IPv6 VXLAN device of a VNI.
+func DeviceNameV6(vni int) string { return fmt.Sprintf("flannel-v6.%d", vni) }
 
 // LeaseData is the BackendData a vxlan host publishes in its lease:
 // {"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}, the field order flannel writes.

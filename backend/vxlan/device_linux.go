@@ -3,6 +3,8 @@ package vxlan
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -11,37 +13,63 @@ import (
 	"github.com/flannelu/flannelu/backend/kernel"
 )
 
-// wantDevice is the device flannel would create for this config.
-func (b *Backend) wantDevice() *netlink.Vxlan {
+// vtep is one family's half of the backend, as flanneld splits it:
+// flannel.<VNI> over the IPv4 underlay carries the IPv4 network,
+// flannel-v6.<VNI> over the IPv6 underlay the IPv6 network. Each has its
+// own VTEP MAC (BackendData, BackendV6Data), address, peers and entries.
+// The Backend's mutex guards every field set after New.
+type vtep struct {
+	b       *Backend
+	fam     kernel.Family
+	name    string       // flannel.<VNI> or flannel-v6.<VNI>
+	network netip.Prefix // the family's overlay network
+	local   netip.Addr   // the interface address the VXLAN packets leave from
+	public  netip.Addr   // the address peers send to, published in the lease
+	log     *slog.Logger
+
+	dev   netlink.Link          // nil before Init
+	own   netip.Prefix          // the lease's subnet of this family; zero before Start
+	peers map[netip.Prefix]peer // desired state, by peer subnet
+}
+
+// wantDevice is the device flannel would create for this config. The IPv6
+// device's MTU is what the kernel gives it over an IPv6 underlay either
+// way: flanneld v0.20.2 asks for none, v0.28 for the IPv4 value, which the
+// kernel lowers.
+func (v *vtep) wantDevice() *netlink.Vxlan {
+	mtu := v.b.MTU()
+	if v.fam.Is6() {
+		mtu = min(mtu, v.b.ext.Iface.MTU-OverheadV6)
+	}
 	return &netlink.Vxlan{
-		LinkAttrs:    netlink.LinkAttrs{Name: DeviceName(b.cfg.VNI), MTU: b.MTU()},
-		VxlanId:      b.cfg.VNI,
-		VtepDevIndex: b.ext.Iface.Index,
-		SrcAddr:      kernel.IP(b.ext.IfaceAddr),
-		Port:         b.cfg.Port,
-		Learning:     b.cfg.Learning,
-		GBP:          b.cfg.GBP,
+		LinkAttrs:    netlink.LinkAttrs{Name: v.name, MTU: mtu},
+		VxlanId:      v.b.cfg.VNI,
+		VtepDevIndex: v.b.ext.Iface.Index,
+		SrcAddr:      kernel.IP(v.local),
+		Port:         v.b.cfg.Port,
+		Learning:     v.b.cfg.Learning,
+		GBP:          v.b.cfg.GBP,
 	}
 }
 
 // ensureDevice creates the device, or reuses an existing compatible one
 // (keeping its MAC); an incompatible one is deleted and recreated, as
 // flanneld does. The MTU of a reused device is corrected in place.
-func (b *Backend) ensureDevice() (netlink.Link, error) {
-	want := b.wantDevice()
-	err := b.nl.LinkAdd(want)
+func (v *vtep) ensureDevice() (netlink.Link, error) {
+	want := v.wantDevice()
+	err := v.b.nl.LinkAdd(want)
 	switch {
 	case err == nil:
-		b.log.Info("created vxlan device", "vni", want.VxlanId, "port", want.Port, "mtu", want.MTU)
+		v.log.Info("created vxlan device", "vni", want.VxlanId, "port", want.Port, "mtu", want.MTU, "local", v.local)
 	case errors.Is(err, unix.EEXIST):
-		if err := b.reuseOrReplace(want); err != nil {
+		if err := v.reuseOrReplace(want); err != nil {
 			return nil, err
 		}
 	default:
 		return nil, fmt.Errorf("vxlan: create %s: %w", want.Name, err)
 	}
 	// Re-read: the kernel chose the MAC.
-	link, err := b.nl.LinkByName(want.Name)
+	link, err := v.b.nl.LinkByName(want.Name)
 	if err != nil {
 		return nil, fmt.Errorf("vxlan: read back %s: %w", want.Name, err)
 	}
@@ -51,26 +79,27 @@ func (b *Backend) ensureDevice() (netlink.Link, error) {
 	return link, nil
 }
 
-func (b *Backend) reuseOrReplace(want *netlink.Vxlan) error {
-	existing, err := b.nl.LinkByName(want.Name)
+func (v *vtep) reuseOrReplace(want *netlink.Vxlan) error {
+	nl := v.b.nl
+	existing, err := nl.LinkByName(want.Name)
 	if err != nil {
 		return fmt.Errorf("vxlan: read existing %s: %w", want.Name, err)
 	}
 	reason := incompatible(want, existing)
 	if reason == "" {
-		b.log.Info("reusing existing vxlan device", "mac", existing.Attrs().HardwareAddr.String())
+		v.log.Info("reusing existing vxlan device", "mac", existing.Attrs().HardwareAddr.String())
 		if existing.Attrs().MTU != want.MTU {
-			if err := b.nl.LinkSetMTU(existing, want.MTU); err != nil {
+			if err := nl.LinkSetMTU(existing, want.MTU); err != nil {
 				return fmt.Errorf("vxlan: set %s MTU %d: %w", want.Name, want.MTU, err)
 			}
 		}
 		return nil
 	}
-	b.log.Warn("existing device has an incompatible configuration, recreating it", "reason", reason)
-	if err := b.nl.LinkDel(existing); err != nil {
+	v.log.Warn("existing device has an incompatible configuration, recreating it", "reason", reason)
+	if err := nl.LinkDel(existing); err != nil {
 		return fmt.Errorf("vxlan: delete incompatible %s: %w", want.Name, err)
 	}
-	if err := b.nl.LinkAdd(want); err != nil {
+	if err := nl.LinkAdd(want); err != nil {
 		return fmt.Errorf("vxlan: recreate %s: %w", want.Name, err)
 	}
 	return nil
@@ -98,11 +127,32 @@ func incompatible(want *netlink.Vxlan, l netlink.Link) string {
 	return ""
 }
 
-// ensureAddress keeps exactly the own lease's network address /32 on the
-// device. Callers hold b.mu.
-func (b *Backend) ensureAddress() error {
-	want := netip.PrefixFrom(b.own.Addr(), 32)
-	addrs, err := kernel.Addrs(b.nl, b.dev)
+// start records the own subnet, puts its address on the device and brings
+// the device up.
+func (v *vtep) start(own netip.Prefix) error {
+	if !own.IsValid() || !v.fam.Contains(own.Addr()) || !v.network.Contains(own.Addr()) {
+		return fmt.Errorf("vxlan: own %s lease %v is not inside network %v", v.fam, own, v.network)
+	}
+	if v.dev == nil {
+		return errors.New("vxlan: Start before Init")
+	}
+	v.own = own.Masked()
+	if err := v.ensureAddress(); err != nil {
+		return err
+	}
+	if err := v.b.nl.LinkSetUp(v.dev); err != nil {
+		return fmt.Errorf("vxlan: set %s up: %w", v.name, err)
+	}
+	return nil
+}
+
+// ensureAddress keeps exactly the own lease's network address as a host
+// prefix (/32 or /128) among the device's addresses of its family; IPv6
+// link-local addresses, which the kernel gives every device, are left
+// alone, as flanneld does.
+func (v *vtep) ensureAddress() error {
+	want := netip.PrefixFrom(v.own.Addr(), v.fam.Bits())
+	addrs, err := kernel.Addrs(v.b.nl, v.fam, v.dev)
 	if err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
@@ -113,16 +163,35 @@ func (b *Backend) ensureAddress() error {
 			have = true
 			continue
 		}
-		b.log.Info("removing stale address from device", "address", a.IPNet.String())
-		if err := kernel.IgnoreNotExist(b.nl.AddrDel(b.dev, &a)); err != nil {
+		if ok && p.Addr().IsLinkLocalUnicast() && v.fam.Is6() {
+			continue
+		}
+		v.log.Info("removing stale address from device", "address", a.IPNet.String())
+		if err := kernel.IgnoreNotExist(v.b.nl.AddrDel(v.dev, &a)); err != nil {
 			return fmt.Errorf("vxlan: remove address %v: %w", a.IPNet, err)
 		}
 	}
 	if have {
 		return nil
 	}
-	if err := b.nl.AddrAdd(b.dev, &netlink.Addr{IPNet: kernel.IPNet(want)}); err != nil {
-		return fmt.Errorf("vxlan: add address %v: %w", want, err)
+	if err := v.b.nl.AddrAdd(v.dev, &netlink.Addr{IPNet: kernel.IPNet(want)}); err != nil {
+		return fmt.Errorf("vxlan: add address %v to %s: %w", want, v.name, err)
+	}
+	return nil
+}
+
+// ensureUp brings the device up if someone took it down.
+func (v *vtep) ensureUp() error {
+	dev, err := v.b.nl.LinkByIndex(v.dev.Attrs().Index)
+	if err != nil {
+		return fmt.Errorf("vxlan: device %s: %w", v.name, err)
+	}
+	if dev.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	v.log.Warn("device was down, bringing it up")
+	if err := v.b.nl.LinkSetUp(dev); err != nil {
+		return fmt.Errorf("vxlan: set %s up: %w", v.name, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -13,75 +14,96 @@ import (
 	"github.com/flannelu/flannelu/subnet"
 )
 
+// peer is the desired kernel state for one remote lease in one family.
+type peer struct {
+	subnet netip.Prefix
+	public netip.Addr
+	mac    net.HardwareAddr
+	direct bool // DirectRouting and on our link: plain route, no vxlan entries
+}
+
 // HandleEvents applies peer lease changes in order. A lease of another
-// backend type or with malformed BackendData is logged and ignored as
-// flanneld does (a Changed event turning a known peer into such a lease
-// removes that peer: its old entries can no longer be right). A failure
-// to program one peer is logged and counted and does not affect others;
-// the reconcile loop retries it.
+// backend type is logged and ignored as flanneld does (a Changed event
+// turning a known peer into such a lease removes that peer: its old
+// entries can no longer be right). Each family is programmed on its own:
+// a dual-stack peer whose IPv6 half is unusable (no PublicIPv6 or
+// BackendV6Data) still gets its IPv4 entries, where flanneld would skip
+// the whole lease. A failure to program one peer is logged and counted and
+// does not affect others; the reconcile loop retries it.
 func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ev := range events {
-		b.handle(ev)
+		foreign := ev.Type != subnet.EventRemoved && ev.Lease.Attrs.BackendType != BackendType
+		if foreign {
+			b.peerErrors.Add(1)
+			b.log.Warn("ignoring peer lease", "subnet", ev.Lease.Subnet, "ipv6_subnet", ev.Lease.IPv6Subnet,
+				"type", ev.Lease.Attrs.BackendType, "error", fmt.Errorf("backend type %q, not %q", ev.Lease.Attrs.BackendType, BackendType))
+		}
+		for _, v := range b.vteps {
+			v.handle(ev, foreign)
+		}
 	}
 }
 
-func (b *Backend) handle(ev subnet.Event) {
-	key := ev.Lease.Subnet.Masked()
-	old, known := b.peers[key]
-	if ev.Type == subnet.EventRemoved {
+// handle applies one event to this family; foreign says the lease is of
+// another backend type and only its removal is left to do.
+func (v *vtep) handle(ev subnet.Event, foreign bool) {
+	key := v.fam.Subnet(ev.Lease).Masked()
+	old, known := v.peers[key]
+	if ev.Type == subnet.EventRemoved || foreign {
 		if known {
-			delete(b.peers, key)
-			b.report(old, b.unprogram(old), "remove")
+			delete(v.peers, key)
+			v.report(old, v.unprogram(old), "remove")
 		}
 		return
 	}
-	p, err := b.peerOf(ev.Lease)
+	p, err := v.peerOf(ev.Lease)
 	if err != nil {
-		b.peerErrors.Add(1)
-		b.log.Warn("ignoring peer lease", "subnet", ev.Lease.Subnet, "type", ev.Lease.Attrs.BackendType, "error", err)
+		v.b.peerErrors.Add(1)
+		v.log.Warn("ignoring peer lease", "subnet", v.fam.Subnet(ev.Lease), "family", v.fam.String(), "error", err)
 		if known {
-			delete(b.peers, key)
-			b.report(old, b.unprogram(old), "remove")
+			delete(v.peers, key)
+			v.report(old, v.unprogram(old), "remove")
 		}
 		return
 	}
-	b.peers[key] = p
-	if b.dev == nil {
+	v.peers[key] = p
+	if v.dev == nil {
 		return // before Init: the reconcile after Start programs it
 	}
-	err = b.program(p)
+	err = v.program(p)
 	if err == nil && known {
-		err = b.dropStale(old, p)
+		err = v.dropStale(old, p)
 	}
-	b.report(p, err, ev.Type.String())
+	v.report(p, err, ev.Type.String())
 }
 
-func (b *Backend) report(p peer, err error, what string) {
+func (v *vtep) report(p peer, err error, what string) {
 	if err == nil {
-		b.log.Debug("peer "+what, "subnet", p.subnet, "public_ip", p.public, "vtep_mac", p.mac.String(), "direct", p.direct)
+		v.log.Debug("peer "+what, "subnet", p.subnet, "public_ip", p.public, "vtep_mac", p.mac.String(), "direct", p.direct)
 		return
 	}
-	b.peerErrors.Add(1)
-	b.log.Error("peer "+what+" failed", "subnet", p.subnet, "public_ip", p.public, "error", err)
+	v.b.peerErrors.Add(1)
+	v.log.Error("peer "+what+" failed", "subnet", p.subnet, "public_ip", p.public, "error", err)
 }
 
-// peerOf turns a lease into desired state, or says why it cannot.
-func (b *Backend) peerOf(l subnet.Lease) (peer, error) {
-	if l.Attrs.BackendType != BackendType {
-		return peer{}, fmt.Errorf("backend type %q, not %q", l.Attrs.BackendType, BackendType)
-	}
-	if err := kernel.CheckPeer(b.network, l); err != nil {
+// peerOf turns this family's half of a lease into desired state, or says
+// why it cannot.
+func (v *vtep) peerOf(l subnet.Lease) (peer, error) {
+	if err := kernel.CheckPeer(v.network, l); err != nil {
 		return peer{}, err
 	}
-	data, err := ParseLeaseData(l.Attrs.BackendData)
+	data, err := ParseLeaseData(v.fam.BackendData(l))
 	if err != nil {
+		if v.fam.Is6() {
+			return peer{}, fmt.Errorf("BackendV6Data: %w", err)
+		}
 		return peer{}, err
 	}
-	p := peer{subnet: l.Subnet.Masked(), public: l.Attrs.PublicIP, mac: data.VtepMAC}
-	if b.cfg.DirectRouting && b.dev != nil {
-		p.direct, err = kernel.OnLink(b.nl, kernel.IP(p.public), b.ext.Iface.Index)
+	p := peer{subnet: v.fam.Subnet(l).Masked(), public: v.fam.PublicIP(l), mac: data.VtepMAC}
+	if v.b.cfg.DirectRouting && v.dev != nil {
+		p.direct, err = kernel.OnLink(v.b.nl, kernel.IP(p.public), v.b.ext.Iface.Index)
 		if err != nil {
 			return peer{}, err
 		}
@@ -89,26 +111,26 @@ func (b *Backend) peerOf(l subnet.Lease) (peer, error) {
 	return p, nil
 }
 
-func (b *Backend) neigh(p peer) *netlink.Neigh {
+func (v *vtep) neigh(p peer) *netlink.Neigh {
 	return &netlink.Neigh{
-		LinkIndex: b.dev.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+		LinkIndex: v.dev.Attrs().Index, Family: v.fam.Netlink(), State: netlink.NUD_PERMANENT,
 		Type: unix.RTN_UNICAST, IP: kernel.IP(p.subnet.Addr()), HardwareAddr: p.mac,
 	}
 }
 
-func (b *Backend) fdb(p peer) *netlink.Neigh {
+func (v *vtep) fdb(p peer) *netlink.Neigh {
 	return &netlink.Neigh{
-		LinkIndex: b.dev.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
+		LinkIndex: v.dev.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
 		Flags: netlink.NTF_SELF, IP: kernel.IP(p.public), HardwareAddr: p.mac,
 	}
 }
 
-func (b *Backend) route(p peer) *netlink.Route {
+func (v *vtep) route(p peer) *netlink.Route {
 	if p.direct {
-		return &netlink.Route{LinkIndex: b.ext.Iface.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.public)}
+		return &netlink.Route{LinkIndex: v.b.ext.Iface.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.public)}
 	}
 	return &netlink.Route{
-		LinkIndex: b.dev.Attrs().Index, Dst: kernel.IPNet(p.subnet),
+		LinkIndex: v.dev.Attrs().Index, Dst: kernel.IPNet(p.subnet),
 		Gw: kernel.IP(p.subnet.Addr()), Flags: int(netlink.FLAG_ONLINK),
 	}
 }
@@ -117,16 +139,17 @@ func (b *Backend) route(p peer) *netlink.Route {
 // route (the route last, so no packet is routed to a MAC the kernel
 // cannot resolve yet). All writes replace, so a repeat is harmless and
 // an existing correct entry is never removed first.
-func (b *Backend) program(p peer) error {
+func (v *vtep) program(p peer) error {
+	nl := v.b.nl
 	if !p.direct {
-		if err := b.nl.NeighSet(b.neigh(p)); err != nil {
+		if err := nl.NeighSet(v.neigh(p)); err != nil {
 			return fmt.Errorf("neighbour %v: %w", p.subnet.Addr(), err)
 		}
-		if err := b.nl.NeighSet(b.fdb(p)); err != nil {
+		if err := nl.NeighSet(v.fdb(p)); err != nil {
 			return fmt.Errorf("fdb %v dst %v: %w", p.mac, p.public, err)
 		}
 	}
-	if err := b.nl.RouteReplace(b.route(p)); err != nil {
+	if err := nl.RouteReplace(v.route(p)); err != nil {
 		return fmt.Errorf("route %v: %w", p.subnet, err)
 	}
 	return nil
@@ -134,80 +157,46 @@ func (b *Backend) program(p peer) error {
 
 // unprogram deletes a peer's entries: route first, so nothing is sent to
 // a half-removed peer. Entries already gone are fine.
-func (b *Backend) unprogram(p peer) error {
-	if b.dev == nil {
+func (v *vtep) unprogram(p peer) error {
+	if v.dev == nil {
 		return nil
 	}
-	if err := kernel.IgnoreNotExist(b.nl.RouteDel(b.route(p))); err != nil {
+	nl := v.b.nl
+	if err := kernel.IgnoreNotExist(nl.RouteDel(v.route(p))); err != nil {
 		return fmt.Errorf("route %v: %w", p.subnet, err)
 	}
 	if p.direct {
 		return nil
 	}
-	if err := kernel.IgnoreNotExist(b.nl.NeighDel(b.neigh(p))); err != nil {
+	if err := kernel.IgnoreNotExist(nl.NeighDel(v.neigh(p))); err != nil {
 		return fmt.Errorf("neighbour %v: %w", p.subnet.Addr(), err)
 	}
-	if err := kernel.IgnoreNotExist(b.nl.NeighDel(b.fdb(p))); err != nil {
+	if err := kernel.IgnoreNotExist(nl.NeighDel(v.fdb(p))); err != nil {
 		return fmt.Errorf("fdb %v: %w", p.mac, err)
 	}
 	return nil
 }
 
 // dropStale removes what old had and now does not, after now has been
-// programmed: the fdb entry of a replaced MAC, the vxlan entries of a
-// peer that became direct, the direct route of one that stopped being.
-// The route to the subnet itself was replaced in place, never deleted.
-func (b *Backend) dropStale(old, now peer) error {
+// programmed: the fdb entry of a replaced MAC or public address, the
+// vxlan entries of a peer that became direct, the direct route of one
+// that stopped being. The route to the subnet itself was replaced in
+// place, never deleted.
+func (v *vtep) dropStale(old, now peer) error {
+	nl := v.b.nl
 	if old.direct && !now.direct {
-		return kernel.IgnoreNotExist(b.nl.RouteDel(b.route(old)))
+		return kernel.IgnoreNotExist(nl.RouteDel(v.route(old)))
 	}
 	if old.direct {
 		return nil
 	}
 	if now.direct {
-		if err := kernel.IgnoreNotExist(b.nl.NeighDel(b.neigh(old))); err != nil {
+		if err := kernel.IgnoreNotExist(nl.NeighDel(v.neigh(old))); err != nil {
 			return err
 		}
 	}
-	if now.direct || !bytes.Equal(old.mac, now.mac) {
-		return kernel.IgnoreNotExist(b.nl.NeighDel(b.fdb(old)))
+	if now.direct || !bytes.Equal(old.mac, now.mac) || old.public != now.public {
+		return kernel.IgnoreNotExist(nl.NeighDel(v.fdb(old)))
 	}
 	return nil
-}
-
-// reconcile makes the kernel match b.peers for everything we own. Callers
-// hold b.mu.
-func (b *Backend) reconcile() error {
-	if b.dev == nil || !b.own.IsValid() {
-		return nil // not started yet
-	}
-	dev, err := b.nl.LinkByIndex(b.dev.Attrs().Index)
-	if err != nil {
-		return fmt.Errorf("vxlan: device %s: %w", b.dev.Attrs().Name, err)
-	}
-	if dev.Attrs().Flags&net.FlagUp == 0 {
-		b.log.Warn("device was down, bringing it up")
-		if err := b.nl.LinkSetUp(dev); err != nil {
-			return fmt.Errorf("vxlan: set up: %w", err)
-		}
-	}
-	if err := b.ensureAddress(); err != nil {
-		return err
-	}
-	for _, step := range []func() error{b.syncRoutes, b.syncNeighs, b.syncFDB} {
-		if err := step(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// repair deletes or adds one entry for the reconcile loop and logs it.
-func (b *Backend) repair(what, action string, entry fmt.Stringer, do func() error) {
-	if err := do(); err != nil && !(action == "delete" && kernel.NotExist(err)) {
-		b.peerErrors.Add(1)
-		b.log.Error("reconcile: "+action+" "+what+" failed", "entry", entry.String(), "error", err)
-		return
-	}
-	b.log.Info("reconcile: "+action+" "+what, "entry", entry.String())
 }

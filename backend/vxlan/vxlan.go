@@ -1,14 +1,17 @@
-// Package vxlan is flannel's vxlan backend: the kernel's VXLAN device
-// flannel.<VNI> carries pod traffic, and this package only programs it
-// (neighbour, fdb and route per peer) through netlink, exactly as flanneld
-// lays it out, so a flanneld and a flannelu node share one overlay.
+// Package vxlan is flannel's vxlan backend: the kernel's VXLAN devices
+// carry pod traffic, and this package only programs them (neighbour, fdb
+// and route per peer) through netlink, exactly as flanneld lays them out,
+// so a flanneld and a flannelu node share one overlay. As in flanneld, the
+// IPv4 network runs on flannel.<VNI> over the IPv4 underlay and the IPv6
+// network on flannel-v6.<VNI> over the IPv6 underlay, each with its own
+// VTEP MAC (BackendData, BackendV6Data); a dual-stack node has both, an
+// IPv6-only node only the second.
 //
-// Ownership: everything on flannel.<VNI> is ours (routes of the main
-// table, permanent neighbours, fdb entries); with DirectRouting also the
-// gateway routes on the external interface whose destination lies
-// strictly inside the overlay network. The reconcile loop deletes
-// entries we own that match no current peer and never touches anything
-// else.
+// Ownership: everything on the devices is ours (routes of the main table,
+// permanent neighbours, fdb entries); with DirectRouting also the gateway
+// routes on the external interface whose destination lies strictly inside
+// an overlay network. The reconcile loop deletes entries we own that match
+// no current peer and never touches anything else.
 package vxlan
 
 import (
@@ -23,7 +26,8 @@ import (
 
 // Options configure New.
 type Options struct {
-	Network           netip.Prefix  // the whole overlay, e.g. 198.18.0.0/16
+	Network           netip.Prefix  // the IPv4 overlay, e.g. 198.18.0.0/16; zero for an IPv6-only network
+	IPv6Network       netip.Prefix  // the IPv6 overlay, e.g. 2001:db8:100::/48; zero without IPv6
 	BackendJSON       []byte        // the network config's Backend object
 	ReconcileInterval time.Duration // default 10s
 	Logger            *slog.Logger  // default slog.Default()

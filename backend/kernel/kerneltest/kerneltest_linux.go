@@ -112,20 +112,27 @@ func Veth(t testing.TB, a *Namespace, aName, aAddr string, b *Namespace, bName, 
 }
 
 // External describes link name in n as the backend's external interface,
-// with addr (a prefix like 192.0.2.1/24) as both interface and public IP.
-func (n *Namespace) External(t testing.TB, name, addr string) *backend.ExternalInterface {
+// with each of addrs (prefixes like 192.0.2.1/24 or 2001:db8:0:1::1/64)
+// as both interface and public address of its family.
+func (n *Namespace) External(t testing.TB, name string, addrs ...string) *backend.ExternalInterface {
 	t.Helper()
 	link, err := n.NL.LinkByName(name)
 	if err != nil {
 		t.Fatalf("link %s in %s: %v", name, n.Name, err)
 	}
-	a := netip.MustParsePrefix(addr).Addr()
 	la := link.Attrs()
-	return &backend.ExternalInterface{
-		Iface:     &net.Interface{Index: la.Index, MTU: la.MTU, Name: la.Name, HardwareAddr: la.HardwareAddr, Flags: la.Flags},
-		IfaceAddr: a,
-		ExtAddr:   a,
+	ext := &backend.ExternalInterface{
+		Iface: &net.Interface{Index: la.Index, MTU: la.MTU, Name: la.Name, HardwareAddr: la.HardwareAddr, Flags: la.Flags},
 	}
+	for _, s := range addrs {
+		a := netip.MustParsePrefix(s).Addr()
+		if a.Is4() {
+			ext.IfaceAddr, ext.ExtAddr = a, a
+		} else {
+			ext.IfaceV6Addr, ext.ExtV6Addr = a, a
+		}
+	}
+	return ext
 }
 
 // Route is one entry of `ip -j route`.
