@@ -15,6 +15,11 @@ type Host struct {
 	Addr   netip.Prefix // underlay address, 192.0.2.<i>/24
 	Subnet netip.Prefix // the host's lease, 198.18.<i>.0/24
 	PodIP  netip.Addr   // 198.18.<i>.2
+
+	// The IPv6 half, set by DualStack.
+	Addr6   netip.Prefix // 2001:db8:0:1::<i>/64
+	Subnet6 netip.Prefix // 2001:db8:100:<i>::/64
+	PodIP6  netip.Addr   // 2001:db8:100:<i>::2
 }
 
 // TwoHosts builds two hosts joined by a veth underlay (192.0.2.1 and
