@@ -21,6 +21,7 @@ const (
 	// masqueraded by kube-proxy itself, not a second time here.
 	kubeProxyMark = "0x4000/0x4000"
 	multicast     = "224.0.0.0/4"
+	multicastV6   = "ff00::/8"
 )
 
 // Rule is one rule of a Set, in a chain of the Set's table.
@@ -57,19 +58,35 @@ func (r Rule) String() string {
 
 // Set is a group of rules that is checked and restored as a whole, because
 // their order matters: a chain of flannel's own (Chain), the rules that
-// fill it, and the jump to it from a built-in chain.
+// fill it, and the jump to it from a built-in chain. A set for an IPv6
+// network belongs in ip6tables (IPv6), where flanneld keeps the same chains.
 type Set struct {
-	Name  string // for logs: "masq" or "forward"
+	Name  string // for logs: "masq" or "forward", "ipv6 masq" or "ipv6 forward"
 	Table string
 	Chain string
 	Rules []Rule
+	IPv6  bool
+}
+
+// setName names a set of network's family for logs.
+func setName(name string, network netip.Prefix) string {
+	if network.Addr().Is6() {
+		return "ipv6 " + name
+	}
+	return name
 }
 
 // Masq is flanneld's masquerade set for the flannel network and this host's
-// lease. randomFully adds --random-fully to the MASQUERADE targets, as
-// flanneld does where iptables supports it.
+// lease, of either family: the IPv6 set (flanneld's MasqIP6Rules) is the
+// IPv4 one with IPv6 multicast ff00::/8 in place of 224.0.0.0/4. randomFully
+// adds --random-fully to the MASQUERADE targets, as flanneld does where
+// iptables (or ip6tables) supports it.
 func Masq(network, lease netip.Prefix, randomFully bool) Set {
 	n, s := network.String(), lease.String()
+	mcast := multicast
+	if network.Addr().Is6() {
+		mcast = multicastV6
+	}
 	masq := []string{"-j", "MASQUERADE"}
 	if randomFully {
 		masq = append(masq, "--random-fully")
@@ -80,13 +97,13 @@ func Masq(network, lease netip.Prefix, randomFully bool) Set {
 	}
 	jump := rule(nil, "-j", MasqChain)
 	jump.Chain, jump.Insert = "POSTROUTING", true
-	return Set{Name: "masq", Table: "nat", Chain: MasqChain, Rules: []Rule{
+	return Set{Name: setName("masq", network), Table: "nat", Chain: MasqChain, IPv6: network.Addr().Is6(), Rules: []Rule{
 		jump,
 		rule([]string{"-m", "mark", "--mark", kubeProxyMark}, "-j", "RETURN"),
 		// Pod to pod stays unmasqueraded, on this host and across hosts.
 		rule([]string{"-s", n, "-d", n}, "-j", "RETURN"),
 		// Pods reaching outside the overlay, except multicast.
-		rule([]string{"-s", n, "!", "-d", multicast}, masq...),
+		rule([]string{"-s", n, "!", "-d", mcast}, masq...),
 		// Outside traffic to this host's own pods keeps its source (the
 		// node that owns the pod answers it directly).
 		rule([]string{"!", "-s", n, "-d", s}, "-j", "RETURN"),
@@ -96,7 +113,8 @@ func Masq(network, lease netip.Prefix, randomFully bool) Set {
 }
 
 // Forward is flanneld's set that accepts overlay traffic in FORWARD, so that
-// a FORWARD policy of DROP (Docker sets one) does not cut the pods off.
+// a FORWARD policy of DROP (Docker sets one) does not cut the pods off; for
+// an IPv6 network the same chain in ip6tables.
 func Forward(network netip.Prefix) Set {
 	n := network.String()
 	rule := func(match ...string) Rule {
@@ -105,7 +123,7 @@ func Forward(network netip.Prefix) Set {
 	}
 	jump := Rule{Chain: "FORWARD", Insert: true,
 		Spec: []string{"-m", "comment", "--comment", fwdComment, "-j", ForwardChain}}
-	return Set{Name: "forward", Table: "filter", Chain: ForwardChain, Rules: []Rule{
+	return Set{Name: setName("forward", network), Table: "filter", Chain: ForwardChain, IPv6: network.Addr().Is6(), Rules: []Rule{
 		jump,
 		rule("-s", n),
 		rule("-d", n),

@@ -8,8 +8,10 @@ import (
 )
 
 var (
-	network = netip.MustParsePrefix("198.18.0.0/16")
-	lease   = netip.MustParsePrefix("198.18.40.0/24")
+	network  = netip.MustParsePrefix("198.18.0.0/16")
+	lease    = netip.MustParsePrefix("198.18.40.0/24")
+	network6 = netip.MustParsePrefix("2001:db8:100::/48")
+	lease6   = netip.MustParsePrefix("2001:db8:100:28::/64")
 )
 
 // flanneld v0.20.2's rules, as written in its network/iptables.go and as
@@ -27,6 +29,24 @@ var (
 		`-I FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD`,
 		`-A FLANNEL-FWD -s 198.18.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`,
 		`-A FLANNEL-FWD -d 198.18.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT`,
+	}
+)
+
+// flanneld v0.20.2's IPv6 rules (its MasqIP6Rules, and ForwardRules with
+// the IPv6 network), kept in ip6tables.
+var (
+	wantMasq6 = []string{
+		`-I POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG`,
+		`-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG -s 2001:db8:100::/48 -d 2001:db8:100::/48 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG -s 2001:db8:100::/48 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully`,
+		`-A FLANNEL-POSTRTG ! -s 2001:db8:100::/48 -d 2001:db8:100:28::/64 -m comment --comment "flanneld masq" -j RETURN`,
+		`-A FLANNEL-POSTRTG ! -s 2001:db8:100::/48 -d 2001:db8:100::/48 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully`,
+	}
+	wantForward6 = []string{
+		`-I FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD`,
+		`-A FLANNEL-FWD -s 2001:db8:100::/48 -m comment --comment "flanneld forward" -j ACCEPT`,
+		`-A FLANNEL-FWD -d 2001:db8:100::/48 -m comment --comment "flanneld forward" -j ACCEPT`,
 	}
 )
 
@@ -56,10 +76,16 @@ func TestRules(t *testing.T) {
 		{"masq with random-fully", Masq(network, lease, true), "nat", MasqChain, wantMasq},
 		{"masq without random-fully", Masq(network, lease, false), "nat", MasqChain, withoutRandomFully(wantMasq)},
 		{"forward", Forward(network), "filter", ForwardChain, wantForward},
+		{"ipv6 masq", Masq(network6, lease6, true), "nat", MasqChain, wantMasq6},
+		{"ipv6 masq without random-fully", Masq(network6, lease6, false), "nat", MasqChain, withoutRandomFully(wantMasq6)},
+		{"ipv6 forward", Forward(network6), "filter", ForwardChain, wantForward6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.set.Table != tc.table || tc.set.Chain != tc.chain {
 				t.Errorf("table %s chain %s, want %s %s", tc.set.Table, tc.set.Chain, tc.table, tc.chain)
+			}
+			if v6 := strings.HasPrefix(tc.name, "ipv6"); tc.set.IPv6 != v6 || strings.HasPrefix(tc.set.Name, "ipv6 ") != v6 {
+				t.Errorf("set %q IPv6=%v, want an IPv6 set named so: %v", tc.set.Name, tc.set.IPv6, v6)
 			}
 			if got := lines(tc.set); !slices.Equal(got, tc.want) {
 				t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))

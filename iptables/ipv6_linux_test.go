@@ -1,0 +1,140 @@
+package iptables
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+var (
+	foreignNat6 = "-A POSTROUTING -s 2001:db8:0:9::/64 -j RETURN"
+	foreignFwd6 = "-A FORWARD -s 2001:db8:0:9::/64 -j ACCEPT"
+)
+
+// newNamespace6 is newNamespace for ip6tables: a foreign rule in each
+// built-in chain and a FORWARD policy of DROP.
+func newNamespace6(t *testing.T) testbed.NS {
+	ns := testbed.Namespace(t, "ip6t")
+	for _, args := range [][]string{
+		{"ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "2001:db8:0:9::/64", "-j", "RETURN"},
+		{"ip6tables", "-A", "FORWARD", "-s", "2001:db8:0:9::/64", "-j", "ACCEPT"},
+		{"ip6tables", "-P", "FORWARD", "DROP"},
+	} {
+		ns.Exec(t, args...)
+	}
+	return ns
+}
+
+// wantTables6 is ip6tables -S of each table with flanneld's IPv6 sets for
+// lease6 in place.
+func wantTables6() map[string][]string {
+	return map[string][]string{
+		"nat": append([]string{
+			"-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
+			"-N FLANNEL-POSTRTG",
+			asListed(wantMasq6[0]),
+			foreignNat6,
+		}, wantMasq6[1:]...),
+		"filter": append([]string{
+			"-P INPUT ACCEPT", "-P FORWARD DROP", "-P OUTPUT ACCEPT",
+			"-N FLANNEL-FWD",
+			asListed(wantForward6[0]),
+			foreignFwd6,
+		}, wantForward6[1:]...),
+	}
+}
+
+// tablesOf compares `<tool> -t <table> -S` inside ns with want, exactly.
+func tablesOf(ns testbed.NS, tool string, want map[string][]string) error {
+	for _, table := range []string{"nat", "filter"} {
+		out, err := ns.Run(tool, "-t", table, "-S")
+		if err != nil {
+			return err
+		}
+		got := strings.Split(strings.TrimSpace(out), "\n")
+		if !slices.Equal(got, want[table]) {
+			return fmt.Errorf("%s -t %s -S:\n%s\nwant:\n%s", tool, table, strings.Join(got, "\n"), strings.Join(want[table], "\n"))
+		}
+	}
+	return nil
+}
+
+func TestIPv6SetUpAndResync(t *testing.T) {
+	ns := newNamespace6(t)
+	const resync = time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(func() error {
+			r, err := New(Options{Resync: resync, IPv6: true})
+			if err != nil {
+				return err
+			}
+			if !r.RandomFully() {
+				return fmt.Errorf("ip6tables here lacks --random-fully; the expected rules assume it")
+			}
+			r.Keep(Masq(network6, lease6, true))
+			r.Keep(Forward(network6))
+			r.Run(ctx)
+			return nil
+		})
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after its context ended")
+		}
+	}()
+	want := wantTables6()
+	if err := testbed.Eventually(3*resync, func() error { return tablesOf(ns, "ip6tables", want) }); err != nil {
+		t.Fatalf("first set-up: %v", err)
+	}
+	// iptables (IPv4) is left alone.
+	v4 := map[string][]string{
+		"nat":    {"-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT"},
+		"filter": {"-P INPUT ACCEPT", "-P FORWARD ACCEPT", "-P OUTPUT ACCEPT"},
+	}
+	if err := tablesOf(ns, "iptables", v4); err != nil {
+		t.Errorf("an IPv6 runner touched iptables: %v", err)
+	}
+	ns.Exec(t, "ip6tables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "2001:db8:100::/48", "!", "-d", "ff00::/8",
+		"-m", "comment", "--comment", "flanneld masq", "-j", "MASQUERADE", "--random-fully")
+	ns.Exec(t, "ip6tables", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD")
+	if err := tablesOf(ns, "ip6tables", want); err == nil {
+		t.Fatal("the rules deleted by hand are still listed")
+	}
+	if err := testbed.Eventually(3*resync, func() error { return tablesOf(ns, "ip6tables", want) }); err != nil {
+		t.Fatalf("within %v of deleting two rules: %v", 3*resync, err)
+	}
+}
+
+func TestSetOfTheOtherFamilyRefused(t *testing.T) {
+	ns := newNamespace6(t)
+	inNS(t, ns, Options{IPv6: true}, func(r *Runner) error {
+		for _, s := range []Set{Masq(network, lease, true), Forward(network)} {
+			if err := r.Ensure(s); err == nil || !strings.Contains(err.Error(), s.Name) {
+				return fmt.Errorf("an ip6tables runner ensured the IPv4 set %q: %v", s.Name, err)
+			}
+			if err := r.Remove(s); err == nil {
+				return fmt.Errorf("an ip6tables runner removed the IPv4 set %q", s.Name)
+			}
+		}
+		return nil
+	})
+	inNS(t, ns, Options{}, func(r *Runner) error {
+		if err := r.Ensure(Forward(network6)); err == nil {
+			return fmt.Errorf("an iptables runner ensured the IPv6 forward set")
+		}
+		return nil
+	})
+}
