@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 
@@ -19,6 +20,13 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {
 	case "udp":
+		if !cfg.EnableIPv4 {
+			return nil, errors.New("udp backend: IPv6-only networks are not supported yet (use vxlan or host-gw)")
+		}
+		if cfg.EnableIPv6 {
+			log.Warn("udp backend carries IPv4 only: the IPv6 network is leased and written to subnet.env, but IPv6 pod traffic is not forwarded yet (flanneld's udp backend does the same)",
+				"ipv6_network", cfg.IPv6Network)
+		}
 		return udp.New(ext, udp.Options{
 			Network:     cfg.Network,
 			BackendJSON: cfg.Backend,
@@ -33,6 +41,7 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 	case "vxlan":
 		return vxlan.New(ext, vxlan.Options{
 			Network:           cfg.Network,
+			IPv6Network:       cfg.IPv6Network,
 			BackendJSON:       cfg.Backend,
 			ReconcileInterval: o.reconcileInterval,
 			Logger:            log,
@@ -41,6 +50,7 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 	case "host-gw":
 		return hostgw.New(ext, hostgw.Options{
 			Network:           cfg.Network,
+			IPv6Network:       cfg.IPv6Network,
 			ReconcileInterval: o.reconcileInterval,
 			Logger:            log,
 			Metrics:           reg,

@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/flannelu/flannelu/subnet"
 )
 
 // options are flanneld's flags with flanneld's defaults, plus flannelu's
@@ -25,6 +27,7 @@ type options struct {
 	ifaces       listFlag
 	ifaceRegexes listFlag
 	publicIP     string
+	publicIPv6   string
 	subnetFile   string
 	renewMargin  int // minutes, as flanneld's --subnet-lease-renew-margin
 
@@ -71,6 +74,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.ifaces, "iface", "interface to use (IP or name) for inter-host communication; repeatable, the first match wins")
 	fs.Var(&o.ifaceRegexes, "iface-regex", "regex of the interface name or IP to use for inter-host communication; repeatable")
 	fs.StringVar(&o.publicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication")
+	fs.StringVar(&o.publicIPv6, "public-ipv6", "", "IPv6 accessible by other nodes for inter-host communication")
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "filename where env variables (subnet, MTU, ...) will be written to")
 	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes, ranging from 1 to 1439")
 	fs.BoolVar(&o.ipMasq, "ip-masq", false, "setup IP masquerade rule for traffic destined outside of overlay network")
@@ -162,6 +166,15 @@ func (o *options) validate() error {
 		a, err := netip.ParseAddr(o.publicIP)
 		if err != nil || !a.Is4() {
 			return fmt.Errorf("--public-ip %q: not an IPv4 address", o.publicIP)
+		}
+	}
+	if o.publicIPv6 != "" {
+		a, err := netip.ParseAddr(o.publicIPv6)
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" {
+			return fmt.Errorf("--public-ipv6 %q: not an IPv6 address", o.publicIPv6)
+		}
+		if err := subnet.UsableUnicast(a); err != nil {
+			return fmt.Errorf("--public-ipv6: %w", err)
 		}
 	}
 	if _, err := parseLogLevel(o.logLevel); err != nil {

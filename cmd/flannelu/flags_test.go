@@ -115,17 +115,57 @@ func TestEnvName(t *testing.T) {
 }
 
 func TestOwnLeaseEventsAreFiltered(t *testing.T) {
-	own := netip.MustParsePrefix("198.18.1.0/24")
+	own := subnet.Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24")}
 	evs := []subnet.Event{
-		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: own}},
+		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: own.Subnet}},
 		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: netip.MustParsePrefix("198.18.2.0/24")}},
 	}
 	got := withoutOwn(evs, own)
-	if len(got) != 1 || got[0].Lease.Subnet == own {
+	if len(got) != 1 || got[0].Lease.Subnet == own.Subnet {
 		t.Fatalf("withoutOwn = %v, want only the peer", got)
 	}
-	if evs[0].Lease.Subnet != own {
+	if evs[0].Lease.Subnet != own.Subnet {
 		t.Fatal("withoutOwn changed its input")
+	}
+	// IPv6-only leases all have the zero IPv4 subnet: the IPv6 one decides.
+	own6 := subnet.Lease{IPv6Subnet: netip.MustParsePrefix("2001:db8:100:1::/64")}
+	peer6 := subnet.Lease{IPv6Subnet: netip.MustParsePrefix("2001:db8:100:2::/64")}
+	got = withoutOwn([]subnet.Event{{Type: subnet.EventAdded, Lease: own6}, {Type: subnet.EventAdded, Lease: peer6}}, own6)
+	if len(got) != 1 || got[0].Lease.IPv6Subnet != peer6.IPv6Subnet {
+		t.Fatalf("IPv6-only: withoutOwn = %v, want only the peer", got)
+	}
+}
+
+func TestPublicIPv6Flag(t *testing.T) {
+	o, err := parseOptions(nil, envOf(map[string]string{"FLANNELD_PUBLIC_IPV6": "2001:db8:0:1::7"}), io.Discard)
+	if err != nil || o.publicIPv6 != "2001:db8:0:1::7" {
+		t.Fatalf("FLANNELD_PUBLIC_IPV6: %q, %v", o.publicIPv6, err)
+	}
+	for value, want := range map[string]string{
+		"192.0.2.1":        `--public-ipv6 "192.0.2.1": not an IPv6 address`,
+		"::ffff:192.0.2.1": "not an IPv6 address",
+		"2001:db8::zz":     "not an IPv6 address",
+		"fe80::1":          "--public-ipv6: fe80::1 is a link-local address",
+		"::1":              "loopback",
+		"ff02::1":          "multicast",
+		"::":               "unspecified",
+	} {
+		_, err := parseOptions([]string{"--public-ipv6", value}, envOf(nil), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--public-ipv6 %s: %v, want an error with %q", value, err, want)
+		}
+	}
+}
+
+func TestUDPRefusesIPv6Only(t *testing.T) {
+	cfg, err := subnet.ParseConfig([]byte(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"udp"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ := parseOptions(nil, envOf(nil), io.Discard)
+	_, err = newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger())
+	if err == nil || err.Error() != "udp backend: IPv6-only networks are not supported yet (use vxlan or host-gw)" {
+		t.Fatalf("udp with an IPv6-only network: %v", err)
 	}
 }
 

@@ -6,131 +6,250 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/subnet"
 )
 
-// lookupExtIface chooses the underlay interface as flanneld does: the
-// first --iface (name or IP) that exists, else the first interface whose
-// name or IPv4 address matches an --iface-regex, else the interface of the
-// default route. --public-ip, when given, is what the lease publishes.
-func lookupExtIface(o *options) (*backend.ExternalInterface, error) {
-	iface, addr, err := chooseIface(o)
+// families are the address families the network config enables: the
+// underlay needs an address of each.
+type families struct{ v4, v6 bool }
+
+func familiesOf(cfg *subnet.Config) families {
+	return families{v4: cfg.EnableIPv4, v6: cfg.EnableIPv6}
+}
+
+// lookupExtIface chooses the underlay interface as flanneld does, for the
+// families the network config enables: the first --iface (a name, or an
+// IPv4 or IPv6 address of the interface) that exists and has a usable
+// address of every enabled family, else the first interface whose name or
+// address matches an --iface-regex, else the interface of the default
+// route (the IPv4 one; the IPv6 one for an IPv6-only network). An address
+// an --iface or --iface-regex named is used for its family; the other
+// family's is the interface's first usable one. --public-ip and
+// --public-ipv6, when given, are what the lease publishes.
+//
+// Where flanneld differs: its dual-stack lookup by IPv4 address never
+// fills in the IPv6 address (the IPv6 device gets none) and its lookup by
+// IPv6 address fails without --public-ipv6; it also settles for a
+// link-local address when there is no other. flannelu takes both families
+// from the chosen interface and refuses an address other hosts cannot
+// reach (loopback, link-local, multicast, unspecified) with an error
+// naming it.
+func lookupExtIface(o *options, fams families) (*backend.ExternalInterface, error) {
+	c, err := chooseIface(o, fams)
 	if err != nil {
 		return nil, err
 	}
-	if iface.MTU == 0 {
-		return nil, fmt.Errorf("interface %s: MTU is 0", iface.Name)
+	if c.iface.MTU == 0 {
+		return nil, fmt.Errorf("interface %s: MTU is 0", c.iface.Name)
 	}
-	ext := &backend.ExternalInterface{Iface: iface, IfaceAddr: addr, ExtAddr: addr}
-	if o.publicIP != "" {
-		ext.ExtAddr = netip.MustParseAddr(o.publicIP) // validated with the flags
+	ext := &backend.ExternalInterface{Iface: c.iface}
+	if fams.v4 {
+		ext.IfaceAddr, ext.ExtAddr = c.v4, c.v4
+		if o.publicIP != "" {
+			ext.ExtAddr = netip.MustParseAddr(o.publicIP) // validated with the flags
+		}
+	}
+	if fams.v6 {
+		ext.IfaceV6Addr, ext.ExtV6Addr = c.v6, c.v6
+		if o.publicIPv6 != "" {
+			ext.ExtV6Addr = netip.MustParseAddr(o.publicIPv6) // validated with the flags
+		}
 	}
 	return ext, nil
 }
 
-func chooseIface(o *options) (*net.Interface, netip.Addr, error) {
-	for _, spec := range o.ifaces {
-		if iface, addr, err := ifaceBySpec(spec); err == nil {
-			return iface, addr, nil
-		}
-	}
-	if len(o.ifaces) > 0 {
-		return nil, netip.Addr{}, fmt.Errorf("--iface %v: no such interface with an IPv4 address", []string(o.ifaces))
-	}
-	if len(o.ifaceRegexes) > 0 {
-		return ifaceByRegex(o.ifaceRegexes)
-	}
-	return defaultRouteIface()
+// choice is an interface and the addresses chosen on it.
+type choice struct {
+	iface  *net.Interface
+	v4, v6 netip.Addr
 }
 
-func ifaceBySpec(spec string) (*net.Interface, netip.Addr, error) {
+func chooseIface(o *options, fams families) (choice, error) {
+	if len(o.ifaces) > 0 {
+		var errs []error
+		for _, spec := range o.ifaces {
+			c, err := ifaceBySpec(spec, fams)
+			if errors.Is(err, errUnusable) {
+				return choice{}, fmt.Errorf("--iface %s: %w", spec, err)
+			}
+			if err == nil {
+				return c, nil
+			}
+			errs = append(errs, fmt.Errorf("%s: %w", spec, err))
+		}
+		return choice{}, fmt.Errorf("--iface: no interface fits: %w", errors.Join(errs...))
+	}
+	if len(o.ifaceRegexes) > 0 {
+		return ifaceByRegex(o.ifaceRegexes, fams)
+	}
+	return defaultRouteIface(fams)
+}
+
+// errUnusable marks an address other hosts cannot reach.
+var errUnusable = errors.New("not usable for the underlay")
+
+func ifaceBySpec(spec string, fams families) (choice, error) {
 	if want, err := netip.ParseAddr(spec); err == nil {
-		return ifaceWith(func(_ *net.Interface, a netip.Addr) bool { return a == want })
+		want = want.Unmap()
+		if err := subnet.UsableUnicast(want); err != nil {
+			return choice{}, fmt.Errorf("%w: %w", errUnusable, err)
+		}
+		c, err := ifaceWith(func(_ *net.Interface, a netip.Addr) bool { return a == want })
+		if err != nil {
+			return choice{}, err
+		}
+		return c, c.complete(fams)
 	}
 	iface, err := net.InterfaceByName(spec)
 	if err != nil {
-		return nil, netip.Addr{}, err
+		return choice{}, err
 	}
-	addr, err := ifaceIPv4(iface)
-	return iface, addr, err
+	c := choice{iface: iface}
+	return c, c.complete(fams)
 }
 
-func ifaceByRegex(patterns []string) (*net.Interface, netip.Addr, error) {
+func ifaceByRegex(patterns []string, fams families) (choice, error) {
+	var errs []error
 	for _, p := range patterns {
 		re, err := regexp.Compile(p)
 		if err != nil {
-			return nil, netip.Addr{}, fmt.Errorf("--iface-regex %q: %w", p, err)
+			return choice{}, fmt.Errorf("--iface-regex %q: %w", p, err)
 		}
-		iface, addr, err := ifaceWith(func(i *net.Interface, a netip.Addr) bool {
-			return re.MatchString(i.Name) || re.MatchString(a.String())
+		c, err := ifaceWith(func(i *net.Interface, a netip.Addr) bool {
+			return re.MatchString(i.Name) || (fams.has(a) && re.MatchString(a.String()))
 		})
 		if err == nil {
-			return iface, addr, nil
+			if re.MatchString(c.iface.Name) {
+				c = choice{iface: c.iface} // matched by name: the addresses are the interface's first
+			}
+			if err = c.complete(fams); err == nil {
+				return c, nil
+			}
 		}
+		errs = append(errs, fmt.Errorf("%q: %w", p, err))
 	}
-	return nil, netip.Addr{}, fmt.Errorf("--iface-regex %v: no interface name or IPv4 address matches", patterns)
+	return choice{}, fmt.Errorf("--iface-regex: no interface name or address matches with the addresses needed: %w", errors.Join(errs...))
 }
 
-// ifaceWith returns the first interface and IPv4 address that match.
-func ifaceWith(match func(*net.Interface, netip.Addr) bool) (*net.Interface, netip.Addr, error) {
+// has reports whether a is of an enabled family.
+func (f families) has(a netip.Addr) bool { return (a.Is4() && f.v4) || (a.Is6() && f.v6) }
+
+// ifaceWith returns the first interface and address that match, with the
+// address recorded for its family.
+func ifaceWith(match func(*net.Interface, netip.Addr) bool) (choice, error) {
 	ifaces, err := net.Interfaces()
 	if err != nil {
-		return nil, netip.Addr{}, err
+		return choice{}, err
 	}
 	for i := range ifaces {
-		addrs, err := ifaces[i].Addrs()
+		addrs, err := ifaceAddrs(&ifaces[i])
 		if err != nil {
 			continue
 		}
 		for _, a := range addrs {
-			if p, ok := ipv4Of(a); ok && match(&ifaces[i], p) {
-				return &ifaces[i], p, nil
+			if match(&ifaces[i], a) {
+				c := choice{iface: &ifaces[i]}
+				c.set(a)
+				return c, nil
 			}
 		}
 	}
-	return nil, netip.Addr{}, errors.New("no matching interface")
+	return choice{}, errors.New("no matching interface")
 }
 
-func ifaceIPv4(iface *net.Interface) (netip.Addr, error) {
-	addrs, err := iface.Addrs()
-	if err != nil {
-		return netip.Addr{}, err
+func (c *choice) set(a netip.Addr) {
+	if a.Is4() {
+		c.v4 = a
+	} else {
+		c.v6 = a
 	}
-	for _, a := range addrs {
-		if p, ok := ipv4Of(a); ok && !p.IsLinkLocalUnicast() {
-			return p, nil
+}
+
+// complete fills each enabled family that has no address yet with the
+// interface's first usable one, or says why there is none.
+func (c *choice) complete(fams families) error {
+	addrs, err := ifaceAddrs(c.iface)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", c.iface.Name, err)
+	}
+	for _, f := range []struct {
+		need bool
+		have *netip.Addr
+		is   func(netip.Addr) bool
+		name string
+	}{
+		{fams.v4, &c.v4, netip.Addr.Is4, "IPv4"},
+		{fams.v6, &c.v6, netip.Addr.Is6, "IPv6"},
+	} {
+		if !f.need || f.have.IsValid() {
+			continue
+		}
+		var unusable []string
+		for _, a := range addrs {
+			if !f.is(a) {
+				continue
+			}
+			if err := subnet.UsableUnicast(a); err != nil {
+				unusable = append(unusable, err.Error())
+				continue
+			}
+			*f.have = a
+			break
+		}
+		if !f.have.IsValid() {
+			msg := fmt.Sprintf("interface %s has no usable %s address", c.iface.Name, f.name)
+			if len(unusable) > 0 {
+				msg += " (" + strings.Join(unusable, "; ") + ")"
+			}
+			return errors.New(msg)
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("interface %s has no IPv4 address", iface.Name)
+	return nil
 }
 
-func ipv4Of(a net.Addr) (netip.Addr, bool) {
-	ipn, ok := a.(*net.IPNet)
-	if !ok {
-		return netip.Addr{}, false
-	}
-	p, ok := netip.AddrFromSlice(ipn.IP)
-	p = p.Unmap()
-	return p, ok && p.Is4()
-}
-
-func defaultRouteIface() (*net.Interface, netip.Addr, error) {
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+// ifaceAddrs lists an interface's addresses, IPv4 ones unmapped, in the
+// kernel's order.
+func ifaceAddrs(iface *net.Interface) ([]netip.Addr, error) {
+	raw, err := iface.Addrs()
 	if err != nil {
-		return nil, netip.Addr{}, fmt.Errorf("list routes: %w", err)
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, a := range raw {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if p, ok := netip.AddrFromSlice(ipn.IP); ok {
+				out = append(out, p.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+// defaultRouteIface is the interface of the IPv4 default route, or of the
+// IPv6 one for an IPv6-only network.
+func defaultRouteIface(fams families) (choice, error) {
+	family, name := netlink.FAMILY_V4, "IPv4"
+	if !fams.v4 {
+		family, name = netlink.FAMILY_V6, "IPv6"
+	}
+	routes, err := netlink.RouteList(nil, family)
+	if err != nil {
+		return choice{}, fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
 		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.LinkIndex > 0 {
 			iface, err := net.InterfaceByIndex(r.LinkIndex)
 			if err != nil {
-				return nil, netip.Addr{}, err
+				return choice{}, err
 			}
-			addr, err := ifaceIPv4(iface)
-			return iface, addr, err
+			c := choice{iface: iface}
+			return c, c.complete(fams)
 		}
 	}
-	return nil, netip.Addr{}, errors.New("no default route: choose the interface with --iface or --iface-regex")
+	return choice{}, fmt.Errorf("no %s default route: choose the interface with --iface or --iface-regex", name)
 }

@@ -42,11 +42,11 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ext, err := lookupExtIface(o)
+	ext, err := lookupExtIface(o, familiesOf(cfg))
 	if err != nil {
 		return err
 	}
-	log.Info("using interface", "iface", ext.Iface.Name, "addr", ext.IfaceAddr, "public_ip", ext.ExtAddr, "mtu", ext.Iface.MTU)
+	logExtIface(log, ext)
 	be, err := newBackend(cfg, ext, o, reg, log)
 	if err != nil {
 		return err
@@ -71,40 +71,81 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	return runLoops(ctx, o, reg, mgr, cfg, lease, be, newIPTables(o, cfg, lease, prev, reg, log), log)
 }
 
-// newIPTables returns the runner that keeps flanneld's masquerade and
-// forward rules, having first removed the masquerade rules of the previous
-// subnet.env's subnet when this host's subnet or network changed (flanneld's
-// recycle; flanneld recycles only when both changed). It is nil when no
-// rule is wanted or iptables is unusable: like flanneld, flannelu then logs
+// newIPTables returns the runners that keep flanneld's masquerade and
+// forward rules, iptables for the IPv4 network and ip6tables for the IPv6
+// one, having first removed the masquerade rules of the previous
+// subnet.env's subnets when this host's subnet or network changed
+// (flanneld's recycle; flanneld recycles only when both changed). A family
+// whose tool is unusable gets no runner: like flanneld, flannelu then logs
 // the error and forwards anyway.
-func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, log *slog.Logger) *iptables.Runner {
-	if !cfg.EnableIPv4 || (!o.ipMasq && !o.iptablesForwardRules) {
+func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, log *slog.Logger) ruleKeepers {
+	if !o.ipMasq && !o.iptablesForwardRules {
 		return nil
 	}
-	r, err := iptables.New(iptables.Options{Resync: time.Duration(o.iptablesResync) * time.Second, Logger: log, Metrics: reg})
-	if err != nil {
-		log.Error("iptables rules not set up", "error", err)
-		return nil
-	}
-	if o.ipMasq {
-		if old := prev.Subnet.Masked(); old.IsValid() && prev.Network.IsValid() && (old != lease.Subnet || prev.Network != cfg.Network) {
-			log.Info("removing the masquerade rules of the previous subnet", "subnet", old, "network", prev.Network)
-			if err := r.Remove(iptables.Masq(prev.Network, old, r.RandomFully())); err != nil {
-				log.Error("removing the previous subnet's masquerade rules", "error", err)
-			}
+	var keepers ruleKeepers
+	for _, f := range []struct {
+		enabled, v6         bool
+		network, subnet     netip.Prefix
+		prevNet, prevSubnet netip.Prefix
+	}{
+		{cfg.EnableIPv4, false, cfg.Network, lease.Subnet, prev.Network, prev.Subnet},
+		{cfg.EnableIPv6, true, cfg.IPv6Network, lease.IPv6Subnet, prev.IPv6Network, prev.IPv6Subnet},
+	} {
+		if !f.enabled {
+			continue
 		}
-		r.Keep(iptables.Masq(cfg.Network, lease.Subnet, r.RandomFully()))
+		r, err := iptables.New(iptables.Options{Resync: time.Duration(o.iptablesResync) * time.Second, Logger: log, Metrics: reg, IPv6: f.v6})
+		if err != nil {
+			log.Error("iptables rules not set up", "error", err)
+			continue
+		}
+		if o.ipMasq {
+			if old := f.prevSubnet.Masked(); old.IsValid() && f.prevNet.IsValid() && (old != f.subnet || f.prevNet != f.network) {
+				log.Info("removing the masquerade rules of the previous subnet", "subnet", old, "network", f.prevNet)
+				if err := r.Remove(iptables.Masq(f.prevNet, old, r.RandomFully())); err != nil {
+					log.Error("removing the previous subnet's masquerade rules", "error", err)
+				}
+			}
+			r.Keep(iptables.Masq(f.network, f.subnet, r.RandomFully()))
+		}
+		if o.iptablesForwardRules {
+			r.Keep(iptables.Forward(f.network))
+		}
+		keepers = append(keepers, r)
 	}
-	if o.iptablesForwardRules {
-		r.Keep(iptables.Forward(cfg.Network))
+	return keepers
+}
+
+// ruleKeepers are the iptables and ip6tables runners, each optional.
+type ruleKeepers []*iptables.Runner
+
+// Run runs every runner until ctx ends.
+func (k ruleKeepers) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, r := range k {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.Run(ctx) }()
 	}
-	return r
+	wg.Wait()
+}
+
+// logExtIface logs the underlay the backend uses, each family's addresses
+// when it has them.
+func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
+	attrs := []any{"iface", ext.Iface.Name, "mtu", ext.Iface.MTU}
+	if ext.IfaceAddr.IsValid() {
+		attrs = append(attrs, "addr", ext.IfaceAddr, "public_ip", ext.ExtAddr)
+	}
+	if ext.IfaceV6Addr.IsValid() {
+		attrs = append(attrs, "addr_v6", ext.IfaceV6Addr, "public_ipv6", ext.ExtV6Addr)
+	}
+	log.Info("using interface", attrs...)
 }
 
 // runLoops runs the lease keeper, the watcher, the health server (with
-// reg on /metrics), the iptables resync (ipt may be nil) and the backend;
-// the first fatal error stops them all.
-func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt *iptables.Runner, log *slog.Logger) error {
+// reg on /metrics), the iptables resync (ipt may be empty) and the
+// backend; the first fatal error stops them all.
+func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt ruleKeepers, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -125,13 +166,13 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 	var once sync.Once
 	goFatal("watch", func(ctx context.Context) error {
 		return mgr.WatchLeases(ctx, func(evs []subnet.Event) {
-			if peers := withoutOwn(evs, lease.Subnet); len(peers) > 0 {
+			if peers := withoutOwn(evs, lease); len(peers) > 0 {
 				be.HandleEvents(ctx, peers)
 			}
 			once.Do(func() { close(synced) })
 		})
 	})
-	if ipt != nil {
+	if len(ipt) > 0 {
 		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
 	}
 	if o.healthzPort > 0 {
@@ -154,11 +195,12 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 }
 
 // withoutOwn drops events about this host's own lease: backends only ever
-// see peers.
-func withoutOwn(evs []subnet.Event, own netip.Prefix) []subnet.Event {
+// see peers. Both subnets count: every IPv6-only lease has the same (zero)
+// IPv4 subnet.
+func withoutOwn(evs []subnet.Event, own subnet.Lease) []subnet.Event {
 	out := evs[:0:0]
 	for _, ev := range evs {
-		if ev.Lease.Subnet != own {
+		if ev.Lease.Subnet != own.Subnet || ev.Lease.IPv6Subnet != own.IPv6Subnet {
 			out = append(out, ev)
 		}
 	}
