@@ -35,6 +35,9 @@ type Options struct {
 	// rather than sharing both CPUs as the scheduler sees fit. Softirq work
 	// still runs on the CPU that raises it.
 	PinHosts bool
+	// IPv6 gives the underlay IPv6 too: host i gets 2001:db8:0:1::<i>/64
+	// on eth0 (Addr6) and forwards IPv6 (see ipv6.go).
+	IPv6 bool
 }
 
 // Bed is a set of namespace hosts on one underlay, 192.0.2.0/24.
@@ -56,6 +59,7 @@ type Host struct {
 	NS
 	Index int        // 1-based
 	Addr  netip.Addr // 192.0.2.<Index>
+	Addr6 netip.Addr // 2001:db8:0:1::<Index> with Options.IPv6, else zero
 	Iface string     // "eth0"
 	Pods  []*Pod
 	// CNI, once UseCNI set it, creates and removes the host's pods through
@@ -68,7 +72,8 @@ type Host struct {
 // Pod is a namespace behind a host's cni0 bridge.
 type Pod struct {
 	NS
-	Addr netip.Addr
+	Addr  netip.Addr // the pod's IPv4 address; its IPv6 one for an IPv6-only pod
+	Addr6 netip.Addr // the pod's IPv6 address, zero without IPv6
 	// Veth is the host end of the pod's eth0.
 	Veth  string
 	ports []PortMapping // a CNI pod's hostPorts
@@ -106,6 +111,9 @@ func New(opts Options) (b *Bed, err error) {
 		b.buildDirect()
 	} else {
 		b.buildSwitched()
+	}
+	if opts.IPv6 {
+		b.buildIPv6()
 	}
 	return b, nil
 }

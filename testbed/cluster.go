@@ -134,10 +134,17 @@ func (n *Node) Stop() error {
 }
 
 // AddPods puts n pods behind the node's cni0, as the CNI plugin would from
-// subnet.env: the bridge takes the subnet's first address (FLANNEL_SUBNET).
+// subnet.env: the bridge takes the subnet's first address (FLANNEL_SUBNET,
+// and FLANNEL_IPV6_SUBNET when the network has IPv6), each pod the next
+// free ones.
 func (n *Node) AddPods(count int) error {
-	lease := n.Env.Subnet.Masked()
-	return n.Host.AddPods(count, netip.PrefixFrom(lease.Addr().Next(), lease.Bits()), n.Env.MTU)
+	var gateways []netip.Prefix
+	for _, sn := range []netip.Prefix{n.Env.Subnet, n.Env.IPv6Subnet} {
+		if sn.IsValid() {
+			gateways = append(gateways, netip.PrefixFrom(sn.Masked().Addr().Next(), sn.Bits()))
+		}
+	}
+	return n.Host.AddPodsFamilies(count, n.Env.MTU, gateways...)
 }
 
 // AddCNIPods creates count pods on the node through the real CNI chain
