@@ -158,8 +158,7 @@ type vxlanLink struct {
 		Kind string `json:"info_kind"`
 		Data struct {
 			ID       int    `json:"id"`
-			Local    string `json:"local"`
-			Local6   string `json:"local6"`
+			Local6   string `json:"local6"` // iproute2's name for an IPv6 local address
 			Link     string `json:"link"`
 			Port     int    `json:"port"`
 			Learning bool   `json:"learning"`
@@ -189,7 +188,7 @@ func TestIPv6DeviceAndLeaseAttrs(t *testing.T) {
 		t.Fatalf("dual stack: flannel.1 exists %v, flannel-v6.1 exists %v", ok4, ok6)
 	}
 	d := v6.LinkInfo.Data
-	got := fmt.Sprintf("%s id %d local %s dev %s dstport %d learning=%v mtu %d", v6.LinkInfo.Kind, d.ID, d.Local6+d.Local, d.Link, d.Port, d.Learning, v6.MTU)
+	got := fmt.Sprintf("%s id %d local %s dev %s dstport %d learning=%v mtu %d", v6.LinkInfo.Kind, d.ID, d.Local6, d.Link, d.Port, d.Learning, v6.MTU)
 	if want := "vxlan id 1 local 2001:db8:0:1::1 dev ext0 dstport 8472 learning=false mtu 1430"; got != want {
 		t.Errorf("flannel-v6.1: %s\nwant          %s (MTU: the kernel's cap over an IPv6 underlay)", got, want)
 	}
