@@ -57,6 +57,24 @@ func TestWriteEnvDualStack(t *testing.T) {
 	}
 }
 
+// An IPv6-only network's subnet.env has no IPv4 lines, as flanneld's
+// WriteSubnetFile leaves them out when EnableIPv4 is false.
+func TestWriteEnvIPv6Only(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "subnet.env")
+	e := Env{IPv6Network: netip.MustParsePrefix("2001:db8:100::/48"), IPv6Subnet: netip.MustParsePrefix("2001:db8:100:ab12::/64"), MTU: 1430}
+	if err := WriteEnv(path, e); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	want := "FLANNEL_IPV6_NETWORK=2001:db8:100::/48\nFLANNEL_IPV6_SUBNET=2001:db8:100:ab12::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+	if string(got) != want {
+		t.Fatalf("subnet.env:\n%s\nwant:\n%s", got, want)
+	}
+	if back, err := ReadEnv(path); err != nil || back != e {
+		t.Fatalf("ReadEnv = %+v, %v; want %+v", back, err, e)
+	}
+}
+
 func TestReadEnvMissing(t *testing.T) {
 	_, err := ReadEnv(filepath.Join(t.TempDir(), "nope"))
 	if !errors.Is(err, os.ErrNotExist) {

@@ -196,3 +196,32 @@ func TestFamilyOfMappedAddress(t *testing.T) {
 		t.Error("the zero address is of no family")
 	}
 }
+
+// FuzzCheckPeer: whatever a store hands over, CheckPeer never panics, and
+// a lease it accepts has a subnet of the network's family strictly inside
+// it, with no host bits, and a usable public address of that family.
+func FuzzCheckPeer(f *testing.F) {
+	f.Add("198.18.0.0/16", "198.18.4.0/24", "192.0.2.4", "", "")
+	f.Add("2001:db8:100::/48", "198.18.4.0/24", "192.0.2.4", "2001:db8:100:4::/64", "2001:db8:0:1::4")
+	f.Add("2001:db8:100::/48", "", "", "2001:db8:100::/48", "fe80::1")
+	f.Add("2001:db8:100::/48", "", "", "::ffff:198.18.4.0/120", "::ffff:192.0.2.4")
+	f.Fuzz(func(t *testing.T, network, sn, pub, sn6, pub6 string) {
+		n, err := netip.ParsePrefix(network)
+		if err != nil {
+			return
+		}
+		var l subnet.Lease
+		l.Subnet, _ = netip.ParsePrefix(sn)
+		l.Attrs.PublicIP, _ = netip.ParseAddr(pub)
+		l.IPv6Subnet, _ = netip.ParsePrefix(sn6)
+		l.Attrs.PublicIPv6, _ = netip.ParseAddr(pub6)
+		if CheckPeer(n, l) != nil {
+			return
+		}
+		f := FamilyOf(n.Addr())
+		got, public := f.Subnet(l), f.PublicIP(l)
+		if !f.Contains(got.Addr()) || !Owned(n, got) || got.Masked() != got || !f.Contains(public) || subnet.UsableUnicast(public) != nil {
+			t.Fatalf("CheckPeer(%v) accepted %s half %v via %v", n, f, got, public)
+		}
+	})
+}
