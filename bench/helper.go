@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -262,19 +263,21 @@ func summarize(rtts []time.Duration, lost int) (*latencyOut, error) {
 		Mean: us(sum / time.Duration(len(rtts)))}, nil
 }
 
-// udpSocket opens a blocking IPv4 UDP socket bound to addr (server) or
-// connected to it (client).
+// udpSocket opens a blocking UDP socket of addr's family bound to addr
+// (server) or connected to it (client).
 func udpSocket(addr string, bind bool) (int, error) {
-	ua, err := net.ResolveUDPAddr("udp4", addr)
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return -1, err
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()})
+	if ap.Addr().Unmap().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().Unmap().As4()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
 	}
-	sa := &unix.SockaddrInet4{Port: ua.Port}
-	copy(sa.Addr[:], ua.IP.To4())
 	if bind {
 		err = unix.Bind(fd, sa)
 	} else {

@@ -20,7 +20,7 @@ func markdown(rep *report) string {
 		b.WriteString("Machine-readable results: `bench/results.json`.\n\n")
 	}
 	writeEnv(&b, rep)
-	b.WriteString("\n" + table(rep, metricRows(rep.Settings.Rates), true))
+	b.WriteString("\n" + table(rep, append(metricRows(rep.Settings.Rates), ipv6Rows()...), true))
 	b.WriteString("\nRaw numbers:\n\n" + table(rep, nil, false))
 	b.WriteString(rawRows(rep))
 	writeErrors(&b, rep)

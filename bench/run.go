@@ -17,6 +17,7 @@ import (
 // pathResult is everything measured on one data path.
 type pathResult struct {
 	Path    string       `json:"path"`
+	IPv6    *ipv6Result  `json:"ipv6,omitempty"` // paths in ipv6Paths
 	Error   string       `json:"error,omitempty"`
 	TCP1    *iperfResult `json:"tcp_1_stream,omitempty"`
 	TCP4    *iperfResult `json:"tcp_4_streams,omitempty"`
@@ -84,6 +85,9 @@ func measurePath(cfg *config, path, dir string) (res pathResult) {
 	}
 	if err == nil {
 		err = measure(cfg, s.bed, s.src, s.dst, &res)
+	}
+	if err == nil {
+		err = measureIPv6(cfg, path, dir, &res)
 	}
 	if err != nil {
 		res.Error = err.Error()

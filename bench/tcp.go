@@ -33,14 +33,11 @@ type iperfResult struct {
 // measureTCP runs iperf3 from src to dst with 1 and with 4 streams; the
 // 1-stream run also measures the machine's CPU time.
 func measureTCP(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) (one, four *iperfResult, err error) {
-	srv, err := c.Start(dst.NS, "iperf3-server", "iperf3", "-s", "-B", dst.Addr.String(), "-p", strconv.Itoa(iperfPort))
+	srv, err := iperfServer(c, dst)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer srv.Stop()
-	if err := waitListen(dst.NS, "tcp", iperfPort, 10*time.Second); err != nil {
-		return nil, nil, err
-	}
 	idle := 1 * time.Second
 	if cfg.quick {
 		idle = 200 * time.Millisecond
@@ -67,6 +64,20 @@ func measureTCP(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) (one, four *
 	}
 	four, err = iperf(cfg, src, dst, 4)
 	return one, four, err
+}
+
+// iperfServer starts iperf3's server in dst, bound to its address, and
+// waits until it listens.
+func iperfServer(c *testbed.Bed, dst *testbed.Pod) (*testbed.Proc, error) {
+	srv, err := c.Start(dst.NS, "iperf3-server", "iperf3", "-s", "-B", dst.Addr.String(), "-p", strconv.Itoa(iperfPort))
+	if err != nil {
+		return nil, err
+	}
+	if err := waitListen(dst.NS, "tcp", iperfPort, 10*time.Second); err != nil {
+		srv.Stop()
+		return nil, err
+	}
+	return srv, nil
 }
 
 // iperfJSON is the part of iperf3 --json output the harness reads.

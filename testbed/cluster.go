@@ -59,10 +59,11 @@ func NewCluster(opts ClusterOptions) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c = &Cluster{Bed: bed, Opts: opts, Nodes: map[int]*Node{}}
+	built := &Cluster{Bed: bed, Opts: opts, Nodes: map[int]*Node{}}
+	c = built
 	defer func() {
 		if err != nil {
-			c.Close()
+			built.Close() // c is nil by now: the error returns set it
 		}
 	}()
 	if c.Etcd, err = bed.StartEtcd(); err != nil {
