@@ -98,20 +98,7 @@ func newV6Cluster(t *testing.T, name, backend string, dual bool) *v6Cluster {
 	if dual {
 		config = fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","EnableIPv6":true,"IPv6Network":%q,"IPv6SubnetLen":64,"Backend":{"Type":%q}}`, overlay6, backend)
 	}
-	c, err := testbed.NewCluster(testbed.ClusterOptions{
-		Bed: testbed.Options{Name: name, Hosts: 3, IPv6: true}, Flannelu: flannelu, Config: config,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("flannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 30))
-			}
-		}
-		c.Close()
-	})
+	c := newClusterOf(t, testbed.Options{Name: name, Hosts: 3, IPv6: true}, config)
 	k := &v6Cluster{c: c, backend: backend, dual: dual, leases: map[int]leaseInfo6{},
 		args: []string{"--reconcile-interval", reconcileInterval.String(), "--ip-masq", "--iptables-resync", "1"}}
 	if dual {

@@ -67,8 +67,14 @@ func TestUDPBackend(t *testing.T) {
 
 func newCluster(t *testing.T, name string, hosts int, config string) *testbed.Cluster {
 	t.Helper()
+	return newClusterOf(t, testbed.Options{Name: name, Hosts: hosts}, config)
+}
+
+// newClusterOf is newCluster on a testbed of any shape.
+func newClusterOf(t *testing.T, bed testbed.Options, config string) *testbed.Cluster {
+	t.Helper()
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
-		Bed:      testbed.Options{Name: name, Hosts: hosts},
+		Bed:      bed,
 		Flannelu: flannelu,
 		Config:   config,
 	})

@@ -3,7 +3,6 @@ package iptables
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,18 +15,9 @@ var (
 	foreignFwd6 = "-A FORWARD -s 2001:db8:0:9::/64 -j ACCEPT"
 )
 
-// newNamespace6 is newNamespace for ip6tables: a foreign rule in each
-// built-in chain and a FORWARD policy of DROP.
+// newNamespace6 is newNamespace for ip6tables.
 func newNamespace6(t *testing.T) testbed.NS {
-	ns := testbed.Namespace(t, "ip6t")
-	for _, args := range [][]string{
-		{"ip6tables", "-t", "nat", "-A", "POSTROUTING", "-s", "2001:db8:0:9::/64", "-j", "RETURN"},
-		{"ip6tables", "-A", "FORWARD", "-s", "2001:db8:0:9::/64", "-j", "ACCEPT"},
-		{"ip6tables", "-P", "FORWARD", "DROP"},
-	} {
-		ns.Exec(t, args...)
-	}
-	return ns
+	return newNamespaceOf(t, "ip6tables", "2001:db8:0:9::/64")
 }
 
 // wantTables6 is ip6tables -S of each table with flanneld's IPv6 sets for
@@ -47,21 +37,6 @@ func wantTables6() map[string][]string {
 			foreignFwd6,
 		}, wantForward6[1:]...),
 	}
-}
-
-// tablesOf compares `<tool> -t <table> -S` inside ns with want, exactly.
-func tablesOf(ns testbed.NS, tool string, want map[string][]string) error {
-	for _, table := range []string{"nat", "filter"} {
-		out, err := ns.Run(tool, "-t", table, "-S")
-		if err != nil {
-			return err
-		}
-		got := strings.Split(strings.TrimSpace(out), "\n")
-		if !slices.Equal(got, want[table]) {
-			return fmt.Errorf("%s -t %s -S:\n%s\nwant:\n%s", tool, table, strings.Join(got, "\n"), strings.Join(want[table], "\n"))
-		}
-	}
-	return nil
 }
 
 func TestIPv6SetUpAndResync(t *testing.T) {

@@ -25,12 +25,17 @@ var (
 
 // newNamespace is a fresh namespace with the foreign rules and Docker's
 // FORWARD policy of DROP.
-func newNamespace(t *testing.T) testbed.NS {
+func newNamespace(t *testing.T) testbed.NS { return newNamespaceOf(t, "iptables", "203.0.113.0/24") }
+
+// newNamespaceOf is a namespace whose tool (iptables or ip6tables) has a
+// foreign rule for src in each built-in chain and Docker's FORWARD policy
+// of DROP.
+func newNamespaceOf(t *testing.T, tool, src string) testbed.NS {
 	ns := testbed.Namespace(t, "ipt")
 	for _, args := range [][]string{
-		{"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", "203.0.113.0/24", "-j", "RETURN"},
-		{"iptables", "-A", "FORWARD", "-s", "203.0.113.0/24", "-j", "ACCEPT"},
-		{"iptables", "-P", "FORWARD", "DROP"},
+		{tool, "-t", "nat", "-A", "POSTROUTING", "-s", src, "-j", "RETURN"},
+		{tool, "-A", "FORWARD", "-s", src, "-j", "ACCEPT"},
+		{tool, "-P", "FORWARD", "DROP"},
 	} {
 		ns.Exec(t, args...)
 	}
@@ -64,15 +69,18 @@ func asListed(rule string) string { return "-A" + strings.TrimPrefix(rule, "-I")
 // tables reads iptables -S of both tables inside ns (through ip netns
 // exec, independently of the runner under test) and compares them with
 // want, exactly and in order.
-func tables(ns testbed.NS, want map[string][]string) error {
+func tables(ns testbed.NS, want map[string][]string) error { return tablesOf(ns, "iptables", want) }
+
+// tablesOf is tables for iptables or ip6tables.
+func tablesOf(ns testbed.NS, tool string, want map[string][]string) error {
 	for _, table := range []string{"nat", "filter"} {
-		out, err := ns.Run("iptables", "-t", table, "-S")
+		out, err := ns.Run(tool, "-t", table, "-S")
 		if err != nil {
 			return err
 		}
 		got := strings.Split(strings.TrimSpace(out), "\n")
 		if !slices.Equal(got, want[table]) {
-			return fmt.Errorf("iptables -t %s -S:\n%s\nwant:\n%s", table, strings.Join(got, "\n"), strings.Join(want[table], "\n"))
+			return fmt.Errorf("%s -t %s -S:\n%s\nwant:\n%s", tool, table, strings.Join(got, "\n"), strings.Join(want[table], "\n"))
 		}
 	}
 	return nil

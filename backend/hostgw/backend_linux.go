@@ -146,12 +146,7 @@ func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ev := range events {
-		foreign := ev.Type != subnet.EventRemoved && ev.Lease.Attrs.BackendType != BackendType
-		if foreign {
-			b.peerErrors.Add(1)
-			b.log.Warn("ignoring peer lease", "subnet", ev.Lease.Subnet, "ipv6_subnet", ev.Lease.IPv6Subnet,
-				"type", ev.Lease.Attrs.BackendType, "error", fmt.Errorf("backend type %q, not %q", ev.Lease.Attrs.BackendType, BackendType))
-		}
+		foreign := kernel.Foreign(ev, BackendType, b.log, b.peerErrors)
 		for _, f := range b.fams {
 			f.handle(ev, foreign)
 		}

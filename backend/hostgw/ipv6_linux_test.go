@@ -26,12 +26,7 @@ var (
 func node6(t testing.TB) *kerneltest.Namespace {
 	t.Helper()
 	testbed.RequireRoot(t)
-	ns := kerneltest.NewNamespace(t, "gw6")
-	far := kerneltest.NewNamespace(t, "far6")
-	kerneltest.Veth(t, ns, "ext0", "192.0.2.1/24", far, "ext0", "192.0.2.99/24")
-	ns.AddrV6(t, "ext0", "2001:db8:0:1::1/64")
-	far.AddrV6(t, "ext0", "2001:db8:0:1::99/64")
-	return ns
+	return kerneltest.DualNode(t, "gw6")
 }
 
 // running6 runs a backend for IPv6 (and IPv4 when v4) on node6's ext0.
@@ -59,15 +54,7 @@ func running6(t *testing.T, ns *kerneltest.Namespace, v4 bool) *Backend {
 	if err := b.Start(context.Background(), own); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run returned %v, want nil", err)
-		}
-	})
+	kerneltest.RunBackend(t, b)
 	return b
 }
 

@@ -25,17 +25,11 @@ var (
 	peer3v6 = [3]string{"2001:db8:100:3::/64", "2001:db8:0:2::3", "02:00:5e:00:63:03"}
 )
 
-// node6 is node with the IPv6 underlay 2001:db8:0:1::1/64 on ext0 too; the
-// far end is 2001:db8:0:1::99.
+// node6 is node with the IPv6 underlay 2001:db8:0:1::1/64 on ext0 too.
 func node6(t testing.TB) *kerneltest.Namespace {
 	t.Helper()
 	testbed.RequireRoot(t)
-	ns := kerneltest.NewNamespace(t, "vx6")
-	far := kerneltest.NewNamespace(t, "far6")
-	kerneltest.Veth(t, ns, "ext0", "192.0.2.1/24", far, "ext0", "192.0.2.99/24")
-	ns.AddrV6(t, "ext0", "2001:db8:0:1::1/64")
-	far.AddrV6(t, "ext0", "2001:db8:0:1::99/64")
-	return ns
+	return kerneltest.DualNode(t, "vx6")
 }
 
 // stack is which networks a test backend gets.
@@ -76,15 +70,7 @@ func running6(t *testing.T, ns *kerneltest.Namespace, s stack, cfg string) (*Bac
 	if err := b.Start(context.Background(), own); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run returned %v, want nil", err)
-		}
-	})
+	kerneltest.RunBackend(t, b)
 	return b, attrs
 }
 

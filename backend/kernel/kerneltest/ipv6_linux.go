@@ -1,11 +1,14 @@
 package kerneltest
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flannelu/flannelu/backend"
 )
 
 // IPv6 prefixes of the kernel backends' tests: the underlay and the pod
@@ -59,5 +62,32 @@ func (n *Namespace) SettleV6(t testing.TB) {
 	t.Helper()
 	Eventually(t, 10*time.Second, n.Name+": IPv6 addresses leave duplicate address detection", func() bool {
 		return !strings.Contains(n.IP(t, "-6", "addr", "show"), "tentative")
+	})
+}
+
+// DualNode is a namespace whose ext0 has 192.0.2.1/24 and
+// 2001:db8:0:1::1/64, joined by a veth to a far end at 192.0.2.99 and
+// 2001:db8:0:1::99: a kernel backend's host on a dual-stack underlay.
+func DualNode(t testing.TB, role string) *Namespace {
+	t.Helper()
+	ns := NewNamespace(t, role)
+	far := NewNamespace(t, "far"+role)
+	Veth(t, ns, "ext0", "192.0.2.1/24", far, "ext0", "192.0.2.99/24")
+	ns.AddrV6(t, "ext0", "2001:db8:0:1::1/64")
+	far.AddrV6(t, "ext0", "2001:db8:0:1::99/64")
+	return ns
+}
+
+// RunBackend runs be.Run until the test ends, and fails the test if Run
+// then returns anything but nil.
+func RunBackend(t testing.TB, be backend.Backend) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- be.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run returned %v, want nil", err)
+		}
 	})
 }
