@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannelu/flannelu/backend/kernel"
+	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -32,8 +33,10 @@ const (
 var overlay = netip.MustParsePrefix("198.18.0.0/16")
 
 // TestKernelBackends runs the vxlan and host-gw backends on three hosts
-// with two pods each: traffic, flannel's kernel layout on host 1, the
-// reconcile loop, a hitless restart, a foreign lease, and a peer leaving.
+// with two pods each, on an IPv4 network, a dual-stack one and an
+// IPv6-only one (over an IPv6 underlay): traffic of every family,
+// flanneld's lease values and kernel layout on host 1, the reconcile loop,
+// a hitless restart, a foreign lease, and a peer leaving.
 func TestKernelBackends(t *testing.T) {
 	testbed.RequireRoot(t)
 	for _, tc := range []struct{ backend, name, foreign, foreignData string }{
@@ -42,25 +45,39 @@ func TestKernelBackends(t *testing.T) {
 		{"vxlan", "e2e-vx", "host-gw", ""},
 		{"host-gw", "e2e-hg", "vxlan", `,"BackendData":{"VNI":1,"VtepMAC":"02:00:00:00:00:09"}`},
 	} {
-		t.Run(tc.backend, func(t *testing.T) {
-			k := newKernelCluster(t, tc.name, tc.backend)
-			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })
-			t.Run("lease values", k.checkLeaseValues)
-			t.Run("kernel state on host 1", func(t *testing.T) {
-				if err := k.state(1, 2, 3); err != nil {
-					t.Fatal(err)
+		for _, st := range []stack{ipv4, dualStack, ipv6Only} {
+			t.Run(tc.backend+"/"+st.String(), func(t *testing.T) {
+				k := newKernelCluster(t, tc.name+st.suffix(), tc.backend, st)
+				t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, k.pods(1, 2, 3)) })
+				t.Run("lease values", k.checkLeaseValues)
+				t.Run("kernel state on host 1", func(t *testing.T) {
+					if err := k.state(1, 2, 3); err != nil {
+						t.Fatal(err)
+					}
+					k.checkDevice(t)
+				})
+				if st.v6 {
+					t.Run("ip6tables rules", k.checkIP6Tables)
 				}
-				k.checkDevice(t)
+				if st.v4 {
+					t.Run("100 MB TCP byte for byte", func(t *testing.T) {
+						transfer(t, k.c.Bed, k.c.Hosts[0].Pods[0], k.c.Hosts[1].Pods[1], 100<<20)
+					})
+				}
+				if st.v6 {
+					t.Run("32 MB TCP over IPv6 byte for byte", func(t *testing.T) {
+						transfer(t, k.c.Bed, v6Pod(k.c.Hosts[0].Pods[0]), v6Pod(k.c.Hosts[1].Pods[1]), 32<<20)
+					})
+				}
+				t.Run("deleted entries come back", k.checkRepair)
+				t.Run("restart loses no packet", k.checkRestart)
+				if st == ipv4 {
+					t.Run("foreign backend type ignored", func(t *testing.T) { k.checkForeign(t, tc.foreign, tc.foreignData) })
+					t.Run("metrics", k.checkMetrics)
+				}
+				t.Run("peer leaves", k.checkLeave)
 			})
-			t.Run("100 MB TCP byte for byte", func(t *testing.T) {
-				transfer(t, k.c.Bed, k.c.Hosts[0].Pods[0], k.c.Hosts[1].Pods[1], 100<<20)
-			})
-			t.Run("deleted entries come back", k.checkRepair)
-			t.Run("restart loses no packet", k.checkRestart)
-			t.Run("foreign backend type ignored", func(t *testing.T) { k.checkForeign(t, tc.foreign, tc.foreignData) })
-			t.Run("metrics", k.checkMetrics)
-			t.Run("peer leaves", k.checkLeave)
-		})
+		}
 	}
 }
 
@@ -69,33 +86,47 @@ func TestKernelBackends(t *testing.T) {
 type kernelCluster struct {
 	c       *testbed.Cluster
 	backend string
-	args    []string
-	leases  map[int]leaseInfo // by host index
+	stack
+	args   []string
+	leases map[int]leaseInfo // by host index
 }
 
-// leaseInfo is one host's lease as etcd holds it.
+// leaseInfo is one host's lease as etcd holds it: the key, the value, and
+// each family's subnet, public address and (vxlan) VtepMAC.
 type leaseInfo struct {
 	Key    string
 	Value  string
 	Subnet netip.Prefix
 	Public netip.Addr
 	MAC    string // VtepMAC, vxlan only
+
+	Subnet6 netip.Prefix
+	Public6 netip.Addr
+	MAC6    string // BackendV6Data's VtepMAC, vxlan only
 }
 
-func newKernelCluster(t *testing.T, name, backend string) *kernelCluster {
+func newKernelCluster(t *testing.T, name, backend string, st stack) *kernelCluster {
 	t.Helper()
-	// Leases stay at or below 198.18.200.0/24 (as udpConfig), so checkForeign's
-	// 198.18.250.0/24 is never a real host's.
-	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, backend)
 	k := &kernelCluster{
-		c:       newCluster(t, name, 3, config),
+		c:       newClusterOf(t, testbed.Options{Name: name, Hosts: 3, IPv6: st.v6}, st.config(backend)),
 		backend: backend,
+		stack:   st,
 		args:    []string{"--reconcile-interval", reconcileInterval.String(), "--log-level", "debug"},
 		leases:  map[int]leaseInfo{},
 	}
+	if st.v6 {
+		k.args = append(k.args, "--ip-masq", "--iptables-resync", "1")
+	}
 	for i := 1; i <= 3; i++ {
 		n := startNode(t, k.c, i, k.args...)
-		if err := n.AddPods(2); err != nil {
+		// IPv6 pods come from the real CNI chain (flannel's plugin puts
+		// both of subnet.env's subnets in host-local's ranges); IPv4 ones
+		// by hand, as before (TestCNIChain covers the chain for IPv4).
+		addPods := n.AddPods
+		if st.v6 {
+			addPods = n.AddCNIPods
+		}
+		if err := addPods(2); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -110,15 +141,32 @@ func newKernelCluster(t *testing.T, name, backend string) *kernelCluster {
 	return k
 }
 
+// pods lists the pods of the given hosts once per family of the network,
+// each addressed by that family's address.
+func (k *kernelCluster) pods(hosts ...int) []*testbed.Pod {
+	var pods []*testbed.Pod
+	if k.v4 {
+		pods = allPods(k.c, hosts...)
+	}
+	if k.v6 {
+		for _, p := range allPods(k.c, hosts...) {
+			pods = append(pods, v6Pod(p))
+		}
+	}
+	return pods
+}
+
 func leaseKey(sn netip.Prefix) string {
 	return testbed.EtcdPrefix + "/subnets/" + strings.ReplaceAll(sn.Masked().String(), "/", "-")
 }
 
 // readLease reads host i's lease from etcd, under the key its subnet.env
-// names.
+// names in flanneld's form (198.18.x.0-24, with &2001:db8:100:y::-64 in
+// dual stack, 0.0.0.0-0&2001:db8:100:y::-64 for IPv6 only).
 func (k *kernelCluster) readLease(i int) (leaseInfo, error) {
-	sn := k.c.Nodes[i].Env.Subnet.Masked()
-	l := leaseInfo{Key: leaseKey(sn), Subnet: sn}
+	env := k.c.Nodes[i].Env
+	sn, sn6 := env.Subnet.Masked(), env.IPv6Subnet.Masked()
+	l := leaseInfo{Key: testbed.EtcdPrefix + "/subnets/" + subnet.MakeSubnetKey(sn, sn6), Subnet: sn, Subnet6: sn6}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	resp, err := k.c.Client.Get(ctx, l.Key)
@@ -133,8 +181,8 @@ func (k *kernelCluster) readLease(i int) (leaseInfo, error) {
 	}
 	l.Value = string(resp.Kvs[0].Value)
 	var v struct {
-		PublicIP    string
-		BackendData struct{ VtepMAC string }
+		PublicIP, PublicIPv6       string
+		BackendData, BackendV6Data struct{ VtepMAC string }
 	}
 	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
 		return l, fmt.Errorf("host %d: lease %s: %w: %s", i, l.Key, err, l.Value)
@@ -142,48 +190,62 @@ func (k *kernelCluster) readLease(i int) (leaseInfo, error) {
 	if l.Public, err = netip.ParseAddr(v.PublicIP); err != nil {
 		return l, fmt.Errorf("host %d: lease %s: %w", i, l.Key, err)
 	}
-	l.MAC = v.BackendData.VtepMAC
+	if k.v6 {
+		if l.Public6, err = netip.ParseAddr(v.PublicIPv6); err != nil {
+			return l, fmt.Errorf("host %d: lease %s: PublicIPv6: %w", i, l.Key, err)
+		}
+	}
+	l.MAC, l.MAC6 = v.BackendData.VtepMAC, v.BackendV6Data.VtepMAC
 	return l, nil
 }
 
-// checkLeaseValues compares every lease with flanneld's bytes; for vxlan
-// the VtepMAC must be the MAC of the host's flannel.1.
+// checkLeaseValues compares every lease with flanneld's bytes (for vxlan
+// the VtepMACs are the MACs of the host's flannel.1 and flannel-v6.1) and
+// every subnet.env with flanneld's text.
 func (k *kernelCluster) checkLeaseValues(t *testing.T) {
 	for i := 1; i <= 3; i++ {
-		l, h := k.leases[i], k.c.Hosts[i-1]
-		if l.Public != h.Addr {
-			t.Errorf("host %d: lease PublicIP %v, want its eth0 address %v", i, l.Public, h.Addr)
+		l, h, n := k.leases[i], k.c.Hosts[i-1], k.c.Nodes[i]
+		public, public6, data := `"PublicIP":"0.0.0.0"`, `"PublicIPv6":null`, ""
+		if k.v4 {
+			public = fmt.Sprintf(`"PublicIP":%q`, h.Addr)
 		}
-		want := fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"host-gw"}`, h.Addr)
-		if k.backend == "vxlan" {
-			mac, err := deviceMAC(h)
+		if k.v6 {
+			public6 = fmt.Sprintf(`"PublicIPv6":%q`, h.Addr6)
+		}
+		for _, f := range k.devices() {
+			mac, err := linkMAC(h, f.dev)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want = fmt.Sprintf(`{"PublicIP":%q,"PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":%q}}`, h.Addr, mac)
+			data += fmt.Sprintf(`,%q:{"VNI":1,"VtepMAC":%q}`, f.dataField, mac)
 		}
+		want := fmt.Sprintf(`{%s,%s,"BackendType":%q%s}`, public, public6, k.backend, data)
 		if l.Value != want {
 			t.Errorf("host %d: lease %s =\n  %s\nwant flanneld's\n  %s", i, l.Key, l.Value, want)
 		}
-		wantMTU := 1500
-		if k.backend == "vxlan" {
-			wantMTU = 1450
-		}
-		if env := k.c.Nodes[i].Env; env.MTU != wantMTU || env.Network != overlay {
-			t.Errorf("host %d: subnet.env FLANNEL_NETWORK=%v FLANNEL_MTU=%d, want %v and %d", i, env.Network, env.MTU, overlay, wantMTU)
+		if env, err := os.ReadFile(n.SubnetFile); err != nil || string(env) != k.wantEnv(l) {
+			t.Errorf("host %d: %s:\n%s\nwant flanneld's:\n%s (%v)", i, n.SubnetFile, env, k.wantEnv(l), err)
 		}
 	}
 }
 
-func deviceMAC(h *testbed.Host) (string, error) {
-	var links []struct{ Address string }
-	if err := ipJSON(h, &links, "ip", "-j", "link", "show", "flannel.1"); err != nil {
-		return "", err
+// wantEnv is flanneld's subnet.env for lease l, with flannelu's MTU: the
+// external MTU (host-gw), minus 50 (vxlan), minus 70 for IPv6-only vxlan
+// (flannel-v6.<VNI>'s MTU, so that IPv6-only pods never need
+// packet-too-big; flanneld writes minus 50 there too).
+func (k *kernelCluster) wantEnv(l leaseInfo) string {
+	mtu := 1500
+	if k.backend == "vxlan" {
+		mtu = map[bool]int{true: 1450, false: 1430}[k.v4]
 	}
-	if len(links) != 1 {
-		return "", fmt.Errorf("%s: %d links named flannel.1", h.Name, len(links))
+	var env string
+	if k.v4 {
+		env += fmt.Sprintf("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s/%d\n", overlay, l.Subnet.Addr().Next(), l.Subnet.Bits())
 	}
-	return links[0].Address, nil
+	if k.v6 {
+		env += fmt.Sprintf("FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s/%d\n", overlay6, l.Subnet6.Addr().Next(), l.Subnet6.Bits())
+	}
+	return env + fmt.Sprintf("FLANNEL_MTU=%d\nFLANNEL_IPMASQ=%t\n", mtu, k.v6) // the IPv6 clusters run with --ip-masq
 }
 
 // runner is a host or a pod: a namespace that runs commands.
@@ -207,39 +269,86 @@ func ipJSON(h runner, v any, args ...string) error {
 	return nil
 }
 
-// netIP is a lease's network address: flannel's vxlan gateway for it.
-func netIP(l leaseInfo) string { return l.Subnet.Addr().String() }
-
 // state compares host on's kernel state with exactly what flannel
-// programs for the given peers (host indexes): every expected entry is
-// present with the right attributes and no other overlay entry is.
+// programs for the given peers (host indexes), in every family of the
+// network: every expected entry is present with the right attributes and
+// no other overlay entry is.
 func (k *kernelCluster) state(on int, peers ...int) error {
+	var errs []error
+	for _, f := range k.families() {
+		errs = append(errs, k.familyState(f, on, peers))
+	}
+	return errors.Join(errs...)
+}
+
+// family is one address family's view of the cluster for the checks:
+// the ip flag, the overlay, flanneld's VXLAN device (its name, MTU over a
+// 1500 underlay and the lease field of its MAC), a host's underlay
+// address, and each lease's subnet, public address and VtepMAC of that
+// family.
+type family struct {
+	flag      string
+	overlay   netip.Prefix
+	dev       string
+	mtu       int
+	dataField string
+	local     func(*testbed.Host) netip.Addr
+	subnet    func(leaseInfo) netip.Prefix
+	public    func(leaseInfo) netip.Addr
+	mac       func(leaseInfo) string
+}
+
+var (
+	family4 = family{"-4", overlay, "flannel.1", 1450, "BackendData", func(h *testbed.Host) netip.Addr { return h.Addr },
+		func(l leaseInfo) netip.Prefix { return l.Subnet }, func(l leaseInfo) netip.Addr { return l.Public },
+		func(l leaseInfo) string { return l.MAC }}
+	family6 = family{"-6", overlay6, "flannel-v6.1", 1430, "BackendV6Data", func(h *testbed.Host) netip.Addr { return h.Addr6 },
+		func(l leaseInfo) netip.Prefix { return l.Subnet6 }, func(l leaseInfo) netip.Addr { return l.Public6 },
+		func(l leaseInfo) string { return l.MAC6 }}
+)
+
+// families are the address families of the cluster's network.
+func (k *kernelCluster) families() []family {
+	var fs []family
+	if k.v4 {
+		fs = append(fs, family4)
+	}
+	if k.v6 {
+		fs = append(fs, family6)
+	}
+	return fs
+}
+
+// familyState is state for one family: routes into its overlay (vxlan:
+// `<subnet> via <subnet address> dev <device> onlink`; host-gw: `<subnet>
+// via <public address> dev eth0`) and, for vxlan, the device's permanent
+// neighbours and fdb entries.
+func (k *kernelCluster) familyState(f family, on int, peers []int) error {
 	h := k.c.Hosts[on-1]
 	var errs []error
 	wantRoutes := map[string]string{}
 	for _, p := range peers {
 		l := k.leases[p]
 		if k.backend == "vxlan" {
-			wantRoutes[l.Subnet.String()] = fmt.Sprintf("via %s dev flannel.1 onlink", netIP(l))
+			wantRoutes[f.subnet(l).String()] = fmt.Sprintf("via %s dev %s onlink", f.subnet(l).Addr(), f.dev)
 		} else {
-			wantRoutes[l.Subnet.String()] = fmt.Sprintf("via %s dev eth0", l.Public)
+			wantRoutes[f.subnet(l).String()] = fmt.Sprintf("via %s dev eth0", f.public(l))
 		}
 	}
 	var routes []struct {
 		Dst, Gateway, Dev, Protocol string
 		Flags                       []string
 	}
-	if err := ipJSON(h, &routes, "ip", "-j", "route"); err != nil {
+	if err := ipJSON(h, &routes, "ip", f.flag, "-j", "route"); err != nil {
 		return err
 	}
-	own := k.leases[on].Subnet.String()
 	for _, r := range routes {
 		dst, err := netip.ParsePrefix(r.Dst)
-		if err != nil || !overlay.Overlaps(dst) {
-			continue
+		if err != nil {
+			dst, err = netip.ParsePrefix(r.Dst + fmt.Sprintf("/%d", f.overlay.Addr().BitLen())) // a host route, printed without its length
 		}
-		if r.Dst == own && r.Dev == "cni0" && r.Protocol == "kernel" {
-			continue // the pods' bridge, not flannelu's
+		if err != nil || !f.overlay.Overlaps(dst) || r.Protocol == "kernel" {
+			continue // not the overlay's, or the kernel's own (cni0's subnet, flannel-v6.1's address)
 		}
 		got := fmt.Sprintf("via %s dev %s", r.Gateway, r.Dev)
 		if slices.Contains(r.Flags, "onlink") {
@@ -254,24 +363,24 @@ func (k *kernelCluster) state(on int, peers ...int) error {
 		errs = append(errs, fmt.Errorf("host %d: missing route %s %s", on, dst, want))
 	}
 	if k.backend == "vxlan" {
-		errs = append(errs, k.vxlanState(h, on, peers))
+		errs = append(errs, k.vxlanState(f, h, on, peers))
 	}
 	return errors.Join(errs...)
 }
 
-func (k *kernelCluster) vxlanState(h *testbed.Host, on int, peers []int) error {
+func (k *kernelCluster) vxlanState(f family, h *testbed.Host, on int, peers []int) error {
 	var errs []error
 	wantNeigh, wantFDB := map[string]string{}, map[string]string{}
 	for _, p := range peers {
 		l := k.leases[p]
-		wantNeigh[netIP(l)] = l.MAC
-		wantFDB[l.MAC+" dst "+l.Public.String()] = "permanent"
+		wantNeigh[f.subnet(l).Addr().String()] = f.mac(l)
+		wantFDB[f.mac(l)+" dst "+f.public(l).String()] = "permanent"
 	}
 	var neighs []struct {
 		Dst, Lladdr string
 		State       []string
 	}
-	if err := ipJSON(h, &neighs, "ip", "-j", "neigh", "show", "dev", "flannel.1"); err != nil {
+	if err := ipJSON(h, &neighs, "ip", f.flag, "-j", "neigh", "show", "dev", f.dev); err != nil {
 		return err
 	}
 	for _, n := range neighs {
@@ -279,43 +388,65 @@ func (k *kernelCluster) vxlanState(h *testbed.Host, on int, peers []int) error {
 			continue // the kernel's own resolutions, not flannelu's
 		}
 		if mac, ok := wantNeigh[n.Dst]; !ok || mac != n.Lladdr {
-			errs = append(errs, fmt.Errorf("host %d: neighbour %s lladdr %s PERMANENT, want lladdr %q", on, n.Dst, n.Lladdr, mac))
+			errs = append(errs, fmt.Errorf("host %d: neighbour %s lladdr %s PERMANENT on %s, want lladdr %q", on, n.Dst, n.Lladdr, f.dev, mac))
 		}
 		delete(wantNeigh, n.Dst)
 	}
 	for ip, mac := range wantNeigh {
-		errs = append(errs, fmt.Errorf("host %d: missing neighbour %s lladdr %s PERMANENT on flannel.1", on, ip, mac))
+		errs = append(errs, fmt.Errorf("host %d: missing neighbour %s lladdr %s PERMANENT on %s", on, ip, mac, f.dev))
 	}
 	var fdb []struct {
 		Mac, Dst, State string
 		Flags           []string
 	}
-	if err := ipJSON(h, &fdb, "bridge", "-j", "fdb", "show", "dev", "flannel.1"); err != nil {
+	if err := ipJSON(h, &fdb, "bridge", "-j", "fdb", "show", "dev", f.dev); err != nil {
 		return err
 	}
-	for _, f := range fdb {
-		key := f.Mac + " dst " + f.Dst
-		if _, ok := wantFDB[key]; !ok || f.State != "permanent" {
-			errs = append(errs, fmt.Errorf("host %d: unexpected fdb entry %s state %q flags %v", on, key, f.State, f.Flags))
+	for _, e := range fdb {
+		key := e.Mac + " dst " + e.Dst
+		if _, ok := wantFDB[key]; !ok || e.State != "permanent" {
+			errs = append(errs, fmt.Errorf("host %d: unexpected fdb entry %s state %q flags %v on %s", on, key, e.State, e.Flags, f.dev))
 		}
 		delete(wantFDB, key)
 	}
 	for key := range wantFDB {
-		errs = append(errs, fmt.Errorf("host %d: missing fdb entry %s on flannel.1", on, key))
+		errs = append(errs, fmt.Errorf("host %d: missing fdb entry %s on %s", on, key, f.dev))
 	}
 	return errors.Join(errs...)
 }
 
-// checkDevice reads host 1's flannel.1 back (vxlan), or checks that
-// host-gw made no device.
+// checkDevice reads host 1's vxlan devices back (flannel.1 exactly with an
+// IPv4 network, flannel-v6.1 exactly with an IPv6 one), or checks that
+// host-gw made none.
 func (k *kernelCluster) checkDevice(t *testing.T) {
 	h := k.c.Hosts[0]
-	if k.backend != "vxlan" {
-		if out, err := h.Run("ip", "link", "show", "flannel.1"); err == nil {
-			t.Errorf("host-gw created a flannel.1 device:\n%s", out)
-		}
-		return
+	want := map[string]bool{}
+	for _, f := range k.devices() {
+		want[f.dev] = true
+		k.checkVxlanDevice(t, h, f)
 	}
+	for _, f := range []family{family4, family6} {
+		if out, err := h.Run("ip", "link", "show", f.dev); err == nil && !want[f.dev] {
+			t.Errorf("%s (%s) created %s:\n%s", k.backend, k.stack, f.dev, out)
+		}
+	}
+}
+
+// devices are the families whose VXLAN device the cluster's hosts must
+// have.
+func (k *kernelCluster) devices() []family {
+	if k.backend != "vxlan" {
+		return nil
+	}
+	return k.families()
+}
+
+// checkVxlanDevice compares f's device on h with flanneld's: VNI 1, port
+// 8472, learning off, over eth0's address of the family, the kernel's MTU
+// over that underlay, up, the lease's VtepMAC, and exactly the lease's
+// network address as a host prefix among the family's global addresses.
+func (k *kernelCluster) checkVxlanDevice(t *testing.T, h *testbed.Host, f family) {
+	t.Helper()
 	var links []struct {
 		Flags    []string
 		MTU      int
@@ -325,56 +456,43 @@ func (k *kernelCluster) checkDevice(t *testing.T) {
 			InfoData struct {
 				ID       int
 				Local    string
+				Local6   string // iproute2's name for an IPv6 local address
 				Link     string
 				Port     int
 				Learning bool
 			} `json:"info_data"`
 		}
-		AddrInfo []struct {
-			Family, Local string
-			Prefixlen     int
-		} `json:"addr_info"`
 	}
-	if err := ipJSON(h, &links, "ip", "-j", "-d", "link", "show", "flannel.1"); err != nil {
-		t.Fatal(err)
-	}
-	if len(links) != 1 {
-		t.Fatalf("%d links named flannel.1", len(links))
+	if err := ipJSON(h, &links, "ip", "-j", "-d", "link", "show", f.dev); err != nil || len(links) != 1 {
+		t.Fatalf("%s: %v %+v", f.dev, err, links)
 	}
 	l, d := links[0], links[0].Linkinfo.InfoData
-	got := fmt.Sprintf("%s id %d dstport %d local %s dev %s learning=%v mtu %d up=%v",
-		l.Linkinfo.InfoKind, d.ID, d.Port, d.Local, d.Link, d.Learning, l.MTU, slices.Contains(l.Flags, "UP"))
-	want := fmt.Sprintf("vxlan id 1 dstport 8472 local %s dev eth0 learning=false mtu 1450 up=true", h.Addr)
+	got := fmt.Sprintf("%s id %d dstport %d local %s dev %s learning=%v mtu %d up=%v mac %s",
+		l.Linkinfo.InfoKind, d.ID, d.Port, d.Local+d.Local6, d.Link, d.Learning, l.MTU, slices.Contains(l.Flags, "UP"), l.Address)
+	want := fmt.Sprintf("vxlan id 1 dstport 8472 local %s dev eth0 learning=false mtu %d up=true mac %s", f.local(h), f.mtu, f.mac(k.leases[1]))
 	if got != want {
-		t.Errorf("flannel.1: %s\nwant:      %s", got, want)
+		t.Errorf("%s: %s\nwant: %s", f.dev, got, want)
 	}
-	if l.Address != k.leases[1].MAC {
-		t.Errorf("flannel.1 MAC %s, lease VtepMAC %s", l.Address, k.leases[1].MAC)
-	}
-	if err := ipJSON(h, &links, "ip", "-j", "addr", "show", "dev", "flannel.1"); err != nil {
-		t.Fatal(err)
-	}
-	var v4 []string
-	for _, a := range links[0].AddrInfo {
-		if a.Family == "inet" {
-			v4 = append(v4, fmt.Sprintf("%s/%d", a.Local, a.Prefixlen))
-		}
-	}
-	if want := []string{netIP(k.leases[1]) + "/32"}; !slices.Equal(v4, want) {
-		t.Errorf("flannel.1 IPv4 addresses %v, want %v", v4, want)
+	sn := f.subnet(k.leases[1])
+	out := h.MustRun("ip", f.flag, "-o", "addr", "show", "dev", f.dev, "scope", "global")
+	if addr := fmt.Sprintf(" %s/%d ", sn.Addr(), sn.Addr().BitLen()); strings.Count(out, "\n") != 1 || !strings.Contains(out, addr) {
+		t.Errorf("%s global addresses:\n%s\nwant only%s", f.dev, out, addr)
 	}
 }
 
-// deletePeerEntries removes by hand host 1's entries for peer p (2 or 3):
-// its route, and for vxlan its fdb entry and neighbour.
+// deletePeerEntries removes by hand host 1's entries for peer p (2 or 3)
+// in every family: its route, and for vxlan its fdb entry and neighbour.
 func (k *kernelCluster) deletePeerEntries(t *testing.T, p int) {
 	t.Helper()
 	h, l := k.c.Hosts[0], k.leases[p]
-	cmds := [][]string{{"ip", "route", "del", l.Subnet.String()}}
-	if k.backend == "vxlan" {
-		cmds = append(cmds,
-			[]string{"bridge", "fdb", "del", l.MAC, "dev", "flannel.1", "dst", l.Public.String()},
-			[]string{"ip", "neigh", "del", netIP(l), "dev", "flannel.1"})
+	var cmds [][]string
+	for _, f := range k.families() {
+		cmds = append(cmds, []string{"ip", f.flag, "route", "del", f.subnet(l).String()})
+		if k.backend == "vxlan" {
+			cmds = append(cmds,
+				[]string{"bridge", "fdb", "del", f.mac(l), "dev", f.dev, "dst", f.public(l).String()},
+				[]string{"ip", f.flag, "neigh", "del", f.subnet(l).Addr().String(), "dev", f.dev})
+		}
 	}
 	// Each delete fails unless the entry was there: no read-back, which
 	// could race with a reconcile pass that already restored it.
@@ -396,14 +514,16 @@ func (k *kernelCluster) checkRepair(t *testing.T) {
 		t.Fatalf("entries not restored by two reconcile passes:\n%v", err)
 	}
 	t.Logf("peer 2's entries restored within two passes, %v (reconcile interval %v)", time.Since(start).Round(10*time.Millisecond), reconcileInterval)
-	if out, err := testbed.Ping(k.c.Hosts[0].Pods[0].NS, k.c.Hosts[1].Pods[0].Addr.String(), 3); err != nil {
-		t.Fatalf("ping after repair: %v\n%s", err, out)
+	for _, to := range k.pods(2) {
+		if out, err := testbed.Ping(k.c.Hosts[0].Pods[0].NS, to.Addr.String(), 3); err != nil {
+			t.Fatalf("ping after repair: %v\n%s", err, out)
+		}
 	}
 }
 
-// deletedEntry matches ip monitor's report of a deleted route into the
-// overlay or a deleted neighbour or fdb entry of flannel.1.
-var deletedEntry = regexp.MustCompile(`(?m)^Deleted (198\.18\.\d+\.\d+/\d+ .*|.* dev flannel\.1 .*)$`)
+// deletedEntry matches ip monitor's report of a deleted route into either
+// overlay or a deleted neighbour or fdb entry of flannel.1 or flannel-v6.1.
+var deletedEntry = regexp.MustCompile(`(?m)^Deleted (198\.18\.\d+\.\d+/\d+ .*|2001:db8:100:.*|.* dev flannel(-v6)?\.1 .*)$`)
 
 // markerDeleted is ip monitor's line for checkRestart's marker route.
 var markerDeleted = regexp.MustCompile(`(?m)^Deleted 192\.0\.2\.128/25 `)
@@ -438,7 +558,11 @@ func (k *kernelCluster) checkRestart(t *testing.T) {
 	// A stream of 100 requests/s with no count: it runs until the test has
 	// seen the restart through, so its length is set by events, not by a
 	// guess at how long a restart takes on a loaded machine.
+	// With IPv6 the stream is IPv6: the IPv4 network has the same test.
 	to := c.Hosts[1].Pods[1].Addr.String()
+	if k.v6 {
+		to = c.Hosts[1].Pods[1].Addr6.String()
+	}
 	ping, err := c.Start(h1.Pods[0].NS, "ping-restart-"+k.backend, "ping", "-n", "-i", "0.01", to)
 	if err != nil {
 		t.Fatal(err)
@@ -485,8 +609,9 @@ func (k *kernelCluster) checkRestart(t *testing.T) {
 		t.Logf("restart took %v under pings at 10 ms: requests 1..%d all answered", restarted.Round(time.Millisecond), last)
 	}
 
-	if n.Env.Subnet != old.Env.Subnet || n.SubnetFile != old.SubnetFile {
-		t.Errorf("restarted host 1 got subnet %v in %s, had %v in %s", n.Env.Subnet, n.SubnetFile, old.Env.Subnet, old.SubnetFile)
+	if n.Env.Subnet != old.Env.Subnet || n.Env.IPv6Subnet != old.Env.IPv6Subnet || n.SubnetFile != old.SubnetFile {
+		t.Errorf("restarted host 1 got subnets %v %v in %s, had %v %v in %s", n.Env.Subnet, n.Env.IPv6Subnet, n.SubnetFile,
+			old.Env.Subnet, old.Env.IPv6Subnet, old.SubnetFile)
 	}
 	l, err := k.readLease(1)
 	if err != nil {
@@ -628,5 +753,5 @@ func (k *kernelCluster) checkLeave(t *testing.T) {
 		}
 	}
 	t.Logf("host 3's entries gone from hosts 1 and 2 after %v", time.Since(start).Round(10*time.Millisecond))
-	fullMesh(t, allPods(k.c, 1, 2))
+	fullMesh(t, k.pods(1, 2))
 }

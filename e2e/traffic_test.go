@@ -25,7 +25,9 @@ func transfer(t *testing.T, bed *testbed.Bed, from, to *testbed.Pod, size int64)
 		t.Fatal(err)
 	}
 	addr := testbed.ListenAddr(to.Addr, 5201)
-	recv, err := bed.Start(to.NS, "recv-"+to.Name, "env", "FLANNELU_E2E_HELPER=recv", self, addr)
+	// A log per address: a pod may receive once per family, and the wait
+	// below must not find the first receiver's "listening".
+	recv, err := bed.Start(to.NS, "recv-"+to.Name+"-"+to.Addr.String(), "env", "FLANNELU_E2E_HELPER=recv", self, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package iptables
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -42,34 +41,7 @@ func wantTables6() map[string][]string {
 func TestIPv6SetUpAndResync(t *testing.T) {
 	ns := newNamespace6(t)
 	const resync = time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- ns.Do(func() error {
-			r, err := New(Options{Resync: resync, IPv6: true})
-			if err != nil {
-				return err
-			}
-			if !r.RandomFully() {
-				return fmt.Errorf("ip6tables here lacks --random-fully; the expected rules assume it")
-			}
-			r.Keep(Masq(network6, lease6, true))
-			r.Keep(Forward(network6))
-			r.Run(ctx)
-			return nil
-		})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after its context ended")
-		}
-	}()
+	runInNS(t, ns, Options{Resync: resync, IPv6: true}, Masq(network6, lease6, true), Forward(network6))
 	want := wantTables6()
 	if err := testbed.Eventually(3*resync, func() error { return tablesOf(ns, "ip6tables", want) }); err != nil {
 		t.Fatalf("first set-up: %v", err)

@@ -138,31 +138,7 @@ func TestSetUp(t *testing.T) {
 func TestResyncRestores(t *testing.T) {
 	ns := newNamespace(t)
 	const resync = time.Second
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- ns.Do(func() error {
-			r, err := New(Options{Resync: resync})
-			if err != nil {
-				return err
-			}
-			r.Keep(Masq(network, lease, true))
-			r.Keep(Forward(network))
-			r.Run(ctx)
-			return nil
-		})
-	}()
-	defer func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Error(err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("Run did not return after its context ended")
-		}
-	}()
+	runInNS(t, ns, Options{Resync: resync}, Masq(network, lease, true), Forward(network))
 	want := wantTables(lease.String())
 	if err := testbed.Eventually(3*resync, func() error { return tables(ns, want) }); err != nil {
 		t.Fatalf("first set-up: %v", err)
@@ -176,6 +152,40 @@ func TestResyncRestores(t *testing.T) {
 	if err := testbed.Eventually(3*resync, func() error { return tables(ns, want) }); err != nil {
 		t.Fatalf("within %v of deleting two rules: %v", 3*resync, err)
 	}
+}
+
+// runInNS runs a Runner keeping sets on a thread inside ns until the test
+// ends; then Run must return.
+func runInNS(t *testing.T, ns testbed.NS, o Options, sets ...Set) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- ns.Do(func() error {
+			r, err := New(o)
+			if err != nil {
+				return err
+			}
+			if !r.RandomFully() {
+				return fmt.Errorf("%s here lacks --random-fully; the expected rules assume it", map[bool]string{false: "iptables", true: "ip6tables"}[o.IPv6])
+			}
+			for _, s := range sets {
+				r.Keep(s)
+			}
+			r.Run(ctx)
+			return nil
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Error(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return after its context ended")
+		}
+	})
 }
 
 // TestRecycle is flanneld's recycle: the host got a new subnet, so the

@@ -171,9 +171,10 @@ func (c *CNIChain) AddPod(ports ...PortMapping) (*Pod, error) {
 	return pod, nil
 }
 
-// readResult takes the pod's address and host veth from the ADD result:
-// the first IPv4 address, and the last interface outside the sandbox (the
-// bridge plugin lists the bridge, the host veth, then the pod's eth0).
+// readResult takes the pod's addresses and host veth from the ADD result:
+// the first IPv4 address (Addr) and the first IPv6 one (Addr6, and Addr
+// too for an IPv6-only pod), and the last interface outside the sandbox
+// (the bridge plugin lists the bridge, the host veth, then the pod's eth0).
 func (p *Pod) readResult(out string) error {
 	var res struct {
 		Interfaces []struct{ Name, Sandbox string }
@@ -183,10 +184,17 @@ func (p *Pod) readResult(out string) error {
 		return fmt.Errorf("CNI result: %w: %s", err, out)
 	}
 	for _, ip := range res.IPs {
-		if pfx, err := netip.ParsePrefix(ip.Address); err == nil && pfx.Addr().Is4() {
+		pfx, err := netip.ParsePrefix(ip.Address)
+		switch {
+		case err != nil:
+		case pfx.Addr().Is4() && !p.Addr.Is4():
 			p.Addr = pfx.Addr()
-			break
+		case pfx.Addr().Is6() && !p.Addr6.IsValid():
+			p.Addr6 = pfx.Addr()
 		}
+	}
+	if !p.Addr.IsValid() {
+		p.Addr = p.Addr6 // an IPv6-only pod
 	}
 	for _, iface := range res.Interfaces {
 		if iface.Sandbox == "" {
@@ -194,7 +202,7 @@ func (p *Pod) readResult(out string) error {
 		}
 	}
 	if !p.Addr.IsValid() || p.Veth == "" {
-		return fmt.Errorf("CNI result without an IPv4 address or host veth: %s", out)
+		return fmt.Errorf("CNI result without an address or host veth: %s", out)
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannelu/flannelu/backend/kernel"
 	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
@@ -32,7 +33,13 @@ func node6(t testing.TB) *kerneltest.Namespace {
 // running6 runs a backend for IPv6 (and IPv4 when v4) on node6's ext0.
 func running6(t *testing.T, ns *kerneltest.Namespace, v4 bool) *Backend {
 	t.Helper()
-	opts := Options{IPv6Network: network6, ReconcileInterval: testInterval, Logger: kerneltest.Logger(t), Netlink: ns.NL}
+	return running6Every(t, ns, v4, testInterval)
+}
+
+// running6Every is running6 with another reconcile interval.
+func running6Every(t *testing.T, ns *kerneltest.Namespace, v4 bool, interval time.Duration) *Backend {
+	t.Helper()
+	opts := Options{IPv6Network: network6, ReconcileInterval: interval, Logger: kerneltest.Logger(t), Netlink: ns.NL}
 	own := subnet.Lease{IPv6Subnet: own1v6}
 	if v4 {
 		opts.Network, own.Subnet = network, own1
@@ -115,7 +122,9 @@ func TestIPv6PeersAddRemoveChange(t *testing.T) {
 	moved := [2]string{p2v6[0], "2001:db8:0:1::22"}
 	b.HandleEvents(ctx, []subnet.Event{{Type: subnet.EventChanged, Lease: gwLease6(p2, moved)}})
 	assertRoutes6(t, ns, moved)
-	kerneltest.NoRouteDeleted(t, updates, 3*testInterval)
+	log := kerneltest.LogOf(t, b.log)
+	passes := log.Passes()
+	ns.NoRouteDeleted(t, updates, func() bool { return log.Passes() >= passes+2 })
 	if n := b.PeerErrors(); n != 0 {
 		t.Errorf("PeerErrors = %d", n)
 	}
@@ -140,11 +149,11 @@ func TestIPv6ReconcileRestoresAndPrunes(t *testing.T) {
 	ns.IP(t, "-6", "route", "add", "2001:db8:100:7::/64", "via", "2001:db8:0:1::7", "dev", "ext0") // stale, ours
 	ns.IP(t, "-6", "route", "add", "2001:db8:200::/48", "via", "2001:db8:0:1::9", "dev", "ext0")   // outside the network
 	want := append(flannelRoutes(p2v6, p3v6), kerneltest.Route{Dst: "2001:db8:200::/48", Gateway: "2001:db8:0:1::9", Flags: []string{}})
-	var got []kerneltest.Route
-	kerneltest.Eventually(t, repairDeadline, "reconcile", func() bool {
-		got = peerRoutes6(t, ns)
-		return reflect.DeepEqual(got, want)
-	}, func() { t.Logf("got  %+v\nwant %+v", got, want) })
+	log := kerneltest.LogOf(t, b.log)
+	log.WaitPasses(t, log.Passes()+2) // the second pass saw the hand edits whole
+	if got := peerRoutes6(t, ns); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after two reconcile passes:\ngot  %+v\nwant %+v", got, want)
+	}
 	assertRoutes(t, ns, flannelRoutes(p2, p3))
 }
 
@@ -156,10 +165,11 @@ func TestIPv6RestartKeepsRoutes(t *testing.T) {
 	assertRoutes6(t, ns, p2v6, p3v6)
 
 	updates := ns.SubscribeRoutes(t)
-	second := running6(t, ns, true) // a restarted daemon, before its peer list arrives
-	time.Sleep(testInterval / 2)
+	second := running6Every(t, ns, true, restartInterval) // a restarted daemon, before its peer list arrives
+	log := kerneltest.LogOf(t, second.log)
+	log.WaitCount(t, kernel.ReconcileStarted, 1)
 	second.HandleEvents(context.Background(), peers)
-	kerneltest.NoRouteDeleted(t, updates, 3*testInterval)
+	ns.NoRouteDeleted(t, updates, func() bool { return log.Passes() >= 2 })
 	assertRoutes6(t, ns, p2v6, p3v6)
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannelu/flannelu/backend/kernel"
 	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
@@ -55,7 +56,16 @@ func (s stack) options(cfg string, interval time.Duration, t *testing.T, ns *ker
 // on node6's ext0; Run is stopped (and must return nil) in t.Cleanup.
 func running6(t *testing.T, ns *kerneltest.Namespace, s stack, cfg string) (*Backend, subnet.LeaseAttrs) {
 	t.Helper()
-	b, err := New(ns.External(t, "ext0", "192.0.2.1/24", "2001:db8:0:1::1/64"), s.options(cfg, testInterval, t, ns))
+	b, attrs := started6(t, ns, s, cfg, testInterval)
+	kerneltest.RunBackend(t, b)
+	return b, attrs
+}
+
+// started6 creates, initialises and starts a backend with a reconcile
+// interval of its own.
+func started6(t *testing.T, ns *kerneltest.Namespace, s stack, cfg string, interval time.Duration) (*Backend, subnet.LeaseAttrs) {
+	t.Helper()
+	b, err := New(ns.External(t, "ext0", "192.0.2.1/24", "2001:db8:0:1::1/64"), s.options(cfg, interval, t, ns))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,8 +80,15 @@ func running6(t *testing.T, ns *kerneltest.Namespace, s stack, cfg string) (*Bac
 	if err := b.Start(context.Background(), own); err != nil {
 		t.Fatal(err)
 	}
-	kerneltest.RunBackend(t, b)
 	return b, attrs
+}
+
+// twoPasses waits until b has finished two reconcile passes after the
+// call: the second saw whatever was changed before it.
+func twoPasses(t *testing.T, b *Backend) {
+	t.Helper()
+	log := kerneltest.LogOf(t, b.log)
+	log.WaitPasses(t, log.Passes()+2)
 }
 
 // dualLease is a dual-stack vxlan peer lease as flanneld writes it: v4 is
@@ -253,7 +270,9 @@ func TestIPv6PeersAddRemoveChange(t *testing.T) {
 	moved := [3]string{peer2v6[0], "2001:db8:0:3::2", "02:00:5e:00:62:99"}
 	b.HandleEvents(ctx, ev(subnet.EventChanged, dualLease(peer2, moved)))
 	assertLayout6(t, ns, moved)
-	kerneltest.NoRouteDeleted(t, updates, 3*testInterval)
+	log := kerneltest.LogOf(t, b.log)
+	passes := log.Passes()
+	ns.NoRouteDeleted(t, updates, func() bool { return log.Passes() >= passes+2 })
 	if n := b.PeerErrors(); n != 0 {
 		t.Errorf("PeerErrors = %d", n)
 	}
@@ -292,11 +311,10 @@ func TestIPv6ReconcileRestoresAndPrunes(t *testing.T) {
 	kerneltest.Run(t, "bridge", "-n", ns.Name, "fdb", "add", "02:00:5e:00:07:07", "dev", "flannel-v6.1", "dst", "2001:db8:0:1::7", "self", "permanent")
 	ns.IP(t, "-6", "route", "add", "2001:db8:100:8::/64", "via", "2001:db8:0:1::8", "dev", "ext0") // other device
 	ns.IP(t, "-6", "route", "add", "2001:db8:200::/48", "via", "2001:db8:0:1::9", "dev", "ext0")   // outside the network
-	var got layout
-	kerneltest.Eventually(t, repairDeadline, "reconcile", func() bool {
-		got = readLayoutOf(t, ns, "flannel-v6.1")
-		return reflect.DeepEqual(got, want)
-	}, func() { t.Logf("got  %+v\nwant %+v", got, want) })
+	twoPasses(t, b)
+	if got := readLayoutOf(t, ns, "flannel-v6.1"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after two reconcile passes:\ngot  %+v\nwant %+v", got, want)
+	}
 	assertLayout(t, ns, flannelLayout(peer2, peer3)) // the IPv4 side untouched
 	for _, dst := range []string{"2001:db8:100:8::/64", "2001:db8:200::/48"} {
 		if out := ns.IP(t, "-6", "route", "show", dst); out == "" {
@@ -305,10 +323,9 @@ func TestIPv6ReconcileRestoresAndPrunes(t *testing.T) {
 	}
 	// A stale global address on the device goes too; link-local stays.
 	ns.AddrV6(t, "flannel-v6.1", "2001:db8:100:9::/128")
-	kerneltest.Eventually(t, repairDeadline, "stale address removed", func() bool {
-		return !strings.Contains(ns.IP(t, "-6", "addr", "show", "dev", "flannel-v6.1"), "2001:db8:100:9::")
-	})
-	if out := ns.IP(t, "-6", "addr", "show", "dev", "flannel-v6.1"); !strings.Contains(out, "2001:db8:100:1::/128") || !strings.Contains(out, "fe80::") {
+	twoPasses(t, b)
+	if out := ns.IP(t, "-6", "addr", "show", "dev", "flannel-v6.1"); strings.Contains(out, "2001:db8:100:9::") ||
+		!strings.Contains(out, "2001:db8:100:1::/128") || !strings.Contains(out, "fe80::") {
 		t.Errorf("flannel-v6.1 addresses after reconcile:\n%s", out)
 	}
 }
@@ -316,22 +333,12 @@ func TestIPv6ReconcileRestoresAndPrunes(t *testing.T) {
 func TestIPv6RestartKeepsEntries(t *testing.T) {
 	ns := node6(t)
 	peers := append(ev(subnet.EventAdded, dualLease(peer2, peer2v6)), ev(subnet.EventAdded, dualLease(peer3, peer3v6))...)
+	first, attrs1 := started6(t, ns, dual, `{"Type":"vxlan"}`, testInterval)
 	ctx, cancel := context.WithCancel(context.Background())
-	first, err := New(ns.External(t, "ext0", "192.0.2.1/24", "2001:db8:0:1::1/64"), dual.options(`{"Type":"vxlan"}`, testInterval, t, ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	attrs1, err := first.Init(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := first.Start(ctx, subnet.Lease{Subnet: own1, IPv6Subnet: own1v6, Attrs: attrs1}); err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan error, 1)
 	go func() { done <- first.Run(ctx) }()
 	first.HandleEvents(context.Background(), peers)
-	time.Sleep(2 * testInterval)
+	kerneltest.LogOf(t, first.log).WaitPasses(t, 2) // the running daemon reconciles with its peers in place
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -339,13 +346,17 @@ func TestIPv6RestartKeepsEntries(t *testing.T) {
 	assertLayout6(t, ns, peer2v6, peer3v6) // left in place on return
 
 	updates := ns.SubscribeRoutes(t)
-	second, attrs2 := running6(t, ns, dual, `{"Type":"vxlan"}`)
+	// The restarted daemon's peer list arrives after Run started and
+	// before its first pass, one (longer) interval later.
+	second, attrs2 := started6(t, ns, dual, `{"Type":"vxlan"}`, restartInterval)
+	kerneltest.RunBackend(t, second)
 	if string(attrs1.BackendV6Data) != string(attrs2.BackendV6Data) {
 		t.Errorf("flannel-v6.1's VtepMAC changed on restart: %s -> %s", attrs1.BackendV6Data, attrs2.BackendV6Data)
 	}
-	time.Sleep(testInterval / 2) // the daemon's initial list arrives after Run started
+	log := kerneltest.LogOf(t, second.log)
+	log.WaitCount(t, kernel.ReconcileStarted, 1)
 	second.HandleEvents(context.Background(), peers)
-	kerneltest.NoRouteDeleted(t, updates, 3*testInterval)
+	ns.NoRouteDeleted(t, updates, func() bool { return log.Passes() >= 2 })
 	assertLayout6(t, ns, peer2v6, peer3v6)
 	assertLayout(t, ns, flannelLayout(peer2, peer3))
 }
@@ -361,9 +372,10 @@ func TestIPv6DirectRouting(t *testing.T) {
 		t.Errorf("direct IPv6 route for the on-link peer: %q", out)
 	}
 	ns.IP(t, "-6", "route", "del", onLink[0])
-	kerneltest.Eventually(t, repairDeadline, "direct IPv6 route restored", func() bool {
-		return strings.Contains(ns.IP(t, "-6", "route", "show", onLink[0]), "via 2001:db8:0:1::2 dev ext0")
-	})
+	twoPasses(t, b)
+	if out := ns.IP(t, "-6", "route", "show", onLink[0]); !strings.Contains(out, "via 2001:db8:0:1::2 dev ext0") {
+		t.Fatalf("direct IPv6 route not restored by two reconcile passes: %q", out)
+	}
 }
 
 func TestIPv6NeedsAnIPv6Underlay(t *testing.T) {

@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // IPv6 prefixes of the kernel backends' tests: the underlay and the pod
@@ -60,9 +59,9 @@ func DualStack(t testing.TB, hosts ...*Host) {
 // a second on every new link-local address).
 func (n *Namespace) SettleV6(t testing.TB) {
 	t.Helper()
-	Eventually(t, 10*time.Second, n.Name+": IPv6 addresses leave duplicate address detection", func() bool {
-		return !strings.Contains(n.IP(t, "-6", "addr", "show"), "tentative")
-	})
+	if err := (testbed.NS{Name: n.Name}).SettleV6(EventDeadline); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // DualNode is a namespace whose ext0 has 192.0.2.1/24 and
