@@ -9,7 +9,7 @@ import (
 func TestIPv6UnderlayAndPods(t *testing.T) {
 	RequireRoot(t)
 	for _, direct := range []bool{false, true} {
-		b, err := New(Options{Name: "v6", Hosts: 2, Direct: direct, IPv6: true})
+		b, err := New(Options{Name: map[bool]string{false: "v6s", true: "v6d"}[direct], Hosts: 2, Direct: direct, IPv6: true})
 		if err != nil {
 			t.Fatal(err)
 		}
