@@ -5,12 +5,17 @@ LDFLAGS  := -X main.version=$(VERSION)
 BIN      := bin/flannelu
 FUZZTIME ?= 10s
 
-.PHONY: all build deps test test-race demo bench bench-go fuzz vet clean
+.PHONY: all build deps flanneld test test-race demo bench bench-go fuzz vet clean
 
 all: build
 
 deps:
 	@./scripts/deps.sh
+
+# flanneld v0.20.2 (cgo, udp backend) for the bench's flanneld-udp path and
+# its test, into bin/flanneld-v0.20.2 when missing: minutes once, then free.
+flanneld: deps
+	@./scripts/flanneld.sh
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/flannelu
@@ -21,7 +26,7 @@ vet:
 
 # The whole suite: unit, fuzz seed corpora, etcd, namespace end-to-end
 # tests (root), then the lock-free parts again under the race detector.
-test: deps build vet
+test: deps build flanneld vet
 	$(GO) test -count=1 -timeout 12m ./...
 	$(MAKE) test-race
 
@@ -36,7 +41,7 @@ bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./ring/ ./packet/ ./offload/ ./encap/ ./tun/ ./drop/ ./trace/ ./backend/udp/ | tee bench/micro.txt
 
 # Both layouts: the hosts sharing both CPUs, then each host on a CPU of its own.
-bench: deps build
+bench: deps build flanneld
 	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md
 	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md -pin
 

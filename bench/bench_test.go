@@ -22,13 +22,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestSmoke runs the harness in -quick mode on the udp and udp-floor
-// paths, end to end (about 20 s as root), and checks the table and JSON it
-// writes.
+// TestSmoke runs the harness in -quick mode on flannelu's udp path,
+// flanneld's and both floors, end to end (about 40 s as root), and checks
+// the table and JSON it writes.
 func TestSmoke(t *testing.T) {
 	testbed.RequireRoot(t)
 	if testing.Short() {
-		t.Skip("-short: the end-to-end harness smoke test takes ~20 s")
+		t.Skip("-short: the end-to-end harness smoke test takes ~40 s")
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "flannelu")
@@ -39,8 +39,9 @@ func TestSmoke(t *testing.T) {
 	if err := os.WriteFile(md, []byte("# Benchmarks\n\n## Micro\nhand-written\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseFlags([]string{"-flannelu", bin, "-quick", "-paths", "udp," + floorPath, "-name", "benchsmoke",
-		"-write", md, "-json", filepath.Join(dir, "results.json")})
+	paths := []string{"udp", flanneldPath, floorPath, floorPollPath}
+	cfg, err := parseFlags([]string{"-flannelu", bin, "-flanneld", flanneldForTest(t), "-quick",
+		"-paths", strings.Join(paths, ","), "-name", "benchsmoke", "-write", md, "-json", filepath.Join(dir, "results.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,13 +56,34 @@ func TestSmoke(t *testing.T) {
 		if len(p.UDP) != 2 || p.UDP[0].Received == 0 || p.Latency == nil || p.Latency.P50 <= 0 {
 			t.Errorf("%s: no UDP delivery or latency: %+v", p.Path, p)
 		}
+		// The round trips are a real measurement: all of them done, at one
+		// packet in flight none lost (on the floors: nothing but the
+		// forwarder can lose one).
+		if l := p.Latency; isFloor(p.Path) && (l == nil || l.RoundTrips != cfg.roundTrips || l.Lost != 0 || l.P99 < l.P50) {
+			t.Errorf("%s latency: %+v, want %d round trips, none lost", p.Path, l, cfg.roundTrips)
+		}
 	}
-	// The floor's round trips are a real measurement: all of them done, at
-	// one packet in flight none lost.
-	if l := rep.Paths[1].Latency; l == nil || l.RoundTrips != cfg.roundTrips || l.Lost != 0 || l.P99 < l.P50 {
-		t.Errorf("%s latency: %+v, want %d round trips, none lost", floorPath, l, cfg.roundTrips)
+	checkFiles(t, md, filepath.Join(dir, "results.json"), paths...)
+	if b, _ := os.ReadFile(md); !strings.Contains(string(b), "| udp / flanneld-udp | udp-floor / flanneld-udp | udp-floor-poll / flanneld-udp |") {
+		t.Errorf("BENCHMARKS.md has no ratio columns against flanneld-udp:\n%s", b)
 	}
-	checkFiles(t, md, filepath.Join(dir, "results.json"), "udp", floorPath)
+}
+
+// flanneldForTest builds flanneld v0.20.2 where make flanneld puts it,
+// unless it is there already (make test builds it first), and returns
+// its path.
+func flanneldForTest(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(root, "scripts", "flanneld.sh"))
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/flanneld.sh: %v\n%s", err, out)
+	}
+	return filepath.Join(root, flanneldBin)
 }
 
 func checkFiles(t *testing.T, md, js string, paths ...string) {
@@ -137,6 +159,28 @@ func TestTableRatios(t *testing.T) {
 	}
 }
 
+// TestTableFlanneldRatios: the columns against flanneld's udp backend
+// divide loss too (and show nothing for 0/0); those against vxlan do not.
+func TestTableFlanneldRatios(t *testing.T) {
+	rep := &report{Settings: settings{Rates: []int{100000, 0}}, Paths: []pathResult{
+		{Path: "udp", TCP1: &iperfResult{Gbps: 3}, UDP: []udpResult{{LossPct: 0}, {LossPct: 4}}, Latency: &latResult{P50: 30}},
+		{Path: flanneldPath, TCP1: &iperfResult{Gbps: 0.3}, UDP: []udpResult{{LossPct: 0}, {LossPct: 80}}, Latency: &latResult{P50: 20}},
+		{Path: "vxlan", TCP1: &iperfResult{Gbps: 30}, UDP: []udpResult{{LossPct: 0}, {LossPct: 0}}, Latency: &latResult{P50: 10}},
+	}}
+	tab := table(rep, metricRows(rep.Settings.Rates), true)
+	for _, want := range []string{
+		"| | udp | flanneld-udp | vxlan | udp / vxlan | flanneld-udp / vxlan | udp / flanneld-udp |",
+		"| TCP, 1 stream (Gbit/s) | 3.00 | 0.30 | 30.00 | 0.10× | 0.01× | 10.00× |",
+		"| 64 B UDP, 100k pps offered: loss (%) | 0.0 | 0.0 | 0.0 |  |  |  |",
+		"| 64 B UDP, max offered: loss (%) | 4.0 | 80.0 | 0.0 |  |  | 0.05× |",
+		"| UDP round trip p50 (µs) | 30 | 20 | 10 | 3.00× | 2.00× | 1.50× |",
+	} {
+		if !strings.Contains(tab, want) {
+			t.Errorf("table lacks %q:\n%s", want, tab)
+		}
+	}
+}
+
 func TestParseRates(t *testing.T) {
 	if r, err := parseRates("100000, 1000000pps,0"); err != nil || len(r) != 3 || r[1] != 1000000 || r[2] != 0 {
 		t.Errorf("parseRates: %v %v", r, err)
@@ -181,14 +225,19 @@ func TestRatioColumns(t *testing.T) {
 		paths []string
 		want  []ratio
 	}{
-		{[]string{"udp", "vxlan", "host-gw"}, []ratio{{0, 1}, {2, 1}}},
-		{[]string{"vxlan-manual", "host-gw-manual"}, nil},        // no flannelu counterpart
-		{[]string{"host-gw", "host-gw-manual"}, []ratio{{0, 1}}}, // no vxlan
-		{[]string{"vxlan", "vxlan-manual"}, []ratio{{0, 1}}},     // a manual path is no "/ vxlan" column
-		{[]string{"udp", "vxlan", "host-gw", "vxlan-manual", "host-gw-manual"}, []ratio{{0, 1}, {2, 1}, {1, 3}, {2, 4}}},
+		{[]string{"udp", "vxlan", "host-gw"}, []ratio{{0, 1, false}, {2, 1, false}}},
+		{[]string{"vxlan-manual", "host-gw-manual"}, nil},               // no flannelu counterpart
+		{[]string{"host-gw", "host-gw-manual"}, []ratio{{0, 1, false}}}, // no vxlan
+		{[]string{"vxlan", "vxlan-manual"}, []ratio{{0, 1, false}}},     // a manual path is no "/ vxlan" column
+		{[]string{"udp", "vxlan", "host-gw", "vxlan-manual", "host-gw-manual"}, []ratio{{0, 1, false}, {2, 1, false}, {1, 3, false}, {2, 4, false}}},
 		// the floor is divided by vxlan like flannelu's paths, and has no counterpart
-		{[]string{"udp", "vxlan", "vxlan-manual", "udp-floor"}, []ratio{{0, 1}, {3, 1}, {1, 2}}},
+		{[]string{"udp", "vxlan", "vxlan-manual", "udp-floor"}, []ratio{{0, 1, false}, {3, 1, false}, {1, 2, false}}},
 		{[]string{"udp-floor", "vxlan-manual"}, nil},
+		// flannelu's udp path and the floors are divided by flanneld's too,
+		// loss included; flanneld's is divided by vxlan like the others
+		{[]string{"udp", "flanneld-udp", "vxlan", "udp-floor", "udp-floor-poll"},
+			[]ratio{{0, 2, false}, {1, 2, false}, {3, 2, false}, {4, 2, false}, {0, 1, true}, {3, 1, true}, {4, 1, true}}},
+		{[]string{"flanneld-udp", "host-gw"}, nil},
 	} {
 		if got := ratioColumns(paths(tc.paths...)); !slices.Equal(got, tc.want) {
 			t.Errorf("ratioColumns(%v) = %v, want %v", tc.paths, got, tc.want)
@@ -245,7 +294,7 @@ func TestLinkMAC(t *testing.T) {
 }
 
 func TestCheckPaths(t *testing.T) {
-	cfg := &config{flannelu: "/nonexistent/flannelu", paths: []string{"vxlan-manual", "host-gw-manual", floorPath},
+	cfg := &config{flannelu: "/nonexistent/flannelu", paths: []string{"vxlan-manual", "host-gw-manual", floorPath, floorPollPath},
 		iperfTime: time.Second, udpTime: time.Second, roundTrips: 1}
 	if err := cfg.check(); err != nil {
 		t.Errorf("hand-made paths need no flannelu binary: %v", err)
@@ -253,6 +302,15 @@ func TestCheckPaths(t *testing.T) {
 	cfg.paths = []string{"vxlan"}
 	if err := cfg.check(); err == nil {
 		t.Error("vxlan without a flannelu binary passed the check")
+	}
+	cfg.paths = []string{flanneldPath}
+	cfg.flanneld = "/nonexistent/flanneld"
+	if err := cfg.check(); err == nil || !strings.Contains(err.Error(), "make flanneld") {
+		t.Errorf("flanneld-udp without a flanneld binary: %v", err)
+	}
+	cfg.flanneld = os.Args[0] // any file that exists
+	if err := cfg.check(); err != nil {
+		t.Errorf("flanneld-udp needs no flannelu binary: %v", err)
 	}
 	cfg.paths = []string{"udp-manual"}
 	if err := cfg.check(); err == nil || !strings.Contains(err.Error(), "host-gw-manual, "+floorPath) {

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -24,6 +25,12 @@ import (
 // pays on this machine before doing any work of its own: a blocking read
 // returning, one syscall to pass the packet on, and the next read going
 // back to sleep.
+//
+// It has two forms. The default is two locked OS threads, each in a
+// blocking read of its own descriptor. With -poll it is flanneld's form
+// (backend/udp/proxy_amd64.c, run_proxy): one locked OS thread waits in
+// poll(2) on both descriptors and, once either is readable, moves one
+// packet each way per turn, without waiting, until neither has any.
 
 const (
 	floorTUN  = "flannel0"
@@ -106,11 +113,12 @@ func (t peerTable) lookup(pkt []byte) *unix.SockaddrInet4 {
 	return nil
 }
 
-// forwarder is the helper's two file descriptors, both blocking: the Go
-// netpoller is deliberately not involved, a thread sleeps in read(2).
+// forwarder is the helper's two file descriptors. The Go netpoller is
+// deliberately not involved: a thread sleeps in read(2) or poll(2).
 type forwarder struct {
 	tun, sock int
 	peers     peerTable
+	recvFlags int // MSG_DONTWAIT in the poll form, as flanneld's recv
 }
 
 // toPeer moves one packet from the TUN to its peer host. A packet no lease
@@ -127,17 +135,25 @@ func (f *forwarder) toPeer(buf []byte) error {
 	return nil
 }
 
-// fromPeer moves one datagram from the socket into the TUN. read(2) rather
-// than recvfrom(2) with an address: x/sys's Recvfrom allocates a Sockaddr
-// per call, and the floor checks no sender anyway (the kernel does the same
-// recvmsg either way).
+// fromPeer moves one datagram from the socket into the TUN.
 func (f *forwarder) fromPeer(buf []byte) error {
-	n, err := unix.Read(f.sock, buf)
+	n, err := recv(f.sock, buf, f.recvFlags)
 	if err != nil {
 		return err
 	}
 	unix.Write(f.tun, buf[:n]) //nolint:errcheck // a packet the TUN refuses is dropped
 	return nil
+}
+
+// recv is recv(2): recvfrom without the sender's address, which x/sys's
+// Recvfrom would allocate per call (the floor checks no sender).
+func recv(fd int, buf []byte, flags int) (int, error) {
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))),
+		uintptr(len(buf)), uintptr(flags), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // loop runs step on this goroutine's own OS thread until it fails.
@@ -151,14 +167,80 @@ func (f *forwarder) loop(name string, step func([]byte) error) error {
 	}
 }
 
+// pollLoop is flanneld's proxy loop on this goroutine's own OS thread:
+// the TUN non-blocking, the socket read with MSG_DONTWAIT (its sends
+// still block, as flanneld's do), poll(2) on both; once either is
+// readable, one packet each way per turn until a turn moves none. That
+// costs a failed read or two per wake-up, which flanneld judged cheaper
+// than polling again. It returns when a descriptor fails.
+func (f *forwarder) pollLoop() error {
+	runtime.LockOSThread()
+	fds, err := f.pollMode()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, floorBuf)
+	for {
+		if err := f.pollOnce(fds, buf); err != nil {
+			return err
+		}
+	}
+}
+
+// pollMode makes the TUN non-blocking and the socket's reads MSG_DONTWAIT
+// and returns what to poll.
+func (f *forwarder) pollMode() ([]unix.PollFd, error) {
+	if err := unix.SetNonblock(f.tun, true); err != nil {
+		return nil, fmt.Errorf("TUN O_NONBLOCK: %w", err)
+	}
+	f.recvFlags = unix.MSG_DONTWAIT
+	return []unix.PollFd{{Fd: int32(f.tun), Events: unix.POLLIN}, {Fd: int32(f.sock), Events: unix.POLLIN}}, nil
+}
+
+// pollOnce waits until the TUN or the socket is readable, then moves
+// packets until a turn moves none.
+func (f *forwarder) pollOnce(fds []unix.PollFd, buf []byte) error {
+	if _, err := unix.Poll(fds, -1); err != nil {
+		if errors.Is(err, unix.EINTR) {
+			return nil
+		}
+		return fmt.Errorf("poll: %w", err)
+	}
+	for moved := true; moved; {
+		out, err := tryStep(f.toPeer, buf)
+		if err != nil {
+			return fmt.Errorf("to peer: %w", err)
+		}
+		in, err := tryStep(f.fromPeer, buf)
+		if err != nil {
+			return fmt.Errorf("from peer: %w", err)
+		}
+		moved = out || in
+	}
+	return nil
+}
+
+// tryStep runs one step of the poll form: whether it moved a packet, or
+// the error that ends the loop (EAGAIN and EINTR end neither).
+func tryStep(step func([]byte) error, buf []byte) (bool, error) {
+	err := step(buf)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return false, nil
+	}
+	return false, err
+}
+
 // forwardMain is the forward helper: -local <underlay address> and one
-// -peer per remote lease. It creates flannel0 (unconfigured: the harness
+// -peer per remote lease; -poll selects the one-thread form. It creates flannel0 (unconfigured: the harness
 // configures it as flannelu would) only once its socket is bound, so a
 // flannel0 that exists means the forwarder is ready. It runs until
 // SIGTERM/SIGINT.
 func forwardMain(args []string) int {
 	var peers peerTable
-	fs, local := forwardFlags(&peers)
+	fs, local, poll := forwardFlags(&peers)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -173,9 +255,15 @@ func forwardMain(args []string) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	failed := make(chan error, 2)
-	go func() { failed <- f.loop("to peer", f.toPeer) }()
-	go func() { failed <- f.loop("from peer", f.fromPeer) }()
-	fmt.Printf("forward: created %s, bound %s:%d, peers %v\n", floorTUN, *local, floorPort, peerFlag{&peers})
+	form := "two threads"
+	if *poll {
+		form = "one thread in poll"
+		go func() { failed <- f.pollLoop() }()
+	} else {
+		go func() { failed <- f.loop("to peer", f.toPeer) }()
+		go func() { failed <- f.loop("from peer", f.fromPeer) }()
+	}
+	fmt.Printf("forward: created %s, bound %s:%d, peers %v, %s\n", floorTUN, *local, floorPort, peerFlag{&peers}, form)
 	select {
 	case <-sig:
 		return 0
@@ -187,11 +275,12 @@ func forwardMain(args []string) int {
 
 // forwardFlags is the forward helper's command line; -peer appends to
 // peers.
-func forwardFlags(peers *peerTable) (fs *flag.FlagSet, local *string) {
+func forwardFlags(peers *peerTable) (fs *flag.FlagSet, local *string, poll *bool) {
 	fs = flag.NewFlagSet("forward", flag.ContinueOnError)
 	local = fs.String("local", "", "this host's underlay IPv4 address (the socket binds <local>:8285)")
 	fs.Var(peerFlag{peers}, "peer", "<lease>=<host underlay address>, once per remote host")
-	return fs, local
+	poll = fs.Bool("poll", false, "one thread in poll(2) on both descriptors (flanneld's form) instead of two blocking threads")
+	return fs, local, poll
 }
 
 // openForwarder binds the UDP socket, then creates the TUN.

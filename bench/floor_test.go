@@ -46,14 +46,14 @@ func TestParsePeer(t *testing.T) {
 
 func TestPeerFlag(t *testing.T) {
 	var peers peerTable
-	fs, local := forwardFlags(&peers)
+	fs, local, _ := forwardFlags(&peers)
 	if err := fs.Parse([]string{"-local", "192.0.2.1", "-peer", "198.18.2.0/24=192.0.2.2", "-peer", "198.18.3.0/24=192.0.2.3"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := (peerFlag{&peers}).String(); *local != "192.0.2.1" || got != "198.18.2.0/24=192.0.2.2 198.18.3.0/24=192.0.2.3" {
 		t.Errorf("-local %q, peers %q", *local, got)
 	}
-	fs, _ = forwardFlags(&peers)
+	fs, _, _ = forwardFlags(&peers)
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse([]string{"-peer", "junk"}); err == nil {
 		t.Error("-peer junk accepted")
@@ -163,6 +163,59 @@ func TestForwarderSteps(t *testing.T) {
 	}
 }
 
+// TestForwarderPoll runs the poll form's wait-and-drain step with a
+// packet waiting in each direction at once: one wake-up moves both, a
+// burst of three datagrams is drained in the same turn, and a step
+// allocates nothing.
+func TestForwarderPoll(t *testing.T) {
+	tun, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(tun[0]); unix.Close(tun[1]) })
+	peerSock, peerAddr := loopbackUDP(t)
+	fwdSock, fwdAddr := loopbackUDP(t)
+	p, err := parsePeer("198.18.2.0/24=127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.to.Port = peerAddr.Port
+	f := &forwarder{tun: tun[0], sock: fwdSock, peers: peerTable{p}}
+	fds, err := f.pollMode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf, in := make([]byte, floorBuf), make([]byte, 2048)
+	out, back := ipv4To("198.18.2.2"), ipv4To("198.18.1.2")
+	both := func(datagrams int) {
+		if _, err := unix.Write(tun[1], out); err != nil {
+			t.Fatal(err)
+		}
+		for range datagrams {
+			if err := unix.Sendto(peerSock, back, 0, fwdAddr); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.pollOnce(fds, buf); err != nil {
+			t.Fatal(err)
+		}
+		// Nothing may be left: every read below must find its packet
+		// without waiting.
+		if n, err := recv(peerSock, in, unix.MSG_DONTWAIT); err != nil || !bytes.Equal(in[:n], out) {
+			t.Fatalf("peer got % x, %v; want % x", in[:max(n, 0)], err, out)
+		}
+		for i := range datagrams {
+			if n, err := recv(tun[1], in, unix.MSG_DONTWAIT); err != nil || !bytes.Equal(in[:n], back) {
+				t.Fatalf("TUN packet %d: % x, %v; want % x", i, in[:max(n, 0)], err, back)
+			}
+		}
+	}
+	both(3)
+	if n := testing.AllocsPerRun(100, func() { both(1) }); n != 0 {
+		t.Errorf("%v allocations per poll turn", n)
+	}
+}
+
 // loopbackUDP is a blocking UDP socket bound to a free port on 127.0.0.1.
 func loopbackUDP(t *testing.T) (int, *unix.SockaddrInet4) {
 	t.Helper()
@@ -186,8 +239,11 @@ func TestFloorCommands(t *testing.T) {
 		{Index: 1, Addr: netip.MustParseAddr("192.0.2.1")},
 		{Index: 2, Addr: netip.MustParseAddr("192.0.2.2")},
 	}
-	if got, want := strings.Join(floorArgs(hosts[0], hosts), " "), "-local 192.0.2.1 -peer 198.18.2.0/24=192.0.2.2"; got != want {
+	if got, want := strings.Join(floorArgs(hosts[0], hosts, false), " "), "-local 192.0.2.1 -peer 198.18.2.0/24=192.0.2.2"; got != want {
 		t.Errorf("floorArgs: %q, want %q", got, want)
+	}
+	if got, want := strings.Join(floorArgs(hosts[1], hosts, true), " "), "-local 192.0.2.2 -poll -peer 198.18.1.0/24=192.0.2.1"; got != want {
+		t.Errorf("floorArgs, poll form: %q, want %q", got, want)
 	}
 	var lines []string
 	for _, c := range floorDevice(manualSubnet(2)) {
@@ -200,7 +256,8 @@ ip link set flannel0 up
 ip route add 198.18.0.0/16 dev flannel0 scope link`; got != want {
 		t.Errorf("floorDevice:\n%s\nwant\n%s", got, want)
 	}
-	if needsFlannelu(floorPath) || needsFlannelu("vxlan-manual") || !needsFlannelu("udp") {
+	if needsFlannelu(floorPath) || needsFlannelu(floorPollPath) || needsFlannelu("vxlan-manual") || needsFlannelu(flanneldPath) ||
+		!needsFlannelu("udp") {
 		t.Error("needsFlannelu: only flannelu's own paths need it")
 	}
 }

@@ -16,6 +16,13 @@ import (
 // the floor under any userspace forwarder driven by thread wake-ups here.
 const floorPath = "udp-floor"
 
+// floorPollPath is the same floor with the forwarder in flanneld's form:
+// one thread in poll(2) on both descriptors (floor.go, -poll).
+const floorPollPath = "udp-floor-poll"
+
+// isFloor says whether a path runs the harness's forwarder.
+func isFloor(path string) bool { return path == floorPath || path == floorPollPath }
+
 const (
 	// floorMTU is the overlay MTU flannel's udp backend gives pods and
 	// flannel0 on a 1500 link: less the outer IPv4 and UDP headers.
@@ -33,9 +40,12 @@ type hostProc struct {
 }
 
 // floorArgs are the forward helper's flags on host h: its underlay
-// address and every other host's lease.
-func floorArgs(h *testbed.Host, hosts []*testbed.Host) []string {
+// address, every other host's lease and, for the poll form, -poll.
+func floorArgs(h *testbed.Host, hosts []*testbed.Host, poll bool) []string {
 	args := []string{"-local", h.Addr.String()}
+	if poll {
+		args = append(args, "-poll")
+	}
 	for _, peer := range hosts {
 		if peer != h {
 			args = append(args, "-peer", manualSubnet(peer.Index).String()+"="+peer.Addr.String())
@@ -62,7 +72,7 @@ func floorDevice(lease netip.Prefix) [][]string {
 // behind cni0, starts a forwarder on each host and configures its
 // flannel0. The forwarders are the bed's processes: tearing the bed down
 // (s.tb, also on any failure here and on a signal) stops them.
-func setupFloor(cfg *config, s *setup, name, dir string) error {
+func setupFloor(cfg *config, s *setup, name, dir string, poll bool) error {
 	b, err := newHandMadeBed(cfg, s, name, dir)
 	if err != nil {
 		return err
@@ -72,7 +82,7 @@ func setupFloor(cfg *config, s *setup, name, dir string) error {
 		if err := h.AddPods(1, netip.PrefixFrom(lease.Addr().Next(), lease.Bits()), floorMTU); err != nil {
 			return err
 		}
-		args := append([]string{"env", helperEnv + "=forward", cfg.self}, floorArgs(h, b.Hosts)...)
+		args := append([]string{"env", helperEnv + "=forward", cfg.self}, floorArgs(h, b.Hosts, poll)...)
 		p, err := b.Start(h.NS, "forward-h"+strconv.Itoa(h.Index), args...)
 		if err != nil {
 			return fmt.Errorf("%s: start forwarder: %w", h.Name, err)

@@ -1,14 +1,17 @@
 // Command bench is flannelu's end-to-end benchmark harness. For each data
-// path (flannelu's udp backend, kernel vxlan and host-gw as programmed by
-// flannelu's vxlan and host-gw backends, those two kernel paths set up by
-// hand with ip and bridge, no flannelu, and udp-floor: the udp backend's
-// layout with the simplest possible userspace forwarder in flannelu's
-// place, the floor any forwarder woken per packet pays) it builds the same
-// namespace testbed — two hosts over one veth, one pod per host behind
-// cni0, etcd on host 1 for flannelu — measures pod-to-pod TCP throughput (iperf3), 64-byte
-// UDP delivery at paced offered rates, UDP round-trip latency and
-// whole-machine CPU cost per GB, tears the testbed down, and moves on. It
-// prints a table with ratios against kernel vxlan and of flannelu's kernel
+// path (flannelu's udp backend; flanneld-udp: flanneld v0.20.2's own udp
+// backend, the peer flannelu replaces; kernel vxlan and host-gw as
+// programmed by flannelu's vxlan and host-gw backends, those two kernel
+// paths set up by hand with ip and bridge, no flannelu; and udp-floor and
+// udp-floor-poll: the udp backend's layout with the simplest possible
+// userspace forwarder in flannelu's place, two blocking threads or one
+// thread in poll(), the floor any forwarder woken per packet pays) it
+// builds the same namespace testbed — two hosts over one veth, one pod per
+// host behind cni0, etcd on host 1 for flannelu and flanneld — measures
+// pod-to-pod TCP throughput (iperf3), 64-byte UDP delivery at paced offered
+// rates, UDP round-trip latency and whole-machine CPU cost per GB, tears
+// the testbed down, and moves on. It prints a table with ratios against
+// kernel vxlan, against flanneld's udp backend, and of flannelu's kernel
 // paths against the hand-made ones, and can write it into BENCHMARKS.md
 // between <!-- bench:begin --> and <!-- bench:end -->. Root only.
 //
@@ -32,6 +35,7 @@ import (
 // config is one harness run's settings.
 type config struct {
 	flannelu   string
+	flanneld   string // flanneld v0.20.2, for the flanneld-udp path
 	paths      []string
 	iperfTime  time.Duration
 	udpTime    time.Duration
@@ -74,6 +78,7 @@ func main() {
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	bin := fs.String("flannelu", "bin/flannelu", "the flannelu binary")
+	flanneld := fs.String("flanneld", flanneldBin, "flanneld v0.20.2, for the "+flanneldPath+" path (make flanneld)")
 	paths := fs.String("paths", strings.Join(allPaths, ","), "data paths to measure: "+strings.Join(allPaths, ", "))
 	iperfTime := fs.Duration("t", 5*time.Second, "length of each iperf3 run")
 	udpTime := fs.Duration("udp-time", 3*time.Second, "length of each 64-byte UDP run")
@@ -105,6 +110,9 @@ func parseFlags(args []string) (*config, error) {
 	if cfg.flannelu, err = filepath.Abs(*bin); err != nil {
 		return nil, err
 	}
+	if cfg.flanneld, err = filepath.Abs(*flanneld); err != nil {
+		return nil, err
+	}
 	if cfg.self, err = os.Executable(); err != nil {
 		return nil, err
 	}
@@ -112,20 +120,23 @@ func parseFlags(args []string) (*config, error) {
 }
 
 // allPaths are the data paths the harness knows, in the default order:
-// flannelu's backends, then the kernel paths programmed by hand, then the
-// floor of a userspace forwarder (cheap: a few seconds more per run).
-var allPaths = []string{"udp", "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix, floorPath}
+// flannelu's udp backend next to flanneld's, flannelu's kernel backends,
+// the kernel paths programmed by hand, then the floors of a userspace
+// forwarder (cheap: a few seconds more per run).
+var allPaths = []string{"udp", flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
+	floorPath, floorPollPath}
 
 func (c *config) check() error {
 	for _, p := range c.paths {
 		if !slices.Contains(allPaths, p) {
 			return fmt.Errorf("unknown path %q (%s)", p, strings.Join(allPaths, ", "))
 		}
-		if !needsFlannelu(p) {
+		bin, target := c.daemonBinary(p)
+		if bin == "" {
 			continue
 		}
-		if _, err := os.Stat(c.flannelu); err != nil {
-			return fmt.Errorf("flannelu binary: %w (make build)", err)
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("path %s: %w (make %s)", p, err, target)
 		}
 	}
 	if len(c.paths) == 0 || c.iperfTime < time.Second || c.udpTime <= 0 || c.roundTrips <= 0 {
@@ -136,6 +147,18 @@ func (c *config) check() error {
 		return fmt.Errorf("runs are bounded: -t <= 60s, -udp-time <= 30s, -round-trips <= 1e6")
 	}
 	return nil
+}
+
+// daemonBinary is the program a path runs on its hosts and the make
+// target that builds it; "" for the hand-made paths, which run none.
+func (c *config) daemonBinary(path string) (bin, target string) {
+	switch {
+	case path == flanneldPath:
+		return c.flanneld, "flanneld"
+	case needsFlannelu(path):
+		return c.flannelu, "build"
+	}
+	return "", ""
 }
 
 func splitList(s string) []string {

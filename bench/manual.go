@@ -26,10 +26,10 @@ func manualBase(path string) (string, bool) {
 }
 
 // needsFlannelu says whether a path runs flannelu and etcd: every path but
-// the hand-made ones (-manual and udp-floor).
+// the hand-made ones (-manual and the floors) and flanneld's.
 func needsFlannelu(path string) bool {
 	_, manual := manualBase(path)
-	return !manual && path != floorPath
+	return !manual && !isFloor(path) && path != flanneldPath
 }
 
 // manualSubnet is host i's lease on the hand-made paths: 198.18.<i>.0/24.

@@ -107,7 +107,10 @@ func writeMethod(b *strings.Builder, rep *report) {
 	b.WriteString(`
 How: per path a fresh testbed — hosts 192.0.2.1 and 192.0.2.2 in network namespaces joined by one
 veth, etcd on host 1, flannelu on both with Backend.Type udp, vxlan or host-gw, one pod per host
-behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. The -manual paths are the same
+behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. flanneld-udp is the same
+testbed, etcd and config with flanneld v0.20.2 (built by ` + "`make flanneld`" + `) in flannelu's place,
+udp backend, ` + "`--iface eth0`" + `: the peer flannelu replaces, whose C proxy moves one packet per system
+call from one thread in poll() on the TUN and the socket. The -manual paths are the same
 testbed without etcd and flannelu: the harness gives the hosts 198.18.1.0/24 and 198.18.2.0/24 and
 programs flannel's layout itself with ip and bridge (host-gw: a route via the peer on eth0; vxlan:
 flannel.1 with VNI 1, port 8472, learning off, MTU 1450, then per peer a permanent neighbour, an fdb
@@ -115,9 +118,11 @@ entry and an onlink route). udp-floor is the udp backend's layout on the same ha
 (flannel0 set up as flannelu does it: lease /32, MTU 1472, one route for 198.18.0.0/16; flannel's
 wire format on port 8285) with the harness's own forwarder in flannelu's place: per host one thread
 in a blocking TUN read -> sendto loop and one in a blocking socket read -> TUN write loop, no
-batching, no checks. It is there to show what any userspace forwarder woken per packet pays on this
-machine before doing any work of its own (four thread wake-ups per round trip): "udp-floor / vxlan" is
-about as close to vxlan as a design like the udp backend's can get here.
+batching, no checks. udp-floor-poll is that forwarder in flanneld's form: one thread in poll() on
+both descriptors, then one packet each way per turn without waiting until neither has any. They are
+there to show what any userspace forwarder woken per packet pays on this machine before doing any
+work of its own (four thread wake-ups per round trip): "udp-floor / vxlan" is about as close to
+vxlan as a design like the udp backend's can get here.
 All traffic is pod 1 -> pod 2.
 TCP: iperf3, receiver side. 64 B UDP: the harness re-run in the pods as a sendmmsg load generator
 paced to the offered rate and a recvmmsg receiver; loss = 1 - received/sent. On the kernel paths the
@@ -127,7 +132,8 @@ TUN device, sends faster, and its excess is lost in flannelu. Round trips: seque
 64 B UDP ping-pong with blocking sockets, 100 warm-ups not counted. CPU per GB: the whole machine's
 user+system+irq+softirq time from /proc/stat over the 1-stream iperf3 run, divided by the GB
 received; it includes any other work on the machine ("busy cores just before" is that floor).
-Ratio columns: "X / vxlan" divides path X's value by vxlan's; "vxlan / vxlan-manual" and
+Ratio columns: "X / vxlan" divides path X's value by vxlan's, "X / flanneld-udp" by flanneld's (loss
+too: 0.50× is half flanneld's loss); "vxlan / vxlan-manual" and
 "host-gw / host-gw-manual" divide flannelu-programmed by hand-made (1.00× = the same). For µs and
 CPU s/GB lower is better.
 `)

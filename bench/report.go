@@ -30,23 +30,24 @@ type row struct {
 	value  func(pathResult) (float64, bool)
 	format string
 	ratio  bool // a ratio between paths makes sense
+	loss   bool // a loss row: a ratio only in the columns that divide loss
 }
 
 func metricRows(rates []int) []row {
 	rows := []row{
-		{"TCP, 1 stream (Gbit/s)", tcp1(func(r *iperfResult) float64 { return r.Gbps }), "%.2f", true},
-		{"TCP, 4 streams (Gbit/s)", tcp4(func(r *iperfResult) float64 { return r.Gbps }), "%.2f", true},
+		{"TCP, 1 stream (Gbit/s)", tcp1(func(r *iperfResult) float64 { return r.Gbps }), "%.2f", true, false},
+		{"TCP, 4 streams (Gbit/s)", tcp4(func(r *iperfResult) float64 { return r.Gbps }), "%.2f", true, false},
 	}
 	for i, pps := range rates {
 		name := "64 B UDP, " + rateName(pps) + " offered"
 		rows = append(rows,
-			row{name + ": delivered (kpps)", udpAt(i, func(u udpResult) float64 { return u.DeliveredPPS / 1e3 }), "%.1f", true},
-			row{name + ": loss (%)", udpAt(i, func(u udpResult) float64 { return u.LossPct }), "%.1f", false})
+			row{name + ": delivered (kpps)", udpAt(i, func(u udpResult) float64 { return u.DeliveredPPS / 1e3 }), "%.1f", true, false},
+			row{name + ": loss (%)", udpAt(i, func(u udpResult) float64 { return u.LossPct }), "%.1f", false, true})
 	}
 	return append(rows,
-		row{"UDP round trip p50 (µs)", lat(func(l *latResult) float64 { return l.P50 }), "%.0f", true},
-		row{"UDP round trip p99 (µs)", lat(func(l *latResult) float64 { return l.P99 }), "%.0f", true},
-		row{"CPU per GB, TCP 1 stream (CPU s/GB, whole machine)", tcp1(func(r *iperfResult) float64 { return r.CPUPerGB }), "%.2f", true})
+		row{"UDP round trip p50 (µs)", lat(func(l *latResult) float64 { return l.P50 }), "%.0f", true, false},
+		row{"UDP round trip p99 (µs)", lat(func(l *latResult) float64 { return l.P99 }), "%.0f", true, false},
+		row{"CPU per GB, TCP 1 stream (CPU s/GB, whole machine)", tcp1(func(r *iperfResult) float64 { return r.CPUPerGB }), "%.2f", true, false})
 }
 
 func tcp1(f func(*iperfResult) float64) func(pathResult) (float64, bool) {
@@ -78,13 +79,19 @@ func udpAt(i int, f func(udpResult) float64) func(pathResult) (float64, bool) {
 }
 
 // ratio is a ratio column: path num's value over path den's (indexes
-// into report.Paths).
-type ratio struct{ num, den int }
+// into report.Paths). loss: it divides the loss rows too, which only the
+// columns against flanneld's udp backend do (flanneld loses at rates
+// where the kernel paths lose nothing, so a ratio against them is 0/0).
+type ratio struct {
+	num, den int
+	loss     bool
+}
 
 // ratioColumns picks the ratio columns: "<path> / vxlan" for each
-// flannelu path other than vxlan, then "<backend> / <backend>-manual"
-// (flannelu-programmed over hand-made) for each hand-made path whose
-// flannelu counterpart was measured too.
+// flannelu, flanneld and floor path other than vxlan, then "<path> /
+// flanneld-udp" for flannelu's udp path and the floors, then "<backend> /
+// <backend>-manual" (flannelu-programmed over hand-made) for each
+// hand-made path whose flannelu counterpart was measured too.
 func ratioColumns(paths []pathResult) []ratio {
 	index := map[string]int{}
 	for i, p := range paths {
@@ -94,14 +101,21 @@ func ratioColumns(paths []pathResult) []ratio {
 	if v, ok := index["vxlan"]; ok {
 		for i, p := range paths {
 			if _, manual := manualBase(p.Path); i != v && !manual {
-				cols = append(cols, ratio{i, v})
+				cols = append(cols, ratio{num: i, den: v})
+			}
+		}
+	}
+	if f, ok := index[flanneldPath]; ok {
+		for i, p := range paths {
+			if p.Path == "udp" || isFloor(p.Path) {
+				cols = append(cols, ratio{num: i, den: f, loss: true})
 			}
 		}
 	}
 	for i, p := range paths {
 		if base, manual := manualBase(p.Path); manual {
 			if b, ok := index[base]; ok {
-				cols = append(cols, ratio{b, i})
+				cols = append(cols, ratio{num: b, den: i})
 			}
 		}
 	}
@@ -130,7 +144,7 @@ func table(rep *report, rows []row, ratios bool) string {
 			b.WriteString(" " + cell(r, p) + " |")
 		}
 		for _, c := range cols {
-			b.WriteString(" " + ratioCell(r, rep.Paths[c.num], rep.Paths[c.den]) + " |")
+			b.WriteString(" " + ratioCell(r, c, rep.Paths[c.num], rep.Paths[c.den]) + " |")
 		}
 		b.WriteString("\n")
 	}
@@ -148,10 +162,10 @@ func cell(r row, p pathResult) string {
 	return fmt.Sprintf(r.format, v)
 }
 
-func ratioCell(r row, p, base pathResult) string {
+func ratioCell(r row, c ratio, p, base pathResult) string {
 	v, ok1 := r.value(p)
 	b, ok2 := r.value(base)
-	if !r.ratio || !ok1 || !ok2 || b == 0 {
+	if !(r.ratio || r.loss && c.loss) || !ok1 || !ok2 || b == 0 {
 		return ""
 	}
 	return fmt.Sprintf("%.2f×", v/b)

@@ -92,7 +92,7 @@ func measurePath(cfg *config, path, dir string) (res pathResult) {
 	if err != nil {
 		res.Error = err.Error()
 		for _, n := range s.nodes {
-			res.Error += fmt.Sprintf("\nflannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
+			res.Error += fmt.Sprintf("\n%s on %s:%s", filepath.Base(n.Args[0]), n.Host.Name, testbed.Tail(n.Proc.Log, 10))
 		}
 		for _, h := range s.helpers {
 			res.Error += fmt.Sprintf("\nforwarder on %s:%s", h.host, testbed.Tail(h.proc.Log, 10))
@@ -118,14 +118,15 @@ func measure(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, res *pathResult
 type setup struct {
 	bed      *testbed.Bed
 	tb       closer                // what to tear down; nil if nothing was built
-	nodes    map[int]*testbed.Node // flannelu per host; none on the hand-made paths
-	helpers  []hostProc            // udp-floor's forwarders, for the failure report
+	nodes    map[int]*testbed.Node // flannelu (flanneld) per host; none on the hand-made paths
+	helpers  []hostProc            // the floors' forwarders, for the failure report
 	src, dst *testbed.Pod
 }
 
-// setupPath builds the path's testbed — with flannelu, programmed by hand
-// for the -manual paths, or with the harness's own forwarder for
-// udp-floor — and waits until the pods reach each other.
+// setupPath builds the path's testbed — with flannelu, with flanneld for
+// flanneld-udp, programmed by hand for the -manual paths, or with the
+// harness's own forwarder for the floors — and waits until the pods reach
+// each other.
 func setupPath(cfg *config, path, dir string) (*setup, error) {
 	s := &setup{}
 	name := cfg.name + "-" + strings.ReplaceAll(path, "-", "")
@@ -133,8 +134,10 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 	switch base, manual := manualBase(path); {
 	case manual:
 		err = setupManual(cfg, s, base, name, dir)
-	case path == floorPath:
-		err = setupFloor(cfg, s, name, dir)
+	case isFloor(path):
+		err = setupFloor(cfg, s, name, dir, path == floorPollPath)
+	case path == flanneldPath:
+		err = setupFlanneld(cfg, s, name, dir)
 	default:
 		err = setupFlannelu(cfg, s, path, name, dir)
 	}
@@ -153,13 +156,37 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 	return s, nil
 }
 
-// setupFlannelu starts etcd, flannelu with the path's backend on both
-// hosts and one pod per host.
+// daemon is what a cluster path runs on each host: its binary, the
+// backend its network config names, and the flags host i gets beyond the
+// testbed's own (etcd endpoint, subnet file, healthz address).
+type daemon struct {
+	bin     string
+	backend string
+	args    func(host int) ([]string, error)
+}
+
+// setupFlannelu runs flannelu with the path's backend.
 func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
-	conf := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, path)
+	return setupCluster(cfg, s, daemon{bin: cfg.flannelu, backend: path, args: func(i int) ([]string, error) {
+		args := cfg.args
+		if cfg.profile == "" {
+			return args, nil
+		}
+		prof, err := filepath.Abs(filepath.Join(cfg.profile, fmt.Sprintf("%s-h%d.pprof", path, i)))
+		return append(args[:len(args):len(args)], "--cpu-profile", prof), err
+	}}, name, dir)
+}
+
+// setupCluster starts etcd with the daemon's network config, then the
+// daemon on host 1 and, once host 1 holds its lease (StartNode waits for
+// subnet.env), on host 2: flanneld v0.20.2 can miss for good a peer that
+// joins within about a second of another. One pod per host; setupPath then
+// checks that each pod reaches the other.
+func setupCluster(cfg *config, s *setup, d daemon, name, dir string) error {
+	conf := fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":{"Type":%q}}`, overlayNetwork, d.backend)
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
 		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin},
-		Flannelu: cfg.flannelu, Config: conf,
+		Flannelu: d.bin, Config: conf,
 	})
 	if err != nil {
 		return err
@@ -169,13 +196,9 @@ func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
 		return err
 	}
 	for i := 1; i <= 2; i++ {
-		args := cfg.args
-		if cfg.profile != "" {
-			prof, err := filepath.Abs(filepath.Join(cfg.profile, fmt.Sprintf("%s-h%d.pprof", path, i)))
-			if err != nil {
-				return err
-			}
-			args = append(args[:len(args):len(args)], "--cpu-profile", prof)
+		args, err := d.args(i)
+		if err != nil {
+			return err
 		}
 		n, err := c.StartNode(i, args...)
 		if err != nil {

@@ -3,10 +3,11 @@
 # machine that already has Go: etcd (a real server for the tests), iperf3,
 # ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules),
 # promtool (checks /metrics; Debian ships it only in the prometheus
-# package), and the real CNI chain pods are created with: Debian's
+# package), the real CNI chain pods are created with: Debian's
 # containernetworking-plugins (bridge, host-local, portmap, loopback in
-# /usr/lib/cni), the flannel CNI plugin and cnitool (built into bin/cni).
-# Does nothing for what is already there.
+# /usr/lib/cni), the flannel CNI plugin and cnitool (built into bin/cni),
+# and gcc (cgo for flanneld's udp backend, which scripts/flanneld.sh builds
+# for the bench). Does nothing for what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,7 @@ command -v bridge  >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
+command -v gcc     >/dev/null || need+=(gcc libc6-dev)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
