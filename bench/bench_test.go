@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -41,7 +42,7 @@ func TestSmoke(t *testing.T) {
 	}
 	paths := []string{"udp", flanneldPath, floorPath, floorPollPath}
 	cfg, err := parseFlags([]string{"-flannelu", bin, "-flanneld", flanneldForTest(t), "-quick",
-		"-paths", strings.Join(paths, ","), "-name", "benchsmoke", "-write", md, "-json", filepath.Join(dir, "results.json")})
+		"-paths", strings.Join(paths, ","), "-name", uniqueName("smoke"), "-write", md, "-json", filepath.Join(dir, "results.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +85,13 @@ func flanneldForTest(t *testing.T) string {
 		t.Fatalf("scripts/flanneld.sh: %v\n%s", err, out)
 	}
 	return filepath.Join(root, flanneldBin)
+}
+
+// uniqueName is a testbed name for this test process: two checkouts
+// running the bench tests at once (a shared CI machine) never sweep each
+// other's namespaces.
+func uniqueName(prefix string) string {
+	return fmt.Sprintf("%s%d", prefix, os.Getpid())
 }
 
 func checkFiles(t *testing.T, md, js string, paths ...string) {
@@ -295,7 +303,7 @@ func TestLinkMAC(t *testing.T) {
 
 func TestCheckPaths(t *testing.T) {
 	cfg := &config{flannelu: "/nonexistent/flannelu", paths: []string{"vxlan-manual", "host-gw-manual", floorPath, floorPollPath},
-		iperfTime: time.Second, udpTime: time.Second, roundTrips: 1}
+		iperfTime: time.Second, udpTime: time.Second, roundTrips: 1, rounds: 1, measure: allMeasures}
 	if err := cfg.check(); err != nil {
 		t.Errorf("hand-made paths need no flannelu binary: %v", err)
 	}
@@ -315,5 +323,23 @@ func TestCheckPaths(t *testing.T) {
 	cfg.paths = []string{"udp-manual"}
 	if err := cfg.check(); err == nil || !strings.Contains(err.Error(), "host-gw-manual, "+floorPath) {
 		t.Errorf("unknown path: %v", err)
+	}
+	cfg.paths = []string{floorPath}
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-measure", "tcp,jitter"}, `unknown measurement "jitter"`},
+		{[]string{"-measure", "tcp,udp", "-perf"}, "-measure must include latency"},
+		{[]string{"-rounds", "3", "-write", "B.md"}, "only without -write"},
+		{[]string{"-rounds", "0"}, "from 1 to 50"},
+	} {
+		if _, err := parseFlags(append([]string{"-paths", floorPath}, bad.args...)); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%v: %v, want an error with %q", bad.args, err, bad.want)
+		}
+	}
+	if c, err := parseFlags([]string{"-paths", floorPath, "-measure", "latency", "-perf", "-rounds", "3"}); err != nil ||
+		c.measures("tcp") || !c.measures("latency") || c.rounds != 3 || !c.perf {
+		t.Errorf("-measure latency -perf -rounds 3: %+v, %v", c, err)
 	}
 }

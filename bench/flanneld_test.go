@@ -19,7 +19,7 @@ func TestFlanneldSetup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds a namespace testbed")
 	}
-	cfg, err := parseFlags([]string{"-quick", "-paths", flanneldPath, "-name", "fldsetup", "-flanneld", flanneldForTest(t)})
+	cfg, err := parseFlags([]string{"-quick", "-paths", flanneldPath, "-name", uniqueName("fldsetup"), "-flanneld", flanneldForTest(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

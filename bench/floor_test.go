@@ -270,7 +270,7 @@ func TestFloorSetup(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds a namespace testbed")
 	}
-	cfg, err := parseFlags([]string{"-quick", "-paths", floorPath, "-name", "floorsetup"})
+	cfg, err := parseFlags([]string{"-quick", "-paths", floorPath, "-name", uniqueName("floorsetup")})
 	if err != nil {
 		t.Fatal(err)
 	}

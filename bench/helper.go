@@ -27,6 +27,8 @@ const helperEnv = "FLANNELU_BENCH_HELPER"
 const (
 	payloadLen = 64
 	batchLen   = 64
+	// pingWarmups round trips start each ping-pong run, not counted.
+	pingWarmups = 100
 )
 
 // helperMain runs one traffic tool and prints its result as one JSON line.
@@ -215,7 +217,7 @@ func pingPong(addr string, n int) (*latencyOut, error) {
 	for seq := uint64(0); len(rtts) < n && time.Now().Before(limit); seq++ {
 		binary.BigEndian.PutUint64(out, seq)
 		rtt, ok := roundTrip(fd, out, in, seq)
-		if seq < 100 {
+		if seq < pingWarmups {
 			continue
 		}
 		if !ok {

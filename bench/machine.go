@@ -22,15 +22,26 @@ type report struct {
 	LoadAvg  string       `json:"load_avg_at_start"`
 	Settings settings     `json:"settings"`
 	Paths    []pathResult `json:"paths"`
+	// Rounds holds every round of a -rounds run (Paths is the first).
+	Rounds []roundResult `json:"rounds,omitempty"`
+}
+
+// roundResult is one round of a -rounds run.
+type roundResult struct {
+	LoadAvg string       `json:"load_avg_at_start"`
+	Paths   []pathResult `json:"paths"`
 }
 
 type settings struct {
-	IperfSeconds float64 `json:"iperf_seconds"`
-	UDPSeconds   float64 `json:"udp_seconds"`
-	Rates        []int   `json:"udp_offered_pps"`
-	RoundTrips   int     `json:"round_trips"`
-	Quick        bool    `json:"quick"`
-	PinHosts     bool    `json:"pin_hosts"`
+	IperfSeconds float64  `json:"iperf_seconds"`
+	UDPSeconds   float64  `json:"udp_seconds"`
+	Rates        []int    `json:"udp_offered_pps"`
+	RoundTrips   int      `json:"round_trips"`
+	Quick        bool     `json:"quick"`
+	PinHosts     bool     `json:"pin_hosts"`
+	Rounds       int      `json:"rounds,omitempty"`
+	Measures     []string `json:"measures"`
+	Perf         bool     `json:"perf,omitempty"`
 }
 
 func newReport(cfg *config) *report {
@@ -45,7 +56,8 @@ func newReport(cfg *config) *report {
 		Flannelu: flanneluVersion(cfg.flannelu),
 		LoadAvg:  loadAvg(),
 		Settings: settings{IperfSeconds: cfg.iperfTime.Seconds(), UDPSeconds: cfg.udpTime.Seconds(),
-			Rates: cfg.rates, RoundTrips: cfg.roundTrips, Quick: cfg.quick, PinHosts: cfg.pin},
+			Rates: cfg.rates, RoundTrips: cfg.roundTrips, Quick: cfg.quick, PinHosts: cfg.pin,
+			Rounds: cfg.rounds, Measures: cfg.measure, Perf: cfg.perf},
 	}
 }
 

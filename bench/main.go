@@ -22,6 +22,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -49,8 +50,16 @@ type config struct {
 	command    string // the command line, as recorded in the report
 	profile    string // directory for each flannelu's CPU profile; empty: none
 	args       []string
-	pin        bool // hosts on CPUs of their own (testbed.Options.PinHosts)
+	pin        bool     // hosts on CPUs of their own (testbed.Options.PinHosts)
+	measure    []string // which of allMeasures to run
+	perf       bool     // count the forwarders' system calls and wake-ups per round trip
+	rounds     int      // measure every path this many times, interleaved
 }
+
+// allMeasures are the measurements, in the order they run.
+var allMeasures = []string{"tcp", "udp", "latency"}
+
+func (c *config) measures(m string) bool { return slices.Contains(c.measure, m) }
 
 func main() {
 	if mode := os.Getenv(helperEnv); mode != "" {
@@ -68,6 +77,9 @@ func main() {
 	rep, err := run(cfg)
 	if rep != nil {
 		fmt.Print(markdown(rep))
+		if len(rep.Rounds) > 0 {
+			fmt.Print(roundsMarkdown(rep))
+		}
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -91,12 +103,16 @@ func parseFlags(args []string) (*config, error) {
 	profile := fs.String("profile", "", "write each flannelu's CPU profile into this directory (<path>-h<i>.pprof)")
 	pin := fs.Bool("pin", false, "bind each host and its pods to a CPU of its own (taskset), like two one-CPU machines")
 	extra := fs.String("flannelu-args", "", "extra flannelu flags for every node, space-separated (e.g. \"--udp-workers 2\")")
+	measure := fs.String("measure", strings.Join(allMeasures, ","), "measurements to run: "+strings.Join(allMeasures, ", "))
+	rounds := fs.Int("rounds", 1, "measure the paths this many times, interleaved, and print medians and ranges (not with -write)")
+	perf := fs.Bool("perf", false, "count the forwarders' system calls, context switches, CPU migrations and CPU time per round trip (perf stat)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	cfg := &config{paths: splitList(*paths), iperfTime: *iperfTime, udpTime: *udpTime,
 		roundTrips: *rts, quick: *quick, write: *write, jsonOut: *jsonOut, name: *name,
-		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra), pin: *pin}
+		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra), pin: *pin,
+		measure: splitList(*measure), perf: *perf, rounds: *rounds}
 	if cfg.jsonOut == "" && cfg.write != "" {
 		cfg.jsonOut = filepath.Join("bench", map[bool]string{false: "results.json", true: "results-pinned.json"}[cfg.pin])
 	}
@@ -139,7 +155,18 @@ func (c *config) check() error {
 			return fmt.Errorf("path %s: %w (make %s)", p, err, target)
 		}
 	}
-	if len(c.paths) == 0 || c.iperfTime < time.Second || c.udpTime <= 0 || c.roundTrips <= 0 {
+	for _, m := range c.measure {
+		if !slices.Contains(allMeasures, m) {
+			return fmt.Errorf("unknown measurement %q (%s)", m, strings.Join(allMeasures, ", "))
+		}
+	}
+	if c.rounds < 1 || c.rounds > 50 || c.rounds > 1 && c.write != "" {
+		return fmt.Errorf("-rounds %d: from 1 to 50, and more than 1 only without -write (BENCHMARKS.md's sections hold one run)", c.rounds)
+	}
+	if c.perf && !c.measures("latency") {
+		return errors.New("-perf counts during the round trips: -measure must include latency")
+	}
+	if len(c.paths) == 0 || len(c.measure) == 0 || c.iperfTime < time.Second || c.udpTime <= 0 || c.roundTrips <= 0 {
 		return fmt.Errorf("nothing to measure: paths %v, -t %v, -udp-time %v, -round-trips %d",
 			c.paths, c.iperfTime, c.udpTime, c.roundTrips)
 	}

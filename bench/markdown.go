@@ -39,9 +39,14 @@ func writeEnv(b *strings.Builder, rep *report) {
 	fmt.Fprintf(b, "| Load average at start | %s (1, 5, 15 min; other work on the machine makes the numbers noisy) |\n", rep.LoadAvg)
 	fmt.Fprintf(b, "| Command | `%s` |\n", rep.Command)
 	s := rep.Settings
+	extra := map[bool]string{true: "; -quick", false: ""}[s.Quick] +
+		map[bool]string{true: "; -pin: host 1 and its pod on CPU 0, host 2 and its pod on CPU 1", false: ""}[s.PinHosts] +
+		map[bool]string{true: "; -perf: forwarders counted by perf stat during the round trips", false: ""}[s.Perf]
+	if len(s.Measures) > 0 && len(s.Measures) < len(allMeasures) {
+		extra += "; only " + strings.Join(s.Measures, ", ")
+	}
 	fmt.Fprintf(b, "| Settings | iperf3 %g s; 64 B UDP %g s per rate; %d round trips%s |\n",
-		s.IperfSeconds, s.UDPSeconds, s.RoundTrips, map[bool]string{true: "; -quick", false: ""}[s.Quick]+
-			map[bool]string{true: "; -pin: host 1 and its pod on CPU 0, host 2 and its pod on CPU 1", false: ""}[s.PinHosts])
+		s.IperfSeconds, s.UDPSeconds, s.RoundTrips, extra)
 }
 
 type rawLine struct {
@@ -76,6 +81,16 @@ func rawRows(rep *report) string {
 		}
 		return fmt.Sprintf("%d, %d, %.1f", p.Latency.RoundTrips, p.Latency.Lost, p.Latency.Mean)
 	}})
+	if rep.Settings.Perf {
+		lines = append(lines, rawLine{"Forwarders per round trip (-perf): syscalls, switches, migrations, CPU µs; threads woken",
+			func(p pathResult) string {
+				f := p.Forwarders
+				if f == nil {
+					return "—"
+				}
+				return fmt.Sprintf("%.1f, %.1f, %.2f, %.1f; %d", f.Syscalls, f.Switches, f.Migrations, f.CPUMicros, len(f.Threads))
+			}})
+	}
 	var b strings.Builder
 	for _, l := range lines {
 		fmt.Fprintf(&b, "| %s |", l.label)

@@ -23,6 +23,9 @@ type pathResult struct {
 	TCP4    *iperfResult `json:"tcp_4_streams,omitempty"`
 	UDP     []udpResult  `json:"udp_64b,omitempty"`
 	Latency *latResult   `json:"latency,omitempty"`
+	// Forwarders is what the userspace forwarders did per round trip
+	// (-perf; none on the kernel paths).
+	Forwarders *forwarderStats `json:"forwarders_per_round_trip,omitempty"`
 }
 
 // closer is a testbed to tear down: a *testbed.Cluster (etcd, flannelu)
@@ -37,7 +40,9 @@ var active struct {
 }
 
 // run measures every path in turn, each on a fresh testbed that is torn
-// down before the next, and writes the report files.
+// down before the next, and writes the report files. With -rounds N it
+// does so N times, each round starting one path later in the list, so
+// that load on the machine that comes and goes spreads over all paths.
 func run(cfg *config) (*report, error) {
 	dir, err := os.MkdirTemp("", "flannelu-bench-")
 	if err != nil {
@@ -47,14 +52,30 @@ func run(cfg *config) (*report, error) {
 	defer stop()
 	rep := newReport(cfg)
 	var failed []string
-	for _, p := range cfg.paths {
-		fmt.Fprintf(os.Stderr, "bench: %s ...\n", p)
-		res := measurePath(cfg, p, filepath.Join(dir, p))
-		if res.Error != "" {
-			failed = append(failed, p+": "+res.Error)
-			fmt.Fprintf(os.Stderr, "bench: %s failed: %s\n", p, res.Error)
+	for r := range cfg.rounds {
+		results := map[string]pathResult{}
+		load := loadAvg()
+		n := len(cfg.paths)
+		for i := range n {
+			p := cfg.paths[(i+r)%n]
+			fmt.Fprintf(os.Stderr, "bench: %s ...\n", p)
+			res := measurePath(cfg, p, filepath.Join(dir, fmt.Sprintf("%s-%d", p, r+1)))
+			if res.Error != "" {
+				failed = append(failed, p+": "+res.Error)
+				fmt.Fprintf(os.Stderr, "bench: %s failed: %s\n", p, res.Error)
+			}
+			results[p] = res
 		}
-		rep.Paths = append(rep.Paths, res)
+		var round []pathResult
+		for _, p := range cfg.paths {
+			round = append(round, results[p])
+		}
+		if r == 0 {
+			rep.Paths = round
+		}
+		if cfg.rounds > 1 {
+			rep.Rounds = append(rep.Rounds, roundResult{LoadAvg: load, Paths: round})
+		}
 	}
 	if err := writeOutputs(cfg, rep); err != nil {
 		return rep, err
@@ -84,7 +105,7 @@ func measurePath(cfg *config, path, dir string) (res pathResult) {
 		defer release(s.tb)
 	}
 	if err == nil {
-		err = measure(cfg, s.bed, s.src, s.dst, &res)
+		err = measure(cfg, s, &res)
 	}
 	if err == nil {
 		err = measureIPv6(cfg, path, dir, &res)
@@ -101,15 +122,22 @@ func measurePath(cfg *config, path, dir string) (res pathResult) {
 	return res
 }
 
-func measure(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, res *pathResult) error {
+// measure runs the measurements -measure selects on a built testbed.
+func measure(cfg *config, s *setup, res *pathResult) error {
 	var err error
-	if res.TCP1, res.TCP4, err = measureTCP(cfg, c, src, dst); err != nil {
-		return err
+	if cfg.measures("tcp") {
+		if res.TCP1, res.TCP4, err = measureTCP(cfg, s.bed, s.src, s.dst); err != nil {
+			return err
+		}
 	}
-	if res.UDP, err = measureUDP(cfg, c, src, dst); err != nil {
-		return err
+	if cfg.measures("udp") {
+		if res.UDP, err = measureUDP(cfg, s.bed, s.src, s.dst); err != nil {
+			return err
+		}
 	}
-	res.Latency, err = measureLatency(cfg, c, src, dst)
+	if cfg.measures("latency") {
+		res.Latency, res.Forwarders, err = measureLatency(cfg, s.bed, s.src, s.dst, s.forwarders(res.Path))
+	}
 	return err
 }
 

@@ -90,27 +90,37 @@ func udpRun(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, pps, i int) (*ud
 }
 
 // measureLatency runs the ping-pong client in src against an echo server
-// in dst.
-func measureLatency(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) (*latResult, error) {
+// in dst. With -perf it also counts what the forwarders fwds do per round
+// trip (warm-ups and lost ones included: they cross the forwarders too).
+func measureLatency(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, fwds []fwdProc) (*latResult, *forwarderStats, error) {
 	addr := testbed.ListenAddr(dst.Addr, echoPort)
 	echo, err := c.Start(dst.NS, "echo", "env", helperEnv+"=echo", cfg.self, "-addr", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer echo.Stop()
 	if err := waitListen(dst.NS, "udp", echoPort, 10*time.Second); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var counter *perfCounter
+	if cfg.perf {
+		if counter, err = startPerf(fwds, c.Dir); err != nil {
+			return nil, nil, err
+		}
 	}
 	out, err := runIn(src.NS, 90*time.Second, "env", helperEnv+"=ping", cfg.self,
 		"-addr", addr, "-n", strconv.Itoa(cfg.roundTrips))
 	if err != nil {
-		return nil, fmt.Errorf("latency: %w", err)
+		counter.stop(1) //nolint:errcheck // the latency error says more
+		return nil, nil, fmt.Errorf("latency: %w", err)
 	}
 	var l latResult
 	if err := json.Unmarshal(out, &l); err != nil {
-		return nil, fmt.Errorf("latency: client said %q: %w", out, err)
+		counter.stop(1) //nolint:errcheck // as above
+		return nil, nil, fmt.Errorf("latency: client said %q: %w", out, err)
 	}
-	return &l, nil
+	stats, err := counter.stop(l.RoundTrips + l.Lost + pingWarmups)
+	return &l, stats, err
 }
 
 // lastJSON decodes the last line of a helper's log.

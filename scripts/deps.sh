@@ -6,8 +6,9 @@
 # package), the real CNI chain pods are created with: Debian's
 # containernetworking-plugins (bridge, host-local, portmap, loopback in
 # /usr/lib/cni), the flannel CNI plugin and cnitool (built into bin/cni),
-# and gcc (cgo for flanneld's udp backend, which scripts/flanneld.sh builds
-# for the bench). Does nothing for what is already there.
+# gcc (cgo for flanneld's udp backend, which scripts/flanneld.sh builds for
+# the bench) and perf (the bench's -perf counts). Does nothing for what is
+# already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,7 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
 command -v gcc     >/dev/null || need+=(gcc libc6-dev)
+command -v perf    >/dev/null || need+=(linux-perf)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
