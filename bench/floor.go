@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -118,42 +117,32 @@ func (t peerTable) lookup(pkt []byte) *unix.SockaddrInet4 {
 type forwarder struct {
 	tun, sock int
 	peers     peerTable
-	recvFlags int // MSG_DONTWAIT in the poll form, as flanneld's recv
+	recvFlags int       // MSG_DONTWAIT in the poll form, as flanneld's recv
+	sys       syscaller // nil: unix.Syscall6; the -raw form: unix.RawSyscall6
 }
 
 // toPeer moves one packet from the TUN to its peer host. A packet no lease
 // matches is dropped; so is one the socket refuses (ECONNREFUSED from an
 // earlier ICMP error, ENOBUFS): the floor keeps going.
 func (f *forwarder) toPeer(buf []byte) error {
-	n, err := unix.Read(f.tun, buf)
+	n, err := f.read(f.tun, buf)
 	if err != nil {
 		return err
 	}
 	if to := f.peers.lookup(buf[:n]); to != nil {
-		unix.Sendto(f.sock, buf[:n], 0, to) //nolint:errcheck // a lost packet, see above
+		f.sendto(f.sock, buf[:n], to) //nolint:errcheck // a lost packet, see above
 	}
 	return nil
 }
 
 // fromPeer moves one datagram from the socket into the TUN.
 func (f *forwarder) fromPeer(buf []byte) error {
-	n, err := recv(f.sock, buf, f.recvFlags)
+	n, err := f.recv(f.sock, buf, f.recvFlags)
 	if err != nil {
 		return err
 	}
-	unix.Write(f.tun, buf[:n]) //nolint:errcheck // a packet the TUN refuses is dropped
+	f.write(f.tun, buf[:n]) //nolint:errcheck // a packet the TUN refuses is dropped
 	return nil
-}
-
-// recv is recv(2): recvfrom without the sender's address, which x/sys's
-// Recvfrom would allocate per call (the floor checks no sender).
-func recv(fd int, buf []byte, flags int) (int, error) {
-	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(buf))),
-		uintptr(len(buf)), uintptr(flags), 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(n), nil
 }
 
 // loop runs step on this goroutine's own OS thread until it fails.
@@ -200,7 +189,7 @@ func (f *forwarder) pollMode() ([]unix.PollFd, error) {
 // pollOnce waits until the TUN or the socket is readable, then moves
 // packets until a turn moves none.
 func (f *forwarder) pollOnce(fds []unix.PollFd, buf []byte) error {
-	if _, err := unix.Poll(fds, -1); err != nil {
+	if err := f.poll(fds); err != nil {
 		if errors.Is(err, unix.EINTR) {
 			return nil
 		}
@@ -240,8 +229,12 @@ func tryStep(step func([]byte) error, buf []byte) (bool, error) {
 // SIGTERM/SIGINT.
 func forwardMain(args []string) int {
 	var peers peerTable
-	fs, local, poll := forwardFlags(&peers)
+	fs, local, poll, raw := forwardFlags(&peers)
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *raw && !*poll {
+		fmt.Fprintln(os.Stderr, "forward: -raw is a form of -poll")
 		return 2
 	}
 	f, err := openForwarder(*local, peers)
@@ -256,8 +249,11 @@ func forwardMain(args []string) int {
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	failed := make(chan error, 2)
 	form := "two threads"
+	if *raw {
+		f.sys = unix.RawSyscall6
+	}
 	if *poll {
-		form = "one thread in poll"
+		form = "one thread in poll" + map[bool]string{true: ", raw system calls", false: ""}[*raw]
 		go func() { failed <- f.pollLoop() }()
 	} else {
 		go func() { failed <- f.loop("to peer", f.toPeer) }()
@@ -275,12 +271,13 @@ func forwardMain(args []string) int {
 
 // forwardFlags is the forward helper's command line; -peer appends to
 // peers.
-func forwardFlags(peers *peerTable) (fs *flag.FlagSet, local *string, poll *bool) {
+func forwardFlags(peers *peerTable) (fs *flag.FlagSet, local *string, poll, raw *bool) {
 	fs = flag.NewFlagSet("forward", flag.ContinueOnError)
 	local = fs.String("local", "", "this host's underlay IPv4 address (the socket binds <local>:8285)")
 	fs.Var(peerFlag{peers}, "peer", "<lease>=<host underlay address>, once per remote host")
 	poll = fs.Bool("poll", false, "one thread in poll(2) on both descriptors (flanneld's form) instead of two blocking threads")
-	return fs, local, poll
+	raw = fs.Bool("raw", false, "with -poll: system calls the Go scheduler is not told about (the thread keeps its P while it sleeps)")
+	return fs, local, poll, raw
 }
 
 // openForwarder binds the UDP socket, then creates the TUN.

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flannelu/flannelu/testbed"
 	"golang.org/x/sys/unix"
@@ -46,14 +47,14 @@ func TestParsePeer(t *testing.T) {
 
 func TestPeerFlag(t *testing.T) {
 	var peers peerTable
-	fs, local, _ := forwardFlags(&peers)
+	fs, local, _, _ := forwardFlags(&peers)
 	if err := fs.Parse([]string{"-local", "192.0.2.1", "-peer", "198.18.2.0/24=192.0.2.2", "-peer", "198.18.3.0/24=192.0.2.3"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := (peerFlag{&peers}).String(); *local != "192.0.2.1" || got != "198.18.2.0/24=192.0.2.2 198.18.3.0/24=192.0.2.3" {
 		t.Errorf("-local %q, peers %q", *local, got)
 	}
-	fs, _, _ = forwardFlags(&peers)
+	fs, _, _, _ = forwardFlags(&peers)
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse([]string{"-peer", "junk"}); err == nil {
 		t.Error("-peer junk accepted")
@@ -201,11 +202,11 @@ func TestForwarderPoll(t *testing.T) {
 		}
 		// Nothing may be left: every read below must find its packet
 		// without waiting.
-		if n, err := recv(peerSock, in, unix.MSG_DONTWAIT); err != nil || !bytes.Equal(in[:n], out) {
+		if n, err := f.recv(peerSock, in, unix.MSG_DONTWAIT); err != nil || !bytes.Equal(in[:n], out) {
 			t.Fatalf("peer got % x, %v; want % x", in[:max(n, 0)], err, out)
 		}
 		for i := range datagrams {
-			if n, err := recv(tun[1], in, unix.MSG_DONTWAIT); err != nil || !bytes.Equal(in[:n], back) {
+			if n, err := f.recv(tun[1], in, unix.MSG_DONTWAIT); err != nil || !bytes.Equal(in[:n], back) {
 				t.Fatalf("TUN packet %d: % x, %v; want % x", i, in[:max(n, 0)], err, back)
 			}
 		}
@@ -239,11 +240,14 @@ func TestFloorCommands(t *testing.T) {
 		{Index: 1, Addr: netip.MustParseAddr("192.0.2.1")},
 		{Index: 2, Addr: netip.MustParseAddr("192.0.2.2")},
 	}
-	if got, want := strings.Join(floorArgs(hosts[0], hosts, false), " "), "-local 192.0.2.1 -peer 198.18.2.0/24=192.0.2.2"; got != want {
+	if got, want := strings.Join(floorArgs(floorPath, hosts[0], hosts), " "), "-local 192.0.2.1 -peer 198.18.2.0/24=192.0.2.2"; got != want {
 		t.Errorf("floorArgs: %q, want %q", got, want)
 	}
-	if got, want := strings.Join(floorArgs(hosts[1], hosts, true), " "), "-local 192.0.2.2 -poll -peer 198.18.1.0/24=192.0.2.1"; got != want {
+	if got, want := strings.Join(floorArgs(floorPollPath, hosts[1], hosts), " "), "-local 192.0.2.2 -poll -peer 198.18.1.0/24=192.0.2.1"; got != want {
 		t.Errorf("floorArgs, poll form: %q, want %q", got, want)
+	}
+	if got, want := strings.Join(floorArgs(floorRawPath, hosts[1], hosts), " "), "-local 192.0.2.2 -poll -raw -peer 198.18.1.0/24=192.0.2.1"; got != want {
+		t.Errorf("floorArgs, raw poll form: %q, want %q", got, want)
 	}
 	var lines []string
 	for _, c := range floorDevice(manualSubnet(2)) {
@@ -327,6 +331,39 @@ func TestFloorSetup(t *testing.T) {
 			t.Errorf("forwarder on %s still runs after teardown", h.host)
 		}
 		if !strings.Contains(testbed.Tail(h.proc.Log, 5), "forward: created flannel0") {
+			t.Errorf("forwarder on %s log:%s", h.host, testbed.Tail(h.proc.Log, 5))
+		}
+	}
+}
+
+// TestRawFloorStops builds the raw poll floor with the hosts pinned (about
+// 3 s as root): there its forwarder has one P, which its thread keeps
+// while it sleeps in poll, yet the pods reach each other and SIGTERM ends
+// it cleanly (the preemption signal wakes the poll, which then yields to
+// the signal handler's goroutine) instead of the testbed's SIGKILL 5 s
+// later.
+func TestRawFloorStops(t *testing.T) {
+	testbed.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("-short: builds a namespace testbed")
+	}
+	cfg, err := parseFlags([]string{"-quick", "-pin", "-paths", floorRawPath, "-name", uniqueName("rawstop")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := setupPath(cfg, floorRawPath, t.TempDir())
+	if s.tb != nil {
+		defer release(s.tb)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range s.helpers {
+		start := time.Now()
+		if err := h.proc.Stop(); err != nil || time.Since(start) > 4*time.Second {
+			t.Errorf("forwarder on %s: stopped after %v: %v%s", h.host, time.Since(start), err, testbed.Tail(h.proc.Log, 5))
+		}
+		if !strings.Contains(testbed.Tail(h.proc.Log, 5), "one thread in poll, raw system calls") {
 			t.Errorf("forwarder on %s log:%s", h.host, testbed.Tail(h.proc.Log, 5))
 		}
 	}

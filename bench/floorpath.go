@@ -20,8 +20,19 @@ const floorPath = "udp-floor"
 // one thread in poll(2) on both descriptors (floor.go, -poll).
 const floorPollPath = "udp-floor-poll"
 
+// floorRawPath is the poll form whose thread makes its system calls
+// without telling the Go scheduler (floor.go, -poll -raw): it keeps its P
+// while it sleeps, like flanneld's C loop.
+const floorRawPath = "udp-floor-rawpoll"
+
+// floorForms are the forward helper's flags for each floor path.
+var floorForms = map[string][]string{floorPath: nil, floorPollPath: {"-poll"}, floorRawPath: {"-poll", "-raw"}}
+
 // isFloor says whether a path runs the harness's forwarder.
-func isFloor(path string) bool { return path == floorPath || path == floorPollPath }
+func isFloor(path string) bool {
+	_, ok := floorForms[path]
+	return ok
+}
 
 const (
 	// floorMTU is the overlay MTU flannel's udp backend gives pods and
@@ -39,13 +50,10 @@ type hostProc struct {
 	proc *testbed.Proc
 }
 
-// floorArgs are the forward helper's flags on host h: its underlay
-// address, every other host's lease and, for the poll form, -poll.
-func floorArgs(h *testbed.Host, hosts []*testbed.Host, poll bool) []string {
-	args := []string{"-local", h.Addr.String()}
-	if poll {
-		args = append(args, "-poll")
-	}
+// floorArgs are the forward helper's flags on host h for a floor path:
+// its underlay address, its form, and every other host's lease.
+func floorArgs(path string, h *testbed.Host, hosts []*testbed.Host) []string {
+	args := append([]string{"-local", h.Addr.String()}, floorForms[path]...)
 	for _, peer := range hosts {
 		if peer != h {
 			args = append(args, "-peer", manualSubnet(peer.Index).String()+"="+peer.Addr.String())
@@ -72,7 +80,7 @@ func floorDevice(lease netip.Prefix) [][]string {
 // behind cni0, starts a forwarder on each host and configures its
 // flannel0. The forwarders are the bed's processes: tearing the bed down
 // (s.tb, also on any failure here and on a signal) stops them.
-func setupFloor(cfg *config, s *setup, name, dir string, poll bool) error {
+func setupFloor(cfg *config, s *setup, path, name, dir string) error {
 	b, err := newHandMadeBed(cfg, s, name, dir)
 	if err != nil {
 		return err
@@ -82,7 +90,7 @@ func setupFloor(cfg *config, s *setup, name, dir string, poll bool) error {
 		if err := h.AddPods(1, netip.PrefixFrom(lease.Addr().Next(), lease.Bits()), floorMTU); err != nil {
 			return err
 		}
-		args := append([]string{"env", helperEnv + "=forward", cfg.self}, floorArgs(h, b.Hosts, poll)...)
+		args := append([]string{"env", helperEnv + "=forward", cfg.self}, floorArgs(path, h, b.Hosts)...)
 		p, err := b.Start(h.NS, "forward-h"+strconv.Itoa(h.Index), args...)
 		if err != nil {
 			return fmt.Errorf("%s: start forwarder: %w", h.Name, err)

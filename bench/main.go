@@ -140,7 +140,7 @@ func parseFlags(args []string) (*config, error) {
 // the kernel paths programmed by hand, then the floors of a userspace
 // forwarder (cheap: a few seconds more per run).
 var allPaths = []string{"udp", flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
-	floorPath, floorPollPath}
+	floorPath, floorPollPath, floorRawPath}
 
 func (c *config) check() error {
 	for _, p := range c.paths {

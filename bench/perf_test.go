@@ -94,18 +94,19 @@ func TestRoundsMarkdown(t *testing.T) {
 }
 
 // TestPerfFloor counts the floor forwarders' system calls during two
-// interleaved latency-only rounds of both floor forms (about 15 s as
+// interleaved latency-only rounds of the three floor forms (about 20 s as
 // root): per round trip each host's forwarder reads the ping from one
 // side and passes it on, then the pong from the other, so the two-thread
 // floor makes exactly one read, sendto, recvfrom and write per host, and
-// the poll form the same passes plus its polls and its reads that find
-// nothing.
+// the poll forms the same passes plus their polls and their reads that
+// find nothing. The raw poll form never tells the Go scheduler it sleeps,
+// so one thread per host does it all and the runtime wakes no other.
 func TestPerfFloor(t *testing.T) {
 	testbed.RequireRoot(t)
 	if testing.Short() {
 		t.Skip("-short: builds namespace testbeds")
 	}
-	cfg, err := parseFlags([]string{"-quick", "-paths", floorPath + "," + floorPollPath, "-measure", "latency", "-perf",
+	cfg, err := parseFlags([]string{"-quick", "-paths", floorPath + "," + floorPollPath + "," + floorRawPath, "-measure", "latency", "-perf",
 		"-rounds", "2", "-name", uniqueName("perf")})
 	if err != nil {
 		t.Fatal(err)
@@ -125,21 +126,29 @@ func TestPerfFloor(t *testing.T) {
 			}
 			for _, c := range []string{"read", "sendto", "recvfrom", "write"} {
 				want := 2.0 // one per host
-				if p.Path == floorPollPath && (c == "read" || c == "recvfrom") {
+				if p.Path != floorPath && (c == "read" || c == "recvfrom") {
 					want = 2 + f.EAGAIN/2 // and the turns that found nothing
 				}
 				if math.Abs(f.Calls[c]-want) > 0.05 {
 					t.Errorf("%s: %s %.3f per round trip, want %.2f (%v)", p.Path, c, f.Calls[c], want, f.Calls)
 				}
 			}
-			// The poll form waits in poll before each packet unless its
+			// The poll forms wait in poll before each packet unless their
 			// drain loop finds the next one (at most 2 per host); the
 			// two-thread form never polls, and each of its threads sleeps
 			// in read before each packet: four wake-ups at least.
 			polls := f.Calls["ppoll"] + f.Calls["poll"]
-			if p.Path == floorPollPath && (polls < 0.5 || polls > 4.1) || p.Path == floorPath && (polls != 0 || f.Switches < 4) {
+			if p.Path != floorPath && (polls < 0.5 || polls > 4.1) || p.Path == floorPath && (polls != 0 || f.Switches < 4) {
 				t.Errorf("%s: %.2f polls, %.2f context switches per round trip", p.Path, polls, f.Switches)
 			}
+		}
+		// The runtime's own sleeps and wake-ups (sysmon, P hand-offs):
+		// the raw form makes a fraction of the poll form's.
+		runtimeCalls := func(f *forwarderStats) float64 { return f.Calls["futex"] + f.Calls["nanosleep"] }
+		poll, raw := r.Paths[1].Forwarders, r.Paths[2].Forwarders
+		if len(raw.Threads) != 2 || runtimeCalls(raw) > runtimeCalls(poll)/2 {
+			t.Errorf("%s: threads %+v, futex and nanosleep %.2f per round trip (poll form: %.2f): want one thread per host, and fewer",
+				floorRawPath, raw.Threads, runtimeCalls(raw), runtimeCalls(poll))
 		}
 	}
 	md := roundsMarkdown(rep)

@@ -163,7 +163,7 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 	case manual:
 		err = setupManual(cfg, s, base, name, dir)
 	case isFloor(path):
-		err = setupFloor(cfg, s, name, dir, path == floorPollPath)
+		err = setupFloor(cfg, s, path, name, dir)
 	case path == flanneldPath:
 		err = setupFlanneld(cfg, s, name, dir)
 	default:
