@@ -134,7 +134,9 @@ entry and an onlink route). udp-floor is the udp backend's layout on the same ha
 wire format on port 8285) with the harness's own forwarder in flannelu's place: per host one thread
 in a blocking TUN read -> sendto loop and one in a blocking socket read -> TUN write loop, no
 batching, no checks. udp-floor-poll is that forwarder in flanneld's form: one thread in poll() on
-both descriptors, then one packet each way per turn without waiting until neither has any. They are
+both descriptors, then one packet each way per turn without waiting until neither has any;
+udp-floor-rawpoll the same loop with raw system calls, which the Go scheduler never sees (the thread
+keeps its P while it sleeps, as flanneld's C loop keeps its thread). They are
 there to show what any userspace forwarder woken per packet pays on this machine before doing any
 work of its own (four thread wake-ups per round trip): "udp-floor / vxlan" is about as close to
 vxlan as a design like the udp backend's can get here.
@@ -147,8 +149,8 @@ TUN device, sends faster, and its excess is lost in flannelu. Round trips: seque
 64 B UDP ping-pong with blocking sockets, 100 warm-ups not counted. CPU per GB: the whole machine's
 user+system+irq+softirq time from /proc/stat over the 1-stream iperf3 run, divided by the GB
 received; it includes any other work on the machine ("busy cores just before" is that floor).
-Ratio columns: "X / vxlan" divides path X's value by vxlan's, "X / flanneld-udp" by flanneld's (loss
-too: 0.50× is half flanneld's loss); "vxlan / vxlan-manual" and
+Ratio columns: "X / vxlan" divides path X's value by vxlan's, "udp / flanneld-udp" flannelu's by
+flanneld's (loss too: 0.50× is half flanneld's loss); "vxlan / vxlan-manual" and
 "host-gw / host-gw-manual" divide flannelu-programmed by hand-made (1.00× = the same). For µs and
 CPU s/GB lower is better.
 `)

@@ -88,8 +88,8 @@ type ratio struct {
 }
 
 // ratioColumns picks the ratio columns: "<path> / vxlan" for each
-// flannelu, flanneld and floor path other than vxlan, then "<path> /
-// flanneld-udp" for flannelu's udp path and the floors, then "<backend> /
+// flannelu, flanneld and floor path other than vxlan, then "udp /
+// flanneld-udp" (the floors against flanneld: -rounds), then "<backend> /
 // <backend>-manual" (flannelu-programmed over hand-made) for each
 // hand-made path whose flannelu counterpart was measured too.
 func ratioColumns(paths []pathResult) []ratio {
@@ -106,10 +106,8 @@ func ratioColumns(paths []pathResult) []ratio {
 		}
 	}
 	if f, ok := index[flanneldPath]; ok {
-		for i, p := range paths {
-			if p.Path == "udp" || isFloor(p.Path) {
-				cols = append(cols, ratio{num: i, den: f, loss: true})
-			}
+		if u, ok := index["udp"]; ok {
+			cols = append(cols, ratio{num: u, den: f, loss: true})
 		}
 	}
 	for i, p := range paths {
