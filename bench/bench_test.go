@@ -87,6 +87,39 @@ func flanneldForTest(t *testing.T) string {
 	return filepath.Join(root, flanneldBin)
 }
 
+// setUp builds path's testbed for a test (root, not -short) with the
+// harness's flags args added to -quick, and tears it down when the test
+// ends.
+func setUp(t *testing.T, path string, args ...string) *setup {
+	t.Helper()
+	testbed.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("-short: builds a namespace testbed")
+	}
+	cfg, err := parseFlags(append([]string{"-quick", "-paths", path, "-name", uniqueName("t")}, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := setupPath(cfg, path, t.TempDir())
+	if s.tb != nil {
+		t.Cleanup(func() { release(s.tb) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// containsAll fails t for each of wants that text lacks.
+func containsAll(t *testing.T, what, text string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(text, want) {
+			t.Errorf("%s lacks %q:\n%s", what, want, text)
+		}
+	}
+}
+
 // uniqueName is a testbed name for this test process: two checkouts
 // running the bench tests at once (a shared CI machine) never sweep each
 // other's namespaces.
@@ -175,18 +208,12 @@ func TestTableFlanneldRatios(t *testing.T) {
 		{Path: flanneldPath, TCP1: &iperfResult{Gbps: 0.3}, UDP: []udpResult{{LossPct: 0}, {LossPct: 80}}, Latency: &latResult{P50: 20}},
 		{Path: "vxlan", TCP1: &iperfResult{Gbps: 30}, UDP: []udpResult{{LossPct: 0}, {LossPct: 0}}, Latency: &latResult{P50: 10}},
 	}}
-	tab := table(rep, metricRows(rep.Settings.Rates), true)
-	for _, want := range []string{
+	containsAll(t, "table", table(rep, metricRows(rep.Settings.Rates), true),
 		"| | udp | flanneld-udp | vxlan | udp / vxlan | flanneld-udp / vxlan | udp / flanneld-udp |",
 		"| TCP, 1 stream (Gbit/s) | 3.00 | 0.30 | 30.00 | 0.10× | 0.01× | 10.00× |",
 		"| 64 B UDP, 100k pps offered: loss (%) | 0.0 | 0.0 | 0.0 |  |  |  |",
 		"| 64 B UDP, max offered: loss (%) | 4.0 | 80.0 | 0.0 |  |  | 0.05× |",
-		"| UDP round trip p50 (µs) | 30 | 20 | 10 | 3.00× | 2.00× | 1.50× |",
-	} {
-		if !strings.Contains(tab, want) {
-			t.Errorf("table lacks %q:\n%s", want, tab)
-		}
-	}
+		"| UDP round trip p50 (µs) | 30 | 20 | 10 | 3.00× | 2.00× | 1.50× |")
 }
 
 func TestParseRates(t *testing.T) {

@@ -15,21 +15,7 @@ import (
 // (setupPath pings both ways), and teardown leaves no flanneld behind
 // although flanneld panics on SIGTERM.
 func TestFlanneldSetup(t *testing.T) {
-	testbed.RequireRoot(t)
-	if testing.Short() {
-		t.Skip("-short: builds a namespace testbed")
-	}
-	cfg, err := parseFlags([]string{"-quick", "-paths", flanneldPath, "-name", uniqueName("fldsetup"), "-flanneld", flanneldForTest(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := setupPath(cfg, flanneldPath, t.TempDir())
-	if s.tb != nil {
-		defer release(s.tb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := setUp(t, flanneldPath, "-flanneld", flanneldForTest(t))
 	if len(s.nodes) != 2 {
 		t.Fatalf("%d nodes, want 2", len(s.nodes))
 	}

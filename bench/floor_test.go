@@ -270,21 +270,7 @@ ip route add 198.18.0.0/16 dev flannel0 scope link`; got != want {
 // flannel0s configured as flannelu's udp backend would, the pods reaching
 // each other through the forwarders, and the forwarders gone with the bed.
 func TestFloorSetup(t *testing.T) {
-	testbed.RequireRoot(t)
-	if testing.Short() {
-		t.Skip("-short: builds a namespace testbed")
-	}
-	cfg, err := parseFlags([]string{"-quick", "-paths", floorPath, "-name", uniqueName("floorsetup")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := setupPath(cfg, floorPath, t.TempDir())
-	if s.tb != nil {
-		defer release(s.tb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := setUp(t, floorPath)
 	if len(s.helpers) != 2 {
 		t.Fatalf("%d forwarders, want 2", len(s.helpers))
 	}
@@ -343,21 +329,7 @@ func TestFloorSetup(t *testing.T) {
 // the signal handler's goroutine) instead of the testbed's SIGKILL 5 s
 // later.
 func TestRawFloorStops(t *testing.T) {
-	testbed.RequireRoot(t)
-	if testing.Short() {
-		t.Skip("-short: builds a namespace testbed")
-	}
-	cfg, err := parseFlags([]string{"-quick", "-pin", "-paths", floorRawPath, "-name", uniqueName("rawstop")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := setupPath(cfg, floorRawPath, t.TempDir())
-	if s.tb != nil {
-		defer release(s.tb)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := setUp(t, floorRawPath, "-pin")
 	for _, h := range s.helpers {
 		start := time.Now()
 		if err := h.proc.Stop(); err != nil || time.Since(start) > 4*time.Second {
