@@ -43,9 +43,9 @@ func ipv6Rows() []row {
 // after the IPv4 measurements: two hosts over one veth with IPv6 addresses
 // (2001:db8:0:1::1 and ::2), an IPv6-only network 2001:db8:100::/48 with
 // the path's backend, one IPv6-only pod per host. It leaves res alone for
-// paths without IPv6 rows.
+// paths without IPv6 rows, and when -measure has neither tcp nor latency.
 func measureIPv6(cfg *config, path, dir string, res *pathResult) error {
-	if !ipv6Paths[path] {
+	if !ipv6Paths[path] || !cfg.measures("tcp") && !cfg.measures("latency") {
 		return nil
 	}
 	fmt.Fprintf(os.Stderr, "bench: %s over IPv6 ...\n", path)
@@ -64,25 +64,23 @@ func measureIPv6(cfg *config, path, dir string, res *pathResult) error {
 		return fmt.Errorf("IPv6: %w", err)
 	}
 	defer c.Close()
-	for i := 1; i <= 2; i++ {
-		n, err := c.StartNode(i, cfg.args...)
-		if err == nil {
-			err = n.AddPods(1)
-		}
-		if err != nil {
-			return fmt.Errorf("IPv6: %w", err)
-		}
+	if err := startNodes(c, func(int) ([]string, error) { return cfg.args, nil }); err != nil {
+		return fmt.Errorf("IPv6: %w", err)
 	}
 	src, dst := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0] // Addr is the IPv6 address of an IPv6-only pod
 	if err := testbed.Eventually(20*time.Second, func() error { _, err := testbed.Ping(src.NS, dst.Addr.String(), 1); return err }); err != nil {
 		return fmt.Errorf("IPv6: %s never reached %s: %w", src.Addr, dst.Addr, err)
 	}
 	r := &ipv6Result{}
-	if r.TCP1, err = iperfOnce(cfg, c.Bed, src, dst); err != nil {
-		return fmt.Errorf("IPv6: %w", err)
+	if cfg.measures("tcp") {
+		if r.TCP1, err = iperfOnce(cfg, c.Bed, src, dst); err != nil {
+			return fmt.Errorf("IPv6: %w", err)
+		}
 	}
-	if r.Latency, err = measureLatency(cfg, c.Bed, src, dst); err != nil {
-		return fmt.Errorf("IPv6: %w", err)
+	if cfg.measures("latency") {
+		if r.Latency, _, err = measureLatency(cfg, c.Bed, src, dst, nil); err != nil {
+			return fmt.Errorf("IPv6: %w", err)
+		}
 	}
 	res.IPv6 = r
 	return nil

@@ -206,10 +206,8 @@ func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
 }
 
 // setupCluster starts etcd with the daemon's network config, then the
-// daemon on host 1 and, once host 1 holds its lease (StartNode waits for
-// subnet.env), on host 2: flanneld v0.20.2 can miss for good a peer that
-// joins within about a second of another. One pod per host; setupPath then
-// checks that each pod reaches the other.
+// daemon and one pod on each host (startNodes); setupPath then checks that
+// each pod reaches the other.
 func setupCluster(cfg *config, s *setup, d daemon, name, dir string) error {
 	conf := fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":{"Type":%q}}`, overlayNetwork, d.backend)
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
@@ -223,12 +221,20 @@ func setupCluster(cfg *config, s *setup, d daemon, name, dir string) error {
 	if err := hold(c); err != nil {
 		return err
 	}
+	return startNodes(c, d.args)
+}
+
+// startNodes starts the cluster's daemon on host 1, then, once host 1
+// holds its lease (StartNode waits for subnet.env), on host 2, each with
+// args(i) and one pod: flanneld v0.20.2 can miss for good a peer that
+// joins within about a second of another.
+func startNodes(c *testbed.Cluster, args func(host int) ([]string, error)) error {
 	for i := 1; i <= 2; i++ {
-		args, err := d.args(i)
+		a, err := args(i)
 		if err != nil {
 			return err
 		}
-		n, err := c.StartNode(i, args...)
+		n, err := c.StartNode(i, a...)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@
 # through cgo), so gcc must be there. GONOSUMDB (flannel's module
 # only) is issue #12's recipe for fetching it.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 version=v0.20.2
 out=${1:-bin/flanneld-$version}
 [ -x "$out" ] && exit 0
