@@ -25,11 +25,13 @@ import (
 // returning, one syscall to pass the packet on, and the next read going
 // back to sleep.
 //
-// It has two forms. The default is two locked OS threads, each in a
+// It has three forms. The default is two locked OS threads, each in a
 // blocking read of its own descriptor. With -poll it is flanneld's form
 // (backend/udp/proxy_amd64.c, run_proxy): one locked OS thread waits in
 // poll(2) on both descriptors and, once either is readable, moves one
-// packet each way per turn, without waiting, until neither has any.
+// packet each way per turn, without waiting, until neither has any. With
+// -poll -raw that thread's system calls bypass the Go scheduler
+// (floorsys.go).
 
 const (
 	floorTUN  = "flannel0"
@@ -223,10 +225,10 @@ func tryStep(step func([]byte) error, buf []byte) (bool, error) {
 }
 
 // forwardMain is the forward helper: -local <underlay address> and one
-// -peer per remote lease; -poll selects the one-thread form. It creates flannel0 (unconfigured: the harness
-// configures it as flannelu would) only once its socket is bound, so a
-// flannel0 that exists means the forwarder is ready. It runs until
-// SIGTERM/SIGINT.
+// -peer per remote lease; -poll and -raw select the form. It creates
+// flannel0 (unconfigured: the harness configures it as flannelu would)
+// only once its socket is bound, so a flannel0 that exists means the
+// forwarder is ready. It runs until SIGTERM/SIGINT.
 func forwardMain(args []string) int {
 	var peers peerTable
 	fs, local, poll, raw := forwardFlags(&peers)
@@ -248,17 +250,7 @@ func forwardMain(args []string) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	failed := make(chan error, 2)
-	form := "two threads"
-	if *raw {
-		f.sys = unix.RawSyscall6
-	}
-	if *poll {
-		form = "one thread in poll" + map[bool]string{true: ", raw system calls", false: ""}[*raw]
-		go func() { failed <- f.pollLoop() }()
-	} else {
-		go func() { failed <- f.loop("to peer", f.toPeer) }()
-		go func() { failed <- f.loop("from peer", f.fromPeer) }()
-	}
+	form := f.start(*poll, *raw, failed)
 	fmt.Printf("forward: created %s, bound %s:%d, peers %v, %s\n", floorTUN, *local, floorPort, peerFlag{&peers}, form)
 	select {
 	case <-sig:
@@ -267,6 +259,21 @@ func forwardMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "forward:", err)
 		return 1
 	}
+}
+
+// start runs the forwarder's loops in the form asked for, each sending
+// the error that ends it to failed, and names the form.
+func (f *forwarder) start(poll, raw bool, failed chan<- error) string {
+	if raw {
+		f.sys = unix.RawSyscall6
+	}
+	if poll {
+		go func() { failed <- f.pollLoop() }()
+		return "one thread in poll" + map[bool]string{true: ", raw system calls", false: ""}[raw]
+	}
+	go func() { failed <- f.loop("to peer", f.toPeer) }()
+	go func() { failed <- f.loop("from peer", f.fromPeer) }()
+	return "two threads"
 }
 
 // forwardFlags is the forward helper's command line; -peer appends to

@@ -2,10 +2,11 @@
 // path (flannelu's udp backend; flanneld-udp: flanneld v0.20.2's own udp
 // backend, the peer flannelu replaces; kernel vxlan and host-gw as
 // programmed by flannelu's vxlan and host-gw backends, those two kernel
-// paths set up by hand with ip and bridge, no flannelu; and udp-floor and
-// udp-floor-poll: the udp backend's layout with the simplest possible
-// userspace forwarder in flannelu's place, two blocking threads or one
-// thread in poll(), the floor any forwarder woken per packet pays) it
+// paths set up by hand with ip and bridge, no flannelu; and the floors,
+// udp-floor, udp-floor-poll and udp-floor-rawpoll: the udp backend's layout
+// with the simplest possible userspace forwarder in flannelu's place, two
+// blocking threads or one thread in poll() (raw: without the Go
+// scheduler), the floor any forwarder woken per packet pays) it
 // builds the same namespace testbed — two hosts over one veth, one pod per
 // host behind cni0, etcd on host 1 for flannelu and flanneld — measures
 // pod-to-pod TCP throughput (iperf3), 64-byte UDP delivery at paced offered

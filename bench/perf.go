@@ -95,19 +95,56 @@ func startPerf(fwds []fwdProc, dir string) (*perfCounter, error) {
 			p.hosts[t.Name()] = f.host
 		}
 	}
-	args := []string{"stat", "-x,", "--per-thread", "-p", strings.Join(pids, ","), "-o", p.out}
+	// perf attaches with its counters off (-D -1) and turns them on when
+	// told on its control descriptor (3), acknowledging on 4: counting
+	// has begun once "ack" is read, before any traffic.
+	args := []string{"stat", "-x,", "--per-thread", "-p", strings.Join(pids, ","), "-o", p.out,
+		"-D", "-1", "--control", "fd:3,4"}
 	for _, ev := range perfEvents {
 		args = append(args, "-e", ev)
 		if ev == eagainEvent {
 			args = append(args, "--filter", fmt.Sprintf("ret == %d", -int(syscall.EAGAIN)))
 		}
 	}
+	ctlR, ctlW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer ctlR.Close()
+	defer ctlW.Close()
+	ackR, ackW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer ackR.Close()
+	defer ackW.Close()
 	p.cmd = exec.Command("perf", args...)
+	p.cmd.ExtraFiles = []*os.File{ctlR, ackW}
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("perf stat (apt-get install linux-perf): %w", err)
 	}
-	time.Sleep(200 * time.Millisecond) // perf attaches to every thread before the traffic starts
+	if err := p.enable(ctlW, ackR); err != nil {
+		p.cmd.Process.Kill() //nolint:errcheck // it failed already
+		p.cmd.Wait()         //nolint:errcheck // as above
+		return nil, err
+	}
 	return p, nil
+}
+
+// enable turns perf's counters on and waits for its acknowledgement.
+func (p *perfCounter) enable(ctl, ack *os.File) error {
+	if _, err := ctl.WriteString("enable\n"); err != nil {
+		return fmt.Errorf("perf stat control: %w", err)
+	}
+	if err := ack.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return err
+	}
+	buf := make([]byte, 16)
+	n, err := ack.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "ack") {
+		return fmt.Errorf("perf stat did not start counting: %q, %v", buf[:max(n, 0)], err)
+	}
+	return nil
 }
 
 // stop ends perf stat and divides its counts by roundTrips.

@@ -53,23 +53,8 @@ func run(cfg *config) (*report, error) {
 	rep := newReport(cfg)
 	var failed []string
 	for r := range cfg.rounds {
-		results := map[string]pathResult{}
 		load := loadAvg()
-		n := len(cfg.paths)
-		for i := range n {
-			p := cfg.paths[(i+r)%n]
-			fmt.Fprintf(os.Stderr, "bench: %s ...\n", p)
-			res := measurePath(cfg, p, filepath.Join(dir, fmt.Sprintf("%s-%d", p, r+1)))
-			if res.Error != "" {
-				failed = append(failed, p+": "+res.Error)
-				fmt.Fprintf(os.Stderr, "bench: %s failed: %s\n", p, res.Error)
-			}
-			results[p] = res
-		}
-		var round []pathResult
-		for _, p := range cfg.paths {
-			round = append(round, results[p])
-		}
+		round := measureRound(cfg, dir, r, &failed)
 		if r == 0 {
 			rep.Paths = round
 		}
@@ -85,6 +70,24 @@ func run(cfg *config) (*report, error) {
 	}
 	os.RemoveAll(dir)
 	return rep, nil
+}
+
+// measureRound measures every path once, starting with the r-th, and
+// returns the results in the order of -paths; failures are added to
+// failed.
+func measureRound(cfg *config, dir string, r int, failed *[]string) []pathResult {
+	round := make([]pathResult, len(cfg.paths))
+	for k := range cfg.paths {
+		i := (k + r) % len(cfg.paths)
+		p := cfg.paths[i]
+		fmt.Fprintf(os.Stderr, "bench: %s ...\n", p)
+		round[i] = measurePath(cfg, p, filepath.Join(dir, fmt.Sprintf("%s-%d", p, r+1)))
+		if e := round[i].Error; e != "" {
+			*failed = append(*failed, p+": "+e)
+			fmt.Fprintf(os.Stderr, "bench: %s failed: %s\n", p, e)
+		}
+	}
+	return round
 }
 
 // measurePath builds the testbed for one path, measures, and always tears
