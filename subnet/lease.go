@@ -33,6 +33,11 @@ type Lease struct {
 	Expiration time.Time
 	// LeaseID is the etcd lease the key is attached to, 0 for a reservation.
 	LeaseID int64
+	// Created orders leases by when their key was created: etcd's
+	// CreateRevision (the same on every host); 0 when the store has no
+	// such order. The Validator gives a contested subnet to the lease
+	// created first.
+	Created int64
 }
 
 // EventType says what happened to a peer's lease.
@@ -65,4 +70,15 @@ func (t EventType) String() string {
 type Event struct {
 	Type  EventType
 	Lease Lease
+	// Key names the lease in its store (the etcd key). Empty means the
+	// subnets are the name (MakeSubnetKey), as they are in etcd.
+	Key string
+}
+
+// key is the name the Validator keeps the lease under.
+func (ev Event) key() string {
+	if ev.Key != "" {
+		return ev.Key
+	}
+	return MakeSubnetKey(ev.Lease.Subnet, ev.Lease.IPv6Subnet)
 }

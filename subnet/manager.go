@@ -113,7 +113,7 @@ func parseKV(kv *mvccpb.KeyValue) (Lease, error) {
 	if err != nil {
 		return Lease{}, fmt.Errorf("%s: %w", kv.Key, err)
 	}
-	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: kv.Lease}, nil
+	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: kv.Lease, Created: kv.CreateRevision}, nil
 }
 
 // validLease is parseKV that counts and logs (once per key and revision) a

@@ -28,7 +28,13 @@ type Store interface {
 	// lease that exists (possibly empty: the first call says "synced"),
 	// then with the changes as they happen, never losing or repeating one
 	// across reconnects. handle runs on one goroutine at a time. It returns
-	// nil when ctx ends.
+	// nil when ctx ends. Events carry the store's name of the lease (Key)
+	// and its creation order (Lease.Created) where the store has them. A
+	// value that cannot be parsed is skipped and counted; if the key held
+	// a valid lease, that lease stays reported (no EventRemoved) until the
+	// key is deleted or valid again. Leases that parse but make no sense
+	// (outside the network, overlapping) are reported as they are: the
+	// daemon's Validator judges them, the same way for every store.
 	WatchLeases(ctx context.Context, handle func([]Event)) error
 	// MalformedLeases counts peer leases skipped because they could not be
 	// parsed, once per stored revision.

@@ -18,7 +18,11 @@ import (
 // event. When the watch breaks (compaction, etcd restart, leader loss) it
 // lists again and delivers only the differences from what it had
 // reported, so no change is lost or duplicated. Malformed keys and values
-// are skipped and counted (see MalformedLeases).
+// are skipped and counted (see MalformedLeases); a lease overwritten with
+// a malformed value stays reported with its last valid value until the key
+// is deleted or gets a valid one again: an unparsable write says nothing
+// about where the subnet now is, and the key's owner restores its value
+// within a round trip (KeepLease), so peers must not cut traffic for it.
 //
 // handle runs on WatchLeases' goroutine, one call at a time; it owns the
 // slice it is given. While it blocks, etcd changes queue up.
@@ -74,17 +78,12 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 		seen[key] = true
 		if l, ok := w.m.validLease(kv); ok {
 			events = w.put(events, key, l)
-		} else if old, had := w.known[key]; had {
-			// A valid lease was overwritten with garbage: the host it
-			// described no longer publishes it.
-			delete(w.known, key)
-			events = append(events, Event{Type: EventRemoved, Lease: old})
 		}
 	}
 	for key, old := range w.known {
 		if !seen[key] {
 			delete(w.known, key)
-			events = append(events, Event{Type: EventRemoved, Lease: old})
+			events = append(events, Event{Type: EventRemoved, Lease: old, Key: key})
 		}
 	}
 	if len(events) > 0 || !w.listed {
@@ -94,15 +93,17 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// put records a valid lease and appends the event it causes, if any.
+// put records a valid lease and appends the event it causes, if any. A
+// key deleted and created again between two lists changed its creation
+// order, which the Validator ranks by: that is a change too.
 func (w *watcher) put(events []Event, key string, l Lease) []Event {
 	old, had := w.known[key]
 	w.known[key] = l
 	switch {
 	case !had:
-		return append(events, Event{Type: EventAdded, Lease: l})
-	case !old.Attrs.Equal(l.Attrs):
-		return append(events, Event{Type: EventChanged, Lease: l})
+		return append(events, Event{Type: EventAdded, Lease: l, Key: key})
+	case !old.Attrs.Equal(l.Attrs) || old.Created != l.Created:
+		return append(events, Event{Type: EventChanged, Lease: l, Key: key})
 	}
 	return events
 }
@@ -135,16 +136,12 @@ func (w *watcher) apply(events []Event, ev *clientv3.Event) []Event {
 	if ev.Type == mvccpb.DELETE {
 		if old, had := w.known[key]; had {
 			delete(w.known, key)
-			events = append(events, Event{Type: EventRemoved, Lease: old})
+			events = append(events, Event{Type: EventRemoved, Lease: old, Key: key})
 		}
 		return events
 	}
 	if l, ok := w.m.validLease(ev.Kv); ok {
 		return w.put(events, key, l)
 	}
-	if old, had := w.known[key]; had {
-		delete(w.known, key)
-		events = append(events, Event{Type: EventRemoved, Lease: old})
-	}
-	return events
+	return events // malformed: the last valid value stays (see WatchLeases)
 }

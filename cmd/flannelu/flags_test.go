@@ -114,28 +114,6 @@ func TestEnvName(t *testing.T) {
 	}
 }
 
-func TestOwnLeaseEventsAreFiltered(t *testing.T) {
-	own := subnet.Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24")}
-	evs := []subnet.Event{
-		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: own.Subnet}},
-		{Type: subnet.EventAdded, Lease: subnet.Lease{Subnet: netip.MustParsePrefix("198.18.2.0/24")}},
-	}
-	got := withoutOwn(evs, own)
-	if len(got) != 1 || got[0].Lease.Subnet == own.Subnet {
-		t.Fatalf("withoutOwn = %v, want only the peer", got)
-	}
-	if evs[0].Lease.Subnet != own.Subnet {
-		t.Fatal("withoutOwn changed its input")
-	}
-	// IPv6-only leases all have the zero IPv4 subnet: the IPv6 one decides.
-	own6 := subnet.Lease{IPv6Subnet: netip.MustParsePrefix("2001:db8:100:1::/64")}
-	peer6 := subnet.Lease{IPv6Subnet: netip.MustParsePrefix("2001:db8:100:2::/64")}
-	got = withoutOwn([]subnet.Event{{Type: subnet.EventAdded, Lease: own6}, {Type: subnet.EventAdded, Lease: peer6}}, own6)
-	if len(got) != 1 || got[0].Lease.IPv6Subnet != peer6.IPv6Subnet {
-		t.Fatalf("IPv6-only: withoutOwn = %v, want only the peer", got)
-	}
-}
-
 func TestPublicIPv6Flag(t *testing.T) {
 	o, err := parseOptions(nil, envOf(map[string]string{"FLANNELD_PUBLIC_IPV6": "2001:db8:0:1::7"}), io.Discard)
 	if err != nil || o.publicIPv6 != "2001:db8:0:1::7" {

@@ -68,7 +68,9 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("write %s: %w", o.subnetFile, err)
 	}
 	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
-	return runLoops(ctx, o, reg, mgr, cfg, lease, be, newIPTables(o, cfg, lease, prev, reg, log), log)
+	valid := subnet.NewValidator(subnet.ValidatorOptions{Config: cfg, Own: lease,
+		OwnAddrs: []netip.Addr{ext.IfaceAddr, ext.IfaceV6Addr}, Metrics: reg, Logger: log})
+	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, newIPTables(o, cfg, lease, prev, reg, log), log)
 }
 
 // newIPTables returns the runners that keep flanneld's masquerade and
@@ -142,10 +144,11 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the watcher, the health server (with
-// reg on /metrics), the iptables resync (ipt may be empty) and the
-// backend; the first fatal error stops them all.
-func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend, ipt ruleKeepers, log *slog.Logger) error {
+// runLoops runs the lease keeper, the watcher (its events through valid),
+// the health server (with reg on /metrics), the iptables resync (ipt may
+// be empty) and the backend; the first fatal error stops them all.
+func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
+	valid *subnet.Validator, ipt ruleKeepers, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -166,7 +169,8 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 	var once sync.Once
 	goFatal("watch", func(ctx context.Context) error {
 		return mgr.WatchLeases(ctx, func(evs []subnet.Event) {
-			if peers := withoutOwn(evs, lease); len(peers) > 0 {
+			// Backends see only valid peers, never this host's lease.
+			if peers := valid.Filter(evs); len(peers) > 0 {
 				be.HandleEvents(ctx, peers)
 			}
 			once.Do(func() { close(synced) })
@@ -192,19 +196,6 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		return err
 	}
 	return nil
-}
-
-// withoutOwn drops events about this host's own lease: backends only ever
-// see peers. Both subnets count: every IPv6-only lease has the same (zero)
-// IPv4 subnet.
-func withoutOwn(evs []subnet.Event, own subnet.Lease) []subnet.Event {
-	out := evs[:0:0]
-	for _, ev := range evs {
-		if ev.Lease.Subnet != own.Subnet || ev.Lease.IPv6Subnet != own.IPv6Subnet {
-			out = append(out, ev)
-		}
-	}
-	return out
 }
 
 // waitForConfig polls for the network config as flanneld does: a missing

@@ -1,0 +1,300 @@
+package subnet
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"github.com/flannelu/flannelu/metrics"
+)
+
+// ValidatorOptions describe this host, against which peer leases are
+// judged.
+type ValidatorOptions struct {
+	Config *Config
+	// Own is this host's lease: events about it are not peers' (the lease
+	// keeper looks after it), and no peer may overlap its subnets or use
+	// its public addresses.
+	Own Lease
+	// OwnAddrs are more addresses of this host no peer may claim (the
+	// interface address when --public-ip differs from it).
+	OwnAddrs []netip.Addr
+	// Metrics receives flannelu_invalid_leases_total{reason}.
+	Metrics *metrics.Registry
+	Logger  *slog.Logger
+}
+
+// Validator stands between a Store's lease events and the backends, the
+// same for every store: a peer lease reaches the backends only if each
+// subnet the config enables lies in the network with the configured length,
+// its public address is a usable unicast address that is not this host's,
+// and its subnets overlap neither this host's nor a peer's that ranks
+// before it. Anything else is skipped with a warning naming the key, the
+// subnet and the reason, and counted per reason.
+//
+// Rules, chosen so that every host decides alike from the same store:
+//   - Two leases claiming one subnet: the one created first keeps it
+//     (etcd's CreateRevision, the same on every host, so a hijacker writing
+//     over a live peer's subnet always loses); equal or unknown creation
+//     order falls back to key order. When the winner goes, the next in
+//     line is used.
+//   - A key rewritten with an invalid value keeps its last valid value in
+//     the backends, with the write warned about and counted: the invalid
+//     value says nothing trustworthy about where the subnet is, the key's
+//     owner restores its value within a round trip, and removing the
+//     route meanwhile would only cut traffic. A later valid write, or a
+//     delete, is applied.
+//
+// Filter must be called from one goroutine at a time (the watch handler);
+// Invalid may be called from any goroutine at any time.
+type Validator struct {
+	cfg      *Config
+	own      Lease
+	ownAddrs map[netip.Addr]bool
+	log      *slog.Logger
+
+	invalid  [numInvalidReasons]atomic.Uint64
+	entries  map[string]*entry // every key with a valid value, by key
+	accepted map[string]Lease  // what the backends have, by key
+}
+
+// entry is a key's last valid value and whether it lost its subnet.
+type entry struct {
+	lease Lease
+	// lostTo is the key holding the subnet this lease also claims, while
+	// it does; "" when the lease is accepted.
+	lostTo string
+}
+
+// NewValidator returns a Validator with no peers yet.
+func NewValidator(o ValidatorOptions) *Validator {
+	v := &Validator{cfg: o.Config, own: o.Own, log: o.Logger, ownAddrs: map[netip.Addr]bool{},
+		entries: map[string]*entry{}, accepted: map[string]Lease{}}
+	if v.log == nil {
+		v.log = slog.Default()
+	}
+	for _, a := range append([]netip.Addr{o.Own.Attrs.PublicIP, o.Own.Attrs.PublicIPv6}, o.OwnAddrs...) {
+		if a.IsValid() {
+			v.ownAddrs[a.Unmap()] = true
+		}
+	}
+	vec := o.Metrics.CounterVec("flannelu_invalid_leases_total",
+		"Peer lease writes the validator did not use, by reason.", "reason")
+	for r := range numInvalidReasons {
+		vec.Func(func() uint64 { return v.Invalid(r) }, r.String())
+	}
+	return v
+}
+
+// Invalid is how many lease writes were skipped for reason r (an
+// overlapping lease counts once each time it loses its subnet).
+func (v *Validator) Invalid(r InvalidReason) uint64 {
+	if r >= numInvalidReasons {
+		return 0
+	}
+	return v.invalid[r].Load()
+}
+
+// Accepted returns the peer leases the backends have now, by key.
+func (v *Validator) Accepted() map[string]Lease {
+	out := make(map[string]Lease, len(v.accepted))
+	for k, l := range v.accepted {
+		out[k] = l
+	}
+	return out
+}
+
+// Filter takes one batch of store events and returns the events that bring
+// the backends from the accepted peers before it to those after it:
+// removals first, then additions and changes, each in key order.
+func (v *Validator) Filter(evs []Event) []Event {
+	for _, ev := range evs {
+		v.apply(ev)
+	}
+	return v.resolve()
+}
+
+func (v *Validator) apply(ev Event) {
+	key, l := ev.key(), ev.Lease
+	if l.Subnet == v.own.Subnet && l.IPv6Subnet == v.own.IPv6Subnet {
+		v.log.Debug("own lease event left to the lease keeper", "key", key, "type", ev.Type.String())
+		return
+	}
+	if ev.Type == EventRemoved {
+		delete(v.entries, key)
+		return
+	}
+	if r, err := v.check(l); err != nil {
+		v.invalid[r].Add(1)
+		e, kept := v.entries[key]
+		attrs := []any{"key", key, "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP, "reason", r.String(), "error", err}
+		if l.IPv6Subnet.IsValid() {
+			attrs = append(attrs, "ipv6_subnet", l.IPv6Subnet, "public_ipv6", l.Attrs.PublicIPv6)
+		}
+		if kept {
+			attrs = append(attrs, "keeping_public_ip", e.lease.Attrs.PublicIP)
+			v.log.Warn("invalid peer lease write ignored; its last valid value stays in use", attrs...)
+			return
+		}
+		v.log.Warn("invalid peer lease ignored", attrs...)
+		return
+	}
+	if e, ok := v.entries[key]; ok {
+		e.lease = l
+		return
+	}
+	v.entries[key] = &entry{lease: l}
+}
+
+// check is the part of validation that needs no other peer. The first
+// failing check names the reason.
+func (v *Validator) check(l Lease) (InvalidReason, error) {
+	c := v.cfg
+	if c.EnableIPv4 {
+		if r, err := checkSubnet(l.Subnet, c.Network, c.SubnetLen, "Network", "SubnetLen"); err != nil {
+			return r, err
+		}
+	}
+	if c.EnableIPv6 {
+		if r, err := checkSubnet(l.IPv6Subnet, c.IPv6Network, c.IPv6SubnetLen, "IPv6Network", "IPv6SubnetLen"); err != nil {
+			return r, err
+		}
+	}
+	if r, err := v.checkPublic(l.Attrs.PublicIP, c.EnableIPv4, "PublicIP"); err != nil {
+		return r, err
+	}
+	if r, err := v.checkPublic(l.Attrs.PublicIPv6, c.EnableIPv6 && !c.EnableIPv4, "PublicIPv6"); err != nil {
+		return r, err
+	}
+	if c.EnableIPv4 && l.Subnet.Overlaps(v.own.Subnet) {
+		return OverlapsOwn, fmt.Errorf("subnet %s overlaps this host's %s", l.Subnet, v.own.Subnet)
+	}
+	if c.EnableIPv6 && l.IPv6Subnet.Overlaps(v.own.IPv6Subnet) {
+		return OverlapsOwn, fmt.Errorf("subnet %s overlaps this host's %s", l.IPv6Subnet, v.own.IPv6Subnet)
+	}
+	return 0, nil
+}
+
+func checkSubnet(sn, network netip.Prefix, bits int, netField, lenField string) (InvalidReason, error) {
+	switch {
+	case !sn.IsValid():
+		return NoSubnet, fmt.Errorf("no subnet in %s %s", netField, network)
+	case sn.Addr().Is4() != network.Addr().Is4() || sn.Bits() < network.Bits() || !network.Contains(sn.Addr()):
+		return OutsideNetwork, fmt.Errorf("subnet %s is not inside %s %s", sn, netField, network)
+	case sn.Bits() != bits:
+		return WrongLength, fmt.Errorf("subnet %s has length %d, %s is %d", sn, sn.Bits(), lenField, bits)
+	}
+	return 0, nil
+}
+
+// checkPublic checks one public address; required says the config needs it.
+func (v *Validator) checkPublic(a netip.Addr, required bool, field string) (InvalidReason, error) {
+	switch {
+	case !a.IsValid() && required:
+		return BadPublicIP, fmt.Errorf("no %s", field)
+	case !a.IsValid():
+		return 0, nil
+	case v.ownAddrs[a.Unmap()]:
+		return OwnPublicIP, fmt.Errorf("%s %s is this host's own address", field, a)
+	}
+	if err := UsableUnicast(a); err != nil {
+		return BadPublicIP, fmt.Errorf("%s %w", field, err)
+	}
+	return 0, nil
+}
+
+// resolve gives each contested subnet to the lease created first, then
+// returns the events from the previous accepted set to the new one.
+func (v *Validator) resolve() []Event {
+	keys := make([]string, 0, len(v.entries))
+	for k := range v.entries {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int {
+		return cmp.Or(cmp.Compare(v.entries[a].lease.Created, v.entries[b].lease.Created), cmp.Compare(a, b))
+	})
+	holder := map[netip.Prefix]string{} // subnet -> key holding it
+	next := make(map[string]Lease, len(keys))
+	for _, k := range keys {
+		e := v.entries[k]
+		if winner := v.holderOf(holder, e.lease); winner != "" {
+			if e.lostTo != winner {
+				e.lostTo = winner
+				v.invalid[OverlapsPeer].Add(1)
+				v.log.Warn("invalid peer lease ignored", "key", k, "subnet", e.lease.Subnet, "public_ip", e.lease.Attrs.PublicIP,
+					"reason", OverlapsPeer.String(), "error", fmt.Errorf("its subnet is held by the earlier lease %s", winner))
+			}
+			continue
+		}
+		if e.lostTo != "" {
+			v.log.Info("peer lease used now that the lease holding its subnet is gone", "key", k, "subnet", e.lease.Subnet, "before", e.lostTo)
+			e.lostTo = ""
+		}
+		v.hold(holder, e.lease, k)
+		next[k] = e.lease
+	}
+	evs := v.diff(next)
+	v.accepted = next
+	return evs
+}
+
+// holderOf returns the key already holding one of l's enabled subnets. All
+// accepted subnets of a family have one length and are aligned, so two
+// overlap exactly when they are equal.
+func (v *Validator) holderOf(holder map[netip.Prefix]string, l Lease) string {
+	if v.cfg.EnableIPv4 {
+		if k := holder[l.Subnet]; k != "" {
+			return k
+		}
+	}
+	if v.cfg.EnableIPv6 {
+		return holder[l.IPv6Subnet]
+	}
+	return ""
+}
+
+func (v *Validator) hold(holder map[netip.Prefix]string, l Lease, key string) {
+	if v.cfg.EnableIPv4 {
+		holder[l.Subnet] = key
+	}
+	if v.cfg.EnableIPv6 {
+		holder[l.IPv6Subnet] = key
+	}
+}
+
+// diff returns removals, then additions and changes, each in key order. A
+// key whose subnets changed is removed and added, because backends key
+// their state by subnet.
+func (v *Validator) diff(next map[string]Lease) []Event {
+	var removed, added []Event
+	for _, k := range sortedKeys(v.accepted) {
+		old := v.accepted[k]
+		now, ok := next[k]
+		if !ok || now.Subnet != old.Subnet || now.IPv6Subnet != old.IPv6Subnet {
+			removed = append(removed, Event{Type: EventRemoved, Lease: old, Key: k})
+		}
+	}
+	for _, k := range sortedKeys(next) {
+		now := next[k]
+		old, ok := v.accepted[k]
+		switch {
+		case !ok || now.Subnet != old.Subnet || now.IPv6Subnet != old.IPv6Subnet:
+			added = append(added, Event{Type: EventAdded, Lease: now, Key: k})
+		case !now.Attrs.Equal(old.Attrs):
+			added = append(added, Event{Type: EventChanged, Lease: now, Key: k})
+		}
+	}
+	return append(removed, added...)
+}
+
+func sortedKeys(m map[string]Lease) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
