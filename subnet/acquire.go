@@ -62,7 +62,7 @@ type acquirer struct {
 
 // try lists the leases and makes one attempt; done is false after a lost race.
 func (a *acquirer) try(ctx context.Context) (l Lease, done bool, err error) {
-	resp, err := a.m.cli.Get(ctx, a.m.subnetsDir, clientv3.WithPrefix())
+	resp, err := a.m.get(ctx, a.m.subnetsDir, clientv3.WithPrefix())
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("subnet: list leases: %w", err)
 	}
@@ -108,9 +108,8 @@ func (a *acquirer) reuseOwn(ctx context.Context, kvs []*mvccpb.KeyValue) (l Leas
 		default:
 			// The network was reconfigured: flanneld deletes our old lease.
 			a.m.log.Info("deleting this host's lease outside the configured range", "key", string(kv.Key))
-			if _, err := a.m.cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)).
-				Then(clientv3.OpDelete(string(kv.Key))).Commit(); err != nil {
+			if _, err := a.m.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)},
+				[]clientv3.Op{clientv3.OpDelete(string(kv.Key))}); err != nil {
 				return Lease{}, true, false, fmt.Errorf("subnet: delete stale lease %s: %w", kv.Key, err)
 			}
 		}
@@ -125,9 +124,8 @@ func (a *acquirer) rebind(ctx context.Context, kv *mvccpb.KeyValue, old Lease) (
 		return Lease{}, false, err
 	}
 	key := string(kv.Key)
-	resp, err := a.m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-		Then(clientv3.OpPut(key, a.value, clientv3.WithLease(a.grantID))).Commit()
+	resp, err := a.m.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)},
+		[]clientv3.Op{clientv3.OpPut(key, a.value, clientv3.WithLease(a.grantID))})
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("subnet: renew lease %s: %w", key, err)
 	}
@@ -224,9 +222,8 @@ func (a *acquirer) create(ctx context.Context, i int) (Lease, bool, error) {
 	}
 	sn, sn6 := a.cfg.subnetAt(i)
 	key := a.m.key(sn, sn6)
-	resp, err := a.m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Version(key), "=", 0)).
-		Then(clientv3.OpPut(key, a.value, clientv3.WithLease(a.grantID))).Commit()
+	resp, err := a.m.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)},
+		[]clientv3.Op{clientv3.OpPut(key, a.value, clientv3.WithLease(a.grantID))})
 	if err != nil {
 		return Lease{}, false, fmt.Errorf("subnet: create lease %s: %w", key, err)
 	}
@@ -242,7 +239,7 @@ func (a *acquirer) grant(ctx context.Context) error {
 	if a.grantID != 0 {
 		return nil
 	}
-	resp, err := a.m.cli.Grant(ctx, int64(a.m.ttl/time.Second))
+	resp, err := a.m.grant(ctx)
 	if err != nil {
 		return fmt.Errorf("subnet: grant etcd lease: %w", err)
 	}

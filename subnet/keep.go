@@ -21,17 +21,28 @@ const keeperWatching = "lease keeper watching"
 // leaseRenewed is logged (info) on every renewal.
 const leaseRenewed = "renewed subnet lease"
 
-// errLost is internal: our key or etcd lease is gone.
-var errLost = errors.New("lease lost")
+// errChanged is internal: our key is gone, no longer on our etcd lease,
+// or holds another value.
+var errChanged = errors.New("own lease changed")
 
 // KeepLease keeps lease alive until ctx is done, then returns nil without
 // deleting or revoking it (a restarted host gets the same subnet back).
 // It renews RenewMargin before expiry (at a third of the TTL when the
-// margin is not shorter than the TTL) and watches the lease's key. When the
-// lease is lost (revoked, expired, deleted) it takes the same subnet again
-// if it is free; if another host holds it, it returns an error matching
-// ErrLeaseTaken. A reservation (LeaseID 0) needs no renewal and is only
-// watched.
+// margin is not shorter than the TTL), watches the lease's key, and reads
+// it every CheckInterval (a watch on a dead etcd is silent; the read is
+// what notices the outage). Forwarding never waits for it.
+//
+// When the key changes (deleted, revoked, overwritten with garbage, with
+// another host's value, or detached from our etcd lease by a plain put) it
+// logs what it found and writes our value back, on our etcd lease (a new
+// one if ours is gone) -- unless another live host holds the key: attached
+// to a live etcd lease that is not ours, with a value naming another
+// address. Only then does it return an error matching ErrLeaseTaken. A
+// value without an etcd lease over our live lease is an overwrite (etcdctl
+// put), not a reservation: reservations are made on free subnets, so to
+// reserve a held subnet for another host, stop its holder and delete its
+// key first. A reservation we hold (LeaseID 0) needs no renewal; when
+// rewritten for another address, the operator moved it and it is taken.
 func (m *Manager) KeepLease(ctx context.Context, cfg *Config, lease Lease) error {
 	value, err := MarshalLeaseAttrs(lease.Attrs)
 	if err != nil {
@@ -40,21 +51,21 @@ func (m *Manager) KeepLease(ctx context.Context, cfg *Config, lease Lease) error
 	k := &keeper{m: m, cfg: cfg, lease: lease, key: m.key(lease.Subnet, lease.IPv6Subnet), value: string(value)}
 	for {
 		err := k.run(ctx)
+		if errors.Is(err, errChanged) {
+			err = k.restore(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case errors.Is(err, errLost):
-			if err := k.retake(ctx); err != nil {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return err
-			}
-		default:
+		case errors.Is(err, ErrLeaseTaken):
+			return err
+		case errors.Is(err, errChangedAgain):
+			continue // look again at once
+		case err != nil && !errors.Is(err, ErrUnavailable): // an outage is logged by the tracker
 			m.log.Warn("lease keeper: etcd error, retrying", "key", k.key, "error", err)
-			if !sleep(ctx, retryDelay) {
-				return nil
-			}
+		}
+		if err != nil && !sleep(ctx, retryDelay) {
+			return nil
 		}
 	}
 }
@@ -76,36 +87,66 @@ func (k *keeper) renewAt() time.Time {
 	return k.lease.Expiration.Add(-margin)
 }
 
-// run checks that the key is still ours, then renews on schedule and
-// watches the key until the lease is lost (errLost), ctx ends, or etcd
-// fails (any other error; the caller retries).
+// intact reports whether kv is our lease as we wrote it: on our etcd
+// lease, with our attributes.
+func (k *keeper) intact(kv *mvccpb.KeyValue) bool {
+	if kv == nil || kv.Lease != k.lease.LeaseID {
+		return false
+	}
+	a, err := ParseLeaseAttrs(kv.Value)
+	return err == nil && a.Equal(k.lease.Attrs)
+}
+
+// check reads the key: errChanged when it is not intact.
+func (k *keeper) check(ctx context.Context) (rev int64, err error) {
+	resp, err := k.m.get(ctx, k.key)
+	if err != nil {
+		return 0, err
+	}
+	if len(resp.Kvs) == 0 || !k.intact(resp.Kvs[0]) {
+		return 0, errChanged
+	}
+	return resp.Header.Revision, nil
+}
+
+// run checks that the key is still ours, then renews on schedule, watches
+// the key and reads it every CheckInterval until it changes (errChanged),
+// ctx ends, or etcd fails (any other error; the caller retries).
 func (k *keeper) run(ctx context.Context) error {
-	resp, err := k.m.cli.Get(ctx, k.key)
+	rev, err := k.check(ctx)
 	if err != nil {
 		return err
 	}
-	if len(resp.Kvs) == 0 || resp.Kvs[0].Lease != k.lease.LeaseID {
-		return errLost
-	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := k.m.cli.Watch(wctx, k.key, clientv3.WithRev(resp.Header.Revision+1))
-	k.m.log.Debug(keeperWatching, "key", k.key, "lease", k.lease.LeaseID, "fromRevision", resp.Header.Revision+1)
-	t := time.NewTimer(time.Until(k.renewAt()))
-	defer t.Stop()
-	timer := t.C
+	// The client's Watch blocks until etcd answers; made aside, it
+	// cannot keep the periodic read from noticing that etcd is gone.
+	made := make(chan clientv3.WatchChan, 1)
+	go func() { made <- k.m.cli.Watch(wctx, k.key, clientv3.WithRev(rev+1)) }()
+	var wch clientv3.WatchChan // nil, so never ready, until made
+	renew := time.NewTimer(time.Until(k.renewAt()))
+	defer renew.Stop()
+	renewC := renew.C
 	if k.lease.LeaseID == 0 {
-		timer = nil // a reservation never expires
+		renewC = nil // a reservation never expires
 	}
+	probe := time.NewTicker(k.m.checkEvery)
+	defer probe.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-timer:
+		case <-renewC:
 			if err := k.renew(ctx); err != nil {
 				return err
 			}
-			t.Reset(time.Until(k.renewAt()))
+			renew.Reset(time.Until(k.renewAt()))
+		case wch = <-made:
+			k.m.log.Debug(keeperWatching, "key", k.key, "lease", k.lease.LeaseID, "fromRevision", rev+1)
+		case <-probe.C:
+			if _, err := k.check(ctx); err != nil {
+				return err
+			}
 		case wresp, ok := <-wch:
 			if !ok {
 				return errors.New("watch closed")
@@ -114,8 +155,8 @@ func (k *keeper) run(ctx context.Context) error {
 				return err
 			}
 			for _, ev := range wresp.Events {
-				if ev.Type == mvccpb.DELETE || ev.Kv.Lease != k.lease.LeaseID {
-					return errLost
+				if ev.Type == mvccpb.DELETE || !k.intact(ev.Kv) {
+					return errChanged
 				}
 			}
 		}
@@ -123,9 +164,13 @@ func (k *keeper) run(ctx context.Context) error {
 }
 
 func (k *keeper) renew(ctx context.Context) error {
-	resp, err := k.m.cli.KeepAliveOnce(ctx, clientv3.LeaseID(k.lease.LeaseID))
+	var resp *clientv3.LeaseKeepAliveResponse
+	err := k.m.do(ctx, func(ctx context.Context) (err error) {
+		resp, err = k.m.cli.KeepAliveOnce(ctx, clientv3.LeaseID(k.lease.LeaseID))
+		return err
+	})
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return errLost
+		return errChanged // revoked or expired: the key went with it
 	}
 	if err != nil {
 		return fmt.Errorf("renew lease: %w", err)
@@ -133,40 +178,6 @@ func (k *keeper) renew(ctx context.Context) error {
 	k.lease.Expiration = time.Now().Add(time.Duration(resp.TTL) * time.Second)
 	k.m.log.Info(leaseRenewed, "subnet", k.lease.Subnet, "ipv6Subnet", k.lease.IPv6Subnet, "expires", k.lease.Expiration)
 	return nil
-}
-
-// retake writes the same subnet again on a new etcd lease if its key is
-// free, or reports who holds it.
-func (k *keeper) retake(ctx context.Context) error {
-	grant, err := k.m.cli.Grant(ctx, int64(k.m.ttl/time.Second))
-	if err != nil {
-		return fmt.Errorf("subnet: lease on %s lost and cannot grant a new one: %w", k.lease.Subnet, err)
-	}
-	resp, err := k.m.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Version(k.key), "=", 0)).
-		Then(clientv3.OpPut(k.key, k.value, clientv3.WithLease(grant.ID))).
-		Else(clientv3.OpGet(k.key)).Commit()
-	if err != nil {
-		k.m.cli.Revoke(context.WithoutCancel(ctx), grant.ID)
-		return fmt.Errorf("subnet: lease on %s lost, retaking it: %w", k.lease.Subnet, err)
-	}
-	if resp.Succeeded {
-		k.lease.LeaseID = int64(grant.ID)
-		k.lease.Expiration = time.Now().Add(time.Duration(grant.TTL) * time.Second)
-		k.m.log.Warn("subnet lease was lost; took the same subnet again", "subnet", k.lease.Subnet, "ipv6Subnet", k.lease.IPv6Subnet)
-		return nil
-	}
-	k.m.cli.Revoke(context.WithoutCancel(ctx), grant.ID)
-	holder := "an unparsable value"
-	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		if a, err := ParseLeaseAttrs(kvs[0].Value); err == nil {
-			holder = "PublicIP " + a.PublicIP.String()
-		}
-		if kvs[0].Lease == k.lease.LeaseID {
-			return nil // raced with ourselves: the key is ours again
-		}
-	}
-	return fmt.Errorf("%w: subnet %s is now held by %s", ErrLeaseTaken, k.lease.Subnet, holder)
 }
 
 // sleep waits d or until ctx is done; it reports whether d elapsed.

@@ -145,8 +145,14 @@ func TestKeepLeaseTakenByAnother(t *testing.T) {
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
 	done, _ := keep(c, m, l)
 	waitLog(t, log, keeperWatching, 1)
-	// Another host's value replaces ours in one write.
-	c.put(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{})), `{"PublicIP":"192.0.2.7","PublicIPv6":null}`)
+	// Another live host's value, on its own etcd lease, replaces ours in
+	// one write. (Without an etcd lease it would be an overwrite that
+	// KeepLease writes back: TestKeepLeaseWritesBackOverwrites.)
+	other, err := c.cli.Grant(c.ctx(), 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.put(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{})), `{"PublicIP":"192.0.2.7","PublicIPv6":null}`, clientv3.WithLease(other.ID))
 	select {
 	case err := <-done:
 		if !errors.Is(err, ErrLeaseTaken) || !strings.Contains(err.Error(), l.Subnet.String()) ||

@@ -13,6 +13,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannelu/flannelu/outage"
 )
 
 var (
@@ -30,6 +32,11 @@ type Options struct {
 	LeaseTTL    time.Duration // etcd lease TTL, default 24h
 	RenewMargin time.Duration // renew this long before expiry, default 60m
 	Logger      *slog.Logger  // default slog.Default()
+	// RequestTimeout bounds each etcd request, default 5s.
+	RequestTimeout time.Duration
+	// CheckInterval is how often the lease keeper reads its key, which
+	// is how a run-time etcd outage is noticed; default 10s.
+	CheckInterval time.Duration
 }
 
 // Manager reads the network config and owns this host's lease in etcd, in
@@ -40,7 +47,10 @@ type Manager struct {
 	subnetsDir string
 	ttl        time.Duration
 	margin     time.Duration
+	reqTimeout time.Duration
+	checkEvery time.Duration
 	log        *slog.Logger
+	reach      *outage.Tracker // fed by every request
 
 	malformed atomic.Uint64
 	warnMu    sync.Mutex
@@ -65,6 +75,12 @@ func NewManager(cli *clientv3.Client, opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = defaultRequestTimeout
+	}
+	if opts.CheckInterval <= 0 {
+		opts.CheckInterval = defaultCheckInterval
+	}
 	prefix := strings.TrimSuffix(opts.Prefix, "/")
 	return &Manager{
 		cli:        cli,
@@ -72,7 +88,10 @@ func NewManager(cli *clientv3.Client, opts Options) *Manager {
 		subnetsDir: prefix + subnetsDir,
 		ttl:        opts.LeaseTTL,
 		margin:     opts.RenewMargin,
+		reqTimeout: opts.RequestTimeout,
+		checkEvery: opts.CheckInterval,
 		log:        opts.Logger,
+		reach:      outage.New(outage.Options{What: "etcd", Where: strings.Join(cli.Endpoints(), ","), Logger: opts.Logger}),
 		warned:     make(map[string]int64),
 	}
 }
@@ -81,7 +100,7 @@ func NewManager(cli *clientv3.Client, opts Options) *Manager {
 // error matching ErrNoConfig; an invalid one ParseConfig's error.
 func (m *Manager) GetConfig(ctx context.Context) (*Config, error) {
 	key := m.prefix + "/config"
-	resp, err := m.cli.Get(ctx, key)
+	resp, err := m.get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("subnet: read %s: %w", key, err)
 	}

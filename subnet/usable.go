@@ -17,19 +17,19 @@ func UsableUnicast(a netip.Addr) error {
 	case !a.IsValid():
 		return errors.New("no address")
 	case a.IsUnspecified():
-		what = "unspecified"
+		what = "the unspecified address"
 	case a.IsLoopback():
-		what = "loopback"
+		what = "a loopback address"
 	case a.IsMulticast():
-		what = "multicast"
+		what = "a multicast address"
 	case a.IsLinkLocalUnicast():
-		what = "link-local"
+		what = "a link-local address"
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		what = "broadcast"
+		what = "the broadcast address"
 	case a.Is4() && a.As4()[0] == 0:
-		what = `"this network" (0.0.0.0/8)`
+		what = `in "this network" 0.0.0.0/8`
 	default:
 		return nil
 	}
-	return fmt.Errorf("%s is a %s address, which other hosts cannot reach", a, what)
+	return fmt.Errorf("%s is %s, which other hosts cannot reach", a, what)
 }

@@ -39,7 +39,9 @@ func (m *Manager) WatchLeases(ctx context.Context, handle func([]Event)) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		m.log.Info("lease watch interrupted, listing again", "error", err)
+		if !errors.Is(err, ErrUnavailable) { // an outage is logged by the tracker
+			m.log.Info("lease watch interrupted, listing again", "error", err)
+		}
 		if !sleep(ctx, resyncDelay(err)) {
 			return nil
 		}
@@ -67,7 +69,7 @@ type watcher struct {
 
 // resync lists all leases and reports the difference from known.
 func (w *watcher) resync(ctx context.Context) (int64, error) {
-	resp, err := w.m.cli.Get(ctx, w.m.subnetsDir, clientv3.WithPrefix())
+	resp, err := w.m.get(ctx, w.m.subnetsDir, clientv3.WithPrefix())
 	if err != nil {
 		return 0, fmt.Errorf("list leases: %w", err)
 	}

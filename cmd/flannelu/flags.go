@@ -167,6 +167,9 @@ func (o *options) validate() error {
 		if err != nil || !a.Is4() {
 			return fmt.Errorf("--public-ip %q: not an IPv4 address", o.publicIP)
 		}
+		if err := subnet.UsableUnicast(a); err != nil {
+			return fmt.Errorf("--public-ip %s: %w; give the address the other hosts reach this one on", o.publicIP, err)
+		}
 	}
 	if o.publicIPv6 != "" {
 		a, err := netip.ParseAddr(o.publicIPv6)

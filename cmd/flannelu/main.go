@@ -15,6 +15,8 @@ import (
 	"runtime/pprof"
 	"strings"
 	"syscall"
+
+	"github.com/flannelu/flannelu/logline"
 )
 
 // version is set at build time: -ldflags "-X main.version=..."
@@ -38,7 +40,7 @@ func realMain(args []string) int {
 		return 0
 	}
 	level, _ := parseLogLevel(opts.logLevel) // validated with the flags
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}), logline.DefaultMax))
 	slog.SetDefault(log)
 
 	if opts.cpuProfile != "" {
@@ -52,7 +54,12 @@ func realMain(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting flannelu", "version", version)
-	if err := run(ctx, opts, log); err != nil {
+	var stopped *stoppedError
+	switch err := run(ctx, opts, log); {
+	case errors.As(err, &stopped):
+		log.Info("stopped by signal during start-up", "while", stopped.stage)
+		return 0
+	case err != nil:
 		log.Error("flannelu stopped", "error", err)
 		return 1
 	}

@@ -18,12 +18,21 @@ import (
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/iptables"
 	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/outage"
 	"github.com/flannelu/flannelu/subnet"
 )
 
 // run is the daemon: config, interface, backend, lease, subnet.env, then
 // the lease keeper, the peer watcher and the backend until ctx ends.
-func run(ctx context.Context, o *options, log *slog.Logger) error {
+func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
+	// A signal during start-up is a clean stop, not a failure: the stage
+	// says where it came.
+	stage := "connecting to the store"
+	defer func() {
+		if err != nil && ctx.Err() != nil {
+			err = &stoppedError{stage: stage}
+		}
+	}()
 	cli, err := newEtcdClient(o)
 	if err != nil {
 		return err
@@ -38,10 +47,12 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	})
 	reg.CounterFunc("flannelu_malformed_leases_total",
 		"Peer leases skipped because their key or value could not be parsed.", mgr.MalformedLeases)
+	stage = "waiting for the network config"
 	cfg, err := waitForConfig(ctx, mgr, log)
 	if err != nil {
 		return err
 	}
+	stage = "setting up the backend"
 	ext, err := lookupExtIface(o, familiesOf(cfg))
 	if err != nil {
 		return err
@@ -56,11 +67,13 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
 	prev := previousEnv(o.subnetFile, log)
-	lease, err := mgr.AcquireLease(ctx, cfg, attrs, prev.Subnet.Masked())
+	stage = "acquiring the subnet lease"
+	lease, err := acquireLease(ctx, mgr, cfg, attrs, prev.Subnet.Masked())
 	if err != nil {
 		return fmt.Errorf("acquire subnet lease: %w", err)
 	}
 	log.Info("subnet lease acquired", "subnet", lease.Subnet, "expires", lease.Expiration)
+	stage = "starting the backend"
 	if err := be.Start(ctx, lease); err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
@@ -198,22 +211,62 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 	return nil
 }
 
+// stoppedError: a signal ended the start-up at stage.
+type stoppedError struct{ stage string }
+
+func (e *stoppedError) Error() string { return "stopped by signal while " + e.stage }
+
 // waitForConfig polls for the network config as flanneld does: a missing
-// or invalid config is logged (with the reason) and read again.
-func waitForConfig(ctx context.Context, mgr subnet.Store, log *slog.Logger) (*subnet.Config, error) {
-	for {
-		cfg, err := mgr.GetConfig(ctx)
-		if err == nil {
-			log.Info("network config", "network", cfg.Network, "subnet_len", cfg.SubnetLen, "backend", cfg.BackendType)
-			return cfg, nil
+// or invalid config is read again every second and logged when the reason
+// changes, else once a minute (not every second: the value may be large).
+// An unreachable store is logged by the store itself.
+func waitForConfig(ctx context.Context, mgr subnet.Store, log *slog.Logger) (cfg *subnet.Config, err error) {
+	var said string
+	var saidAt time.Time
+	err = everySecond(ctx, func() bool {
+		var getErr error
+		if cfg, getErr = mgr.GetConfig(ctx); getErr == nil || ctx.Err() != nil {
+			return getErr == nil
 		}
-		log.Error("cannot use the network config, retrying in 1s", "error", err)
+		if msg := getErr.Error(); !errors.Is(getErr, subnet.ErrUnavailable) && (msg != said || time.Since(saidAt) >= outage.DefaultRepeat) {
+			log.Error("cannot use the network config, retrying every second", "error", getErr)
+			said, saidAt = msg, time.Now()
+		}
+		return false
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("network config", "network", cfg.Network, "subnet_len", cfg.SubnetLen, "backend", cfg.BackendType)
+	return cfg, nil
+}
+
+// acquireLease asks the store for this host's lease until it answers: an
+// unreachable store at start-up is waited for (and logged by the store),
+// any other error is fatal.
+func acquireLease(ctx context.Context, mgr subnet.Store, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev netip.Prefix) (lease subnet.Lease, err error) {
+	if werr := everySecond(ctx, func() bool {
+		lease, err = mgr.AcquireLease(ctx, cfg, attrs, prev)
+		return !errors.Is(err, subnet.ErrUnavailable)
+	}); werr != nil {
+		return subnet.Lease{}, werr
+	}
+	return lease, err
+}
+
+// everySecond calls try at once and then every second until it reports
+// done; it returns ctx's error if ctx ends first.
+func everySecond(ctx context.Context, try func() (done bool)) error {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for !try() {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Second):
+			return ctx.Err()
+		case <-tick.C:
 		}
 	}
+	return nil
 }
 
 // previousEnv is the last subnet.env (zero when there is none): the lease
