@@ -17,6 +17,9 @@ const (
 	ForwardChain = "FLANNEL-FWD"
 	masqComment  = "flanneld masq"
 	fwdComment   = "flanneld forward"
+	// PeerChain is flannelu's own (flanneld has nothing like it).
+	PeerChain   = "FLANNELU-PEERS"
+	peerComment = "flannelu peers"
 	// kubeProxyMark is kube-proxy's masquerade mark: traffic it marked is
 	// masqueraded by kube-proxy itself, not a second time here.
 	kubeProxyMark = "0x4000/0x4000"
@@ -61,11 +64,15 @@ func (r Rule) String() string {
 // fill it, and the jump to it from a built-in chain. A set for an IPv6
 // network belongs in ip6tables (IPv6), where flanneld keeps the same chains.
 type Set struct {
-	Name  string // for logs: "masq" or "forward", "ipv6 masq" or "ipv6 forward"
+	Name  string // for logs: "masq", "forward" or "peers"; "ipv6 masq" or "ipv6 forward"
 	Table string
 	Chain string
 	Rules []Rule
 	IPv6  bool
+	// Exact: Chain must hold the set's rules and nothing else, so a rule
+	// left from an earlier version of the set (a peer gone) is cleared
+	// out. flanneld's sets are not exact: it ignores rules others add.
+	Exact bool
 }
 
 // setName names a set of network's family for logs.
@@ -128,4 +135,21 @@ func Forward(network netip.Prefix) Set {
 		rule("-s", n),
 		rule("-d", n),
 	}}
+}
+
+// Peers is flannelu's opt-in filter on the backend's UDP port: datagrams
+// from the peers' public addresses go on through INPUT (RETURN, so the
+// host's own firewall still decides), every other datagram to the port is
+// dropped. flannel's wire carries no authentication, so the outer source
+// address is all there is to filter on (see README).
+func Peers(port int, peers []netip.Addr) Set {
+	comment := []string{"-m", "comment", "--comment", peerComment}
+	jump := Rule{Chain: "INPUT", Insert: true,
+		Spec: append([]string{"-p", "udp", "--dport", strconv.Itoa(port)}, append(comment, "-j", PeerChain)...)}
+	rules := []Rule{jump}
+	for _, a := range peers {
+		rules = append(rules, Rule{Chain: PeerChain, Spec: append([]string{"-s", netip.PrefixFrom(a, a.BitLen()).String()}, append(comment, "-j", "RETURN")...)})
+	}
+	rules = append(rules, Rule{Chain: PeerChain, Spec: append(comment, "-j", "DROP")})
+	return Set{Name: "peers", Table: "filter", Chain: PeerChain, Rules: rules, Exact: true}
 }

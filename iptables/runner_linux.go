@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"time"
 
 	goipt "github.com/coreos/go-iptables/iptables"
@@ -36,6 +38,7 @@ type Options struct {
 type Runner struct {
 	ipt      *goipt.IPTables
 	opts     Options
+	mu       sync.Mutex // held while the sets are read, changed or programmed
 	sets     []Set
 	failures *metrics.Counter
 }
@@ -93,6 +96,108 @@ func (r *Runner) sameFamily(s Set) error {
 	return nil
 }
 
+// Update replaces the kept set of s's Name (adds s when there is none) and
+// brings the tables in line at once, rule by rule, so that the rest of the
+// set keeps working meanwhile: rules of the old set that s lacks are
+// deleted, rules s adds are inserted at their place, then s is ensured as
+// Run would. Safe to call while Run runs. A failure is counted and
+// returned; Run's next resync tries again.
+func (r *Runner) Update(s Set) error {
+	if err := r.sameFamily(s); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var old *Set
+	for i := range r.sets {
+		if r.sets[i].Name == s.Name {
+			old = &Set{}
+			*old, r.sets[i] = r.sets[i], s
+		}
+	}
+	if old == nil {
+		r.sets = append(r.sets, s)
+	}
+	err := r.step(old, s)
+	if err == nil {
+		err = r.Ensure(s)
+	}
+	if err != nil {
+		r.failures.Add(1)
+	}
+	return err
+}
+
+// step changes the rules of old into those of s in place. The chain holds
+// old's rules in order (Ensure checks that after), so deleting what s
+// drops and inserting what s adds at its index gives s's order.
+func (r *Runner) step(old *Set, s Set) error {
+	if old == nil {
+		return nil // nothing in place to change: Ensure sets s up
+	}
+	want := map[string]bool{}
+	for _, rule := range s.Rules {
+		want[rule.String()] = true
+	}
+	had := map[string]bool{}
+	for _, rule := range old.Rules {
+		had[rule.String()] = true
+		if !want[rule.String()] {
+			if err := r.ipt.Delete(s.Table, rule.Chain, rule.Spec...); err != nil && !isNotExist(err) {
+				return fmt.Errorf("delete %s in table %s: %w", rule, s.Table, err)
+			}
+		}
+	}
+	pos := map[string]int{} // 1-based index of the next rule in each chain
+	for _, rule := range s.Rules {
+		pos[rule.Chain]++
+		if had[rule.String()] {
+			continue
+		}
+		at := pos[rule.Chain]
+		if rule.Insert {
+			at = 1
+		}
+		if err := r.ipt.Insert(s.Table, rule.Chain, at, rule.Spec...); err != nil {
+			return fmt.Errorf("insert %s at %d in table %s: %w", rule, at, s.Table, err)
+		}
+	}
+	return nil
+}
+
+// Purge deletes every jump to s's chain from the chains s jumps from, and
+// the chain itself: what an earlier start left when s is no longer wanted
+// (or its port changed). Nothing there is not an error.
+func (r *Runner) Purge(s Set) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	from := map[string]bool{}
+	for _, rule := range s.Rules {
+		if rule.Chain != s.Chain {
+			from[rule.Chain] = true
+		}
+	}
+	for chain := range from {
+		listed, err := r.ipt.List(s.Table, chain)
+		if err != nil {
+			return fmt.Errorf("list %s in table %s: %w", chain, s.Table, err)
+		}
+		// Line 0 is the chain's policy; line i is rule i. Delete from
+		// the end so the numbers of the rest stay valid.
+		for i := len(listed) - 1; i >= 1; i-- {
+			if strings.HasSuffix(listed[i], " -j "+s.Chain) {
+				if err := r.ipt.DeleteById(s.Table, chain, i); err != nil {
+					return fmt.Errorf("delete jump %d to %s from %s: %w", i, s.Chain, chain, err)
+				}
+			}
+		}
+	}
+	if err := r.ipt.ClearAndDeleteChain(s.Table, s.Chain); err != nil && !isNotExist(err) {
+		return fmt.Errorf("delete chain %s in table %s: %w", s.Chain, s.Table, err)
+	}
+	return nil
+}
+
 // Run ensures every kept set now and then every Resync until ctx ends.
 // A failure is logged and counted, never fatal: like flanneld, forwarding
 // does not depend on these rules. The rules stay in place when Run
@@ -101,12 +206,14 @@ func (r *Runner) Run(ctx context.Context) {
 	t := time.NewTicker(r.opts.Resync)
 	defer t.Stop()
 	for {
+		r.mu.Lock()
 		for _, s := range r.sets {
 			if err := r.Ensure(s); err != nil {
 				r.failures.Add(1)
 				r.opts.Logger.Error("iptables rules not in place", "set", s.Name, "error", err)
 			}
 		}
+		r.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return
@@ -122,14 +229,39 @@ func (r *Runner) Ensure(s Set) error {
 		return err
 	}
 	missing, err := r.firstMissing(s)
-	if err != nil || missing == nil {
+	if err != nil {
 		return err
 	}
-	r.opts.Logger.Info("iptables rules incomplete, setting the set up again in order", "set", s.Name, "missing", missing.String())
+	if missing != nil {
+		r.opts.Logger.Info("iptables rules incomplete, setting the set up again in order", "set", s.Name, "missing", missing.String())
+	} else if extra, err := r.extraRules(s); err != nil || extra == 0 {
+		return err
+	} else {
+		r.opts.Logger.Info("iptables chain holds rules not in the set, setting the set up again", "set", s.Name, "chain", s.Chain, "extra", extra)
+	}
 	if err := r.Remove(s); err != nil {
 		return err
 	}
 	return r.setup(s)
+}
+
+// extraRules counts the rules in an Exact set's chain beyond its own; 0
+// for a set that is not Exact.
+func (r *Runner) extraRules(s Set) (int, error) {
+	if !s.Exact {
+		return 0, nil
+	}
+	listed, err := r.ipt.List(s.Table, s.Chain)
+	if err != nil {
+		return 0, fmt.Errorf("list %s in table %s: %w", s.Chain, s.Table, err)
+	}
+	n := 0
+	for _, rule := range s.Rules {
+		if rule.Chain == s.Chain {
+			n++
+		}
+	}
+	return len(listed) - 1 - n, nil // line 0 is -N <chain>
 }
 
 func (r *Runner) firstMissing(s Set) (*Rule, error) {

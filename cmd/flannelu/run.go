@@ -83,7 +83,16 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
 	valid := subnet.NewValidator(subnet.ValidatorOptions{Config: cfg, Own: lease,
 		OwnAddrs: []netip.Addr{ext.IfaceAddr, ext.IfaceV6Addr}, Metrics: reg, Logger: log})
-	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, newIPTables(o, cfg, lease, prev, reg, log), log)
+	ipt := newIPTables(o, cfg, lease, prev, reg, log)
+	filter, err := newPeerFilter(o, cfg, reg, log)
+	if err != nil {
+		return err
+	}
+	if filter != nil {
+		ipt = append(ipt, filter.r)
+	}
+	stage = "running"
+	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, ipt, filter, log)
 }
 
 // newIPTables returns the runners that keep flanneld's masquerade and
@@ -157,11 +166,12 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the watcher (its events through valid),
-// the health server (with reg on /metrics), the iptables resync (ipt may
-// be empty) and the backend; the first fatal error stops them all.
+// runLoops runs the lease keeper, the watcher (its events through valid,
+// the accepted peers into filter when it is not nil), the health server
+// (with reg on /metrics), the iptables resync (ipt may be empty) and the
+// backend; the first fatal error stops them all.
 func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, ipt ruleKeepers, log *slog.Logger) error {
+	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
@@ -183,7 +193,11 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 	goFatal("watch", func(ctx context.Context) error {
 		return mgr.WatchLeases(ctx, func(evs []subnet.Event) {
 			// Backends see only valid peers, never this host's lease.
-			if peers := valid.Filter(evs); len(peers) > 0 {
+			peers := valid.Filter(evs)
+			if filter != nil {
+				filter.sync(valid.Accepted())
+			}
+			if len(peers) > 0 {
 				be.HandleEvents(ctx, peers)
 			}
 			once.Do(func() { close(synced) })
