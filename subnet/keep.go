@@ -52,12 +52,16 @@ func (m *Manager) KeepLease(ctx context.Context, cfg *Config, lease Lease) error
 	for {
 		err := k.run(ctx)
 		if errors.Is(err, errChanged) {
-			err = k.restore(ctx)
+			m.setLeaseTrouble("own lease changed in etcd, being written back")
+			if err = k.restore(ctx); err == nil {
+				m.setLeaseTrouble("")
+			}
 		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrLeaseTaken):
+			m.setLeaseTrouble(err.Error())
 			return err
 		case errors.Is(err, errChangedAgain):
 			continue // look again at once

@@ -51,6 +51,9 @@ type Manager struct {
 	checkEvery time.Duration
 	log        *slog.Logger
 	reach      *outage.Tracker // fed by every request
+	// leaseTrouble says what is wrong with the kept lease; "" or nil
+	// while it is held.
+	leaseTrouble atomic.Pointer[string]
 
 	malformed atomic.Uint64
 	warnMu    sync.Mutex

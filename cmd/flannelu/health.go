@@ -13,13 +13,14 @@ import (
 	"github.com/flannelu/flannelu/metrics"
 )
 
-// serveHealth answers /healthz as flanneld does and /metrics with reg
-// (every counter of the process), until ctx ends.
-func serveHealth(ctx context.Context, o *options, reg *metrics.Registry) error {
+// serveHealth answers /healthz as flanneld does, /readyz (see readiness)
+// and /metrics with reg (every counter of the process), until ctx ends.
+func serveHealth(ctx context.Context, o *options, reg *metrics.Registry, ready *readiness) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		io.WriteString(w, "flanneld is running\n") //nolint:errcheck // client went away
 	})
+	mux.Handle("/readyz", ready)
 	mux.Handle("/metrics", reg)
 	addr := net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))
 	ln, err := net.Listen("tcp", addr)

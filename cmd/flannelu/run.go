@@ -184,6 +184,7 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 			}
 		}()
 	}
+	ready := &readiness{store: mgr}
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
@@ -207,7 +208,7 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
 	}
 	if o.healthzPort > 0 {
-		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg) })
+		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg, ready) })
 	}
 	goFatal("backend", func(ctx context.Context) error {
 		select {
@@ -215,6 +216,8 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		case <-ctx.Done():
 			return nil
 		}
+		ready.backend.Store(backendRunning)
+		defer ready.backend.Store(backendStopped)
 		return be.Run(ctx)
 	})
 	<-ctx.Done()
