@@ -54,16 +54,17 @@ func New(o Options) *Tracker {
 	return &Tracker{what: o.What, where: o.Where, log: o.Logger, repeat: o.Repeat, now: o.Now}
 }
 
-// Fail reports a request that got no answer. The first failure starts an
-// outage and is logged; later ones are logged at most once per Repeat.
-func (t *Tracker) Fail(err error) {
+// Fail reports a request, sent at sent, that got no answer: the outage
+// began no later than that. The first failure starts an outage and is
+// logged; later ones are logged at most once per Repeat.
+func (t *Tracker) Fail(sent time.Time, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := t.now()
 	t.lastErr = err
 	switch {
 	case t.since.IsZero():
-		t.since, t.logged = now, now
+		t.since, t.logged = sent, now
 		t.log.Warn(t.what+" unreachable", "endpoint", t.where, "error", err)
 	case now.Sub(t.logged) >= t.repeat:
 		t.logged = now

@@ -19,9 +19,9 @@ func TestOutageLines(t *testing.T) {
 		t.Fatalf("healthy tracker: err %v, log %q", tr.Err(), log.String())
 	}
 	down := errors.New("connection refused")
-	for i := 0; i < 150; i++ { // 150 s of failures, one a second
-		tr.Fail(down)
+	for i := 0; i < 150; i++ { // 150 s of failures, one a second, each after a 1 s timeout
 		clock = clock.Add(time.Second)
+		tr.Fail(clock.Add(-time.Second), down)
 	}
 	if err := tr.Err(); err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "2m30s") {
 		t.Fatalf("Err during the outage = %v", err)
@@ -31,8 +31,8 @@ func TestOutageLines(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
 	want := []string{
 		`level=WARN msg="etcd unreachable" endpoint=http://192.0.2.1:2379 error="connection refused"`,
-		`level=WARN msg="etcd still unreachable" endpoint=http://192.0.2.1:2379 for=1m0s error="connection refused"`,
-		`level=WARN msg="etcd still unreachable" endpoint=http://192.0.2.1:2379 for=2m0s error="connection refused"`,
+		`level=WARN msg="etcd still unreachable" endpoint=http://192.0.2.1:2379 for=1m1s error="connection refused"`,
+		`level=WARN msg="etcd still unreachable" endpoint=http://192.0.2.1:2379 for=2m1s error="connection refused"`,
 		`level=INFO msg="etcd reachable again" endpoint=http://192.0.2.1:2379 outage=2m30s`,
 	}
 	if len(lines) != len(want) {

@@ -40,6 +40,7 @@ const (
 func (m *Manager) do(ctx context.Context, req func(context.Context) error) error {
 	rctx, cancel := context.WithTimeout(ctx, m.reqTimeout)
 	defer cancel()
+	sent := time.Now()
 	err := req(rctx)
 	switch {
 	case err == nil || answered(err):
@@ -53,7 +54,7 @@ func (m *Manager) do(ctx context.Context, req func(context.Context) error) error
 				err = fmt.Errorf("%w (%w)", err, derr)
 			}
 		}
-		m.reach.Fail(err)
+		m.reach.Fail(sent, err)
 		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return err

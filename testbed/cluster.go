@@ -31,6 +31,9 @@ type ClusterOptions struct {
 	Flannelu string // path of the flannelu binary
 	// Config is the network config JSON written to <prefix>/config.
 	Config string
+	// EtcdMembers > 1 runs an etcd cluster of that many members, member
+	// i on host i; default one etcd on host 1.
+	EtcdMembers int
 }
 
 // Cluster is a testbed with etcd and the network config in place; nodes
@@ -38,7 +41,8 @@ type ClusterOptions struct {
 type Cluster struct {
 	*Bed
 	Opts   ClusterOptions
-	Etcd   *Etcd
+	Etcd   *Etcd   // the first member
+	Member []*Etcd // every member (just Etcd unless EtcdMembers > 1)
 	Client *clientv3.Client
 	Nodes  map[int]*Node // by host index
 }
@@ -66,10 +70,20 @@ func NewCluster(opts ClusterOptions) (c *Cluster, err error) {
 			built.Close() // c is nil by now: the error returns set it
 		}
 	}()
-	if c.Etcd, err = bed.StartEtcd(); err != nil {
-		return nil, err
+	if opts.EtcdMembers > 1 {
+		if c.Member, err = bed.StartEtcdMembers(opts.EtcdMembers); err != nil {
+			return nil, err
+		}
+		c.Etcd = c.Member[0]
+		c.Client, err = MembersClient(c.Member)
+	} else {
+		if c.Etcd, err = bed.StartEtcd(); err != nil {
+			return nil, err
+		}
+		c.Member = []*Etcd{c.Etcd}
+		c.Client, err = c.Etcd.Client()
 	}
-	if c.Client, err = c.Etcd.Client(); err != nil {
+	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -95,7 +109,7 @@ func (c *Cluster) StartNode(i int, extra ...string) (*Node, error) {
 	n := &Node{Host: h, cluster: c, SubnetFile: filepath.Join(c.Dir, h.Name, "subnet.env")}
 	os.Remove(n.SubnetFile)
 	n.Args = append([]string{c.Opts.Flannelu,
-		"--etcd-endpoints", c.Etcd.Endpoint,
+		"--etcd-endpoints", c.EtcdEndpoints(),
 		"--subnet-file", n.SubnetFile,
 		"--healthz-port", strconv.Itoa(HealthPort),
 		"--healthz-ip", h.Addr.String(),
@@ -109,6 +123,16 @@ func (c *Cluster) StartNode(i int, extra ...string) (*Node, error) {
 	}
 	c.Nodes[i] = n
 	return n, nil
+}
+
+// EtcdEndpoints lists every member's client URL, comma-separated, as
+// --etcd-endpoints takes them.
+func (c *Cluster) EtcdEndpoints() string {
+	var eps []string
+	for _, m := range c.Member {
+		eps = append(eps, m.Endpoint)
+	}
+	return strings.Join(eps, ",")
 }
 
 func (n *Node) waitEnv(timeout time.Duration) error {
@@ -181,19 +205,26 @@ func (n *Node) Metric(name string) (float64, error) {
 }
 
 func (n *Node) get(path string) (string, error) {
+	code, body, err := n.Get(path)
+	if err == nil && code != http.StatusOK {
+		err = fmt.Errorf("GET %s: %d %s", path, code, body)
+	}
+	return body, err
+}
+
+// Get fetches a path of the node's health server (/readyz, /metrics) and
+// returns the status code and body, whatever the code.
+func (n *Node) Get(path string) (code int, body string, err error) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return n.Host.Dial(ctx, addr) },
 	}}
 	resp, err := client.Get("http://" + ListenAddr(n.Host.Addr, HealthPort) + path)
 	if err != nil {
-		return "", err
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("GET %s: %s", path, resp.Status)
-	}
-	return string(b), err
+	return resp.StatusCode, string(b), err
 }
 
 // Tail returns the last n lines of a log file, for failure messages.

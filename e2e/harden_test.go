@@ -1,0 +1,447 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// etcdOutage is how long TestEtcdOutage keeps etcd down: the issue's 30 s
+// by default; shorter runs (-etcd-outage 10s) keep every assertion but
+// the "still unreachable" repeat, which needs more than a minute.
+var etcdOutage = flag.Duration("etcd-outage", 30*time.Second, "how long TestEtcdOutage stops etcd")
+
+// leaseValue is flanneld's udp lease value for a public IP.
+func leaseValue(ip string) string { return fmt.Sprintf(`{"PublicIP":"%s","PublicIPv6":null}`, ip) }
+
+func invalidLeases(reason string) string {
+	return `flannelu_invalid_leases_total{reason="` + reason + `"}`
+}
+
+func subnetKey(n *testbed.Node) string {
+	sn := n.Env.Subnet.Masked()
+	return testbed.EtcdPrefix + "/subnets/" + sn.Addr().String() + "-" + strconv.Itoa(sn.Bits())
+}
+
+func etcdPut(t *testing.T, c *testbed.Cluster, key, value string, opts ...clientv3.OpOption) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Client.Put(ctx, key, value, opts...); err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+// waitLogCount waits until the file at path holds at least n lines
+// matching re.
+func waitLogCount(path string, re *regexp.Regexp, n int, timeout time.Duration) error {
+	return testbed.Eventually(timeout, func() error {
+		b, _ := os.ReadFile(path)
+		if got := len(re.FindAll(b, -1)); got < n {
+			return fmt.Errorf("%d lines matching %q in %s, want %d:%s", got, re, path, n, testbed.Tail(path, 10))
+		}
+		return nil
+	})
+}
+
+// capture runs tcpdump in ns until the returned stop, which reports how
+// many packets it caught. It returns once tcpdump says it is listening.
+func capture(t *testing.T, c *testbed.Cluster, ns testbed.NS, name, iface, filter string) (stop func() int) {
+	t.Helper()
+	file := filepath.Join(c.Dir, name+".pcap")
+	p, err := c.Start(ns, name, "tcpdump", "-i", iface, "-n", "-U", "-w", file, filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitLogCount(p.Log, regexp.MustCompile(`listening on `), 1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return func() int {
+		p.Signal(syscall.SIGINT)
+		if exited, _ := p.Wait(10 * time.Second); !exited {
+			t.Fatalf("tcpdump %s did not stop", name)
+		}
+		r := openPcap(t, file)
+		n := 0
+		for {
+			if _, _, err := r.ReadPacketData(); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+}
+
+var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+var echoReply = regexp.MustCompile(`bytes from `)
+
+// pinger pings to from a pod every 10 ms until the returned stop, which
+// first waits for at least 100 replies (a second of traffic around
+// whatever the test did), then reports how many echoes went out and how
+// many came back.
+func pinger(t *testing.T, c *testbed.Cluster, name string, from *testbed.Pod, to string) (stop func() (sent, received int)) {
+	t.Helper()
+	p, err := c.Start(from.NS, name, "ping", "-n", "-i", "0.01", "-W", "1", to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitLogCount(p.Log, echoReply, 1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return func() (int, int) {
+		b, _ := os.ReadFile(p.Log)
+		if err := waitLogCount(p.Log, echoReply, len(echoReply.FindAll(b, -1))+100, 20*time.Second); err != nil {
+			t.Error(err)
+		}
+		p.Signal(syscall.SIGINT)
+		p.Wait(10 * time.Second) //nolint:errcheck // ping exits 1 when echoes were lost; the stats say it
+		b, _ = os.ReadFile(p.Log)
+		m := pingStats.FindSubmatch(b)
+		if m == nil {
+			t.Fatalf("no ping statistics in %s:%s", p.Log, testbed.Tail(p.Log, 5))
+		}
+		sent, _ := strconv.Atoi(string(m[1]))
+		received, _ := strconv.Atoi(string(m[2]))
+		return sent, received
+	}
+}
+
+func noLoss(t *testing.T, what string, sent, received int) {
+	t.Helper()
+	if sent < 10 || received != sent {
+		t.Errorf("%s: %d of %d echoes answered, want all (and at least 10)", what, received, sent)
+	} else {
+		t.Logf("%s: %d of %d echoes answered", what, received, sent)
+	}
+}
+
+// waitMetricAbove waits until the node's metric exceeds base.
+func waitMetricAbove(t *testing.T, n *testbed.Node, name string, base float64) {
+	t.Helper()
+	if err := testbed.Eventually(15*time.Second, func() error {
+		v, err := n.Metric(name)
+		if err == nil && v <= base {
+			err = fmt.Errorf("%s on %s = %v, want more than %v", name, n.Host.Name, v, base)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInvalidLeasesNotRouted writes each kind of lease that parses but
+// makes no sense while pods of hosts 1 and 2 ping each other: host 3, a
+// stranger every bad lease points at, must see no datagram; no echo may
+// be lost; the invalid-lease counter moves for each; an address nobody
+// validly leases still gets net unreachable.
+func TestInvalidLeasesNotRouted(t *testing.T) {
+	testbed.RequireRoot(t)
+	c := newCluster(t, "e2e-lease", 3, udpConfig)
+	n1, n2 := startNode(t, c, 1), startNode(t, c, 2)
+	for _, n := range []*testbed.Node{n1, n2} {
+		if err := n.AddPods(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	stranger := c.Hosts[2].Addr.String()
+	stopCapture := capture(t, c, c.Hosts[2].NS, "tcpdump-stranger", "eth0", "udp port 8285")
+	stopPing := pinger(t, c, "ping-1-2", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
+	h2 := n2.Env.Subnet.Masked().Addr().String() // 198.18.x.0
+	h2Prefix := strings.TrimSuffix(h2, ".0")
+	for _, tc := range []struct {
+		name, key, value string
+		reasons          map[*testbed.Node]string // the counter that must move on each node
+		unreachable      string                   // an address that must still get net unreachable
+	}{
+		{"outside Network", "203.0.113.0-24", leaseValue(stranger),
+			map[*testbed.Node]string{n1: "outside_network", n2: "outside_network"}, ""},
+		{"wrong length over host 2's pods", h2 + "-25", leaseValue(stranger),
+			map[*testbed.Node]string{n1: "wrong_length", n2: "wrong_length"}, ""},
+		{"the whole Network", "198.18.0.0-16", leaseValue(stranger),
+			map[*testbed.Node]string{n1: "wrong_length", n2: "wrong_length"}, "198.18.250.9"},
+		{"PublicIP 127.0.0.1", "198.18.210.0-24", leaseValue("127.0.0.1"),
+			map[*testbed.Node]string{n1: "bad_public_ip", n2: "bad_public_ip"}, "198.18.210.5"},
+		{"PublicIP of host 1", "198.18.211.0-24", leaseValue(c.Hosts[0].Addr.String()),
+			map[*testbed.Node]string{n1: "own_public_ip"}, ""},
+		// The same IPv4 subnet as host 2's under another key (the
+		// dual-stack key form), created later, pointing at host 3.
+		{"host 2's subnet for host 3", h2 + "-24&2001:db8:100:9::-64", leaseValue(stranger),
+			map[*testbed.Node]string{n1: "overlaps_peer", n2: "overlaps_own"}, ""},
+	} {
+		base := map[*testbed.Node]float64{}
+		for n, reason := range tc.reasons {
+			base[n], _ = n.Metric(invalidLeases(reason))
+		}
+		etcdPut(t, c, testbed.EtcdPrefix+"/subnets/"+tc.key, tc.value)
+		for n, reason := range tc.reasons {
+			waitMetricAbove(t, n, invalidLeases(reason), base[n])
+			logText, _ := os.ReadFile(n.Proc.Log)
+			if !strings.Contains(string(logText), tc.key) || !strings.Contains(string(logText), "reason="+reason) {
+				t.Errorf("%s: %s's log names neither the key %s nor reason %s", tc.name, n.Host.Name, tc.key, reason)
+			}
+		}
+		if tc.unreachable != "" {
+			checkUnreachable(t, c, c.Hosts[0].Pods[0], tc.unreachable)
+		}
+	}
+	// Pods of host 2 are still reached at host 2, not at host 3.
+	if out, err := testbed.Ping(c.Hosts[0].Pods[0].NS, h2Prefix+".2", 20); err != nil {
+		t.Fatalf("ping host 2's pod after the bad leases: %v %s", err, out)
+	}
+	sent, received := stopPing()
+	noLoss(t, "pod 1 to pod 2 while bad leases were written", sent, received)
+	if n := stopCapture(); n != 0 {
+		t.Fatalf("host 3 received %d datagrams on port 8285: a bad lease was routed", n)
+	}
+}
+
+// TestOwnLeaseOverwritten overwrites host 1's lease behind its back while
+// a pod of host 2 pings one of host 1 every 10 ms: flannelu logs what it
+// found, writes its lease back on its etcd lease, keeps forwarding and
+// keeps running.
+func TestOwnLeaseOverwritten(t *testing.T) {
+	testbed.RequireRoot(t)
+	c := newCluster(t, "e2e-own", 3, udpConfig)
+	n1, n2 := startNode(t, c, 1), startNode(t, c, 2)
+	for _, n := range []*testbed.Node{n1, n2} {
+		if err := n.AddPods(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPing(t, c.Hosts[1].Pods[0], c.Hosts[0].Pods[0].Addr)
+	key, own := subnetKey(n1), leaseValue(c.Hosts[0].Addr.String())
+	restored := regexp.MustCompile(`msg="own subnet lease restored"`)
+	writes := 0
+	overwrite := func(what string, write func()) {
+		t.Helper()
+		write()
+		writes++
+		if err := waitLogCount(n1.Proc.Log, restored, writes, 15*time.Second); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := c.Client.Get(ctx, key)
+		if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != own || resp.Kvs[0].Lease == 0 {
+			t.Fatalf("%s: %s after the write-back: %v %v", what, key, resp, err)
+		}
+	}
+	stopPing := pinger(t, c, "ping-2-1", c.Hosts[1].Pods[0], c.Hosts[0].Pods[0].Addr.String())
+	overwrite("garbage", func() { etcdPut(t, c, key, "garbage") })
+	sent, received := stopPing()
+	noLoss(t, "pod 2 to pod 1 while host 1's lease was garbage", sent, received)
+	if text, _ := os.ReadFile(n1.Proc.Log); !strings.Contains(string(text), `found=garbage`) {
+		t.Errorf("host 1's log does not say what it found:%s", testbed.Tail(n1.Proc.Log, 10))
+	}
+	// Another host's value (no etcd lease: etcdctl put) and a delete are
+	// written back as well. These are not checked for loss: a valid
+	// value is a real change to peers until it is written back.
+	overwrite("another host's value", func() { etcdPut(t, c, key, leaseValue(c.Hosts[2].Addr.String())) })
+	overwrite("deleted", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := c.Client.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n1.Proc.Exited() {
+		t.Fatalf("flannelu on host 1 exited:%s", testbed.Tail(n1.Proc.Log, 10))
+	}
+	if out, err := testbed.Ping(c.Hosts[1].Pods[0].NS, c.Hosts[0].Pods[0].Addr.String(), 20); err != nil {
+		t.Fatalf("after the write-backs: %v %s", err, out)
+	}
+}
+
+// readyz returns a node's /readyz status and body.
+func readyz(n *testbed.Node) (int, string) {
+	code, body, err := n.Get("/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	return code, body
+}
+
+func waitReadyz(t *testing.T, n *testbed.Node, want int, body string) {
+	t.Helper()
+	if err := testbed.Eventually(30*time.Second, func() error {
+		if code, got := readyz(n); code != want || !strings.Contains(got, body) {
+			return fmt.Errorf("%s /readyz: %d %q, want %d with %q", n.Host.Name, code, got, want, body)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEtcdOutage stops etcd for -etcd-outage (30 s) while pods ping: each
+// node logs the outage when it starts (naming the endpoint), at most once
+// a minute while it lasts and when it ends (with its length); /readyz goes
+// 503 naming the store and back to 200; forwarding does not notice.
+func TestEtcdOutage(t *testing.T) {
+	testbed.RequireRoot(t)
+	c := newCluster(t, "e2e-outage", 2, udpConfig)
+	nodes := []*testbed.Node{startNode(t, c, 1), startNode(t, c, 2)}
+	for _, n := range nodes {
+		if err := n.AddPods(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	for _, n := range nodes {
+		waitReadyz(t, n, http.StatusOK, "lease: held\nstore: reachable\nbackend: running\n")
+	}
+	stopPing := pinger(t, c, "ping-outage", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
+	if err := c.Etcd.Proc.Stop(); err != nil {
+		t.Logf("etcd stopped: %v", err)
+	}
+	stopped := time.Now()
+	down := regexp.MustCompile(`level=WARN msg="etcd unreachable" endpoint=` + regexp.QuoteMeta(c.Etcd.Endpoint) + ` error=`)
+	for _, n := range nodes {
+		if err := waitLogCount(n.Proc.Log, down, 1, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitReadyz(t, n, http.StatusServiceUnavailable, "store: etcd ("+c.Etcd.Endpoint+") unreachable for")
+	}
+	// The outage's length is the experiment's parameter, not a wait for
+	// an event.
+	time.Sleep(time.Until(stopped.Add(*etcdOutage)))
+	etcd, err := c.StartEtcd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Etcd, c.Member[0] = etcd, etcd
+	up := regexp.MustCompile(`level=INFO msg="etcd reachable again" endpoint=\S+ outage=\d`)
+	for _, n := range nodes {
+		if err := waitLogCount(n.Proc.Log, up, 1, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitReadyz(t, n, http.StatusOK, "store: reachable")
+		text, _ := os.ReadFile(n.Proc.Log)
+		repeats := strings.Count(string(text), `msg="etcd still unreachable"`)
+		if limit := int(etcdOutage.Minutes()) + 1; repeats > limit {
+			t.Errorf("%s logged the outage %d times again in %v, want at most once a minute", n.Host.Name, repeats, *etcdOutage)
+		}
+		if n.Proc.Exited() {
+			t.Fatalf("flannelu on %s exited during the outage:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
+		}
+	}
+	sent, received := stopPing()
+	noLoss(t, fmt.Sprintf("pod 1 to pod 2 through a %v etcd outage", *etcdOutage), sent, received)
+	for _, n := range nodes {
+		t.Logf("%s's outage lines:%s", n.Host.Name, grepLog(n.Proc.Log, "etcd "))
+	}
+}
+
+// grepLog returns the lines of a log file containing s, for test output.
+func grepLog(path, s string) string {
+	b, _ := os.ReadFile(path)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return "\n" + strings.Join(out, "\n")
+}
+
+// TestEtcdLeaderKilled is a regression test: with a 3-member etcd, the
+// leader killed (SIGKILL) while pods ping, the nodes keep forwarding, stay
+// ready, and a host joining afterwards gets a lease every node routes to.
+func TestEtcdLeaderKilled(t *testing.T) {
+	testbed.RequireRoot(t)
+	c, err := testbed.NewCluster(testbed.ClusterOptions{
+		Bed: testbed.Options{Name: "e2e-leader", Hosts: 3}, Flannelu: flannelu, Config: udpConfig, EtcdMembers: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				t.Logf("flannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 30))
+			}
+		}
+		c.Close()
+	})
+	nodes := []*testbed.Node{startNode(t, c, 1), startNode(t, c, 2)}
+	for _, n := range nodes {
+		if err := n.AddPods(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	stopPing := pinger(t, c, "ping-leader", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
+	leader := etcdLeader(t, c)
+	t.Logf("killing etcd leader %s", leader.Endpoint)
+	leader.Proc.Signal(syscall.SIGKILL)
+	leader.Proc.Wait(10 * time.Second) //nolint:errcheck // killed on purpose
+	if err := testbed.Eventually(30*time.Second, func() error { return newLeaderAmong(c, leader) }); err != nil {
+		t.Fatal(err)
+	}
+	n3 := startNode(t, c, 3)
+	if err := n3.AddPods(1); err != nil {
+		t.Fatal(err)
+	}
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[0].Addr)
+	waitPing(t, c.Hosts[1].Pods[0], c.Hosts[2].Pods[0].Addr)
+	for _, n := range append(nodes, n3) {
+		waitReadyz(t, n, http.StatusOK, "store: reachable")
+	}
+	sent, received := stopPing()
+	noLoss(t, "pod 1 to pod 2 while the etcd leader died", sent, received)
+	for _, n := range append(nodes, n3) {
+		if n.Proc.Exited() {
+			t.Fatalf("flannelu on %s exited:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 10))
+		}
+	}
+}
+
+// etcdLeader asks each member who leads.
+func etcdLeader(t *testing.T, c *testbed.Cluster) *testbed.Etcd {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range c.Member {
+		st, err := c.Client.Status(ctx, strings.TrimPrefix(m.Endpoint, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader == st.Header.MemberId {
+			return m
+		}
+	}
+	t.Fatal("no etcd member is the leader")
+	return nil
+}
+
+// newLeaderAmong reports nil once a member other than old leads.
+func newLeaderAmong(c *testbed.Cluster, old *testbed.Etcd) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, m := range c.Member {
+		if m == old {
+			continue
+		}
+		st, err := c.Client.Status(ctx, strings.TrimPrefix(m.Endpoint, "http://"))
+		if err == nil && st.Leader != 0 && st.Leader == st.Header.MemberId {
+			return nil
+		}
+	}
+	return errors.New("no new etcd leader yet")
+}
