@@ -445,3 +445,90 @@ func newLeaderAmong(c *testbed.Cluster, old *testbed.Etcd) error {
 	}
 	return errors.New("no new etcd leader yet")
 }
+
+// peerChain is host i's FLANNELU-PEERS as iptables -S lists it.
+func peerChain(t *testing.T, h *testbed.Host) string {
+	t.Helper()
+	out, err := h.Run("iptables", "-S", "FLANNELU-PEERS")
+	if err != nil {
+		return err.Error()
+	}
+	return out
+}
+
+func waitPeerChain(t *testing.T, h *testbed.Host, want ...string) {
+	t.Helper()
+	var wantText strings.Builder
+	wantText.WriteString("-N FLANNELU-PEERS\n")
+	for _, ip := range want {
+		wantText.WriteString(`-A FLANNELU-PEERS -s ` + ip + `/32 -m comment --comment "flannelu peers" -j RETURN` + "\n")
+	}
+	wantText.WriteString(`-A FLANNELU-PEERS -m comment --comment "flannelu peers" -j DROP` + "\n")
+	if err := testbed.Eventually(20*time.Second, func() error {
+		if got := peerChain(t, h); got != wantText.String() {
+			return fmt.Errorf("%s FLANNELU-PEERS:\n%swant:\n%s", h.Name, got, wantText.String())
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPeerFilter runs --iptables-peer-filter: a stranger's datagrams stop
+// at iptables (flannelu never sees them), peers pass, and the chain
+// follows a host that joins and one that leaves.
+func TestPeerFilter(t *testing.T) {
+	testbed.RequireRoot(t)
+	c := newCluster(t, "e2e-pfilter", 3, udpConfig)
+	n1 := startNode(t, c, 1, "--iptables-peer-filter")
+	startNode(t, c, 2, "--iptables-peer-filter", "--subnet-lease-ttl", "4s")
+	for i := 1; i <= 2; i++ {
+		if err := c.Nodes[i].AddPods(1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String())
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	before, _ := n1.Metric(unknownPeer)
+	drops := func() int {
+		out := c.Hosts[0].Exec(t, "iptables", "-L", "FLANNELU-PEERS", "-v", "-x", "-n")
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 2 && f[2] == "DROP" {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+		return -1
+	}
+	inner := innerUDP(t, "198.18.230.9", c.Hosts[0].Pods[0].Addr.String(), []byte("stranger"))
+	sendFrom(t, c.Hosts[2], inner, 10)
+	if err := testbed.Eventually(5*time.Second, func() error {
+		if n := drops(); n < 10 {
+			return fmt.Errorf("FLANNELU-PEERS dropped %d datagrams of the stranger's 10", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := n1.Metric(unknownPeer); after != before {
+		t.Errorf("unknown_peer moved %v -> %v: the stranger's datagrams reached flannelu", before, after)
+	}
+	// Host 3 joins: both chains let it in and its pods are reached.
+	startNode(t, c, 3, "--iptables-peer-filter")
+	if err := c.Nodes[3].AddPods(1); err != nil {
+		t.Fatal(err)
+	}
+	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String(), c.Hosts[2].Addr.String())
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[0].Addr)
+	// Host 2 dies; once its 4 s lease expires it is out of the chain.
+	c.Nodes[2].Proc.Signal(syscall.SIGKILL)
+	waitPeerChain(t, c.Hosts[0], c.Hosts[2].Addr.String())
+	// Without the flag, a restart removes the filter it left.
+	if err := n1.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, c, 1)
+	if out, err := c.Hosts[0].Run("iptables", "-S", "INPUT"); err != nil || strings.Contains(out, "FLANNELU-PEERS") {
+		t.Fatalf("after a start without the flag, INPUT still jumps to the filter: %v\n%s", err, out)
+	}
+}
