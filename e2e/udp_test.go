@@ -267,6 +267,7 @@ func checkUnreachable(t *testing.T, c *testbed.Cluster, from *testbed.Pod, to st
 
 var noRoute = `flannelu_dropped_packets_total{direction="inside",reason="no_route"}`
 var unknownPeer = `flannelu_dropped_packets_total{direction="outside",reason="unknown_peer"}`
+var spoofedSource = `flannelu_dropped_packets_total{direction="outside",reason="spoofed_source"}`
 
 // checkSpoofing sends datagrams that carry a valid packet for a pod of
 // host 1, first from host 4 (no lease: a stranger), which must be dropped
@@ -304,12 +305,20 @@ func checkSpoofing(t *testing.T, c *testbed.Cluster) {
 	if got := readFor(ln, 100*time.Millisecond); got != 0 {
 		t.Fatalf("the pod received %d spoofed datagrams from a non-peer", got)
 	}
-	// Control: the same inner packet from a peer's address is delivered,
-	// so the drop above was for the sender and nothing else.
+	// From a peer's address the same packet is dropped too, now for its
+	// source: 198.18.230.9 is not in the peer's subnet (TestSpoofedInner-
+	// Sources covers each kind of source). The peer's own pod's address
+	// is delivered, so the drops were for the source and nothing else.
+	spoofedBefore, _ := n1.Metric(spoofedSource)
 	sendFrom(t, c.Hosts[1], inner, 3)
+	waitMetricAbove(t, n1, spoofedSource, spoofedBefore+2)
+	if got := readFor(ln, 100*time.Millisecond); got != 0 {
+		t.Fatalf("the pod received %d datagrams with a source outside the sending peer's subnet", got)
+	}
+	sendFrom(t, c.Hosts[1], innerUDP(t, c.Hosts[1].Pods[0].Addr.String(), victim.Addr.String(), []byte("peer")), 3)
 	ln.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := ln.Read(make([]byte, 2048)); err != nil {
-		t.Fatalf("the same datagram from a peer's address was not delivered: %v", err)
+		t.Fatalf("a datagram from a peer's address with its pod's source was not delivered: %v", err)
 	}
 }
 

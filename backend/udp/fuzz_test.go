@@ -32,17 +32,30 @@ func deviceless(t testing.TB) *worker {
 }
 
 // FuzzOutsideDatagram feeds arbitrary datagram payloads from a known peer
-// to the outside checks: never a panic, and whatever is accepted is a
-// valid IPv4 packet for our own subnet, no longer than what arrived.
+// (198.18.2.0/24 at 192.0.2.2) to the outside checks, in both source
+// modes: never a panic; whatever is accepted is a valid IPv4 packet for
+// our own subnet, no longer than what arrived, whose source is the
+// sender's subnet (or, with ForeignSources, outside the Network). A
+// spoofed source is never accepted.
 func FuzzOutsideDatagram(f *testing.F) {
-	f.Add(innerPacket(f, "198.18.2.5", "198.18.1.7", 100))
-	f.Add(innerPacket(f, "198.18.2.5", "198.18.3.7", 100))
-	f.Add([]byte{0x45, 0, 0, 20})
-	f.Add([]byte{})
-	w := deviceless(f)
+	f.Add(innerPacket(f, "198.18.2.5", "198.18.1.7", 100), false)
+	f.Add(innerPacket(f, "198.18.2.5", "198.18.3.7", 100), false)
+	f.Add(innerPacket(f, "198.18.1.9", "198.18.1.7", 100), false)   // our own pod's address
+	f.Add(innerPacket(f, "198.18.230.9", "198.18.1.7", 100), true)  // an unleased overlay address
+	f.Add(innerPacket(f, "203.0.113.77", "198.18.1.7", 100), false) // outside the overlay
+	f.Add(innerPacket(f, "203.0.113.77", "198.18.1.7", 100), true)
+	f.Add([]byte{0x45, 0, 0, 20}, false)
+	f.Add([]byte{}, true)
+	strict, relaxed := deviceless(f), deviceless(f)
+	relaxed.b.opts.ForeignSources = true
 	m := &encap.Message{Addr: netip.MustParseAddrPort("192.0.2.2:8285")}
-	f.Fuzz(func(t *testing.T, pkt []byte) {
-		size, ok := w.acceptInner(pkt, m)
+	peerSubnet, network := netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("198.18.0.0/16")
+	f.Fuzz(func(t *testing.T, pkt []byte, foreign bool) {
+		w := strict
+		if foreign {
+			w = relaxed
+		}
+		size, ok := w.acceptInner(pkt, m, w.b.routes.Snapshot())
 		if !ok {
 			return
 		}
@@ -52,6 +65,9 @@ func FuzzOutsideDatagram(f *testing.F) {
 		ip, err := packet.ParseIPv4(pkt[:size])
 		if err != nil || !w.b.own.Contains(ip.DstAddr()) {
 			t.Fatalf("accepted a packet that is not IPv4 for our subnet: %v % x", err, pkt[:size])
+		}
+		if src := ip.SrcAddr(); !peerSubnet.Contains(src) && (!foreign || network.Contains(src)) {
+			t.Fatalf("accepted a spoofed source %v from the peer of %v (foreign sources %v)", src, peerSubnet, foreign)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/flannelu/flannelu/drop"
@@ -25,7 +26,7 @@ func (w *worker) outsideBatch() error {
 		if !w.fromPeer(m, snap) {
 			continue
 		}
-		if size, ok := w.acceptInner(m.Buf[:m.N], m); ok {
+		if size, ok := w.acceptInner(m.Buf[:m.N], m, snap); ok {
 			o.tun[keep] = o.bufs[i][:headroom+size]
 			keep++
 			bytes += uint64(size)
@@ -51,9 +52,9 @@ func (w *worker) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
 // acceptInner checks the inner packet of a datagram from a known peer
 // and returns its length (bytes after the IPv4 total length are cut off),
 // or false with the drop counted. flanneld accepts anything from anyone;
-// the peer check before this and the subnet check here are the
-// anti-spoofing it lacks.
-func (w *worker) acceptInner(pkt []byte, m *encap.Message) (int, bool) {
+// the peer check before this and the subnet and source checks here are
+// the anti-spoofing it lacks.
+func (w *worker) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snapshot) (int, bool) {
 	ip, err := packet.ParseIPv4(pkt)
 	if err != nil {
 		w.count(drop.Outside, drop.Malformed, pkt, m.Addr)
@@ -63,6 +64,10 @@ func (w *worker) acceptInner(pkt []byte, m *encap.Message) (int, bool) {
 		w.count(drop.Outside, drop.NotOurSubnet, pkt, m.Addr)
 		return 0, false
 	}
+	if !w.b.sourceOK(ip.Src, m.Addr.Addr().As4(), snap) {
+		w.count(drop.Outside, drop.SpoofedSource, pkt, m.Addr)
+		return 0, false
+	}
 	pkt = pkt[:ip.TotalLen]
 	if !packet.DecrementTTL(pkt) {
 		w.count(drop.Outside, drop.TTLExpired, pkt, m.Addr)
@@ -70,4 +75,19 @@ func (w *worker) acceptInner(pkt []byte, m *encap.Message) (int, bool) {
 	}
 	w.traceForwarded(drop.Outside, pkt, m.Addr)
 	return len(pkt), true
+}
+
+// sourceOK reports whether a peer at public address from may send a
+// packet with inner source src: src must lie in a subnet leased by that
+// peer (which holds its flannel device's address too, the subnet's
+// network address). With ForeignSources, a source outside the whole
+// Network is let through as well (a gateway host forwarding external
+// traffic into the overlay unmasqueraded); a source inside the Network
+// never passes unless it is the sender's. One route-table lookup, no
+// allocation.
+func (b *Backend) sourceOK(src, from [4]byte, snap *routetable.Snapshot) bool {
+	if p, ok := snap.Lookup(src); ok && p.PublicIP4() == from {
+		return true
+	}
+	return b.opts.ForeignSources && binary.BigEndian.Uint32(src[:])&b.netMask != b.netBase
 }

@@ -31,7 +31,7 @@ func (w *worker) outsideBatchOffload() error {
 			if !ok {
 				break
 			}
-			size, ok := w.acceptInner(d, m)
+			size, ok := w.acceptInner(d, m, snap)
 			if !ok {
 				continue
 			}

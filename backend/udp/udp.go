@@ -7,6 +7,7 @@ package udp
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,11 @@ type Options struct {
 	// Metrics receives the forwarder's counters and those of its TUN
 	// device, sockets and tracer; nil exports them nowhere.
 	Metrics *metrics.Registry
+	// ForeignSources also accepts, from a peer, inner sources outside
+	// Network (by default a peer's packets must come from its own
+	// subnet; see sourceOK). Sources inside Network that are not the
+	// sender's are refused either way.
+	ForeignSources bool
 }
 
 type config struct {
@@ -70,6 +76,9 @@ type Backend struct {
 	log    *slog.Logger
 	routes *routetable.Table
 	drops  drop.Counters
+	// netBase and netMask are Network as integers, for the per-packet
+	// "outside the overlay" test of ForeignSources.
+	netBase, netMask uint32
 
 	dev    *tun.Device
 	vnet   bool // the TUN was opened with IFF_VNET_HDR (offload mode)
@@ -106,9 +115,11 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if mtu < 576 {
 		return nil, fmt.Errorf("udp backend: external MTU %d on %s leaves %d for the overlay, below 576", ext.Iface.MTU, ext.Iface.Name, mtu)
 	}
+	netAddr := opts.Network.Masked().Addr().As4()
 	b := &Backend{
 		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, log: opts.Logger,
 		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{},
+		netBase: binary.BigEndian.Uint32(netAddr[:]), netMask: ^uint32(0) << (32 - opts.Network.Bits()),
 	}
 	b.drops.Register(opts.Metrics)
 	return b, nil

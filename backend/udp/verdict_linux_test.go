@@ -10,6 +10,7 @@ import (
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/routetable"
 )
 
 // TestInsideVerdicts checks what the inside half does with each kind of
@@ -128,11 +129,15 @@ func TestOutsideVerdicts(t *testing.T) {
 		{name: "for another subnet", pkt: innerPacket(t, "198.18.2.5", "198.18.3.7", 100), reason: drop.NotOurSubnet},
 		{name: "TTL 1", pkt: ttl1, reason: drop.TTLExpired},
 		{name: "not IPv4", pkt: []byte{1, 2, 3}, reason: drop.Malformed},
+		{name: "from the peer's flannel address", pkt: innerPacket(t, "198.18.2.0", "198.18.1.7", 100), size: 100},
+		{name: "source in our own subnet", pkt: innerPacket(t, "198.18.1.9", "198.18.1.7", 100), reason: drop.SpoofedSource},
+		{name: "source in an unleased subnet", pkt: innerPacket(t, "198.18.230.9", "198.18.1.7", 100), reason: drop.SpoofedSource},
+		{name: "source outside the overlay", pkt: innerPacket(t, "203.0.113.77", "198.18.1.7", 100), reason: drop.SpoofedSource},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := r.b.drops.Get(drop.Outside, tc.reason)
-			size, ok := r.w.acceptInner(tc.pkt, from)
+			size, ok := r.w.acceptInner(tc.pkt, from, r.b.routes.Snapshot())
 			if ok != (tc.size > 0) || size != tc.size {
 				t.Fatalf("acceptInner = %d, %v; want %d", size, ok, tc.size)
 			}
@@ -142,6 +147,36 @@ func TestOutsideVerdicts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestForeignSources: with ForeignSources a peer may send sources outside
+// the Network (a gateway host), never overlay addresses not its own; and
+// a second peer may not use the first one's subnet either way.
+func TestForeignSources(t *testing.T) {
+	for _, foreign := range []bool{false, true} {
+		w := deviceless(t)
+		w.b.opts.ForeignSources = foreign
+		if err := w.b.routes.Update([]routetable.Peer{{Subnet: netip.MustParsePrefix("198.18.3.0/24"),
+			PublicIP: netip.MustParseAddr("192.0.2.3"), Port: DefaultPort}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		peer2 := &encap.Message{Addr: netip.MustParseAddrPort("192.0.2.2:8285")}
+		for _, tc := range []struct {
+			src  string
+			want bool
+		}{
+			{"198.18.2.5", true},
+			{"203.0.113.77", foreign},
+			{"198.18.3.5", false}, // the other peer's subnet
+			{"198.18.1.9", false}, // ours
+			{"198.18.230.9", false},
+		} {
+			_, ok := w.acceptInner(innerPacket(t, tc.src, "198.18.1.7", 100), peer2, w.b.routes.Snapshot())
+			if ok != tc.want {
+				t.Errorf("foreign sources %v: source %s from 192.0.2.2 accepted %v, want %v", foreign, tc.src, ok, tc.want)
+			}
+		}
 	}
 }
 

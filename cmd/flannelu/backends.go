@@ -37,6 +37,8 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			TraceRate:   o.traceRate,
 			Logger:      log.With("backend", cfg.BackendType),
 			Metrics:     reg,
+
+			ForeignSources: o.udpForeignSources,
 		})
 	case "vxlan":
 		return vxlan.New(ext, vxlan.Options{

@@ -49,6 +49,7 @@ type options struct {
 	logLevel          string
 	udpWorkers        int
 	udpOffload        bool
+	udpForeignSources bool
 	cpuProfile        string
 }
 
@@ -94,6 +95,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.traceRate, "trace-rate", 100, "flannelu: at most this many trace lines per second")
 	fs.StringVar(&o.logLevel, "log-level", "info", "flannelu: debug, info, warn or error")
 	fs.BoolVar(&o.udpOffload, "udp-offload", true, "flannelu: udp backend moves TCP/UDP super-packets through the TUN and UDP GSO/GRO (falls back where the kernel refuses)")
+	fs.BoolVar(&o.udpForeignSources, "udp-foreign-sources", false, "flannelu: udp backend also accepts from a peer inner sources outside the Network (a gateway host forwarding external traffic into the overlay unmasqueraded); by default a peer's packets must come from its own subnet, and overlay sources not the sender's are refused either way")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "flannelu: write a Go CPU profile to this file until exit (debugging)")
 	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend, each a TUN queue and a socket (0: automatic, one; see BENCHMARKS.md)")
 	return fs
