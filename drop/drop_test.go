@@ -129,6 +129,7 @@ flannelu_dropped_packets_total{direction="inside",reason="malformed"} 0
 flannelu_dropped_packets_total{direction="inside",reason="no_route"} 12
 flannelu_dropped_packets_total{direction="inside",reason="not_ipv4"} 0
 flannelu_dropped_packets_total{direction="inside",reason="not_our_subnet"} 0
+flannelu_dropped_packets_total{direction="inside",reason="spoofed_source"} 0
 flannelu_dropped_packets_total{direction="inside",reason="too_big"} 1
 flannelu_dropped_packets_total{direction="inside",reason="ttl_expired"} 0
 flannelu_dropped_packets_total{direction="inside",reason="unknown_peer"} 0
@@ -137,6 +138,7 @@ flannelu_dropped_packets_total{direction="outside",reason="malformed"} 0
 flannelu_dropped_packets_total{direction="outside",reason="no_route"} 0
 flannelu_dropped_packets_total{direction="outside",reason="not_ipv4"} 0
 flannelu_dropped_packets_total{direction="outside",reason="not_our_subnet"} 0
+flannelu_dropped_packets_total{direction="outside",reason="spoofed_source"} 0
 flannelu_dropped_packets_total{direction="outside",reason="too_big"} 0
 flannelu_dropped_packets_total{direction="outside",reason="ttl_expired"} 0
 flannelu_dropped_packets_total{direction="outside",reason="unknown_peer"} 3

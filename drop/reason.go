@@ -27,11 +27,8 @@ const (
 	// lease subnet.
 	NotOurSubnet
 	// SpoofedSource: outside, the inner source is not in the sending
-	// peer's subnet. No check counts it yet: the outside direction checks
-	// the sender's address (UnknownPeer) and the inner destination
-	// (NotOurSubnet), not the inner source; the hardening of issue #11
-	// adds that check. Until something counts it, it is not exported
-	// (see counted).
+	// peer's subnet (nor, with the udp backend's ForeignSources, outside
+	// the Network).
 	SpoofedSource
 	// TTLExpired: the inner TTL was 0 or 1 and cannot be decremented
 	// (answered with ICMP time exceeded where allowed).
@@ -73,7 +70,7 @@ func (r Reason) String() string {
 // counted reports whether some check of the forwarder counts r. Only
 // counted reasons are exported, so /metrics shows no label that nothing
 // can increment.
-func (r Reason) counted() bool { return r < numReasons && r != SpoofedSource }
+func (r Reason) counted() bool { return r < numReasons }
 
 // Direction is which way a packet was travelling.
 type Direction uint8

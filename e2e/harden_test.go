@@ -16,6 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannelu/flannelu/testbed"
@@ -59,9 +62,16 @@ func waitLogCount(path string, re *regexp.Regexp, n int, timeout time.Duration) 
 	})
 }
 
-// capture runs tcpdump in ns until the returned stop, which reports how
-// many packets it caught. It returns once tcpdump says it is listening.
-func capture(t *testing.T, c *testbed.Cluster, ns testbed.NS, name, iface, filter string) (stop func() int) {
+// pcapture is a tcpdump running in a namespace, writing every packet to
+// its file as it comes (-U), so the test can read what it caught so far.
+type pcapture struct {
+	t    *testing.T
+	p    *testbed.Proc
+	file string
+}
+
+// capture starts tcpdump in ns and returns once it says it is listening.
+func capture(t *testing.T, c *testbed.Cluster, ns testbed.NS, name, iface, filter string) *pcapture {
 	t.Helper()
 	file := filepath.Join(c.Dir, name+".pcap")
 	p, err := c.Start(ns, name, "tcpdump", "-i", iface, "-n", "-U", "-w", file, filter)
@@ -71,23 +81,75 @@ func capture(t *testing.T, c *testbed.Cluster, ns testbed.NS, name, iface, filte
 	if err := waitLogCount(p.Log, regexp.MustCompile(`listening on `), 1, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return func() int {
-		p.Signal(syscall.SIGINT)
-		if exited, _ := p.Wait(10 * time.Second); !exited {
-			t.Fatalf("tcpdump %s did not stop", name)
+	return &pcapture{t: t, p: p, file: file}
+}
+
+// packets reads the IPv4 packets caught so far (a record tcpdump is still
+// writing is left for the next read).
+func (pc *pcapture) packets() []*layers.IPv4 {
+	f, err := os.Open(pc.file)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return nil
+	}
+	var out []*layers.IPv4
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			return out
 		}
-		r := openPcap(t, file)
-		n := 0
-		for {
-			if _, _, err := r.ReadPacketData(); err != nil {
-				return n
-			}
-			n++
+		if ip, ok := gopacket.NewPacket(data, r.LinkType(), gopacket.Default).Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
+			out = append(out, ip)
 		}
 	}
 }
 
-var pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+// until waits for the capture to hold at least n packets from src (a
+// marker sent after whatever must not be caught: packets come in order,
+// so once the marker is there, everything before it was seen), stops
+// tcpdump and returns everything it caught.
+func (pc *pcapture) until(src string, n int) []*layers.IPv4 {
+	pc.t.Helper()
+	from := func(pkts []*layers.IPv4) (k int) {
+		for _, ip := range pkts {
+			if ip.SrcIP.String() == src {
+				k++
+			}
+		}
+		return k
+	}
+	if err := testbed.Eventually(10*time.Second, func() error {
+		if k := from(pc.packets()); k < n {
+			return fmt.Errorf("tcpdump %s caught %d packets from %s, want %d", pc.p.Log, k, src, n)
+		}
+		return nil
+	}); err != nil {
+		pc.t.Fatal(err)
+	}
+	pc.p.Signal(syscall.SIGINT)
+	pc.p.Wait(10 * time.Second) //nolint:errcheck // tcpdump's exit status says nothing here
+	return pc.packets()
+}
+
+// countOthers counts the packets whose source is not src.
+func countOthers(pkts []*layers.IPv4, src string) int {
+	n := 0
+	for _, ip := range pkts {
+		if ip.SrcIP.String() != src {
+			n++
+		}
+	}
+	return n
+}
+
+var (
+	pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+	replySeq  = regexp.MustCompile(`bytes from .* icmp_seq=(\d+) `)
+)
 
 var echoReply = regexp.MustCompile(`bytes from `)
 
@@ -116,8 +178,19 @@ func pinger(t *testing.T, c *testbed.Cluster, name string, from *testbed.Pod, to
 		if m == nil {
 			t.Fatalf("no ping statistics in %s:%s", p.Log, testbed.Tail(p.Log, 5))
 		}
+		// The echo in flight when ping was stopped is not a loss: count
+		// only echoes up to the last one answered.
 		sent, _ := strconv.Atoi(string(m[1]))
 		received, _ := strconv.Atoi(string(m[2]))
+		last := 0
+		for _, seq := range replySeq.FindAllSubmatch(b, -1) {
+			if n, _ := strconv.Atoi(string(seq[1])); n > last {
+				last = n
+			}
+		}
+		if sent > last {
+			sent = last
+		}
 		return sent, received
 	}
 }
@@ -161,7 +234,7 @@ func TestInvalidLeasesNotRouted(t *testing.T) {
 	}
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
 	stranger := c.Hosts[2].Addr.String()
-	stopCapture := capture(t, c, c.Hosts[2].NS, "tcpdump-stranger", "eth0", "udp port 8285")
+	stranger3 := capture(t, c, c.Hosts[2].NS, "tcpdump-stranger", "eth0", "udp port 8285")
 	stopPing := pinger(t, c, "ping-1-2", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
 	h2 := n2.Env.Subnet.Masked().Addr().String() // 198.18.x.0
 	h2Prefix := strings.TrimSuffix(h2, ".0")
@@ -207,7 +280,18 @@ func TestInvalidLeasesNotRouted(t *testing.T) {
 	}
 	sent, received := stopPing()
 	noLoss(t, "pod 1 to pod 2 while bad leases were written", sent, received)
-	if n := stopCapture(); n != 0 {
+	// A marker from host 2 to host 3's port 8285 ends the capture.
+	if err := c.Hosts[1].Do(func() error {
+		conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: c.Hosts[2].Addr.AsSlice(), Port: 8285})
+		if err == nil {
+			_, err = conn.Write([]byte("marker"))
+			conn.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n := countOthers(stranger3.until(c.Hosts[1].Addr.String(), 1), c.Hosts[1].Addr.String()); n != 0 {
 		t.Fatalf("host 3 received %d datagrams on port 8285: a bad lease was routed", n)
 	}
 }
@@ -475,12 +559,25 @@ func waitPeerChain(t *testing.T, h *testbed.Host, want ...string) {
 	}
 }
 
-// TestPeerFilter runs --iptables-peer-filter: a stranger's datagrams stop
-// at iptables (flannelu never sees them), peers pass, and the chain
-// follows a host that joins and one that leaves.
+// TestPeerFilter runs --iptables-peer-filter with the udp and the vxlan
+// backend: a stranger's datagrams to the port stop at iptables (the udp
+// forwarder never sees them), peers' pods reach each other, and the chain
+// follows a host that joins and one whose lease expired; a start without
+// the flag removes the filter.
 func TestPeerFilter(t *testing.T) {
 	testbed.RequireRoot(t)
-	c := newCluster(t, "e2e-pfilter", 3, udpConfig)
+	for _, tc := range []struct {
+		backend string
+		port    int
+	}{{"udp", 8285}, {"vxlan", 8472}} {
+		t.Run(tc.backend, func(t *testing.T) {
+			config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, tc.backend)
+			checkPeerFilter(t, newCluster(t, "e2e-pf-"+tc.backend, 3, config), tc.port)
+		})
+	}
+}
+
+func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int) {
 	n1 := startNode(t, c, 1, "--iptables-peer-filter")
 	startNode(t, c, 2, "--iptables-peer-filter", "--subnet-lease-ttl", "4s")
 	for i := 1; i <= 2; i++ {
@@ -489,6 +586,9 @@ func TestPeerFilter(t *testing.T) {
 		}
 	}
 	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String())
+	if out := c.Hosts[0].Exec(t, "iptables", "-S", "INPUT"); !strings.Contains(out, "--dport "+strconv.Itoa(port)+" ") {
+		t.Fatalf("INPUT does not filter port %d:\n%s", port, out)
+	}
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
 	before, _ := n1.Metric(unknownPeer)
 	drops := func() int {
@@ -502,7 +602,7 @@ func TestPeerFilter(t *testing.T) {
 		return -1
 	}
 	inner := innerUDP(t, "198.18.230.9", c.Hosts[0].Pods[0].Addr.String(), []byte("stranger"))
-	sendFrom(t, c.Hosts[2], inner, 10)
+	sendFromTo(t, c.Hosts[2], port, inner, 10)
 	if err := testbed.Eventually(5*time.Second, func() error {
 		if n := drops(); n < 10 {
 			return fmt.Errorf("FLANNELU-PEERS dropped %d datagrams of the stranger's 10", n)
@@ -529,8 +629,13 @@ func TestPeerFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	startNode(t, c, 1)
-	if out, err := c.Hosts[0].Run("iptables", "-S", "INPUT"); err != nil || strings.Contains(out, "FLANNELU-PEERS") {
-		t.Fatalf("after a start without the flag, INPUT still jumps to the filter: %v\n%s", err, out)
+	if err := testbed.Eventually(10*time.Second, func() error {
+		if out, err := c.Hosts[0].Run("iptables", "-S", "INPUT"); err != nil || strings.Contains(out, "FLANNELU-PEERS") {
+			return fmt.Errorf("after a start without the flag, INPUT still jumps to the filter: %v\n%s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -550,7 +655,7 @@ func TestSpoofedInnerSources(t *testing.T) {
 	}
 	victim, peerPod := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
 	waitPing(t, peerPod, victim.Addr)
-	stopCapture := capture(t, c, victim.NS, "tcpdump-victim", "eth0", "udp dst port 7777")
+	inPod := capture(t, c, victim.NS, "tcpdump-victim", "eth0", "udp dst port 7777")
 	ownSubnet := strings.TrimSuffix(n1.Env.Subnet.Masked().Addr().String(), ".0")
 	for _, src := range []string{ownSubnet + ".99", "198.18.230.9", "203.0.113.77"} {
 		before, _ := n1.Metric(spoofedSource)
@@ -569,8 +674,9 @@ func TestSpoofedInnerSources(t *testing.T) {
 	if got := readFor(ln, 5*time.Second); got != 10 {
 		t.Fatalf("the pod received %d of 10 control datagrams", got)
 	}
-	if n := stopCapture(); n != 10 {
-		t.Fatalf("tcpdump in the pod saw %d datagrams, want exactly the 10 of the control", n)
+	pkts := inPod.until(peerPod.Addr.String(), 10)
+	if n := countOthers(pkts, peerPod.Addr.String()); n != 0 || len(pkts) != 10 {
+		t.Fatalf("tcpdump in the pod saw %d datagrams with a spoofed source and %d in all, want only the 10 of the control", n, len(pkts))
 	}
 }
 
@@ -603,9 +709,13 @@ func TestGatewayForeignSources(t *testing.T) {
 	// The pod's answers have no way back to 203.0.113.0/24 (host 1 does
 	// not route it): what counts is whether the requests arrive.
 	echoes := func(name string) int {
-		stop := capture(t, c, pod.NS, name, "eth0", "icmp[icmptype] == icmp-echo and src host 203.0.113.77")
+		inPod := capture(t, c, pod.NS, name, "eth0", "icmp[icmptype] == icmp-echo")
 		ext.Run("ping", "-n", "-c", "5", "-i", "0.05", "-W", "1", pod.Addr.String()) //nolint:errcheck // no answers expected
-		return stop()
+		marker := c.Hosts[1].Pods[0]
+		if out, err := testbed.Ping(marker.NS, pod.Addr.String(), 1); err != nil {
+			t.Fatalf("marker ping: %v %s", err, out)
+		}
+		return countOthers(inPod.until(marker.Addr.String(), 1), marker.Addr.String())
 	}
 	before, _ := n1.Metric(spoofedSource)
 	if n := echoes("tcpdump-strict"); n != 0 {

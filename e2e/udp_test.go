@@ -339,8 +339,14 @@ func innerUDP(t *testing.T, src, dst string, payload []byte) []byte {
 // socket opened in host h (any source port: only the address matters).
 func sendFrom(t *testing.T, h *testbed.Host, payload []byte, count int) {
 	t.Helper()
+	sendFromTo(t, h, 8285, payload, count)
+}
+
+// sendFromTo is sendFrom to another port of host 1.
+func sendFromTo(t *testing.T, h *testbed.Host, port int, payload []byte, count int) {
+	t.Helper()
 	err := h.Do(func() error {
-		conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 8285})
+		conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: port})
 		if err != nil {
 			return err
 		}
