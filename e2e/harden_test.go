@@ -50,16 +50,10 @@ func etcdPut(t *testing.T, c *testbed.Cluster, key, value string, opts ...client
 	}
 }
 
-// waitLogCount waits until the file at path holds at least n lines
+// waitLines waits until the process has written at least n lines
 // matching re.
-func waitLogCount(path string, re *regexp.Regexp, n int, timeout time.Duration) error {
-	return testbed.Eventually(timeout, func() error {
-		b, _ := os.ReadFile(path)
-		if got := len(re.FindAll(b, -1)); got < n {
-			return fmt.Errorf("%d lines matching %q in %s, want %d:%s", got, re, path, n, testbed.Tail(path, 10))
-		}
-		return nil
-	})
+func waitLines(p *testbed.Proc, re *regexp.Regexp, n int, timeout time.Duration) error {
+	return p.WaitOutput(timeout, fmt.Sprintf("%d lines matching %q", n, re), func(b []byte) bool { return len(re.FindAll(b, -1)) >= n })
 }
 
 // pcapture is a tcpdump running in a namespace, writing every packet to
@@ -78,7 +72,7 @@ func capture(t *testing.T, c *testbed.Cluster, ns testbed.NS, name, iface, filte
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := waitLogCount(p.Log, regexp.MustCompile(`listening on `), 1, 10*time.Second); err != nil {
+	if err := p.WaitLog(tcpdumpListening, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return &pcapture{t: t, p: p, file: file}
@@ -146,52 +140,35 @@ func countOthers(pkts []*layers.IPv4, src string) int {
 	return n
 }
 
-var (
-	pingStats = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
-	replySeq  = regexp.MustCompile(`bytes from .* icmp_seq=(\d+) `)
-)
-
-var echoReply = regexp.MustCompile(`bytes from `)
-
 // pinger pings to from a pod every 10 ms until the returned stop, which
-// first waits for at least 100 replies (a second of traffic around
-// whatever the test did), then reports how many echoes went out and how
-// many came back.
+// first waits for 100 more replies (a second of traffic around whatever
+// the test did), then stops ping and reports the echoes up to the last
+// one answered (the one in flight when ping was stopped is not a loss)
+// and how many of them were answered.
 func pinger(t *testing.T, c *testbed.Cluster, name string, from *testbed.Pod, to string) (stop func() (sent, received int)) {
 	t.Helper()
-	p, err := c.Start(from.NS, name, "ping", "-n", "-i", "0.01", "-W", "1", to)
+	p, err := c.Start(from.NS, name, "ping", "-n", "-i", "0.01", to)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := waitLogCount(p.Log, echoReply, 1, 10*time.Second); err != nil {
+	if err := p.WaitOutput(10*time.Second, "a reply", func(b []byte) bool { return len(testbed.PingReplies(b)) > 0 }); err != nil {
 		t.Fatal(err)
 	}
 	return func() (int, int) {
 		b, _ := os.ReadFile(p.Log)
-		if err := waitLogCount(p.Log, echoReply, len(echoReply.FindAll(b, -1))+100, 20*time.Second); err != nil {
+		want := len(testbed.PingReplies(b)) + 100
+		if err := p.WaitOutput(20*time.Second, fmt.Sprintf("%d replies", want), func(b []byte) bool { return len(testbed.PingReplies(b)) >= want }); err != nil {
 			t.Error(err)
 		}
 		p.Signal(syscall.SIGINT)
-		p.Wait(10 * time.Second) //nolint:errcheck // ping exits 1 when echoes were lost; the stats say it
+		p.Wait(10 * time.Second) //nolint:errcheck // ping exits 1 when echoes were lost; the count says it
 		b, _ = os.ReadFile(p.Log)
-		m := pingStats.FindSubmatch(b)
-		if m == nil {
-			t.Fatalf("no ping statistics in %s:%s", p.Log, testbed.Tail(p.Log, 5))
-		}
-		// The echo in flight when ping was stopped is not a loss: count
-		// only echoes up to the last one answered.
-		sent, _ := strconv.Atoi(string(m[1]))
-		received, _ := strconv.Atoi(string(m[2]))
+		answered := testbed.PingReplies(b)
 		last := 0
-		for _, seq := range replySeq.FindAllSubmatch(b, -1) {
-			if n, _ := strconv.Atoi(string(seq[1])); n > last {
-				last = n
-			}
+		for seq := range answered {
+			last = max(last, seq)
 		}
-		if sent > last {
-			sent = last
-		}
-		return sent, received
+		return last, len(answered)
 	}
 }
 
@@ -218,6 +195,25 @@ func waitMetricAbove(t *testing.T, n *testbed.Node, name string, base float64) {
 	}
 }
 
+// withPod starts flannelu on host i (with args) and gives it one pod.
+func withPod(t *testing.T, c *testbed.Cluster, i int, args ...string) *testbed.Node {
+	t.Helper()
+	n := startNode(t, c, i, args...)
+	if err := n.AddPods(1); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// twoNodes starts flannelu on hosts 1 and 2, one pod each, and waits until
+// the pods reach each other.
+func twoNodes(t *testing.T, c *testbed.Cluster) (n1, n2 *testbed.Node) {
+	t.Helper()
+	n1, n2 = withPod(t, c, 1), withPod(t, c, 2)
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	return n1, n2
+}
+
 // TestInvalidLeasesNotRouted writes each kind of lease that parses but
 // makes no sense while pods of hosts 1 and 2 ping each other: host 3, a
 // stranger every bad lease points at, must see no datagram; no echo may
@@ -226,13 +222,7 @@ func waitMetricAbove(t *testing.T, n *testbed.Node, name string, base float64) {
 func TestInvalidLeasesNotRouted(t *testing.T) {
 	testbed.RequireRoot(t)
 	c := newCluster(t, "e2e-lease", 3, udpConfig)
-	n1, n2 := startNode(t, c, 1), startNode(t, c, 2)
-	for _, n := range []*testbed.Node{n1, n2} {
-		if err := n.AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	n1, n2 := twoNodes(t, c)
 	stranger := c.Hosts[2].Addr.String()
 	stranger3 := capture(t, c, c.Hosts[2].NS, "tcpdump-stranger", "eth0", "udp port 8285")
 	stopPing := pinger(t, c, "ping-1-2", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
@@ -303,13 +293,7 @@ func TestInvalidLeasesNotRouted(t *testing.T) {
 func TestOwnLeaseOverwritten(t *testing.T) {
 	testbed.RequireRoot(t)
 	c := newCluster(t, "e2e-own", 3, udpConfig)
-	n1, n2 := startNode(t, c, 1), startNode(t, c, 2)
-	for _, n := range []*testbed.Node{n1, n2} {
-		if err := n.AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitPing(t, c.Hosts[1].Pods[0], c.Hosts[0].Pods[0].Addr)
+	n1, _ := twoNodes(t, c)
 	key, own := subnetKey(n1), leaseValue(c.Hosts[0].Addr.String())
 	restored := regexp.MustCompile(`msg="own subnet lease restored"`)
 	writes := 0
@@ -317,7 +301,7 @@ func TestOwnLeaseOverwritten(t *testing.T) {
 		t.Helper()
 		write()
 		writes++
-		if err := waitLogCount(n1.Proc.Log, restored, writes, 15*time.Second); err != nil {
+		if err := waitLines(n1.Proc, restored, writes, 15*time.Second); err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -381,13 +365,8 @@ func waitReadyz(t *testing.T, n *testbed.Node, want int, body string) {
 func TestEtcdOutage(t *testing.T) {
 	testbed.RequireRoot(t)
 	c := newCluster(t, "e2e-outage", 2, udpConfig)
-	nodes := []*testbed.Node{startNode(t, c, 1), startNode(t, c, 2)}
-	for _, n := range nodes {
-		if err := n.AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	n1, n2 := twoNodes(t, c)
+	nodes := []*testbed.Node{n1, n2}
 	for _, n := range nodes {
 		waitReadyz(t, n, http.StatusOK, "lease: held\nstore: reachable\nbackend: running\n")
 	}
@@ -398,7 +377,7 @@ func TestEtcdOutage(t *testing.T) {
 	stopped := time.Now()
 	down := regexp.MustCompile(`level=WARN msg="etcd unreachable" endpoint=` + regexp.QuoteMeta(c.Etcd.Endpoint) + ` error=`)
 	for _, n := range nodes {
-		if err := waitLogCount(n.Proc.Log, down, 1, 30*time.Second); err != nil {
+		if err := waitLines(n.Proc, down, 1, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		waitReadyz(t, n, http.StatusServiceUnavailable, "store: etcd ("+c.Etcd.Endpoint+") unreachable for")
@@ -413,7 +392,7 @@ func TestEtcdOutage(t *testing.T) {
 	c.Etcd, c.Member[0] = etcd, etcd
 	up := regexp.MustCompile(`level=INFO msg="etcd reachable again" endpoint=\S+ outage=\d`)
 	for _, n := range nodes {
-		if err := waitLogCount(n.Proc.Log, up, 1, 30*time.Second); err != nil {
+		if err := waitLines(n.Proc, up, 1, 30*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		waitReadyz(t, n, http.StatusOK, "store: reachable")
@@ -450,27 +429,9 @@ func grepLog(path, s string) string {
 // ready, and a host joining afterwards gets a lease every node routes to.
 func TestEtcdLeaderKilled(t *testing.T) {
 	testbed.RequireRoot(t)
-	c, err := testbed.NewCluster(testbed.ClusterOptions{
-		Bed: testbed.Options{Name: "e2e-leader", Hosts: 3}, Flannelu: flannelu, Config: udpConfig, EtcdMembers: 3,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, n := range c.Nodes {
-				t.Logf("flannelu on %s:%s", n.Host.Name, testbed.Tail(n.Proc.Log, 30))
-			}
-		}
-		c.Close()
-	})
-	nodes := []*testbed.Node{startNode(t, c, 1), startNode(t, c, 2)}
-	for _, n := range nodes {
-		if err := n.AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
+	c := newClusterWith(t, testbed.ClusterOptions{Bed: testbed.Options{Name: "e2e-leader", Hosts: 3}, Config: udpConfig, EtcdMembers: 3})
+	n1, n2 := twoNodes(t, c)
+	nodes := []*testbed.Node{n1, n2}
 	stopPing := pinger(t, c, "ping-leader", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
 	leader := etcdLeader(t, c)
 	t.Logf("killing etcd leader %s", leader.Endpoint)
@@ -479,10 +440,7 @@ func TestEtcdLeaderKilled(t *testing.T) {
 	if err := testbed.Eventually(30*time.Second, func() error { return newLeaderAmong(c, leader) }); err != nil {
 		t.Fatal(err)
 	}
-	n3 := startNode(t, c, 3)
-	if err := n3.AddPods(1); err != nil {
-		t.Fatal(err)
-	}
+	n3 := withPod(t, c, 3)
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[0].Addr)
 	waitPing(t, c.Hosts[1].Pods[0], c.Hosts[2].Pods[0].Addr)
 	for _, n := range append(nodes, n3) {
@@ -578,13 +536,8 @@ func TestPeerFilter(t *testing.T) {
 }
 
 func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int) {
-	n1 := startNode(t, c, 1, "--iptables-peer-filter")
-	startNode(t, c, 2, "--iptables-peer-filter", "--subnet-lease-ttl", "4s")
-	for i := 1; i <= 2; i++ {
-		if err := c.Nodes[i].AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n1 := withPod(t, c, 1, "--iptables-peer-filter")
+	withPod(t, c, 2, "--iptables-peer-filter", "--subnet-lease-ttl", "4s")
 	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String())
 	if out := c.Hosts[0].Exec(t, "iptables", "-S", "INPUT"); !strings.Contains(out, "--dport "+strconv.Itoa(port)+" ") {
 		t.Fatalf("INPUT does not filter port %d:\n%s", port, out)
@@ -615,10 +568,7 @@ func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int) {
 		t.Errorf("unknown_peer moved %v -> %v: the stranger's datagrams reached flannelu", before, after)
 	}
 	// Host 3 joins: both chains let it in and its pods are reached.
-	startNode(t, c, 3, "--iptables-peer-filter")
-	if err := c.Nodes[3].AddPods(1); err != nil {
-		t.Fatal(err)
-	}
+	withPod(t, c, 3, "--iptables-peer-filter")
 	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String(), c.Hosts[2].Addr.String())
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[0].Addr)
 	// Host 2 dies; once its 4 s lease expires it is out of the chain.
@@ -647,14 +597,8 @@ func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int) {
 func TestSpoofedInnerSources(t *testing.T) {
 	testbed.RequireRoot(t)
 	c := newCluster(t, "e2e-spoof", 2, udpConfig)
-	n1, n2 := startNode(t, c, 1), startNode(t, c, 2)
-	for _, n := range []*testbed.Node{n1, n2} {
-		if err := n.AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n1, _ := twoNodes(t, c)
 	victim, peerPod := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
-	waitPing(t, peerPod, victim.Addr)
 	inPod := capture(t, c, victim.NS, "tcpdump-victim", "eth0", "udp dst port 7777")
 	ownSubnet := strings.TrimSuffix(n1.Env.Subnet.Masked().Addr().String(), ".0")
 	for _, src := range []string{ownSubnet + ".99", "198.18.230.9", "203.0.113.77"} {
@@ -662,14 +606,7 @@ func TestSpoofedInnerSources(t *testing.T) {
 		sendFrom(t, c.Hosts[1], innerUDP(t, src, victim.Addr.String(), []byte("spoofed "+src)), 10)
 		waitMetricAbove(t, n1, spoofedSource, before+9)
 	}
-	var ln *net.UDPConn
-	if err := victim.Do(func() (err error) {
-		ln, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 7777})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listen7777(t, victim)
 	sendFrom(t, c.Hosts[1], innerUDP(t, peerPod.Addr.String(), victim.Addr.String(), []byte("control")), 10)
 	if got := readFor(ln, 5*time.Second); got != 10 {
 		t.Fatalf("the pod received %d of 10 control datagrams", got)
@@ -689,14 +626,8 @@ func TestSpoofedInnerSources(t *testing.T) {
 func TestGatewayForeignSources(t *testing.T) {
 	testbed.RequireRoot(t)
 	c := newCluster(t, "e2e-gw", 2, udpConfig)
-	n1, n2 := startNode(t, c, 1), startNode(t, c, 2)
-	for _, n := range []*testbed.Node{n1, n2} {
-		if err := n.AddPods(1); err != nil {
-			t.Fatal(err)
-		}
-	}
+	n1, _ := twoNodes(t, c)
 	pod := c.Hosts[0].Pods[0]
-	waitPing(t, c.Hosts[1].Pods[0], pod.Addr)
 	ext := testbed.Namespace(t, "gwext")
 	h2 := c.Hosts[1]
 	h2.Exec(t, "ip", "link", "add", "gw0", "type", "veth", "peer", "name", "eth0", "netns", ext.Name)

@@ -73,11 +73,16 @@ func newCluster(t *testing.T, name string, hosts int, config string) *testbed.Cl
 // newClusterOf is newCluster on a testbed of any shape.
 func newClusterOf(t *testing.T, bed testbed.Options, config string) *testbed.Cluster {
 	t.Helper()
-	c, err := testbed.NewCluster(testbed.ClusterOptions{
-		Bed:      bed,
-		Flannelu: flannelu,
-		Config:   config,
-	})
+	return newClusterWith(t, testbed.ClusterOptions{Bed: bed, Config: config})
+}
+
+// newClusterWith is newCluster with every option (the flannelu binary is
+// filled in); the cluster is closed when the test ends, with the nodes'
+// logs shown if it failed.
+func newClusterWith(t *testing.T, opts testbed.ClusterOptions) *testbed.Cluster {
+	t.Helper()
+	opts.Flannelu = flannelu
+	c, err := testbed.NewCluster(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,14 +279,7 @@ var spoofedSource = `flannelu_dropped_packets_total{direction="outside",reason="
 // and counted, then from host 2 (a peer), which must arrive.
 func checkSpoofing(t *testing.T, c *testbed.Cluster) {
 	n1, victim := c.Nodes[1], c.Hosts[0].Pods[0]
-	var ln *net.UDPConn
-	if err := victim.Do(func() (err error) {
-		ln, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 7777})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listen7777(t, victim)
 	before, err := n1.Metric(unknownPeer)
 	if err != nil {
 		t.Fatal(err)
@@ -320,6 +318,21 @@ func checkSpoofing(t *testing.T, c *testbed.Cluster) {
 	if _, err := ln.Read(make([]byte, 2048)); err != nil {
 		t.Fatalf("a datagram from a peer's address with its pod's source was not delivered: %v", err)
 	}
+}
+
+// listen7777 opens a UDP socket on port 7777 in a pod, closed when the
+// test ends: the destination of innerUDP's packets.
+func listen7777(t *testing.T, pod *testbed.Pod) *net.UDPConn {
+	t.Helper()
+	var ln *net.UDPConn
+	if err := pod.Do(func() (err error) {
+		ln, err = net.ListenUDP("udp4", &net.UDPAddr{Port: 7777})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
 }
 
 func innerUDP(t *testing.T, src, dst string, payload []byte) []byte {

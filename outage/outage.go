@@ -25,10 +25,11 @@ type Tracker struct {
 	repeat      time.Duration
 	now         func() time.Time
 
-	mu      sync.Mutex
-	since   time.Time // start of the current outage; zero while reachable
-	logged  time.Time // last outage line
-	lastErr error
+	mu       sync.Mutex
+	since    time.Time // start of the current outage; zero while reachable
+	logged   time.Time // last outage line
+	lastErr  error
+	failures uint64
 }
 
 // Options shape a Tracker.
@@ -62,6 +63,7 @@ func (t *Tracker) Fail(sent time.Time, err error) {
 	defer t.mu.Unlock()
 	now := t.now()
 	t.lastErr = err
+	t.failures++
 	switch {
 	case t.since.IsZero():
 		t.since, t.logged = sent, now
@@ -93,4 +95,11 @@ func (t *Tracker) Err() error {
 		return nil
 	}
 	return fmt.Errorf("%s (%s) unreachable for %s: %w", t.what, t.where, t.now().Sub(t.since).Round(time.Second), t.lastErr)
+}
+
+// Failures is how many failed requests were reported in all.
+func (t *Tracker) Failures() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failures
 }

@@ -1,35 +1,17 @@
 package subnet
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/flannelu/flannelu/testbed/logtest"
 )
 
-// syncBuffer is a log destination several goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// waitFor polls cond until it holds or timeout passes.
 func waitFor(timeout time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
@@ -47,9 +29,8 @@ func waitFor(timeout time.Duration, cond func() bool) error {
 func TestOutageLoggedAndReported(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
-	var log syncBuffer
-	m := NewManager(c.srv.Client(), Options{Logger: slog.New(slog.NewTextHandler(&log, nil)),
-		CheckInterval: 200 * time.Millisecond, RequestTimeout: 500 * time.Millisecond})
+	logger, log := logtest.New(nil)
+	m := NewManager(c.srv.Client(), Options{Logger: logger, CheckInterval: 200 * time.Millisecond, RequestTimeout: 500 * time.Millisecond})
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
 	done, _ := keep(c, m, l)
 	watch(c, m)
@@ -57,10 +38,10 @@ func TestOutageLoggedAndReported(t *testing.T) {
 		t.Fatalf("Reachable with etcd up = %v", err)
 	}
 	c.srv.Stop()
-	if err := waitFor(10*time.Second, func() bool { return m.Reachable() != nil }); err != nil {
-		t.Fatalf("Reachable still nil 10s after etcd stopped; log:\n%s", log.String())
+	if err := log.Wait("etcd unreachable", 1, 10*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	if err := m.Reachable(); !strings.Contains(err.Error(), c.srv.Endpoints()[0]) {
+	if err := m.Reachable(); err == nil || !strings.Contains(err.Error(), c.srv.Endpoints()[0]) {
 		t.Errorf("Reachable = %v, want it to name the endpoint", err)
 	}
 	// Requests fail within the request timeout instead of blocking.
@@ -68,21 +49,23 @@ func TestOutageLoggedAndReported(t *testing.T) {
 	if _, err := m.GetConfig(context.Background()); !errors.Is(err, ErrUnavailable) || time.Since(start) > 5*time.Second {
 		t.Errorf("GetConfig with etcd down = %v after %v, want ErrUnavailable within the timeout", err, time.Since(start))
 	}
-	time.Sleep(2 * time.Second) // an outage of a few seconds: many failed requests, still one line
+	// Many failed requests (the keeper reads every 200 ms, the watcher
+	// lists again): still one line.
+	if err := waitFor(20*time.Second, func() bool { return m.reach.Failures() >= 5 }); err != nil {
+		t.Fatalf("fewer than 5 failed requests counted: %d", m.reach.Failures())
+	}
 	c.srv.Restart()
-	if err := waitFor(15*time.Second, func() bool { return m.Reachable() == nil }); err != nil {
-		t.Fatalf("Reachable still failing 15s after etcd came back: %v", m.Reachable())
+	if err := log.Wait("etcd reachable again", 1, 15*time.Second); err != nil {
+		t.Fatal(err)
 	}
-	text := log.String()
-	if n := strings.Count(text, `msg="etcd unreachable" endpoint=`+c.srv.Endpoints()[0]); n != 1 {
-		t.Errorf("%d 'etcd unreachable' lines naming the endpoint, want 1:\n%s", n, text)
+	if err := m.Reachable(); err != nil {
+		t.Errorf("Reachable after 'reachable again' = %v", err)
 	}
-	if strings.Count(text, "still unreachable") != 0 || strings.Count(text, `msg="etcd reachable again"`) != 1 ||
-		!strings.Contains(text, "outage=") {
-		t.Errorf("want no repeat within a minute and one 'reachable again' with the outage's length:\n%s", text)
-	}
-	if strings.Contains(text, "lease keeper: etcd error") || strings.Contains(text, "lease watch interrupted") {
-		t.Errorf("outage errors logged outside the tracker's lines:\n%s", text)
+	for msg, want := range map[string]int{"etcd unreachable": 1, "etcd still unreachable": 0, "etcd reachable again": 1,
+		"lease keeper: etcd error, retrying": 0} {
+		if got := log.Count(msg); got != want {
+			t.Errorf("%q logged %d times, want %d", msg, got, want)
+		}
 	}
 	select {
 	case err := <-done:

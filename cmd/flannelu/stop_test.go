@@ -1,36 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/flannelu/flannelu/subnet/etcdtest"
+	"github.com/flannelu/flannelu/testbed/logtest"
 )
-
-// lockedBuffer is a log destination several goroutines write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A signal while start-up waits (for a config that is not there, or for
 // an etcd that does not answer) is a clean stop saying where it came.
@@ -39,7 +18,7 @@ func TestStopDuringStartUpIsClean(t *testing.T) {
 	for _, c := range []struct {
 		name, endpoint, waitFor string
 	}{
-		{"no config yet", srv.Endpoints()[0], "cannot use the network config"},
+		{"no config yet", srv.Endpoints()[0], "cannot use the network config, retrying every second"},
 		{"etcd unreachable", "http://127.0.0.1:1", "etcd unreachable"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -47,17 +26,13 @@ func TestStopDuringStartUpIsClean(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var log lockedBuffer
+			logger, log := logtest.New(nil)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- run(ctx, o, slog.New(slog.NewTextHandler(&log, nil))) }()
-			deadline := time.Now().Add(20 * time.Second)
-			for !strings.Contains(log.String(), c.waitFor) {
-				if time.Now().After(deadline) {
-					t.Fatalf("no %q line in 20s:\n%s", c.waitFor, log.String())
-				}
-				time.Sleep(20 * time.Millisecond)
+			go func() { done <- run(ctx, o, logger) }()
+			if err := log.Wait(c.waitFor, 1, 30*time.Second); err != nil {
+				t.Fatal(err)
 			}
 			cancel() // what SIGTERM does
 			var stopped *stoppedError
