@@ -611,9 +611,12 @@ func TestSpoofedInnerSources(t *testing.T) {
 	if got := readFor(ln, 5*time.Second); got != 10 {
 		t.Fatalf("the pod received %d of 10 control datagrams", got)
 	}
-	pkts := inPod.until(peerPod.Addr.String(), 10)
-	if n := countOthers(pkts, peerPod.Addr.String()); n != 0 || len(pkts) != 10 {
-		t.Fatalf("tcpdump in the pod saw %d datagrams with a spoofed source and %d in all, want only the 10 of the control", n, len(pkts))
+	// The control went out after every spoofed datagram was counted, so
+	// once it shows in the capture, a delivered spoofed one would too.
+	// (The capture's packet count is not the datagram count: the TUN
+	// write may carry a run of them as one UDP segmentation packet.)
+	if n := countOthers(inPod.until(peerPod.Addr.String(), 1), peerPod.Addr.String()); n != 0 {
+		t.Fatalf("tcpdump in the pod saw %d packets with a spoofed source", n)
 	}
 }
 
