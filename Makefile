@@ -31,7 +31,7 @@ test: deps build flanneld vet
 	$(MAKE) test-race
 
 test-race:
-	$(GO) test -count=1 -race -timeout 5m ./ring/ ./routetable/ ./drop/ ./metrics/ ./trace/ ./subnet/...
+	$(GO) test -count=1 -race -timeout 5m ./ring/ ./routetable/ ./drop/ ./metrics/ ./trace/ ./subnet/... ./outage/ ./logline/
 
 demo: deps build
 	$(GO) run ./cmd/demo -flannelu $(BIN)
