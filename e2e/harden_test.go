@@ -675,3 +675,33 @@ func TestGatewayForeignSources(t *testing.T) {
 	sendFrom(t, h2, innerUDP(t, "198.18.230.9", pod.Addr.String(), []byte("overlay spoof")), 5)
 	waitMetricAbove(t, n1, spoofedSource, before+4)
 }
+
+// TestStopWhileWaitingForConfig: SIGTERM while flannelu waits for a network
+// config that is not there is a clean stop (exit status 0) with a line
+// saying where it stopped (was: exit 1, "context canceled").
+func TestStopWhileWaitingForConfig(t *testing.T) {
+	testbed.RequireRoot(t)
+	c := newCluster(t, "e2e-stop", 1, udpConfig)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Client.Delete(ctx, testbed.EtcdPrefix+"/config"); err != nil {
+		t.Fatal(err)
+	}
+	h := c.Hosts[0]
+	p, err := c.Start(h.NS, "flannelu-noconfig", flannelu, "--etcd-endpoints", c.EtcdEndpoints(),
+		"--subnet-file", filepath.Join(c.Dir, "noconfig.env"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitLog(regexp.MustCompile(`cannot use the network config`), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(syscall.SIGTERM)
+	exited, err := p.Wait(30 * time.Second)
+	if !exited || err != nil {
+		t.Fatalf("after SIGTERM: exited %v, %v (want exit status 0):%s", exited, err, testbed.Tail(p.Log, 5))
+	}
+	if err := p.WaitLog(regexp.MustCompile(`msg="stopped by signal during start-up" while="waiting for the network config"`), time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
