@@ -74,6 +74,18 @@ func (m *Manager) KeepLease(ctx context.Context, cfg *Config, lease Lease) error
 	}
 }
 
+// LeaseHeld is nil while this host's lease is in etcd as it was written,
+// else an error saying what is wrong with it (for /readyz). Before
+// KeepLease has looked, the lease just acquired counts as held.
+func (m *Manager) LeaseHeld() error {
+	if p := m.leaseTrouble.Load(); p != nil && *p != "" {
+		return errors.New(*p)
+	}
+	return nil
+}
+
+func (m *Manager) setLeaseTrouble(s string) { m.leaseTrouble.Store(&s) }
+
 type keeper struct {
 	m     *Manager
 	cfg   *Config

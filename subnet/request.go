@@ -123,15 +123,3 @@ func (m *Manager) grant(ctx context.Context) (resp *clientv3.LeaseGrantResponse,
 	})
 	return resp, err
 }
-
-// LeaseHeld is nil while this host's lease is in etcd as it was written,
-// else an error saying what is wrong with it (for /readyz). Before
-// KeepLease has looked, the lease just acquired counts as held.
-func (m *Manager) LeaseHeld() error {
-	if p := m.leaseTrouble.Load(); p != nil && *p != "" {
-		return errors.New(*p)
-	}
-	return nil
-}
-
-func (m *Manager) setLeaseTrouble(s string) { m.leaseTrouble.Store(&s) }

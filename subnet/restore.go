@@ -26,7 +26,11 @@ func (k *keeper) restore(ctx context.Context) error {
 	if k.intact(kv) {
 		return nil // changed and changed back
 	}
-	if holder, taken := k.heldByAnother(ctx, kv); taken {
+	holder, taken, err := k.heldByAnother(ctx, kv)
+	switch {
+	case err != nil:
+		return err
+	case taken:
 		return fmt.Errorf("%w: subnet %s is now held by %s", ErrLeaseTaken, k.lease.Subnet, holder)
 	}
 	k.m.log.Warn("own subnet lease changed in etcd; writing it back", k.found(kv)...)
@@ -49,30 +53,35 @@ func (k *keeper) found(kv *mvccpb.KeyValue) []any {
 
 // heldByAnother reports whether kv is another live host's lease: a value
 // naming another address, on a live etcd lease that is not ours; or, for
-// a reservation we hold, rewritten for another address.
-func (k *keeper) heldByAnother(ctx context.Context, kv *mvccpb.KeyValue) (string, bool) {
+// a reservation we hold, rewritten for another address. An error (etcd
+// did not answer whether that lease lives) is retried, never taken for a
+// verdict: exiting on a hiccup would be worse than waiting.
+func (k *keeper) heldByAnother(ctx context.Context, kv *mvccpb.KeyValue) (holder string, taken bool, err error) {
 	if kv == nil {
-		return "", false
+		return "", false, nil
 	}
-	a, err := ParseLeaseAttrs(kv.Value)
-	if err != nil || a.PublicIP == k.lease.Attrs.PublicIP && a.PublicIPv6 == k.lease.Attrs.PublicIPv6 {
-		return "", false // garbage, or our own address: ours to write back
+	a, perr := ParseLeaseAttrs(kv.Value)
+	if perr != nil || a.PublicIP == k.lease.Attrs.PublicIP && a.PublicIPv6 == k.lease.Attrs.PublicIPv6 {
+		return "", false, nil // garbage, or our own address: ours to write back
 	}
-	holder := fmt.Sprintf("PublicIP %v (etcd lease %x)", a.PublicIP, kv.Lease)
+	holder = fmt.Sprintf("PublicIP %v (etcd lease %x)", a.PublicIP, kv.Lease)
+	if a.PublicIPv6.IsValid() {
+		holder = fmt.Sprintf("PublicIP %v PublicIPv6 %v (etcd lease %x)", a.PublicIP, a.PublicIPv6, kv.Lease)
+	}
 	if k.lease.LeaseID == 0 {
-		return holder, true // our reservation, moved by the operator
+		return holder, true, nil // our reservation, moved by the operator
 	}
 	if kv.Lease == 0 || kv.Lease == k.lease.LeaseID {
-		return "", false
+		return "", false, nil
 	}
 	var ttl *clientv3.LeaseTimeToLiveResponse
 	if err := k.m.do(ctx, func(ctx context.Context) (err error) {
 		ttl, err = k.m.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
 		return err
 	}); err != nil {
-		return holder, true // cannot tell: a live host is the careful answer
+		return "", false, fmt.Errorf("is etcd lease %x of %s alive: %w", kv.Lease, k.key, err)
 	}
-	return holder, ttl.TTL > 0
+	return holder, ttl.TTL > 0, nil
 }
 
 // writeBack puts our value on our etcd lease, guarded on the key being
