@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/testbed"
@@ -28,6 +30,16 @@ func ifaceNS(t *testing.T) testbed.NS {
 		{"-6", "route", "add", "default", "via", "2001:db8:0:1::fe"},
 	} {
 		ns.IP(t, args...)
+	}
+	// The kernel gives eth1 its link-local address only some time after the
+	// link is up; the tests expect to see it refused, so wait for it.
+	if err := testbed.Eventually(30*time.Second, func() error {
+		if out := ns.IP(t, "-6", "addr", "show", "dev", "eth1", "scope", "link"); !strings.Contains(out, "fe80:") {
+			return fmt.Errorf("eth1 has no link-local address yet: %q", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	return ns
 }
