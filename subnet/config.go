@@ -61,6 +61,43 @@ var (
 // flanneld's net.ParseCIDR does the same. Each invalid config gets one
 // error naming the field and its value.
 func ParseConfig(data []byte) (*Config, error) {
+	return parseConfig(data, func(c *Config, raw *rawConfig) (err error) {
+		if c.EnableIPv4 {
+			c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, err = v4.check(raw.Network, raw.SubnetLen, raw.SubnetMin, raw.SubnetMax)
+			if err != nil {
+				return err
+			}
+		}
+		if c.EnableIPv6 {
+			c.IPv6Network, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax, err = v6.check(raw.IPv6Network, raw.IPv6SubnetLen, raw.IPv6SubnetMin, raw.IPv6SubnetMax)
+		}
+		return err
+	})
+}
+
+// ParseKubeConfig parses net-conf.json as flanneld's Kubernetes mode
+// (--kube-subnet-mgr) does: the same JSON, but each node's podCIDR is its
+// subnet, so SubnetLen, SubnetMin and SubnetMax (and their IPv6 forms) are
+// ignored rather than checked; flanneld checks them only against etcd.
+// Network (IPv6Network) must still be a CIDR of its family when that
+// family is enabled: it is what a podCIDR is checked against.
+func ParseKubeConfig(data []byte) (*Config, error) {
+	return parseConfig(data, func(c *Config, raw *rawConfig) (err error) {
+		if c.EnableIPv4 {
+			if c.Network, err = v4.network(raw.Network); err != nil {
+				return err
+			}
+		}
+		if c.EnableIPv6 {
+			c.IPv6Network, err = v6.network(raw.IPv6Network)
+		}
+		return err
+	})
+}
+
+// parseConfig is the part both modes share: the JSON, the enabled
+// families and the backend; networks fills in and checks the networks.
+func parseConfig(data []byte, networks func(*Config, *rawConfig) error) (*Config, error) {
 	var raw rawConfig
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("config: invalid JSON: %w", err)
@@ -69,22 +106,12 @@ func ParseConfig(data []byte) (*Config, error) {
 	if !c.EnableIPv4 && !c.EnableIPv6 {
 		return nil, errors.New("config: EnableIPv4 and EnableIPv6 are both false: enable at least one")
 	}
-	var err error
-	if c.EnableIPv4 {
-		c.Network, c.SubnetLen, c.SubnetMin, c.SubnetMax, err = v4.check(raw.Network, raw.SubnetLen, raw.SubnetMin, raw.SubnetMax)
-		if err != nil {
-			return nil, err
-		}
-	}
-	if c.EnableIPv6 {
-		c.IPv6Network, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax, err = v6.check(raw.IPv6Network, raw.IPv6SubnetLen, raw.IPv6SubnetMin, raw.IPv6SubnetMax)
-		if err != nil {
-			return nil, err
-		}
+	if err := networks(c, &raw); err != nil {
+		return nil, err
 	}
 	c.Backend = raw.Backend
-	c.BackendType, err = backendType(raw.Backend)
-	if err != nil {
+	var err error
+	if c.BackendType, err = backendType(raw.Backend); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -108,14 +135,10 @@ func backendType(be json.RawMessage) (string, error) {
 // in flanneld's defaults.
 func (f family) check(network string, subnetLen int, minS, maxS string) (netip.Prefix, int, netip.Addr, netip.Addr, error) {
 	var none netip.Addr
-	if network == "" {
-		return netip.Prefix{}, 0, none, none, fmt.Errorf("config: %s is missing", f.netField)
+	p, err := f.network(network)
+	if err != nil {
+		return p, 0, none, none, err
 	}
-	p, err := netip.ParsePrefix(network)
-	if err != nil || p.Addr().Is4() != f.is4 || p.Addr().Zone() != "" {
-		return netip.Prefix{}, 0, none, none, fmt.Errorf("config: %s %q: not an %s CIDR", f.netField, network, f.familyName())
-	}
-	p = p.Masked()
 	if subnetLen == 0 {
 		subnetLen, err = f.defaultSubnetLen(p)
 		if err != nil {
@@ -143,6 +166,18 @@ func (f family) check(network string, subnetLen int, minS, maxS string) (netip.P
 		return p, 0, none, none, fmt.Errorf("config: %s %s: must not be below %s %s", f.maxField, maxA, f.minField, minA)
 	}
 	return p, subnetLen, minA, maxA, nil
+}
+
+// network parses the family's Network field, masked.
+func (f family) network(s string) (netip.Prefix, error) {
+	if s == "" {
+		return netip.Prefix{}, fmt.Errorf("config: %s is missing", f.netField)
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil || p.Addr().Is4() != f.is4 || p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("config: %s %q: not an %s CIDR", f.netField, s, f.familyName())
+	}
+	return p.Masked(), nil
 }
 
 func (f family) familyName() string {

@@ -141,3 +141,69 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestKubeConfigIgnoresSubnetRanges: in Kubernetes mode the podCIDR is the
+// subnet, so net-conf.json's SubnetLen/Min/Max are not checked (flanneld
+// checks them only against etcd), while the networks still are.
+func TestKubeConfigIgnoresSubnetRanges(t *testing.T) {
+	ok := map[string]string{
+		// Invalid for etcd mode, fine for Kubernetes mode.
+		`{"Network":"198.18.0.0/16","SubnetLen":31,"SubnetMin":"198.18.0.3","Backend":{"Type":"vxlan"}}`: "198.18.0.0/16 vxlan",
+		`{"Network":"198.18.7.0/30"}`: "198.18.7.0/30 udp",
+		`{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","IPv6SubnetLen":200}`: "198.18.0.0/16 udp",
+	}
+	for in, want := range ok {
+		c, err := ParseKubeConfig([]byte(in))
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if got := c.Network.String() + " " + c.BackendType; got != want {
+			t.Errorf("%s: %s, want %s", in, got, want)
+		}
+		if c.SubnetLen != 0 || c.SubnetMin.IsValid() {
+			t.Errorf("%s: SubnetLen %d SubnetMin %v filled in, want them unused", in, c.SubnetLen, c.SubnetMin)
+		}
+	}
+	bad := map[string]string{
+		`{"Backend":{"Type":"vxlan"}}`:                     "Network is missing",
+		`{"Network":"2001:db8::/32"}`:                      `Network "2001:db8::/32": not an IPv4 CIDR`,
+		`{"Network":"198.18.0.0/16","EnableIPv6":true}`:    "IPv6Network is missing",
+		`{"EnableIPv4":false}`:                             "both false",
+		`{"Network":"198.18.0.0/16","Backend":{"Type":7}}`: "Backend",
+		`{"Network":`: "invalid JSON",
+	}
+	for in, want := range bad {
+		if _, err := ParseKubeConfig([]byte(in)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want one containing %q", in, err, want)
+		}
+	}
+}
+
+func FuzzParseKubeConfig(f *testing.F) {
+	for _, s := range []string{
+		`{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`,
+		`{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:100::/48"}`,
+		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48"}`,
+		`{"Network":"198.18.0.0/16","SubnetLen":99}`, `[]`, `null`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseKubeConfig(data)
+		if err != nil {
+			return
+		}
+		// A valid config has a masked network of the right family for each
+		// enabled family (what every podCIDR is checked against) and a type.
+		if c.EnableIPv4 && (!c.Network.Addr().Is4() || c.Network.Masked() != c.Network) {
+			t.Fatalf("Network %v", c.Network)
+		}
+		if c.EnableIPv6 && (!c.IPv6Network.Addr().Is6() || c.IPv6Network.Masked() != c.IPv6Network) {
+			t.Fatalf("IPv6Network %v", c.IPv6Network)
+		}
+		if c.BackendType == "" {
+			t.Fatal("no backend type")
+		}
+	})
+}
