@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flannelu/flannelu/kube"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -38,6 +39,13 @@ type options struct {
 	healthzPort          int
 	kubeSubnetMgr        bool
 	version              bool
+
+	// Kubernetes mode (--kube-subnet-mgr)
+	kubeAPIURL                string
+	kubeconfigFile            string
+	kubeAnnotationPrefix      string
+	netConfigPath             string
+	setNodeNetworkUnavailable bool
 
 	// flannelu's own
 	peerFilter        bool
@@ -84,7 +92,12 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period for iptables rules, in seconds")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "the IP address for healthz server to listen")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "the port for healthz server to listen (0 to disable); flannelu also serves /metrics there")
-	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd (not supported by flannelu)")
+	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd")
+	fs.StringVar(&o.kubeAPIURL, "kube-api-url", "", "Kubernetes API server URL; with neither this nor --kubeconfig-file, the in-cluster config")
+	fs.StringVar(&o.kubeconfigFile, "kubeconfig-file", "", "kubeconfig file location; with neither this nor --kube-api-url, the in-cluster config")
+	fs.StringVar(&o.kubeAnnotationPrefix, "kube-annotation-prefix", kube.DefaultPrefix, "Kubernetes annotation prefix; can contain a single slash \"/\", otherwise it is appended at the end")
+	fs.StringVar(&o.netConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "path to the network configuration file (Kubernetes mode)")
+	fs.BoolVar(&o.setNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the node's NetworkUnavailable condition to False once the network runs (Kubernetes mode)")
 	fs.BoolVar(&o.version, "version", false, "print version and exit")
 
 	fs.BoolVar(&o.peerFilter, "iptables-peer-filter", false, "flannelu: drop UDP to the backend's port (udp, vxlan) unless it comes from a current peer's public IP (iptables INPUT chain FLANNELU-PEERS; flannel's wire cannot be authenticated, see README)")
@@ -163,8 +176,9 @@ func (o *options) validate() error {
 		return fmt.Errorf("--trace-rate %d: must be at least 1 line per second", o.traceRate)
 	case o.udpWorkers < 0 || o.udpWorkers > 64:
 		return fmt.Errorf("--udp-workers %d: must be between 0 and 64", o.udpWorkers)
-	case o.kubeSubnetMgr:
-		return errors.New("--kube-subnet-mgr: flannelu keeps leases in etcd only; the Kubernetes subnet manager is not supported")
+	}
+	if _, err := kube.NewAnnotations(o.kubeAnnotationPrefix); err != nil {
+		return fmt.Errorf("--kube-annotation-prefix: %w", err)
 	}
 	if o.publicIP != "" {
 		a, err := netip.ParseAddr(o.publicIP)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -35,6 +36,12 @@ func TestDefaultsAreFlanneld(t *testing.T) {
 		{"healthz-port", o.healthzPort, 0},
 		{"subnet-lease-ttl", o.leaseTTL, 24 * time.Hour},
 		{"udp-offload", o.udpOffload, true},
+		{"kube-subnet-mgr", o.kubeSubnetMgr, false},
+		{"kube-api-url", o.kubeAPIURL, ""},
+		{"kubeconfig-file", o.kubeconfigFile, ""},
+		{"kube-annotation-prefix", o.kubeAnnotationPrefix, "flannel.alpha.coreos.com"},
+		{"net-config-path", o.netConfigPath, "/etc/kube-flannel/net-conf.json"},
+		{"set-node-network-unavailable", o.setNodeNetworkUnavailable, true},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -79,7 +86,8 @@ func TestBadFlagsGetAClearError(t *testing.T) {
 		{[]string{"--healthz-port", "70000"}, nil, "--healthz-port 70000"},
 		{[]string{"--public-ip", "198.51.100.300"}, nil, `--public-ip "198.51.100.300": not an IPv4 address`},
 		{[]string{"--log-level", "loud"}, nil, `--log-level "loud"`},
-		{[]string{"--kube-subnet-mgr"}, nil, "not supported"},
+		{[]string{"--kube-annotation-prefix", "a/b/c"}, nil, "--kube-annotation-prefix: annotation prefix \"a/b/c\": at most one slash"},
+		{nil, map[string]string{"FLANNELD_KUBE_ANNOTATION_PREFIX": "nodots"}, "--kube-annotation-prefix: annotation prefix \"nodots/\": must be a domain name"},
 		{[]string{"--udp-workers", "100"}, nil, "--udp-workers 100"},
 		{nil, map[string]string{"FLANNELD_HEALTHZ_PORT": "many"}, `FLANNELD_HEALTHZ_PORT="many"`},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
@@ -89,6 +97,24 @@ func TestBadFlagsGetAClearError(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v %v: error %v, want one containing %q", c.args, c.env, err, c.want)
 		}
+	}
+}
+
+func TestKubernetesFlagsAndTheirEnvironmentForms(t *testing.T) {
+	env := envOf(map[string]string{
+		"FLANNELD_KUBE_SUBNET_MGR":              "true",
+		"FLANNELD_KUBE_API_URL":                 "https://192.0.2.1:6443",
+		"FLANNELD_KUBECONFIG_FILE":              "/etc/kubeconfig",
+		"FLANNELD_NET_CONFIG_PATH":              "/from/env.json",
+		"FLANNELD_SET_NODE_NETWORK_UNAVAILABLE": "false",
+	})
+	o, err := parseOptions([]string{"--net-config-path", "/from/flag.json", "--kube-annotation-prefix", "example.com/net"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := fmt.Sprintf("%v %s %s %s %v %s", o.kubeSubnetMgr, o.kubeAPIURL, o.kubeconfigFile, o.netConfigPath, o.setNodeNetworkUnavailable, o.kubeAnnotationPrefix)
+	if want := "true https://192.0.2.1:6443 /etc/kubeconfig /from/flag.json false example.com/net"; got != want {
+		t.Fatalf("options %s, want %s", got, want)
 	}
 }
 

@@ -33,26 +33,23 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 			err = &stoppedError{stage: stage}
 		}
 	}()
-	cli, err := newEtcdClient(o)
+	mgr, closeStore, err := openStore(ctx, o, log)
 	if err != nil {
 		return err
 	}
-	defer cli.Close()
+	defer closeStore()
 	reg := metrics.NewRegistry()
-	var mgr subnet.Store = subnet.NewManager(cli, subnet.Options{
-		Prefix:      o.etcdPrefix,
-		LeaseTTL:    o.leaseTTL,
-		RenewMargin: time.Duration(o.renewMargin) * time.Minute,
-		Logger:      log,
-	})
 	reg.CounterFunc("flannelu_malformed_leases_total",
-		"Peer leases skipped because their key or value could not be parsed.", mgr.MalformedLeases)
+		"Peer leases skipped because they could not be parsed: an etcd key or value, or a node's podCIDR or flannel annotations.", mgr.MalformedLeases)
 	stage = "waiting for the network config"
 	cfg, err := waitForConfig(ctx, mgr, log)
 	if err != nil {
 		return err
 	}
 	stage = "setting up the backend"
+	if err := useNodePublicIP(ctx, mgr, o, log); err != nil {
+		return err
+	}
 	ext, err := lookupExtIface(o, familiesOf(cfg))
 	if err != nil {
 		return err

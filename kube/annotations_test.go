@@ -1,0 +1,211 @@
+package kube
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/flannelu/flannelu/subnet"
+)
+
+func TestPrefixIsNormalisedAsFlanneldDoes(t *testing.T) {
+	for in, want := range map[string]string{
+		"flannel.alpha.coreos.com":         "flannel.alpha.coreos.com/",
+		"flannel.alpha.coreos.com/":        "flannel.alpha.coreos.com/",
+		"example.com/net":                  "example.com/net-",
+		"example.com/net-":                 "example.com/net-",
+		"example.com/net_1":                "example.com/net_1-",
+		"Upper.example.com":                "Upper.example.com/", // flanneld's check is anchored at the end only
+		"sub-domain.example.org/flannelu-": "sub-domain.example.org/flannelu-",
+	} {
+		a, err := NewAnnotations(in)
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		if a.PublicIP != want+"public-ip" || a.SubnetKubeManaged != want+"kube-subnet-manager" {
+			t.Errorf("%q: keys %q %q, want prefix %q", in, a.PublicIP, a.SubnetKubeManaged, want)
+		}
+	}
+	for in, want := range map[string]string{
+		"a.b/c/d":                          "at most one slash",
+		"nodots":                           "must be a domain name",
+		"example.com/UPPER":                "must be a domain name",
+		"example.com/a b":                  "must be a domain name",
+		strings.Repeat("a", 250) + ".com/": "not a valid annotation key",
+	} {
+		if _, err := NewAnnotations(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.40q: error %v, want one containing %q", in, err, want)
+		}
+	}
+}
+
+func TestAnnotationKeysAreFlannels(t *testing.T) {
+	a, err := NewAnnotations(DefaultPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join([]string{a.SubnetKubeManaged, a.BackendType, a.BackendData, a.BackendV6Data, a.PublicIP,
+		a.PublicIPv6, a.PublicIPOverwrite, a.PublicIPv6Overwrite, a.NodePublicIP, a.NodePublicIPv6}, " ")
+	want := "flannel.alpha.coreos.com/kube-subnet-manager flannel.alpha.coreos.com/backend-type " +
+		"flannel.alpha.coreos.com/backend-data flannel.alpha.coreos.com/backend-v6-data " +
+		"flannel.alpha.coreos.com/public-ip flannel.alpha.coreos.com/public-ipv6 " +
+		"flannel.alpha.coreos.com/public-ip-overwrite flannel.alpha.coreos.com/public-ipv6-overwrite " +
+		"flannel.alpha.coreos.com/node-public-ip flannel.alpha.coreos.com/node-public-ipv6"
+	if got != want {
+		t.Fatalf("keys\n%s\nwant\n%s", got, want)
+	}
+}
+
+var ann, _ = NewAnnotations(DefaultPrefix)
+
+func node(name string, annotations map[string]string, podCIDRs ...string) *v1.Node {
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: annotations}}
+	n.Spec.PodCIDRs = podCIDRs
+	if len(podCIDRs) > 0 {
+		n.Spec.PodCIDR = podCIDRs[0]
+	}
+	return n
+}
+
+// TestPublishedIsWhatFlanneldWrites pins the annotation values flanneld
+// writes for each backend type flannelu has.
+func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
+	ip := netip.MustParseAddr("192.0.2.1")
+	vx := json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`)
+	p := "flannel.alpha.coreos.com/"
+	for _, c := range []struct {
+		name  string
+		attrs subnet.LeaseAttrs
+		want  map[string]string
+	}{
+		// flanneld's udp backend sets no BackendType.
+		{"udp", subnet.LeaseAttrs{PublicIP: ip}, map[string]string{
+			p + "backend-type": "", p + "backend-data": "null", p + "public-ip": "192.0.2.1", p + "kube-subnet-manager": "true"}},
+		{"host-gw", subnet.LeaseAttrs{PublicIP: ip, BackendType: "host-gw"}, map[string]string{
+			p + "backend-type": "host-gw", p + "backend-data": "null", p + "public-ip": "192.0.2.1", p + "kube-subnet-manager": "true"}},
+		{"vxlan", subnet.LeaseAttrs{PublicIP: ip, BackendType: "vxlan", BackendData: vx}, map[string]string{
+			p + "backend-type": "vxlan", p + "backend-data": string(vx), p + "public-ip": "192.0.2.1", p + "kube-subnet-manager": "true"}},
+	} {
+		got := ann.Published(c.attrs, node("n", nil))
+		if !equalMaps(got, c.want) {
+			t.Errorf("%s: %v\nwant %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestPublicIPOverwriteIsHonoured(t *testing.T) {
+	n := node("n", map[string]string{ann.PublicIPOverwrite: "203.0.113.7"})
+	got := ann.Published(subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "host-gw"}, n)
+	if got[ann.PublicIP] != "203.0.113.7" {
+		t.Fatalf("public-ip %q, want the overwrite 203.0.113.7", got[ann.PublicIP])
+	}
+	if keys := Differs(n, got); len(keys) != 4 {
+		t.Fatalf("a node without annotations differs in %v, want all four", keys)
+	}
+}
+
+func TestNodeLeaseReadsPeers(t *testing.T) {
+	v4 := &subnet.Config{EnableIPv4: true}
+	dual := &subnet.Config{EnableIPv4: true, EnableIPv6: true}
+	good := map[string]string{ann.SubnetKubeManaged: "true", ann.BackendType: "vxlan",
+		ann.BackendData: `{ "VNI": 1, "VtepMAC": "02:00:00:00:00:01" }`, ann.PublicIP: "192.0.2.2"}
+	l, err := ann.NodeLease(node("n2", good, "198.18.2.0/24"), v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet.String() != "198.18.2.0/24" || l.Attrs.PublicIP.String() != "192.0.2.2" || l.Attrs.BackendType != "vxlan" ||
+		string(l.Attrs.BackendData) != `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}` {
+		t.Fatalf("lease %+v", l)
+	}
+	// spec.podCIDR alone (an older cluster) and an unmasked CIDR.
+	old := node("n3", map[string]string{ann.PublicIP: "192.0.2.3", ann.BackendData: "null"})
+	old.Spec.PodCIDR = "198.18.3.7/24"
+	if l, err := ann.NodeLease(old, v4); err != nil || l.Subnet.String() != "198.18.3.0/24" || l.Attrs.BackendData != nil {
+		t.Fatalf("podCIDR only: %+v %v", l, err)
+	}
+	dualNode := node("n4", map[string]string{ann.PublicIP: "192.0.2.4", ann.PublicIPv6: "2001:db8:0:1::4",
+		ann.BackendType: "host-gw", ann.BackendData: "null", ann.BackendV6Data: "null"}, "198.18.4.0/24", "2001:db8:100:4::/64")
+	if l, err := ann.NodeLease(dualNode, dual); err != nil || l.IPv6Subnet.String() != "2001:db8:100:4::/64" || l.Attrs.PublicIPv6.String() != "2001:db8:0:1::4" {
+		t.Fatalf("dual stack: %+v %v", l, err)
+	}
+
+	for name, c := range map[string]struct {
+		n    *v1.Node
+		cfg  *subnet.Config
+		want string
+	}{
+		"no public-ip":      {node("a", map[string]string{}, "198.18.5.0/24"), v4, "public-ip is missing"},
+		"bad public-ip":     {node("a", map[string]string{ann.PublicIP: "192.0.2.300"}, "198.18.5.0/24"), v4, `public-ip="192.0.2.300" is not an IPv4`},
+		"v6 as public-ip":   {node("a", map[string]string{ann.PublicIP: "2001:db8::1"}, "198.18.5.0/24"), v4, "is not an IPv4"},
+		"bad backend-data":  {node("a", map[string]string{ann.PublicIP: "192.0.2.5", ann.BackendData: "{VNI"}, "198.18.5.0/24"), v4, "backend-data=\"{VNI\" is not JSON"},
+		"no podCIDR":        {node("a", map[string]string{ann.PublicIP: "192.0.2.5"}), v4, "no IPv4 podCIDR"},
+		"bad podCIDR":       {node("a", map[string]string{ann.PublicIP: "192.0.2.5"}, "198.18.5.0"), v4, `podCIDR "198.18.5.0" is not a CIDR`},
+		"three podCIDRs":    {node("a", nil, "198.18.5.0/24", "2001:db8::/64", "198.18.6.0/24"), v4, "3 podCIDRs"},
+		"two IPv4 podCIDRs": {node("a", nil, "198.18.5.0/24", "198.18.6.0/24"), v4, "two of one address family"},
+		"no IPv6 podCIDR":   {node("a", map[string]string{ann.PublicIP: "192.0.2.5"}, "198.18.5.0/24"), dual, "no IPv6 podCIDR"},
+	} {
+		if _, err := ann.NodeLease(c.n, c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one containing %q", name, err, c.want)
+		}
+	}
+}
+
+func TestNodePublicIPs(t *testing.T) {
+	ip4, ip6, err := ann.NodePublicIPs(node("n", map[string]string{ann.NodePublicIP: "203.0.113.9"}))
+	if err != nil || ip4.String() != "203.0.113.9" || ip6.IsValid() {
+		t.Fatalf("%v %v %v", ip4, ip6, err)
+	}
+	if _, _, err := ann.NodePublicIPs(node("n", map[string]string{ann.NodePublicIPv6: "192.0.2.1"})); err == nil {
+		t.Fatal("an IPv4 node-public-ipv6 was accepted")
+	}
+}
+
+// FuzzNodeLease feeds arbitrary annotation values and podCIDRs: never a
+// panic, and a lease that parses is published back as the same lease.
+func FuzzNodeLease(f *testing.F) {
+	f.Add("192.0.2.2", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`, "198.18.2.0/24", "", true)
+	f.Add("192.0.2.3", "host-gw", "null", "198.18.3.0/24", "2001:db8:100::/64", false)
+	f.Add("192.0.2.4", "", "", "198.18.4.5/24", "", true)
+	f.Add("x", "udp", "[", "2001:db8::/64", "198.18.0.0/16", true)
+	f.Fuzz(func(t *testing.T, publicIP, typ, data, cidr1, cidr2 string, managed bool) {
+		a := map[string]string{ann.PublicIP: publicIP, ann.BackendType: typ, ann.BackendData: data}
+		if managed {
+			a[ann.SubnetKubeManaged] = "true"
+		}
+		cidrs := []string{cidr1}
+		if cidr2 != "" {
+			cidrs = append(cidrs, cidr2)
+		}
+		n := node("fuzz", a, cidrs...)
+		cfg := &subnet.Config{EnableIPv4: true}
+		l, err := ann.NodeLease(n, cfg)
+		if err != nil {
+			return
+		}
+		back := node("fuzz", ann.Published(l.Attrs, node("empty", nil)), cidrs...)
+		l2, err := ann.NodeLease(back, cfg)
+		if err != nil {
+			t.Fatalf("published lease does not parse: %v (annotations %v)", err, back.Annotations)
+		}
+		if l2.Subnet != l.Subnet || !l2.Attrs.Equal(l.Attrs) {
+			t.Fatalf("round trip: %+v became %+v", l, l2)
+		}
+	})
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,235 @@
+package kube
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// env is a real kube-apiserver on a namespace host, with its etcd, and
+// deploy/kube-flannelu.yml applied (so FlannelUser has exactly flannel's
+// ClusterRole).
+type env struct {
+	bed   *testbed.Bed
+	etcd  *testbed.Etcd
+	api   *testbed.KubeAPIServer
+	admin *kubernetes.Clientset
+}
+
+var shared struct {
+	once sync.Once
+	env  *env
+	err  error
+}
+
+// sharedEnv is one API server for the package's tests (each starts in
+// seconds, but not in no time on a loaded machine); tests use node names
+// of their own and delete their nodes.
+func sharedEnv(t *testing.T) *env {
+	t.Helper()
+	testbed.RequireRoot(t)
+	shared.once.Do(func() { shared.env, shared.err = startEnv("kube", 1) })
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.env
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if shared.env != nil {
+		shared.env.bed.Close()
+	}
+	os.Exit(code)
+}
+
+// startEnv builds a bed of hosts hosts, etcd and an API server on host 1,
+// and applies the manifest.
+func startEnv(name string, hosts int) (e *env, err error) {
+	bed, err := testbed.New(testbed.Options{Name: name, Hosts: hosts})
+	if err != nil {
+		return nil, err
+	}
+	e = &env{bed: bed}
+	defer func() {
+		if err != nil {
+			bed.Close()
+		}
+	}()
+	if e.etcd, err = bed.StartEtcd(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	if e.api, err = bed.StartKubeAPIServer(bed.Hosts[0], e.etcd); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "kube-apiserver ready after %v\n", time.Since(start).Round(10*time.Millisecond))
+	if e.admin, err = e.api.Clientset(testbed.AdminUser); err != nil {
+		return nil, err
+	}
+	objs, err := testbed.ReadManifest(manifestPath())
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.api.Apply(ctx, testbed.AdminUser, objs); err != nil {
+		return nil, fmt.Errorf("apply %s: %w", manifestPath(), err)
+	}
+	return e, nil
+}
+
+func manifestPath() string {
+	root, err := testbed.RepoRoot()
+	if err != nil {
+		return err.Error()
+	}
+	return filepath.Join(root, "deploy", "kube-flannelu.yml")
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// createNode creates a Node as kubelet and kube-controller-manager
+// would leave it: registered, with podCIDRs when given. The node is
+// deleted when the test ends.
+func (e *env) createNode(t *testing.T, name string, annotations map[string]string, podCIDRs ...string) *v1.Node {
+	t.Helper()
+	n := node(name, annotations, podCIDRs...)
+	out, err := e.admin.CoreV1().Nodes().Create(ctxFor(t, 30*time.Second), n, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.deleteNode(name) })
+	return out
+}
+
+func (e *env) deleteNode(name string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return e.admin.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+}
+
+func (e *env) getNode(t *testing.T, name string) *v1.Node {
+	t.Helper()
+	n, err := e.admin.CoreV1().Nodes().Get(ctxFor(t, 30*time.Second), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// patchNode applies a merge patch as the admin (a user, or
+// kube-controller-manager setting spec.podCIDR).
+func (e *env) patchNode(t *testing.T, name, patch string, subresources ...string) {
+	t.Helper()
+	if _, err := e.admin.CoreV1().Nodes().Patch(ctxFor(t, 30*time.Second), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, subresources...); err != nil {
+		t.Fatalf("patch node %s %s: %v", name, patch, err)
+	}
+}
+
+// logBuffer collects a store's log lines for the test to wait on.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// count is how many lines match re.
+func (b *logBuffer) count(re *regexp.Regexp) int { return len(re.FindAllString(b.String(), -1)) }
+
+// wait waits until a line matches re.
+func (b *logBuffer) wait(t *testing.T, re *regexp.Regexp, timeout time.Duration) {
+	t.Helper()
+	if err := testbed.Eventually(timeout, func() error {
+		if !re.MatchString(b.String()) {
+			return fmt.Errorf("no log line matches %q", re)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v; log:\n%s", err, b)
+	}
+}
+
+const netConf = `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`
+
+// newStore starts a store as user for node, with net-conf.json netConf;
+// it stops when the test ends.
+func (e *env) newStore(t *testing.T, user, nodeName string) (*Store, *logBuffer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "net-conf.json")
+	if err := os.WriteFile(path, []byte(netConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	client, err := NewClient(e.api.RESTConfig(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := New(ctx, client, Options{
+		NodeName:                  nodeName,
+		NetConfPath:               path,
+		SetNodeNetworkUnavailable: true,
+		Logger:                    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("store log of %s:\n%s", nodeName, logs)
+		}
+	})
+	return s, logs
+}
+
+func mustConfig(t *testing.T, s *Store) *subnet.Config {
+	t.Helper()
+	cfg, err := s.GetConfig(ctxFor(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// nodeName makes a name for this test's nodes: unique in the shared API
+// server and a valid DNS label.
+func nodeName(t *testing.T, suffix string) string {
+	base := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	return strings.Trim(base, "-") + "-" + suffix
+}

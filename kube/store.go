@@ -1,0 +1,211 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/flannelu/flannelu/subnet"
+)
+
+// ResyncPeriod is flanneld's node informer resync period.
+const ResyncPeriod = 5 * time.Minute
+
+// Options configure a Store; NodeName and NetConfPath are required.
+type Options struct {
+	NodeName         string // this host's Node object
+	AnnotationPrefix string // default DefaultPrefix
+	NetConfPath      string // net-conf.json
+	// SetNodeNetworkUnavailable sets the node's NetworkUnavailable
+	// condition to False (reason FlannelIsUp) once the lease is kept, as
+	// flanneld's --set-node-network-unavailable (default true there).
+	SetNodeNetworkUnavailable bool
+	Logger                    *slog.Logger // default slog.Default()
+}
+
+// Store is the Kubernetes subnet.Store. Its informer runs from New until
+// the context given to New ends.
+type Store struct {
+	client       corev1.CoreV1Interface
+	node         string
+	ann          Annotations
+	netConf      string
+	setCondition bool
+	log          *slog.Logger
+	informer     cache.SharedIndexInformer
+	lists        atomic.Int64 // full lists of the nodes, the first included
+	cfg          atomic.Pointer[subnet.Config]
+	written      atomic.Pointer[string] // resourceVersion of this store's last patch of its node
+
+	malformed atomic.Uint64
+	warnMu    sync.Mutex
+	warned    map[string]string // node name -> resourceVersion reported malformed
+}
+
+var _ subnet.Store = (*Store)(nil)
+
+// New starts the node informer on client and returns the store; the
+// informer stops when ctx ends.
+func New(ctx context.Context, client corev1.CoreV1Interface, opts Options) (*Store, error) {
+	if opts.NodeName == "" {
+		return nil, errors.New("kube: no node name")
+	}
+	if opts.AnnotationPrefix == "" {
+		opts.AnnotationPrefix = DefaultPrefix
+	}
+	ann, err := NewAnnotations(opts.AnnotationPrefix)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Store{
+		client:       client,
+		node:         opts.NodeName,
+		ann:          ann,
+		netConf:      opts.NetConfPath,
+		setCondition: opts.SetNodeNetworkUnavailable,
+		log:          opts.Logger,
+		warned:       map[string]string{},
+	}
+	s.informer = cache.NewSharedIndexInformerWithOptions(s.listWatch(), &v1.Node{},
+		cache.SharedIndexInformerOptions{ResyncPeriod: ResyncPeriod})
+	if err := s.informer.SetWatchErrorHandlerWithContext(s.watchError); err != nil {
+		return nil, err
+	}
+	go s.informer.RunWithContext(ctx)
+	return s, nil
+}
+
+// listWatch is the nodes' list and watch, counting full lists: a list,
+// or a watch that starts with every node (client-go's watch-list). After
+// the first, each is the informer catching up after a watch it could not
+// resume (410 Gone: its resourceVersion was compacted away).
+func (s *Store) listWatch() *cache.ListWatch {
+	nodes := s.client.Nodes()
+	return &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			s.countList(o)
+			return nodes.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			if o.SendInitialEvents != nil && *o.SendInitialEvents {
+				s.countList(o)
+			}
+			return nodes.Watch(ctx, o)
+		},
+	}
+}
+
+func (s *Store) countList(o metav1.ListOptions) {
+	if n := s.lists.Add(1); n > 1 {
+		s.log.Info("listing all nodes again: the node watch could not resume", "lists", n, "resource_version", o.ResourceVersion)
+	}
+}
+
+// Lists counts the informer's full lists of the nodes, the first
+// included: more than one means it recovered from a broken watch by
+// listing again (what a 410 Gone forces).
+func (s *Store) Lists() int64 { return s.lists.Load() }
+
+// watchError replaces client-go's default report of a failed list or
+// watch: the informer retries either way, but a refusal by RBAC names the
+// permission missing.
+func (s *Store) watchError(_ context.Context, _ *cache.Reflector, err error) {
+	switch {
+	case isForbidden(err):
+		s.log.Error("cannot read the nodes; retrying", "error", permissionError(err, "list and watch", "nodes", "", ""))
+	case isExpired(err):
+		s.log.Info("node watch expired (410 Gone): listing the nodes again", "error", err)
+	default:
+		s.log.Info("node list or watch failed; retrying", "error", err)
+	}
+}
+
+// GetConfig reads and validates net-conf.json (ParseKubeConfig: the same
+// JSON as etcd's config; the podCIDR is the subnet, so the subnet range
+// fields are not checked).
+func (s *Store) GetConfig(context.Context) (*subnet.Config, error) {
+	data, err := os.ReadFile(s.netConf)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s does not exist (--net-config-path)", subnet.ErrNoConfig, s.netConf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kube: %w", err)
+	}
+	cfg, err := subnet.ParseKubeConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("kube: %s: %w", s.netConf, err)
+	}
+	s.cfg.Store(cfg)
+	return cfg, nil
+}
+
+// config is the config GetConfig read last, read now if it never did.
+func (s *Store) config(ctx context.Context) (*subnet.Config, error) {
+	if cfg := s.cfg.Load(); cfg != nil {
+		return cfg, nil
+	}
+	return s.GetConfig(ctx)
+}
+
+// MalformedLeases counts peer nodes skipped because their podCIDRs or
+// flannel annotations could not be parsed, once per node resourceVersion.
+func (s *Store) MalformedLeases() uint64 { return s.malformed.Load() }
+
+// peerLease reads a managed node's lease, counting and logging (once per
+// resourceVersion) a malformed one instead of returning its error.
+func (s *Store) peerLease(n *v1.Node, cfg *subnet.Config) (subnet.Lease, bool) {
+	l, err := s.ann.NodeLease(n, cfg)
+	if err == nil {
+		return l, true
+	}
+	s.warnMu.Lock()
+	seen := s.warned[n.Name] == n.ResourceVersion
+	s.warned[n.Name] = n.ResourceVersion
+	s.warnMu.Unlock()
+	if !seen {
+		s.malformed.Add(1)
+		s.log.Warn("skipping malformed node lease", "node", n.Name, "resource_version", n.ResourceVersion, "error", err)
+	}
+	return subnet.Lease{}, false
+}
+
+// cachedNode is the informer's copy of a node, nil when it has none.
+// The object is shared: never modify it.
+func (s *Store) cachedNode(name string) *v1.Node {
+	obj, exists, err := s.informer.GetIndexer().GetByKey(name)
+	if err != nil || !exists {
+		return nil
+	}
+	n, _ := obj.(*v1.Node)
+	return n
+}
+
+// NodePublicIPs returns the node-public-ip and node-public-ipv6 a user
+// annotated this node with (zero when unset, or when the node is not
+// registered yet), which flannel v0.28 takes over --public-ip. It waits
+// for the informer's first list.
+func (s *Store) NodePublicIPs(ctx context.Context) (ip4, ip6 netip.Addr, err error) {
+	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+		return ip4, ip6, ctx.Err()
+	}
+	if n := s.cachedNode(s.node); n != nil {
+		return s.ann.NodePublicIPs(n)
+	}
+	return ip4, ip6, nil
+}
