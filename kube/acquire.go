@@ -91,7 +91,7 @@ func (s *Store) tryAcquire(ctx context.Context, f *follower, cfg *subnet.Config,
 		f.done(s.node)
 		return l, "", nil
 	case isForbidden(err):
-		return l, "", permissionError(err, "patch", "nodes", "status", s.node)
+		return l, "", permissionError(err, "nodes", "status", s.node, "patch")
 	case apierrors.IsNotFound(err):
 		return l, waitNode, nil
 	default:

@@ -51,7 +51,7 @@ func NodeName(ctx context.Context, client corev1.CoreV1Interface, getenv func(st
 	}
 	p, err := client.Pods(ns).Get(ctx, pod, metav1.GetOptions{})
 	if err != nil {
-		return "", fmt.Errorf("kube: reading pod %s/%s for its node name: %w", ns, pod, permissionError(err, "get", "pods", "", pod))
+		return "", fmt.Errorf("kube: reading pod %s/%s for its node name: %w", ns, pod, permissionError(err, "pods", "", pod, "get"))
 	}
 	if p.Spec.NodeName == "" {
 		return "", fmt.Errorf("kube: pod %s/%s has no spec.nodeName (not scheduled yet?)", ns, pod)

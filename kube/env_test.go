@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -16,7 +15,6 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
@@ -24,13 +22,9 @@ import (
 
 // env is a real kube-apiserver on a namespace host, with its etcd, and
 // deploy/kube-flannelu.yml applied (so FlannelUser has exactly flannel's
-// ClusterRole).
-type env struct {
-	bed   *testbed.Bed
-	etcd  *testbed.Etcd
-	api   *testbed.KubeAPIServer
-	admin *kubernetes.Clientset
-}
+// ClusterRole): a Kubernetes-mode testbed cluster whose flannelu is the
+// store under test, in the test process.
+type env struct{ *testbed.Cluster }
 
 var shared struct {
 	once sync.Once
@@ -54,53 +48,24 @@ func sharedEnv(t *testing.T) *env {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.env != nil {
-		shared.env.bed.Close()
+		shared.env.Close()
 	}
 	os.Exit(code)
 }
 
-// startEnv builds a bed of hosts hosts, etcd and an API server on host 1,
-// and applies the manifest.
-func startEnv(name string, hosts int) (e *env, err error) {
-	bed, err := testbed.New(testbed.Options{Name: name, Hosts: hosts})
-	if err != nil {
-		return nil, err
-	}
-	e = &env{bed: bed}
-	defer func() {
-		if err != nil {
-			bed.Close()
-		}
-	}()
-	if e.etcd, err = bed.StartEtcd(); err != nil {
-		return nil, err
-	}
+// startEnv builds a Kubernetes-mode cluster of hosts hosts.
+func startEnv(name string, hosts int) (*env, error) {
 	start := time.Now()
-	if e.api, err = bed.StartKubeAPIServer(bed.Hosts[0], e.etcd); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(os.Stderr, "kube-apiserver ready after %v\n", time.Since(start).Round(10*time.Millisecond))
-	if e.admin, err = e.api.Clientset(testbed.AdminUser); err != nil {
-		return nil, err
-	}
-	objs, err := testbed.ReadManifest(manifestPath())
+	c, err := testbed.NewCluster(testbed.ClusterOptions{
+		Bed:    testbed.Options{Name: name, Hosts: hosts},
+		Config: netConf,
+		Kube:   true,
+	})
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := e.api.Apply(ctx, testbed.AdminUser, objs); err != nil {
-		return nil, fmt.Errorf("apply %s: %w", manifestPath(), err)
-	}
-	return e, nil
-}
-
-func manifestPath() string {
-	root, err := testbed.RepoRoot()
-	if err != nil {
-		return err.Error()
-	}
-	return filepath.Join(root, "deploy", "kube-flannelu.yml")
+	fmt.Fprintf(os.Stderr, "etcd and kube-apiserver ready after %v\n", time.Since(start).Round(10*time.Millisecond))
+	return &env{c}, nil
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -115,7 +80,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 func (e *env) createNode(t *testing.T, name string, annotations map[string]string, podCIDRs ...string) *v1.Node {
 	t.Helper()
 	n := node(name, annotations, podCIDRs...)
-	out, err := e.admin.CoreV1().Nodes().Create(ctxFor(t, 30*time.Second), n, metav1.CreateOptions{})
+	out, err := e.KubeAdmin.CoreV1().Nodes().Create(ctxFor(t, 30*time.Second), n, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,12 +91,12 @@ func (e *env) createNode(t *testing.T, name string, annotations map[string]strin
 func (e *env) deleteNode(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return e.admin.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+	return e.KubeAdmin.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
 }
 
 func (e *env) getNode(t *testing.T, name string) *v1.Node {
 	t.Helper()
-	n, err := e.admin.CoreV1().Nodes().Get(ctxFor(t, 30*time.Second), name, metav1.GetOptions{})
+	n, err := e.KubeAdmin.CoreV1().Nodes().Get(ctxFor(t, 30*time.Second), name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +107,7 @@ func (e *env) getNode(t *testing.T, name string) *v1.Node {
 // kube-controller-manager setting spec.podCIDR).
 func (e *env) patchNode(t *testing.T, name, patch string, subresources ...string) {
 	t.Helper()
-	if _, err := e.admin.CoreV1().Nodes().Patch(ctxFor(t, 30*time.Second), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, subresources...); err != nil {
+	if _, err := e.KubeAdmin.CoreV1().Nodes().Patch(ctxFor(t, 30*time.Second), name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}, subresources...); err != nil {
 		t.Fatalf("patch node %s %s: %v", name, patch, err)
 	}
 }
@@ -187,11 +152,7 @@ const netConf = `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`
 // it stops when the test ends.
 func (e *env) newStore(t *testing.T, user, nodeName string) (*Store, *logBuffer) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "net-conf.json")
-	if err := os.WriteFile(path, []byte(netConf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	client, err := NewClient(e.api.RESTConfig(user))
+	client, err := NewClient(e.KubeAPI.RESTConfig(user))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +161,7 @@ func (e *env) newStore(t *testing.T, user, nodeName string) (*Store, *logBuffer)
 	t.Cleanup(cancel)
 	s, err := New(ctx, client, Options{
 		NodeName:                  nodeName,
-		NetConfPath:               path,
+		NetConfPath:               e.NetConfPath,
 		SetNodeNetworkUnavailable: true,
 		Logger:                    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

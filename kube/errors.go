@@ -3,6 +3,8 @@ package kube
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -21,11 +23,11 @@ const flannelRole = "pods get; nodes get, list, watch; nodes/status patch (flann
 
 // permissionError turns a 403 from the API server into an error naming
 // the RBAC permission missing; any other error is returned as is.
-func permissionError(err error, verb, resource, subresource, name string) error {
+func permissionError(err error, resource, subresource, name string, verbs ...string) error {
 	if !isForbidden(err) {
 		return err
 	}
-	rule := fmt.Sprintf("verb %q on resource %q", verb, resource)
+	rule := fmt.Sprintf("verb %s on resource %q", quoted(verbs), resource)
 	if subresource != "" {
 		rule += fmt.Sprintf(" subresource %q (%s/%s)", subresource, resource, subresource)
 	}
@@ -35,6 +37,15 @@ func permissionError(err error, verb, resource, subresource, name string) error 
 	}
 	return fmt.Errorf("%w: missing permission %s in API group \"\"%s; flannelu needs %s: %v",
 		ErrForbidden, rule, target, flannelRole, err)
+}
+
+// quoted lists verbs as "list" and "watch".
+func quoted(verbs []string) string {
+	q := make([]string, len(verbs))
+	for i, v := range verbs {
+		q[i] = strconv.Quote(v)
+	}
+	return strings.Join(q, " and ")
 }
 
 func isForbidden(err error) bool { return apierrors.IsForbidden(err) }

@@ -84,7 +84,7 @@ func (k *keeper) check(ctx context.Context) error {
 	case err == nil:
 		k.f.done(s.node)
 	case isForbidden(err):
-		return permissionError(err, "patch", "nodes", "status", s.node)
+		return permissionError(err, "nodes", "status", s.node, "patch")
 	case apierrors.IsNotFound(err):
 		// The node was deleted meanwhile: its delete event follows.
 	default:

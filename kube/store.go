@@ -46,7 +46,7 @@ type Store struct {
 	setCondition bool
 	log          *slog.Logger
 	informer     cache.SharedIndexInformer
-	lists        atomic.Int64 // full lists of the nodes, the first included
+	relists      atomic.Int64 // full lists of the nodes after the first sync
 	cfg          atomic.Pointer[subnet.Config]
 	written      atomic.Pointer[string] // resourceVersion of this store's last patch of its node
 
@@ -91,36 +91,36 @@ func New(ctx context.Context, client corev1.CoreV1Interface, opts Options) (*Sto
 	return s, nil
 }
 
-// listWatch is the nodes' list and watch, counting full lists: a list,
-// or a watch that starts with every node (client-go's watch-list). After
-// the first, each is the informer catching up after a watch it could not
-// resume (410 Gone: its resourceVersion was compacted away).
+// listWatch is the nodes' list and watch, counting the full lists (a
+// list, or a watch that starts with every node: client-go's watch-list)
+// after the informer's first sync: the informer catching up after a watch
+// it could not resume (410 Gone: its resourceVersion was compacted away).
 func (s *Store) listWatch() *cache.ListWatch {
 	nodes := s.client.Nodes()
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			s.countList(o)
+			s.countRelist(o)
 			return nodes.List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			if o.SendInitialEvents != nil && *o.SendInitialEvents {
-				s.countList(o)
+				s.countRelist(o)
 			}
 			return nodes.Watch(ctx, o)
 		},
 	}
 }
 
-func (s *Store) countList(o metav1.ListOptions) {
-	if n := s.lists.Add(1); n > 1 {
-		s.log.Info("listing all nodes again: the node watch could not resume", "lists", n, "resource_version", o.ResourceVersion)
+func (s *Store) countRelist(o metav1.ListOptions) {
+	if s.informer.HasSynced() {
+		n := s.relists.Add(1)
+		s.log.Info("listing all nodes again: the node watch could not resume", "relists", n, "resource_version", o.ResourceVersion)
 	}
 }
 
-// Lists counts the informer's full lists of the nodes, the first
-// included: more than one means it recovered from a broken watch by
-// listing again (what a 410 Gone forces).
-func (s *Store) Lists() int64 { return s.lists.Load() }
+// Relists counts the informer's full lists of the nodes after its first
+// sync: how often it recovered from a watch it could not resume.
+func (s *Store) Relists() int64 { return s.relists.Load() }
 
 // watchError replaces client-go's default report of a failed list or
 // watch: the informer retries either way, but a refusal by RBAC names the
@@ -128,7 +128,9 @@ func (s *Store) Lists() int64 { return s.lists.Load() }
 func (s *Store) watchError(_ context.Context, _ *cache.Reflector, err error) {
 	switch {
 	case isForbidden(err):
-		s.log.Error("cannot read the nodes; retrying", "error", permissionError(err, "list and watch", "nodes", "", ""))
+		// Also seen for a moment while a restarted API server fills its
+		// RBAC cache; the informer retries.
+		s.log.Warn("the API server refused to list or watch the nodes; retrying", "error", permissionError(err, "nodes", "", "", "list", "watch"))
 	case isExpired(err):
 		s.log.Info("node watch expired (410 Gone): listing the nodes again", "error", err)
 	default:

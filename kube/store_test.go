@@ -45,10 +45,10 @@ func TestFlannelsClusterRoleIsEnough(t *testing.T) {
 		Spec: v1.PodSpec{NodeName: name, ServiceAccountName: "flannel", HostNetwork: true,
 			Containers: []v1.Container{{Name: "kube-flannel", Image: "flannelu:dev"}}},
 	}
-	if _, err := e.admin.CoreV1().Pods("kube-flannel").Create(ctxFor(t, 30*time.Second), pod, metav1.CreateOptions{}); err != nil {
+	if _, err := e.KubeAdmin.CoreV1().Pods("kube-flannel").Create(ctxFor(t, 30*time.Second), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	client, err := NewClient(e.api.RESTConfig(testbed.FlannelUser))
+	client, err := NewClient(e.KubeAPI.RESTConfig(testbed.FlannelUser))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,17 +184,17 @@ func TestPatchRefusedByRBACNamesThePermission(t *testing.T) {
 		Subjects:   []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: testbed.LimitedUser}},
 	}
 	ctx := ctxFor(t, time.Minute)
-	if _, err := e.admin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+	if _, err := e.KubeAdmin.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		e.admin.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+		e.KubeAdmin.RbacV1().ClusterRoles().Delete(context.Background(), role.Name, metav1.DeleteOptions{})
 	})
-	if _, err := e.admin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+	if _, err := e.KubeAdmin.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		e.admin.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
+		e.KubeAdmin.RbacV1().ClusterRoleBindings().Delete(context.Background(), binding.Name, metav1.DeleteOptions{})
 	})
 	s, _ := e.newStore(t, testbed.LimitedUser, name)
 	_, err := s.AcquireLease(ctx, mustConfig(t, s), vxlanAttrs, netip.Prefix{})

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -29,11 +30,18 @@ const HealthPort = 9180
 type ClusterOptions struct {
 	Bed      Options
 	Flannelu string // path of the flannelu binary
-	// Config is the network config JSON written to <prefix>/config.
+	// Config is the network config JSON written to <prefix>/config, or to
+	// net-conf.json in Kubernetes mode.
 	Config string
 	// EtcdMembers > 1 runs an etcd cluster of that many members, member
 	// i on host i; default one etcd on host 1.
 	EtcdMembers int
+	// Kube runs the cluster in Kubernetes mode (flanneld's
+	// --kube-subnet-mgr): a kube-apiserver next to etcd on host 1 with
+	// deploy/kube-flannelu.yml applied, and every flannelu talking to it
+	// as flannel's service account. The test registers the Node objects
+	// (CreateNode), as kubelet and kube-controller-manager would.
+	Kube bool
 }
 
 // Cluster is a testbed with etcd and the network config in place; nodes
@@ -45,6 +53,13 @@ type Cluster struct {
 	Member []*Etcd // every member (just Etcd unless EtcdMembers > 1)
 	Client *clientv3.Client
 	Nodes  map[int]*Node // by host index
+
+	// Kubernetes mode only: the API server, an admin client, and the
+	// files every flannelu reads.
+	KubeAPI     *KubeAPIServer
+	KubeAdmin   *kubernetes.Clientset
+	Kubeconfig  string
+	NetConfPath string
 }
 
 // Node is flannelu running on one host.
@@ -86,6 +101,9 @@ func NewCluster(opts ClusterOptions) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Kube {
+		return c, c.startKube()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err = c.Client.Put(ctx, EtcdPrefix+"/config", opts.Config); err != nil {
@@ -102,23 +120,38 @@ func (c *Cluster) Close() {
 	c.Bed.Close()
 }
 
-// StartNode starts flannelu on host i (1-based) with the cluster's etcd,
+// StartNode starts flannelu on host i (1-based) with the cluster's store,
 // and waits until it has written subnet.env.
 func (c *Cluster) StartNode(i int, extra ...string) (*Node, error) {
+	n, err := c.LaunchNode(i, extra...)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.WaitEnv(60 * time.Second); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// LaunchNode starts flannelu on host i without waiting for it: in
+// Kubernetes mode it may wait for its node or its podCIDR.
+func (c *Cluster) LaunchNode(i int, extra ...string) (*Node, error) {
 	h := c.Hosts[i-1]
 	n := &Node{Host: h, cluster: c, SubnetFile: filepath.Join(c.Dir, h.Name, "subnet.env")}
 	os.Remove(n.SubnetFile)
-	n.Args = append([]string{c.Opts.Flannelu,
-		"--etcd-endpoints", c.EtcdEndpoints(),
+	n.Args = []string{c.Opts.Flannelu, "--etcd-endpoints", c.EtcdEndpoints()}
+	if c.Opts.Kube {
+		// NODE_NAME, as the DaemonSet's downward API would set it.
+		n.Args = []string{"env", "NODE_NAME=" + h.Name, c.Opts.Flannelu, "--kube-subnet-mgr",
+			"--kubeconfig-file", c.Kubeconfig, "--net-config-path", c.NetConfPath}
+	}
+	n.Args = append(n.Args,
 		"--subnet-file", n.SubnetFile,
 		"--healthz-port", strconv.Itoa(HealthPort),
-		"--healthz-ip", h.Addr.String(),
-	}, extra...)
+		"--healthz-ip", h.Addr.String())
+	n.Args = append(n.Args, extra...)
 	var err error
 	if n.Proc, err = c.Start(h.NS, "flannelu-"+h.Name, n.Args...); err != nil {
-		return nil, err
-	}
-	if err := n.waitEnv(60 * time.Second); err != nil {
 		return nil, err
 	}
 	c.Nodes[i] = n
@@ -135,7 +168,9 @@ func (c *Cluster) EtcdEndpoints() string {
 	return strings.Join(eps, ",")
 }
 
-func (n *Node) waitEnv(timeout time.Duration) error {
+// WaitEnv waits until the node's flannelu has written subnet.env, and
+// reads it into Env.
+func (n *Node) WaitEnv(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		env, err := subnet.ReadEnv(n.SubnetFile)

@@ -1,0 +1,326 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// TestKubernetesMode runs flannelu with --kube-subnet-mgr against a real
+// kube-apiserver, as flannel's service account, for every backend: three
+// nodes the test registers with podCIDRs (as kubelet and
+// kube-controller-manager would), a fourth that joins late and without a
+// podCIDR at first, an API server restart under traffic, and a node
+// deleted.
+func TestKubernetesMode(t *testing.T) {
+	testbed.RequireRoot(t)
+	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) {
+			k := newKubeCluster(t, backend)
+			t.Run("annotations and subnet.env as flanneld writes them", k.checkAnnotations)
+			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })
+			t.Run("100 MB TCP byte for byte", func(t *testing.T) {
+				transfer(t, k.c.Bed, k.c.Hosts[0].Pods[0], k.c.Hosts[1].Pods[1], 100<<20)
+			})
+			t.Run("API server restarted under traffic", k.checkAPIServerRestart)
+			t.Run("late node without a podCIDR", k.checkLateNode)
+			t.Run("node deleted", k.checkNodeDeleted)
+		})
+	}
+}
+
+type kubeCluster struct {
+	c       *testbed.Cluster
+	backend string
+}
+
+// podCIDR is what kube-controller-manager assigns host i here.
+func podCIDR(i int) string { return fmt.Sprintf("198.18.%d.0/24", i) }
+
+func newKubeCluster(t *testing.T, backend string) *kubeCluster {
+	t.Helper()
+	short := map[string]string{"udp": "ku", "vxlan": "kv", "host-gw": "kh"}[backend]
+	c := newClusterWith(t, testbed.ClusterOptions{
+		Bed:    testbed.Options{Name: "e2e-" + short, Hosts: 4},
+		Config: fmt.Sprintf(`{"Network":"198.18.0.0/16","Backend":{"Type":%q}}`, backend),
+		Kube:   true,
+	})
+	k := &kubeCluster{c: c, backend: backend}
+	for i := 1; i <= 3; i++ {
+		if err := c.CreateNode(i, podCIDR(i)); err != nil {
+			t.Fatal(err)
+		}
+		n := startNode(t, c, i)
+		if err := n.AddPods(2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[1].Addr)
+	return k
+}
+
+// checkAnnotations reads every node back: exactly flanneld's annotations
+// for the backend, the NetworkUnavailable condition flanneld sets, and
+// the node's podCIDR in subnet.env.
+func (k *kubeCluster) checkAnnotations(t *testing.T) {
+	mtu := map[string]int{"udp": 1472, "vxlan": 1450, "host-gw": 1500}[k.backend]
+	for i := 1; i <= 3; i++ {
+		h := k.c.Hosts[i-1]
+		n, err := k.c.KubeNode(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := "flannel.alpha.coreos.com/"
+		want := map[string]string{p + "kube-subnet-manager": "true", p + "public-ip": h.Addr.String(), p + "backend-data": "null"}
+		switch k.backend {
+		case "udp":
+			want[p+"backend-type"] = "" // flanneld's udp backend names no type
+		case "host-gw":
+			want[p+"backend-type"] = "host-gw"
+		case "vxlan":
+			mac, err := linkMAC(h, "flannel.1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[p+"backend-type"] = "vxlan"
+			want[p+"backend-data"] = fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac)
+		}
+		if fmt.Sprint(n.Annotations) != fmt.Sprint(want) {
+			t.Errorf("node %d annotations:\n  %v\nwant exactly flanneld's\n  %v", i, n.Annotations, want)
+		}
+		if err := flannelIsUp(n); err != nil {
+			t.Errorf("node %d: %v", i, err)
+		}
+		env := k.c.Nodes[i].Env
+		if env.Subnet.String() != podCIDR(i) || env.Network.String() != "198.18.0.0/16" || env.MTU != mtu {
+			t.Errorf("node %d subnet.env: subnet %v network %v MTU %d, want %s 198.18.0.0/16 %d", i, env.Subnet, env.Network, env.MTU, podCIDR(i), mtu)
+		}
+	}
+}
+
+func flannelIsUp(n *v1.Node) error {
+	for _, c := range n.Status.Conditions {
+		if c.Type == v1.NodeNetworkUnavailable && c.Status == v1.ConditionFalse && c.Reason == "FlannelIsUp" {
+			return nil
+		}
+	}
+	return fmt.Errorf("no NetworkUnavailable=False (FlannelIsUp) condition: %+v", n.Status.Conditions)
+}
+
+// checkAPIServerRestart stops and starts the API server during a 100
+// pings/s stream between two nodes: no packet lost, no flannelu exits,
+// no route removed.
+func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
+	c := k.c
+	to := c.Hosts[1].Pods[1].Addr.String()
+	ping, err := c.Start(c.Hosts[0].Pods[0].NS, "ping-apiserver-"+k.backend, "ping", "-n", "-i", "0.01", "-c", "100000", "-W", "1", to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // the stream runs before the restart: part of the scenario, not an assertion
+	start := time.Now()
+	if err := c.KubeAPI.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.KubeAPI.Start(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Since(start)
+	time.Sleep(time.Second)     // and after it, while the informers catch up
+	ping.Signal(syscall.SIGINT) // ping ends at once, its last request maybe unanswered yet
+	if exited, _ := ping.Wait(10 * time.Second); !exited {
+		t.Fatal("ping did not end on SIGINT")
+	}
+	out, _ := os.ReadFile(ping.Log)
+	last, lost := echoGaps(string(out))
+	if last < 100 || len(lost) > 0 {
+		t.Errorf("ping across the API server restart: %d answered up to icmp_seq %d, lost %v", last-len(lost), last, lost)
+	} else {
+		t.Logf("API server stopped and ready again in %v under %d pings at 10 ms: none lost", restarted.Round(time.Millisecond), last)
+	}
+	for i := 1; i <= 3; i++ {
+		if c.Nodes[i].Proc.Exited() {
+			t.Errorf("flannelu on host %d exited across the API server restart:%s", i, testbed.Tail(c.Nodes[i].Proc.Log, 10))
+		}
+	}
+	if k.backend != "udp" { // udp's routes are in flannelu, which the stream above went through
+		for i := 1; i <= 3; i++ {
+			for j := 1; j <= 3; j++ {
+				if i != j && !hasRoute(c.Hosts[i-1], netip.MustParsePrefix(podCIDR(j))) {
+					t.Errorf("host %d lost its route to %s across the API server restart", i, podCIDR(j))
+				}
+			}
+		}
+	}
+}
+
+var echoReply = regexp.MustCompile(`(?m)^\d+ bytes from \S+ icmp_seq=(\d+) `)
+
+// echoGaps reads ping's per-reply lines: the highest icmp_seq answered
+// and the sequence numbers below it that got no answer. The requests
+// after the last answer are not counted lost: ping was stopped while they
+// were on their way.
+func echoGaps(out string) (last int, lost []int) {
+	seen := map[int]bool{}
+	for _, m := range echoReply.FindAllStringSubmatch(out, -1) {
+		seq, _ := strconv.Atoi(m[1])
+		seen[seq] = true
+		last = max(last, seq)
+	}
+	for seq := 1; seq < last; seq++ {
+		if !seen[seq] {
+			lost = append(lost, seq)
+		}
+	}
+	return last, lost
+}
+
+var (
+	logNodeAbsent = regexp.MustCompile(`msg="node not found in the API server`)
+	logNoPodCIDR  = regexp.MustCompile(`msg="node has no podCIDR yet: waiting for one. Fix: run kube-controller-manager with --allocate-node-cidrs=true .*" node=\S+`)
+)
+
+// checkLateNode starts flannelu on host 4 before its node exists, then
+// registers the node without a podCIDR, then assigns one: flannelu says
+// what it waits for, once each, and the peers reach host 4's pod soon
+// after the podCIDR is set. The time from the podCIDR to routes on every
+// peer is logged.
+func (k *kubeCluster) checkLateNode(t *testing.T) {
+	c := k.c
+	n4, err := c.LaunchNode(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, n4, logNodeAbsent)
+	if err := c.CreateNode(4); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, n4, logNoPodCIDR)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDR(4), podCIDR(4))
+	assigned := time.Now()
+	if _, err := c.KubeAdmin.CoreV1().Nodes().Patch(ctx, c.Hosts[3].Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if k.backend != "udp" {
+		sn := netip.MustParsePrefix(podCIDR(4))
+		if err := testbed.Eventually(20*time.Second, func() error {
+			for i := 1; i <= 3; i++ {
+				if !hasRoute(c.Hosts[i-1], sn) {
+					return fmt.Errorf("host %d has no route to %s", i, sn)
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("podCIDR assigned -> route on every peer: %v", time.Since(assigned).Round(time.Millisecond))
+	}
+	if err := n4.WaitEnv(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := n4.AddPods(1); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		waitPing(t, c.Hosts[i-1].Pods[0], c.Hosts[3].Pods[0].Addr)
+	}
+	t.Logf("podCIDR assigned -> every peer's pod reached the new node's pod: %v", time.Since(assigned).Round(time.Millisecond))
+	b, _ := os.ReadFile(n4.Proc.Log)
+	if a, p := len(logNodeAbsent.FindAll(b, -1)), len(logNoPodCIDR.FindAll(b, -1)); a != 1 || p != 1 {
+		t.Errorf("host 4 logged 'node not found' %d times and 'no podCIDR' %d times, want once each:%s", a, p, testbed.Tail(n4.Proc.Log, 20))
+	}
+	reachMesh(t, allPods(c, 1, 2, 3, 4))
+}
+
+// reachMesh waits until every pod reaches every other: fullMesh's
+// three-of-three pings with ping's two-RTT wait fail on a loaded machine
+// while the API server warms up, though nothing is lost.
+func reachMesh(t *testing.T, pods []*testbed.Pod) {
+	t.Helper()
+	for _, a := range pods {
+		for _, b := range pods {
+			if a != b {
+				waitPing(t, a, b.Addr)
+			}
+		}
+	}
+}
+
+// checkNodeDeleted deletes host 3's Node: its flannelu exits saying its
+// lease is lost, and every other host drops its route.
+func (k *kubeCluster) checkNodeDeleted(t *testing.T) {
+	c := k.c
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	deleted := time.Now()
+	if err := c.KubeAdmin.CoreV1().Nodes().Delete(ctx, c.Hosts[2].Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gone := netip.MustParsePrefix(podCIDR(3))
+	err := testbed.Eventually(20*time.Second, func() error {
+		for _, i := range []int{1, 2, 4} {
+			if k.backend == "udp" {
+				if err := unreachable(c.Hosts[i-1].Pods[0], c.Hosts[2].Pods[0].Addr); err != nil {
+					return fmt.Errorf("host %d: %w", i, err)
+				}
+			} else if hasRoute(c.Hosts[i-1], gone) {
+				return fmt.Errorf("host %d still routes %s", i, gone)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("node deleted -> its routes gone from every peer: %v", time.Since(deleted).Round(time.Millisecond))
+	n3 := c.Nodes[3]
+	if exited, _ := n3.Proc.Wait(20 * time.Second); !exited {
+		t.Errorf("flannelu on host 3 still runs after its node was deleted")
+	}
+	if b, _ := os.ReadFile(n3.Proc.Log); !strings.Contains(string(b), "lease lost") {
+		t.Errorf("flannelu on host 3 did not say its lease was lost:%s", testbed.Tail(n3.Proc.Log, 5))
+	}
+	reachMesh(t, allPods(c, 1, 2, 4))
+}
+
+// hasRoute reports whether h has a route for exactly p.
+func hasRoute(h *testbed.Host, p netip.Prefix) bool {
+	var routes []struct{ Dst string }
+	return ipJSON(h, &routes, "ip", "-j", "route", "show", p.String()) == nil && len(routes) > 0
+}
+
+// unreachable checks that from gets flannelu's net unreachable for to.
+func unreachable(from *testbed.Pod, to netip.Addr) error {
+	out, err := from.Run("ping", "-n", "-c", "1", "-W", "1", to.String())
+	if !strings.Contains(out, "Destination Net Unreachable") {
+		return fmt.Errorf("ping %s: want 'Destination Net Unreachable', got %v:\n%s", to, err, out)
+	}
+	return nil
+}
+
+func waitLog(t *testing.T, n *testbed.Node, re *regexp.Regexp) {
+	t.Helper()
+	if err := testbed.Eventually(30*time.Second, func() error {
+		if b, _ := os.ReadFile(n.Proc.Log); !re.Match(b) {
+			return fmt.Errorf("no line like %q in %s's log", re, n.Host.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("%v:%s", err, testbed.Tail(n.Proc.Log, 20))
+	}
+}

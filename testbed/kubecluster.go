@@ -1,0 +1,74 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// ManifestPath is flannelu's deployment manifest, which a Kubernetes-mode
+// cluster applies.
+func ManifestPath() (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "deploy", "kube-flannelu.yml"), nil
+}
+
+// startKube starts the API server next to etcd on host 1, applies the
+// manifest (flannel's RBAC among it) and writes the files flannelu reads.
+func (c *Cluster) startKube() (err error) {
+	h := c.Hosts[0]
+	if c.KubeAPI, err = c.StartKubeAPIServer(h, c.Etcd); err != nil {
+		return err
+	}
+	if c.KubeAdmin, err = c.KubeAPI.Clientset(AdminUser); err != nil {
+		return err
+	}
+	path, err := ManifestPath()
+	if err != nil {
+		return err
+	}
+	objs, err := ReadManifest(path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.KubeAPI.Apply(ctx, AdminUser, objs); err != nil {
+		return fmt.Errorf("apply %s: %w", path, err)
+	}
+	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
+	if err := c.KubeAPI.WriteKubeconfig(c.Kubeconfig, FlannelUser); err != nil {
+		return err
+	}
+	c.NetConfPath = filepath.Join(c.Dir, "net-conf.json")
+	return os.WriteFile(c.NetConfPath, []byte(c.Opts.Config), 0o644)
+}
+
+// CreateNode registers host i's Node object, named as its namespace, as
+// kubelet does, with the podCIDRs kube-controller-manager would assign
+// (none: not yet assigned).
+func (c *Cluster) CreateNode(i int, podCIDRs ...string) error {
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.Hosts[i-1].Name}}
+	if len(podCIDRs) > 0 {
+		n.Spec.PodCIDR, n.Spec.PodCIDRs = podCIDRs[0], podCIDRs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := c.KubeAdmin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+	return err
+}
+
+// KubeNode reads host i's Node object.
+func (c *Cluster) KubeNode(i int) (*v1.Node, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return c.KubeAdmin.CoreV1().Nodes().Get(ctx, c.Hosts[i-1].Name, metav1.GetOptions{})
+}
