@@ -184,8 +184,8 @@ func FuzzNodeLease(f *testing.F) {
 		n := node("fuzz", a, cidrs...)
 		cfg := &subnet.Config{EnableIPv4: true}
 		l, err := ann.NodeLease(n, cfg)
-		if err != nil {
-			return
+		if err != nil || l.Attrs.BackendType == "vxlan" && l.Attrs.BackendData == nil {
+			return // flanneld publishes no IPv4 side for vxlan without data
 		}
 		back := node("fuzz", ann.Published(l.Attrs, node("empty", nil)), cidrs...)
 		l2, err := ann.NodeLease(back, cfg)
