@@ -6,7 +6,6 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,8 +62,8 @@ func newKubeCluster(t *testing.T, backend string) *kubeCluster {
 		if err := c.CreateNode(i, podCIDR(i)); err != nil {
 			t.Fatal(err)
 		}
-		n := startNode(t, c, i)
-		if err := n.AddPods(2); err != nil {
+		n := startNode(t, c, i, "--ip-masq") // as the manifest's DaemonSet runs it
+		if err := n.AddCNIPods(2); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,7 +144,7 @@ func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
 		t.Fatal("ping did not end on SIGINT")
 	}
 	out, _ := os.ReadFile(ping.Log)
-	last, lost := echoGaps(string(out))
+	last, lost := echoGaps(out)
 	if last < 100 || len(lost) > 0 {
 		t.Errorf("ping across the API server restart: %d answered up to icmp_seq %d, lost %v", last-len(lost), last, lost)
 	} else {
@@ -167,21 +166,17 @@ func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
 	}
 }
 
-var echoReply = regexp.MustCompile(`(?m)^\d+ bytes from \S+ icmp_seq=(\d+) `)
-
 // echoGaps reads ping's per-reply lines: the highest icmp_seq answered
 // and the sequence numbers below it that got no answer. The requests
 // after the last answer are not counted lost: ping was stopped while they
 // were on their way.
-func echoGaps(out string) (last int, lost []int) {
-	seen := map[int]bool{}
-	for _, m := range echoReply.FindAllStringSubmatch(out, -1) {
-		seq, _ := strconv.Atoi(m[1])
-		seen[seq] = true
+func echoGaps(out []byte) (last int, lost []int) {
+	answered := testbed.PingReplies(out)
+	for seq := range answered {
 		last = max(last, seq)
 	}
 	for seq := 1; seq < last; seq++ {
-		if !seen[seq] {
+		if !answered[seq] {
 			lost = append(lost, seq)
 		}
 	}
@@ -200,15 +195,19 @@ var (
 // peer is logged.
 func (k *kubeCluster) checkLateNode(t *testing.T) {
 	c := k.c
-	n4, err := c.LaunchNode(4)
+	n4, err := c.LaunchNode(4, "--ip-masq")
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, n4, logNodeAbsent)
+	if err := n4.Proc.WaitLog(logNodeAbsent, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.CreateNode(4); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, n4, logNoPodCIDR)
+	if err := n4.Proc.WaitLog(logNoPodCIDR, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDR(4), podCIDR(4))
@@ -233,7 +232,7 @@ func (k *kubeCluster) checkLateNode(t *testing.T) {
 	if err := n4.WaitEnv(20 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := n4.AddPods(1); err != nil {
+	if err := n4.AddCNIPods(1); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 3; i++ {
@@ -244,21 +243,7 @@ func (k *kubeCluster) checkLateNode(t *testing.T) {
 	if a, p := len(logNodeAbsent.FindAll(b, -1)), len(logNoPodCIDR.FindAll(b, -1)); a != 1 || p != 1 {
 		t.Errorf("host 4 logged 'node not found' %d times and 'no podCIDR' %d times, want once each:%s", a, p, testbed.Tail(n4.Proc.Log, 20))
 	}
-	reachMesh(t, allPods(c, 1, 2, 3, 4))
-}
-
-// reachMesh waits until every pod reaches every other: fullMesh's
-// three-of-three pings with ping's two-RTT wait fail on a loaded machine
-// while the API server warms up, though nothing is lost.
-func reachMesh(t *testing.T, pods []*testbed.Pod) {
-	t.Helper()
-	for _, a := range pods {
-		for _, b := range pods {
-			if a != b {
-				waitPing(t, a, b.Addr)
-			}
-		}
-	}
+	fullMesh(t, allPods(c, 1, 2, 3, 4))
 }
 
 // checkNodeDeleted deletes host 3's Node: its flannelu exits saying its
@@ -295,7 +280,7 @@ func (k *kubeCluster) checkNodeDeleted(t *testing.T) {
 	if b, _ := os.ReadFile(n3.Proc.Log); !strings.Contains(string(b), "lease lost") {
 		t.Errorf("flannelu on host 3 did not say its lease was lost:%s", testbed.Tail(n3.Proc.Log, 5))
 	}
-	reachMesh(t, allPods(c, 1, 2, 4))
+	fullMesh(t, allPods(c, 1, 2, 4))
 }
 
 // hasRoute reports whether h has a route for exactly p.
@@ -311,16 +296,4 @@ func unreachable(from *testbed.Pod, to netip.Addr) error {
 		return fmt.Errorf("ping %s: want 'Destination Net Unreachable', got %v:\n%s", to, err, out)
 	}
 	return nil
-}
-
-func waitLog(t *testing.T, n *testbed.Node, re *regexp.Regexp) {
-	t.Helper()
-	if err := testbed.Eventually(30*time.Second, func() error {
-		if b, _ := os.ReadFile(n.Proc.Log); !re.Match(b) {
-			return fmt.Errorf("no line like %q in %s's log", re, n.Host.Name)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("%v:%s", err, testbed.Tail(n.Proc.Log, 20))
-	}
 }

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -31,7 +32,9 @@ const LeaseDuration = 24 * time.Hour
 // for the node to be registered, and for a podCIDR (one log line naming
 // the node and the fix), then takes the lease. A podCIDR outside the
 // configured network, a patch refused by RBAC (the error names the
-// permission) or ctx ending are errors; other API errors are retried.
+// permission, after a few retries: a restarting API server refuses
+// everything for a moment) or ctx ending are errors; other API errors are
+// retried.
 func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, _ netip.Prefix) (subnet.Lease, error) {
 	f, err := s.follow(s.node)
 	if err != nil {
@@ -42,9 +45,16 @@ func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subn
 		return subnet.Lease{}, ctx.Err()
 	}
 	var waiting string // what the last log line said we wait for
+	refusals := 0
 	for {
 		l, waitFor, err := s.tryAcquire(ctx, f, cfg, attrs)
 		switch {
+		case errors.Is(err, ErrForbidden) && refusals < forbiddenRetries:
+			// A restarting API server refuses everything until its RBAC
+			// cache is filled: retry a few times before believing it.
+			refusals++
+			s.log.Warn("the API server refused the patch; retrying", "node", s.node, "error", err)
+			f.retry(s.node)
 		case err != nil:
 			return subnet.Lease{}, err
 		case waitFor == "":
@@ -59,6 +69,10 @@ func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subn
 		}
 	}
 }
+
+// forbiddenRetries is how often AcquireLease retries a patch RBAC refused
+// (with backoff from retryMin: about 7 s in all) before it gives up.
+const forbiddenRetries = 4
 
 // Messages for what AcquireLease waits for, logged once each.
 const (

@@ -21,7 +21,9 @@ import (
 // puts the flannel annotations back when someone changes or removes them.
 // It returns an error matching ErrLeaseLost when the lease is gone for
 // good: the node was deleted, or it came back with another podCIDR.
-// flannelu then exits, to start again with the node's new state.
+// flannelu then exits, to start again with the node's new state. A failed
+// patch, even one RBAC refused (logged with the permission it lacks), is
+// retried with backoff: forwarding does not depend on it.
 func (s *Store) KeepLease(ctx context.Context, cfg *subnet.Config, lease subnet.Lease) error {
 	f, err := s.follow(s.node)
 	if err != nil {
@@ -84,7 +86,11 @@ func (k *keeper) check(ctx context.Context) error {
 	case err == nil:
 		k.f.done(s.node)
 	case isForbidden(err):
-		return permissionError(err, "nodes", "status", s.node, "patch")
+		// Not fatal: the data path works without this patch, and a
+		// restarting API server refuses everything for a moment.
+		s.log.Error("the API server refused to update the node; retrying", "node", s.node,
+			"error", permissionError(err, "nodes", "status", s.node, "patch"))
+		k.f.retry(s.node)
 	case apierrors.IsNotFound(err):
 		// The node was deleted meanwhile: its delete event follows.
 	default:

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -73,7 +72,7 @@ func KubeAPIServerBinary() (string, error) {
 	if p := os.Getenv("FLANNELU_KUBE_APISERVER"); p != "" {
 		return p, nil
 	}
-	root, err := RepoRoot()
+	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -82,25 +81,6 @@ func KubeAPIServerBinary() (string, error) {
 		return "", fmt.Errorf("no kube-apiserver at %s: run `make kube-apiserver` (builds testbed/kubeapi; the first build takes 7-20 minutes) or set FLANNELU_KUBE_APISERVER", p)
 	}
 	return p, nil
-}
-
-// RepoRoot is the directory of flannelu's go.mod, found upwards from the
-// working directory (a test's package directory).
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/flannelu/flannelu\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("testbed: not inside the flannelu repository (no go.mod of github.com/flannelu/flannelu above the working directory)")
-		}
-		dir = parent
-	}
 }
 
 // StartKubeAPIServer starts kube-apiserver in host h on its underlay
@@ -180,17 +160,17 @@ func (k *KubeAPIServer) Start() error {
 	return k.waitReady(readyTimeout)
 }
 
-// Stop ends the server: SIGTERM (kube-apiserver shuts down gracefully),
-// then SIGKILL after 5 s. Ending by either signal is not an error.
+// Stop kills the server (SIGKILL), as a crash or a lost control-plane
+// host would: the harsher case for clients, whose watches end without
+// a goodbye. (On SIGTERM kube-apiserver drains for longer than the 5 s a
+// test should wait.)
 func (k *KubeAPIServer) Stop() error {
-	err := k.Proc.Stop()
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return nil
-		}
+	k.Proc.Signal(syscall.SIGKILL)
+	k.Proc.Wait(30 * time.Second) //nolint:errcheck // killed: its exit status says so
+	if !k.Proc.Exited() {
+		return errors.New("testbed: kube-apiserver did not die on SIGKILL")
 	}
-	return err
+	return nil
 }
 
 // waitReady polls /readyz (every 100 ms: it is the readiness signal the

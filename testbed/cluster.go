@@ -56,10 +56,11 @@ type Cluster struct {
 
 	// Kubernetes mode only: the API server, an admin client, and the
 	// files every flannelu reads.
-	KubeAPI     *KubeAPIServer
-	KubeAdmin   *kubernetes.Clientset
-	Kubeconfig  string
-	NetConfPath string
+	KubeAPI      *KubeAPIServer
+	KubeAdmin    *kubernetes.Clientset
+	Kubeconfig   string
+	NetConfPath  string
+	KubeConflist []byte // the manifest's cni-conf.json, for the pods' CNI chain
 }
 
 // Node is flannelu running on one host.
@@ -208,10 +209,15 @@ func (n *Node) AddPods(count int) error {
 }
 
 // AddCNIPods creates count pods on the node through the real CNI chain
-// (FlannelConflist reading the node's subnet.env), as kubelet would.
+// (FlannelConflist, or in Kubernetes mode the manifest's cni-conf.json,
+// reading the node's subnet.env), as kubelet would.
 func (n *Node) AddCNIPods(count int) error {
 	if n.Host.CNI == nil {
-		if _, err := n.Host.UseCNI([]byte(FlannelConflist), n.SubnetFile); err != nil {
+		conflist := []byte(FlannelConflist)
+		if n.cluster.KubeConflist != nil {
+			conflist = n.cluster.KubeConflist
+		}
+		if _, err := n.Host.UseCNI(conflist, n.SubnetFile); err != nil {
 			return err
 		}
 	}

@@ -9,12 +9,13 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
 // ManifestPath is flannelu's deployment manifest, which a Kubernetes-mode
 // cluster applies.
 func ManifestPath() (string, error) {
-	root, err := RepoRoot()
+	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -43,6 +44,15 @@ func (c *Cluster) startKube() (err error) {
 	defer cancel()
 	if err := c.KubeAPI.Apply(ctx, AdminUser, objs); err != nil {
 		return fmt.Errorf("apply %s: %w", path, err)
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ConfigMap" && o.GetName() == "kube-flannel-cfg" {
+			conflist, _, _ := unstructured.NestedString(o.Object, "data", "cni-conf.json")
+			c.KubeConflist = []byte(conflist)
+		}
+	}
+	if c.KubeConflist == nil {
+		return fmt.Errorf("%s: no ConfigMap kube-flannel-cfg with a cni-conf.json", path)
 	}
 	c.Kubeconfig = filepath.Join(c.Dir, "kubeconfig")
 	if err := c.KubeAPI.WriteKubeconfig(c.Kubeconfig, FlannelUser); err != nil {
