@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/testbed/logtest"
 )
 
 // env is a real kube-apiserver on a namespace host, with its etcd, and
@@ -112,37 +112,35 @@ func (e *env) patchNode(t *testing.T, name, patch string, subresources ...string
 	}
 }
 
-// logBuffer collects a store's log lines for the test to wait on.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// storeLog is a store's log: its text, and its messages counted
+// (testbed/logtest) for the test to wait on.
+type storeLog struct {
+	*logtest.Log
+	mu   sync.Mutex
+	text bytes.Buffer
 }
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
+func (l *storeLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.text.Write(p)
 }
 
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+func (l *storeLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.text.String()
 }
 
-// count is how many lines match re.
-func (b *logBuffer) count(re *regexp.Regexp) int { return len(re.FindAllString(b.String(), -1)) }
-
-// wait waits until a line matches re.
-func (b *logBuffer) wait(t *testing.T, re *regexp.Regexp, timeout time.Duration) {
+// wait waits until msg is logged, then checks that a line matches line
+// (the message with its attributes).
+func (l *storeLog) wait(t *testing.T, msg string, line *regexp.Regexp) {
 	t.Helper()
-	if err := testbed.Eventually(timeout, func() error {
-		if !re.MatchString(b.String()) {
-			return fmt.Errorf("no log line matches %q", re)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("%v; log:\n%s", err, b)
+	if err := l.Wait(msg, 1, 30*time.Second); err != nil {
+		t.Fatalf("%v; log:\n%s", err, l)
+	}
+	if !line.MatchString(l.String()) {
+		t.Fatalf("no log line matches %q; log:\n%s", line, l)
 	}
 }
 
@@ -150,20 +148,22 @@ const netConf = `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`
 
 // newStore starts a store as user for node, with net-conf.json netConf;
 // it stops when the test ends.
-func (e *env) newStore(t *testing.T, user, nodeName string) (*Store, *logBuffer) {
+func (e *env) newStore(t *testing.T, user, nodeName string) (*Store, *storeLog) {
 	t.Helper()
 	client, err := NewClient(e.KubeAPI.RESTConfig(user))
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
+	logs := &storeLog{}
+	logger, counts := logtest.New(logs)
+	logs.Log = counts
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	s, err := New(ctx, client, Options{
 		NodeName:                  nodeName,
 		NetConfPath:               e.NetConfPath,
 		SetNodeNetworkUnavailable: true,
-		Logger:                    slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:                    logger,
 	})
 	if err != nil {
 		t.Fatal(err)

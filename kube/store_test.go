@@ -130,12 +130,9 @@ func TestNoPodCIDRWaitsForOne(t *testing.T) {
 		l, err := s.AcquireLease(ctxFor(t, 2*time.Minute), cfg, vxlanAttrs, netip.Prefix{})
 		done <- result{l, err}
 	}()
-	absent := regexp.MustCompile(`level=WARN msg="node not found in the API server.*" node=` + name)
-	logs.wait(t, absent, 30*time.Second)
-
+	logs.wait(t, waitNode, regexp.MustCompile(`level=WARN msg="node not found in the API server.*" node=`+name))
 	e.createNode(t, name, nil)
-	noCIDR := regexp.MustCompile(`level=WARN msg="node has no podCIDR yet: waiting for one. Fix: run kube-controller-manager with --allocate-node-cidrs=true and --cluster-cidr set to net-conf.json's Network, or set the node's spec.podCIDR" node=` + name)
-	logs.wait(t, noCIDR, 30*time.Second)
+	logs.wait(t, waitPodCIDR, regexp.MustCompile(`level=WARN msg="node has no podCIDR yet: waiting for one. Fix: run kube-controller-manager with --allocate-node-cidrs=true and --cluster-cidr set to net-conf.json's Network, or set the node's spec.podCIDR" node=`+name))
 	// An unrelated change to the node: no second line, no lease.
 	e.patchNode(t, name, `{"metadata":{"labels":{"example.com/zone":"a"}}}`)
 	e.patchNode(t, name, `{"spec":{"podCIDR":"198.18.21.0/24","podCIDRs":["198.18.21.0/24"]}}`)
@@ -147,7 +144,7 @@ func TestNoPodCIDRWaitsForOne(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("no lease 30 s after the podCIDR was set; log:\n%s", logs)
 	}
-	if a, c := logs.count(absent), logs.count(noCIDR); a != 1 || c != 1 {
+	if a, c := logs.Count(waitNode), logs.Count(waitPodCIDR); a != 1 || c != 1 {
 		t.Errorf("logged 'not found' %d times and 'no podCIDR' %d times, want once each:\n%s", a, c, logs)
 	}
 	if got := e.getNode(t, name).Annotations[ann.PublicIP]; got != "192.0.2.11" {
@@ -233,8 +230,8 @@ func TestAnnotationsOverwrittenByHandAreRestored(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	logs.wait(t, regexp.MustCompile(`msg="the node's flannel annotations were changed by someone else: restoring them" node=`+name+
-		` annotations="\[flannel.alpha.coreos.com/backend-type flannel.alpha.coreos.com/public-ip\]"`), 10*time.Second)
+	logs.wait(t, "the node's flannel annotations were changed by someone else: restoring them", regexp.MustCompile(
+		`node=`+name+` annotations="\[flannel.alpha.coreos.com/backend-type flannel.alpha.coreos.com/public-ip\]"`))
 }
 
 // TestDeletedNodeLosesTheLease: KeepLease ends with ErrLeaseLost when the
