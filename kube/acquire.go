@@ -11,9 +11,7 @@ import (
 
 	v1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -147,36 +145,31 @@ func inNetwork(n *v1.Node, p, network netip.Prefix, family, field string) (netip
 	return p, nil
 }
 
-// patchAnnotations sets the annotations want on node n with a two-way
-// strategic merge patch from the cached n, on the nodes/status
-// subresource (all flannel's ClusterRole may patch), as flanneld does.
+// patchAnnotations sets the annotations want on node n, on the
+// nodes/status subresource (all flannel's ClusterRole may patch), with
+// the strategic merge patch flanneld sends: its two-way patch from the
+// cached node, which for annotations set is {"metadata":{"annotations":
+// {the keys that differ}}}.
 func (s *Store) patchAnnotations(ctx context.Context, n *v1.Node, want map[string]string) error {
-	mod := n.DeepCopy()
-	if mod.Annotations == nil {
-		mod.Annotations = map[string]string{}
-	}
-	for k, v := range want {
-		mod.Annotations[k] = v
-	}
-	before, err := json.Marshal(n)
+	patch, err := annotationPatch(n, want)
 	if err != nil {
 		return err
-	}
-	after, err := json.Marshal(mod)
-	if err != nil {
-		return err
-	}
-	patch, err := strategicpatch.CreateTwoWayMergePatch(before, after, v1.Node{})
-	if err != nil {
-		return fmt.Errorf("kube: patch for node %q: %w", n.Name, err)
 	}
 	return s.patchStatus(ctx, patch)
+}
+
+func annotationPatch(n *v1.Node, want map[string]string) ([]byte, error) {
+	changed := map[string]string{}
+	for _, k := range Differs(n, want) {
+		changed[k] = want[k]
+	}
+	return json.Marshal(map[string]any{"metadata": map[string]any{"annotations": changed}})
 }
 
 // patchStatus applies a strategic merge patch to the node's status
 // subresource and remembers the resourceVersion it produced.
 func (s *Store) patchStatus(ctx context.Context, patch []byte) error {
-	out, err := s.client.Nodes().Patch(ctx, s.node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
+	out, err := s.client.PatchNodeStatus(ctx, s.node, types.StrategicMergePatchType, patch)
 	if err == nil {
 		rv := out.ResourceVersion
 		s.written.Store(&rv)

@@ -3,11 +3,13 @@ package kube
 import (
 	"encoding/json"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/strategicpatch"
 
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -208,4 +210,32 @@ func equalMaps(a, b map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// TestAnnotationPatchIsFlanneldsTwoWayPatch: the patch flannelu sends is
+// the one flanneld computes with strategicpatch.CreateTwoWayMergePatch
+// from the cached node to the node with its annotations set.
+func TestAnnotationPatchIsFlanneldsTwoWayPatch(t *testing.T) {
+	n := node("n", map[string]string{"example.com/keep": "1", ann.PublicIP: "192.0.2.9", ann.BackendType: "vxlan"}, "198.18.1.0/24")
+	want := ann.Published(vxlanAttrs, n)
+	got, err := annotationPatch(n, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mod := n.DeepCopy()
+	for k, v := range want {
+		mod.Annotations[k] = v
+	}
+	before, _ := json.Marshal(n)
+	after, _ := json.Marshal(mod)
+	flanneld, err := strategicpatch.CreateTwoWayMergePatch(before, after, v1.Node{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b any
+	json.Unmarshal(got, &a)      //nolint:errcheck // compared below
+	json.Unmarshal(flanneld, &b) //nolint:errcheck // compared below
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("patch %s\nflanneld's %s", got, flanneld)
+	}
 }

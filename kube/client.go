@@ -6,8 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 
+	"time"
+
+	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
@@ -28,20 +35,82 @@ func RESTConfig(apiURL, kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// NewClient returns the core/v1 client: all flannelu uses, and far smaller
-// in the binary than the whole clientset.
-func NewClient(cfg *rest.Config) (corev1.CoreV1Interface, error) {
-	c, err := corev1.NewForConfig(cfg)
+// Client is the part of the core/v1 API flannelu uses (nodes: list,
+// watch, patch status; pods: get) on client-go's REST client, with a
+// scheme that knows core/v1 alone. client-go's generated core/v1 client
+// registers every API group of Kubernetes and its apply configurations:
+// measured, bin/flannelu was 65.9 MB with it and is 40.5 MB with this
+// (26.9 MB without Kubernetes mode).
+type Client struct {
+	rest *rest.RESTClient
+}
+
+var (
+	coreScheme = runtime.NewScheme()
+	coreParams = runtime.NewParameterCodec(coreScheme)
+)
+
+func init() {
+	utilruntime.Must(v1.AddToScheme(coreScheme))
+	metav1.AddToGroupVersion(coreScheme, v1.SchemeGroupVersion)
+}
+
+// NewClient returns the client for cfg's API server.
+func NewClient(cfg *rest.Config) (*Client, error) {
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion = &v1.SchemeGroupVersion
+	c.APIPath = "/api"
+	c.NegotiatedSerializer = serializer.NewCodecFactory(coreScheme).WithoutConversion()
+	if c.UserAgent == "" {
+		c.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	rc, err := rest.RESTClientFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("kube: client for %s: %w", cfg.Host, err)
 	}
-	return c, nil
+	return &Client{rest: rc}, nil
+}
+
+// ListNodes lists the nodes.
+func (c *Client) ListNodes(ctx context.Context, opts metav1.ListOptions) (*v1.NodeList, error) {
+	out := &v1.NodeList{}
+	err := c.rest.Get().Resource("nodes").VersionedParams(&opts, coreParams).
+		Timeout(timeout(opts)).Do(ctx).Into(out)
+	return out, err
+}
+
+// WatchNodes watches the nodes.
+func (c *Client) WatchNodes(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return c.rest.Get().Resource("nodes").VersionedParams(&opts, coreParams).
+		Timeout(timeout(opts)).Watch(ctx)
+}
+
+// PatchNodeStatus patches a node's status subresource.
+func (c *Client) PatchNodeStatus(ctx context.Context, name string, pt types.PatchType, data []byte) (*v1.Node, error) {
+	out := &v1.Node{}
+	err := c.rest.Patch(pt).Resource("nodes").Name(name).SubResource("status").Body(data).Do(ctx).Into(out)
+	return out, err
+}
+
+// GetPod reads a pod.
+func (c *Client) GetPod(ctx context.Context, namespace, name string) (*v1.Pod, error) {
+	out := &v1.Pod{}
+	err := c.rest.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(out)
+	return out, err
+}
+
+func timeout(opts metav1.ListOptions) time.Duration {
+	if opts.TimeoutSeconds == nil {
+		return 0
+	}
+	return time.Duration(*opts.TimeoutSeconds) * time.Second
 }
 
 // NodeName finds this host's node as flanneld does: NODE_NAME, else the
 // spec.nodeName of the pod POD_NAMESPACE/POD_NAME (flannelu running in a
 // DaemonSet pod).
-func NodeName(ctx context.Context, client corev1.CoreV1Interface, getenv func(string) string) (string, error) {
+func NodeName(ctx context.Context, client *Client, getenv func(string) string) (string, error) {
 	if name := getenv("NODE_NAME"); name != "" {
 		return name, nil
 	}
@@ -49,7 +118,7 @@ func NodeName(ctx context.Context, client corev1.CoreV1Interface, getenv func(st
 	if pod == "" || ns == "" {
 		return "", errors.New("kube: the node name is unknown: set NODE_NAME, or POD_NAME and POD_NAMESPACE (the DaemonSet sets them from the downward API)")
 	}
-	p, err := client.Pods(ns).Get(ctx, pod, metav1.GetOptions{})
+	p, err := client.GetPod(ctx, ns, pod)
 	if err != nil {
 		return "", fmt.Errorf("kube: reading pod %s/%s for its node name: %w", ns, pod, permissionError(err, "pods", "", pod, "get"))
 	}

@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	corev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/flannelu/flannelu/subnet"
@@ -39,7 +38,7 @@ type Options struct {
 // Store is the Kubernetes subnet.Store. Its informer runs from New until
 // the context given to New ends.
 type Store struct {
-	client       corev1.CoreV1Interface
+	client       *Client
 	node         string
 	ann          Annotations
 	netConf      string
@@ -59,7 +58,7 @@ var _ subnet.Store = (*Store)(nil)
 
 // New starts the node informer on client and returns the store; the
 // informer stops when ctx ends.
-func New(ctx context.Context, client corev1.CoreV1Interface, opts Options) (*Store, error) {
+func New(ctx context.Context, client *Client, opts Options) (*Store, error) {
 	if opts.NodeName == "" {
 		return nil, errors.New("kube: no node name")
 	}
@@ -96,17 +95,16 @@ func New(ctx context.Context, client corev1.CoreV1Interface, opts Options) (*Sto
 // after the informer's first sync: the informer catching up after a watch
 // it could not resume (410 Gone: its resourceVersion was compacted away).
 func (s *Store) listWatch() *cache.ListWatch {
-	nodes := s.client.Nodes()
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			s.countRelist(o)
-			return nodes.List(ctx, o)
+			return s.client.ListNodes(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			if o.SendInitialEvents != nil && *o.SendInitialEvents {
 				s.countRelist(o)
 			}
-			return nodes.Watch(ctx, o)
+			return s.client.WatchNodes(ctx, o)
 		},
 	}
 }
