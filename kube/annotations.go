@@ -119,30 +119,37 @@ func (a Annotations) NodeLease(n *v1.Node, cfg *subnet.Config) (subnet.Lease, er
 	}
 	l := subnet.Lease{Attrs: subnet.LeaseAttrs{BackendType: n.Annotations[a.BackendType]}}
 	if cfg.EnableIPv4 {
-		if !v4.IsValid() {
-			return subnet.Lease{}, fmt.Errorf("node %q: no IPv4 podCIDR", n.Name)
-		}
-		l.Subnet = v4
-		if l.Attrs.PublicIP, err = a.address(n, a.PublicIP, true); err != nil {
-			return subnet.Lease{}, err
-		}
-		if l.Attrs.BackendData, err = a.backendData(n, a.BackendData); err != nil {
+		if l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData, err = a.family(n, v4, a.PublicIP, a.BackendData, true); err != nil {
 			return subnet.Lease{}, err
 		}
 	}
 	if cfg.EnableIPv6 {
-		if !v6.IsValid() {
-			return subnet.Lease{}, fmt.Errorf("node %q: no IPv6 podCIDR", n.Name)
-		}
-		l.IPv6Subnet = v6
-		if l.Attrs.PublicIPv6, err = a.address(n, a.PublicIPv6, false); err != nil {
-			return subnet.Lease{}, err
-		}
-		if l.Attrs.BackendV6Data, err = a.backendData(n, a.BackendV6Data); err != nil {
+		if l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data, err = a.family(n, v6, a.PublicIPv6, a.BackendV6Data, false); err != nil {
 			return subnet.Lease{}, err
 		}
 	}
 	return l, nil
+}
+
+// family checks one address family of a node's lease: its podCIDR, its
+// public IP annotation and its backend data annotation.
+func (a Annotations) family(n *v1.Node, p netip.Prefix, ipKey, dataKey string, is4 bool) (netip.Prefix, netip.Addr, json.RawMessage, error) {
+	if !p.IsValid() {
+		return p, netip.Addr{}, nil, fmt.Errorf("node %q: no %s podCIDR", n.Name, familyName(is4))
+	}
+	ip, err := a.address(n, ipKey, is4)
+	if err != nil {
+		return p, ip, nil, err
+	}
+	data, err := a.backendData(n, dataKey)
+	return p, ip, data, err
+}
+
+func familyName(is4 bool) string {
+	if is4 {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 func (a Annotations) address(n *v1.Node, key string, is4 bool) (netip.Addr, error) {
@@ -152,11 +159,7 @@ func (a Annotations) address(n *v1.Node, key string, is4 bool) (netip.Addr, erro
 	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil || ip.Zone() != "" || ip.Is4() != is4 || ip.Is4In6() {
-		family := "IPv4"
-		if !is4 {
-			family = "IPv6"
-		}
-		return netip.Addr{}, fmt.Errorf("node %q: annotation %s=%q is not an %s address", n.Name, key, s, family)
+		return netip.Addr{}, fmt.Errorf("node %q: annotation %s=%q is not an %s address", n.Name, key, s, familyName(is4))
 	}
 	return ip, nil
 }

@@ -100,6 +100,20 @@ func TestFlannelsClusterRoleIsEnough(t *testing.T) {
 	}
 }
 
+// leased registers node name with podCIDR and returns a store, as the
+// flannel service account, that took its lease with vxlanAttrs.
+func (e *env) leased(t *testing.T, name, podCIDR string) (*Store, *storeLog, *subnet.Config, subnet.Lease) {
+	t.Helper()
+	e.createNode(t, name, nil, podCIDR)
+	s, logs := e.newStore(t, testbed.FlannelUser, name)
+	cfg := mustConfig(t, s)
+	l, err := s.AcquireLease(ctxFor(t, time.Minute), cfg, vxlanAttrs, netip.Prefix{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, logs, cfg, l
+}
+
 func networkAvailable(n *v1.Node) error {
 	for _, c := range n.Status.Conditions {
 		if c.Type == v1.NodeNetworkUnavailable {
@@ -206,13 +220,7 @@ func TestPatchRefusedByRBACNamesThePermission(t *testing.T) {
 func TestAnnotationsOverwrittenByHandAreRestored(t *testing.T) {
 	e := sharedEnv(t)
 	name := nodeName(t, "a")
-	e.createNode(t, name, nil, "198.18.41.0/24")
-	s, logs := e.newStore(t, testbed.FlannelUser, name)
-	cfg := mustConfig(t, s)
-	l, err := s.AcquireLease(ctxFor(t, time.Minute), cfg, vxlanAttrs, netip.Prefix{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, logs, cfg, l := e.leased(t, name, "198.18.41.0/24")
 	go s.KeepLease(ctxFor(t, 2*time.Minute), cfg, l) //nolint:errcheck // checked through the node's state
 	before := e.getNode(t, name).Annotations
 	e.patchNode(t, name, `{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"192.0.2.99","flannel.alpha.coreos.com/backend-type":null,"example.com/owner":"ops"}}}`)
@@ -239,13 +247,7 @@ func TestAnnotationsOverwrittenByHandAreRestored(t *testing.T) {
 func TestDeletedNodeLosesTheLease(t *testing.T) {
 	e := sharedEnv(t)
 	name := nodeName(t, "a")
-	e.createNode(t, name, nil, "198.18.51.0/24")
-	s, _ := e.newStore(t, testbed.FlannelUser, name)
-	cfg := mustConfig(t, s)
-	l, err := s.AcquireLease(ctxFor(t, time.Minute), cfg, vxlanAttrs, netip.Prefix{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, _, cfg, l := e.leased(t, name, "198.18.51.0/24")
 	kept := make(chan error, 1)
 	go func() { kept <- s.KeepLease(ctxFor(t, 2*time.Minute), cfg, l) }()
 	if err := testbed.Eventually(30*time.Second, func() error { return networkAvailable(e.getNode(t, name)) }); err != nil {

@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -89,14 +88,7 @@ func TestAPIServerRestartAndWatchExpiryLoseNothing(t *testing.T) {
 	}
 	a := e.createNode(t, "node-a", managed("192.0.2.71"), "198.18.71.0/24")
 	b := e.createNode(t, "node-b", managed("192.0.2.72"), "198.18.72.0/24")
-	own := e.createNode(t, "node-own", nil, "198.18.70.0/24")
-
-	s, logs := e.newStore(t, testbed.FlannelUser, own.Name)
-	cfg := mustConfig(t, s)
-	l, err := s.AcquireLease(ctxFor(t, time.Minute), cfg, vxlanAttrs, netip.Prefix{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, logs, cfg, l := e.leased(t, "node-own", "198.18.70.0/24")
 	kept := make(chan error, 1)
 	keepCtx, stopKeep := context.WithCancel(context.Background())
 	go func() { kept <- s.KeepLease(keepCtx, cfg, l) }()
