@@ -10,6 +10,7 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -238,4 +239,28 @@ func TestAnnotationPatchIsFlanneldsTwoWayPatch(t *testing.T) {
 	if !reflect.DeepEqual(a, b) {
 		t.Fatalf("patch %s\nflanneld's %s", got, flanneld)
 	}
+}
+
+// FuzzNewAnnotations: any prefix gives keys that are valid annotation
+// keys, or an error; never a panic. Normalising is idempotent: the keys'
+// own prefix gives the same keys.
+func FuzzNewAnnotations(f *testing.F) {
+	for _, s := range []string{DefaultPrefix, "example.com/net", "example.com/net-", "a/b/c", "nodots", "", "/"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, prefix string) {
+		a, err := NewAnnotations(prefix)
+		if err != nil {
+			return
+		}
+		for _, k := range []string{a.SubnetKubeManaged, a.BackendData, a.PublicIPv6Overwrite, a.NodePublicIPv6} {
+			if msgs := validation.IsQualifiedName(strings.ToLower(k)); len(msgs) > 0 {
+				t.Fatalf("prefix %q: key %q is not a valid annotation key: %v", prefix, k, msgs)
+			}
+		}
+		again, err := NewAnnotations(strings.TrimSuffix(a.PublicIP, "public-ip"))
+		if err != nil || again != a {
+			t.Fatalf("prefix %q normalised to %q, which gives %v, %v", prefix, strings.TrimSuffix(a.PublicIP, "public-ip"), again, err)
+		}
+	})
 }
