@@ -77,25 +77,13 @@ func newKubeCluster(t *testing.T, backend string) *kubeCluster {
 func (k *kubeCluster) checkAnnotations(t *testing.T) {
 	mtu := map[string]int{"udp": 1472, "vxlan": 1450, "host-gw": 1500}[k.backend]
 	for i := 1; i <= 3; i++ {
-		h := k.c.Hosts[i-1]
 		n, err := k.c.KubeNode(i)
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := "flannel.alpha.coreos.com/"
-		want := map[string]string{p + "kube-subnet-manager": "true", p + "public-ip": h.Addr.String(), p + "backend-data": "null"}
-		switch k.backend {
-		case "udp":
-			want[p+"backend-type"] = "" // flanneld's udp backend names no type
-		case "host-gw":
-			want[p+"backend-type"] = "host-gw"
-		case "vxlan":
-			mac, err := linkMAC(h, "flannel.1")
-			if err != nil {
-				t.Fatal(err)
-			}
-			want[p+"backend-type"] = "vxlan"
-			want[p+"backend-data"] = fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac)
+		want, err := k.wantAnnotations(i)
+		if err != nil {
+			t.Fatal(err)
 		}
 		if fmt.Sprint(n.Annotations) != fmt.Sprint(want) {
 			t.Errorf("node %d annotations:\n  %v\nwant exactly flanneld's\n  %v", i, n.Annotations, want)
@@ -108,6 +96,29 @@ func (k *kubeCluster) checkAnnotations(t *testing.T) {
 			t.Errorf("node %d subnet.env: subnet %v network %v MTU %d, want %s 198.18.0.0/16 %d", i, env.Subnet, env.Network, env.MTU, podCIDR(i), mtu)
 		}
 	}
+}
+
+// wantAnnotations are flanneld's annotations for host i with the backend,
+// and kubelet's.
+func (k *kubeCluster) wantAnnotations(i int) (map[string]string, error) {
+	h := k.c.Hosts[i-1]
+	p := "flannel.alpha.coreos.com/"
+	want := map[string]string{p + "kube-subnet-manager": "true", p + "public-ip": h.Addr.String(), p + "backend-data": "null",
+		testbed.KubeletAnnotation: "true"} // kubelet's, left alone
+	switch k.backend {
+	case "udp":
+		want[p+"backend-type"] = "" // flanneld's udp backend names no type
+	case "host-gw":
+		want[p+"backend-type"] = "host-gw"
+	case "vxlan":
+		mac, err := linkMAC(h, "flannel.1")
+		if err != nil {
+			return nil, err
+		}
+		want[p+"backend-type"] = "vxlan"
+		want[p+"backend-data"] = fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac)
+	}
+	return want, nil
 }
 
 func flannelIsUp(n *v1.Node) error {

@@ -62,11 +62,16 @@ func (c *Cluster) startKube() (err error) {
 	return os.WriteFile(c.NetConfPath, []byte(c.Opts.Config), 0o644)
 }
 
+// KubeletAnnotation is the annotation kubelet puts on every node it
+// registers (flanneld v0.20.2 panics on a node with no annotation at all).
+const KubeletAnnotation = "volumes.kubernetes.io/controller-managed-attach-detach"
+
 // CreateNode registers host i's Node object, named as its namespace, as
-// kubelet does, with the podCIDRs kube-controller-manager would assign
-// (none: not yet assigned).
+// kubelet does (with KubeletAnnotation "true"), with the podCIDRs
+// kube-controller-manager would assign (none: not yet assigned).
 func (c *Cluster) CreateNode(i int, podCIDRs ...string) error {
-	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.Hosts[i-1].Name}}
+	n := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: c.Hosts[i-1].Name,
+		Annotations: map[string]string{KubeletAnnotation: "true"}}}
 	if len(podCIDRs) > 0 {
 		n.Spec.PodCIDR, n.Spec.PodCIDRs = podCIDRs[0], podCIDRs
 	}
