@@ -24,7 +24,7 @@ const flanneldBin = "bin/flanneld-v0.20.2"
 func TestKubernetesModeWithFlanneld(t *testing.T) {
 	testbed.RequireRoot(t)
 	flanneld := flanneldBinary(t)
-	k := &kubeCluster{backend: "vxlan", c: startCluster(t, testbed.ClusterOptions{
+	k := &kubeCluster{backend: "vxlan", c: newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-kf", Hosts: 3},
 		Config: `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`,
 		Kube:   true,

@@ -10,11 +10,14 @@ import (
 // annotated kube-subnet-manager=true, this host's own included: the caller
 // filters): first one batch with every lease in the informer's synced
 // cache (possibly empty), then the changes. A node whose backend type,
-// backend data or public IP changed is EventChanged; a deleted node, one
-// that lost the annotation or whose lease became malformed is
-// EventRemoved. Each change is computed against what was reported, from
-// the informer's cache, so a relist after an API server restart or a 410
-// Gone reports exactly the differences: nothing lost, nothing repeated.
+// backend data or public IP changed is EventChanged; a deleted node, or
+// one that lost the annotation, is EventRemoved. A node whose lease became
+// malformed is counted and logged, and its last valid lease stays
+// reported, as with etcd. Events are keyed by node name and ordered
+// (Lease.Created) by the node's creation time. Each change is computed
+// against what was reported, from the informer's cache, so a relist after
+// an API server restart or a 410 Gone reports exactly the differences:
+// nothing lost, nothing repeated.
 func (s *Store) WatchLeases(ctx context.Context, handle func([]subnet.Event)) error {
 	cfg, err := s.config(ctx)
 	if err != nil {
@@ -53,28 +56,31 @@ type watcher struct {
 func (w *watcher) update(names []string) []subnet.Event {
 	var events []subnet.Event
 	for _, name := range names {
-		var l subnet.Lease
-		have := false
-		if n := w.s.cachedNode(name); n != nil && w.s.ann.Managed(n) {
-			l, have = w.s.peerLease(n, w.cfg)
-		}
+		n := w.s.cachedNode(name)
 		old, had := w.known[name]
-		switch {
-		case have && had && (old.Subnet != l.Subnet || old.IPv6Subnet != l.IPv6Subnet):
-			// Backends key peers by subnet: a node that came back with
-			// another podCIDR is a removal and an addition.
-			events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old}, subnet.Event{Type: subnet.EventAdded, Lease: l})
-		case have && had && !old.Attrs.Equal(l.Attrs):
-			events = append(events, subnet.Event{Type: subnet.EventChanged, Lease: l})
-		case have && !had:
-			events = append(events, subnet.Event{Type: subnet.EventAdded, Lease: l})
-		case !have && had:
-			events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+		if n == nil || !w.s.ann.Managed(n) {
+			if had {
+				delete(w.known, name)
+				events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old, Key: name})
+			}
+			continue
 		}
-		if have {
-			w.known[name] = l
-		} else {
-			delete(w.known, name)
+		l, ok := w.s.peerLease(n, w.cfg)
+		if !ok {
+			continue // malformed: the last valid lease stays (see WatchLeases)
+		}
+		l.Created = n.CreationTimestamp.Unix()
+		w.known[name] = l
+		switch {
+		case !had:
+			events = append(events, subnet.Event{Type: subnet.EventAdded, Lease: l, Key: name})
+		case old.Subnet != l.Subnet || old.IPv6Subnet != l.IPv6Subnet:
+			// Backends key peers by subnet: a node registered again with
+			// another podCIDR is a removal and an addition.
+			events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old, Key: name},
+				subnet.Event{Type: subnet.EventAdded, Lease: l, Key: name})
+		case !old.Attrs.Equal(l.Attrs) || old.Created != l.Created:
+			events = append(events, subnet.Event{Type: subnet.EventChanged, Lease: l, Key: name})
 		}
 	}
 	return events

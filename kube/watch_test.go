@@ -29,7 +29,7 @@ func (w *recorder) expectOnly(t *testing.T, what, want string) {
 // TestWatchLeasesReportsWhatChanged: only nodes annotated
 // kube-subnet-manager=true are leases; backend data, type or public IP
 // changes are EventChanged, anything else no event; a malformed lease is a
-// counted skip.
+// counted skip, and a valid one overwritten with garbage stays.
 func TestWatchLeasesReportsWhatChanged(t *testing.T) {
 	e := sharedEnv(t)
 	n1 := e.createNode(t, nodeName(t, "1"), managed("192.0.2.61"), "198.18.61.0/24")
@@ -52,11 +52,20 @@ func TestWatchLeasesReportsWhatChanged(t *testing.T) {
 	e.patchNode(t, n2.Name, `{"metadata":{"annotations":{"flannel.alpha.coreos.com/backend-type":"vxlan","flannel.alpha.coreos.com/backend-data":"{\"VNI\":1,\"VtepMAC\":\"02:00:00:00:00:62\"}"}}}`)
 	w.expectOnly(t, "node 2's backend changed (node 1's labels did not matter)", "changed 198.18.62.0/24 192.0.2.62")
 
-	e.createNode(t, nodeName(t, "5"), managed("192.0.2.65"), "198.18.65.0/24")
+	n5 := e.createNode(t, nodeName(t, "5"), managed("192.0.2.65"), "198.18.65.0/24")
 	w.expectOnly(t, "node 5 registered", "added 198.18.65.0/24 192.0.2.65")
-
+	// A valid lease overwritten with garbage: counted, no event (its last
+	// valid value stays, as with etcd) until the node goes.
+	e.patchNode(t, n5.Name, `{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"bogus"}}}`)
 	e.patchNode(t, n1.Name, `{"metadata":{"annotations":{"flannel.alpha.coreos.com/kube-subnet-manager":null}}}`)
-	w.expectOnly(t, "node 1 lost kube-subnet-manager", "removed 198.18.61.0/24 192.0.2.61")
+	w.expectOnly(t, "node 5 overwritten with garbage, node 1 lost kube-subnet-manager", "removed 198.18.61.0/24 192.0.2.61")
+	if got := s.MalformedLeases(); got != 2 {
+		t.Errorf("MalformedLeases = %d, want 2 (node 4, then node 5's garbage)", got)
+	}
+	if err := e.deleteNode(n5.Name); err != nil {
+		t.Fatal(err)
+	}
+	w.expectOnly(t, "node 5 deleted", "removed 198.18.65.0/24 192.0.2.65")
 
 	if err := e.deleteNode(n2.Name); err != nil {
 		t.Fatal(err)
@@ -65,8 +74,8 @@ func TestWatchLeasesReportsWhatChanged(t *testing.T) {
 
 	e.patchNode(t, n4.Name, `{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"192.0.2.64"}}}`)
 	w.expectOnly(t, "node 4's public-ip fixed", "added 198.18.64.0/24 192.0.2.64")
-	if got := s.MalformedLeases(); got != 1 {
-		t.Errorf("MalformedLeases = %d at the end, want still 1", got)
+	if got := s.MalformedLeases(); got != 2 {
+		t.Errorf("MalformedLeases = %d at the end, want still 2", got)
 	}
 }
 

@@ -80,7 +80,9 @@ func ParseConfig(data []byte) (*Config, error) {
 // subnet, so SubnetLen, SubnetMin and SubnetMax (and their IPv6 forms) are
 // ignored rather than checked; flanneld checks them only against etcd.
 // Network (IPv6Network) must still be a CIDR of its family when that
-// family is enabled: it is what a podCIDR is checked against.
+// family is enabled: it is what a podCIDR is checked against. SubnetLen
+// and IPv6SubnetLen stay 0, which the Validator reads as "any length":
+// the podCIDRs are as long as kube-controller-manager makes them.
 func ParseKubeConfig(data []byte) (*Config, error) {
 	return parseConfig(data, func(c *Config, raw *rawConfig) (err error) {
 		if c.EnableIPv4 {

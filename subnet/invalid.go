@@ -8,7 +8,8 @@ type InvalidReason uint8
 const (
 	// OutsideNetwork: a subnet does not lie in Network (or IPv6Network).
 	OutsideNetwork InvalidReason = iota
-	// WrongLength: a subnet's length is not SubnetLen (or IPv6SubnetLen).
+	// WrongLength: a subnet's length is not SubnetLen (or IPv6SubnetLen);
+	// never in Kubernetes mode, where they are 0.
 	WrongLength
 	// NoSubnet: the config enables a family the lease has no subnet for.
 	NoSubnet

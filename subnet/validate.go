@@ -184,7 +184,7 @@ func checkSubnet(sn, network netip.Prefix, bits int, netField, lenField string) 
 		return NoSubnet, fmt.Errorf("no subnet in %s %s", netField, network)
 	case sn.Addr().Is4() != network.Addr().Is4() || sn.Bits() < network.Bits() || !network.Contains(sn.Addr()):
 		return OutsideNetwork, fmt.Errorf("subnet %s is not inside %s %s", sn, netField, network)
-	case sn.Bits() != bits:
+	case bits != 0 && sn.Bits() != bits: // 0: any (Kubernetes mode, see ParseKubeConfig)
 		return WrongLength, fmt.Errorf("subnet %s has length %d, %s is %d", sn, sn.Bits(), lenField, bits)
 	}
 	return 0, nil

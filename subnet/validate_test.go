@@ -335,3 +335,22 @@ func checkAccepted(t *testing.T, v *Validator, backend map[string]Lease) {
 		seen = append(seen, l.Subnet)
 	}
 }
+
+// TestValidatorKubernetesConfigTakesAnyLength: in Kubernetes mode
+// (ParseKubeConfig: SubnetLen 0) a podCIDR is as long as
+// kube-controller-manager made it, but must still lie in the network.
+func TestValidatorKubernetesConfigTakesAnyLength(t *testing.T) {
+	cfg, err := ParseKubeConfig([]byte(`{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	v := NewValidator(ValidatorOptions{Config: cfg, Own: Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24"), Attrs: attrs("192.0.2.1")},
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	wantEvents(t, v.Filter([]Event{put("198.18.2.0-24", "192.0.2.2", 5), put("198.18.4.0-26", "192.0.2.4", 6)}),
+		"added 198.18.2.0/24 192.0.2.2, added 198.18.4.0/26 192.0.2.4")
+	wantEvents(t, v.Filter([]Event{put("203.0.113.0-24", "192.0.2.5", 7)}), "")
+	if v.Invalid(OutsideNetwork) != 1 || v.Invalid(WrongLength) != 0 {
+		t.Fatalf("outside_network %d, wrong_length %d; want 1 and 0:\n%s", v.Invalid(OutsideNetwork), v.Invalid(WrongLength), &log)
+	}
+}
