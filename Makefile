@@ -50,14 +50,14 @@ test: deps build flanneld vet kube-apiserver
 	$(MAKE) test-race
 
 test-race:
-	$(GO) test -count=1 -race -timeout 5m ./ring/ ./routetable/ ./drop/ ./metrics/ ./trace/ ./subnet/... ./outage/ ./logline/
+	$(GO) test -count=1 -race -timeout 5m ./routetable/ ./drop/ ./metrics/ ./trace/ ./subnet/... ./outage/ ./logline/
 
 demo: deps build
 	$(GO) run ./cmd/demo -flannelu $(BIN)
 
 # Go micro benchmarks of the data path parts, then the end-to-end harness.
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./ring/ ./packet/ ./offload/ ./encap/ ./tun/ ./drop/ ./trace/ ./backend/udp/ | tee bench/micro.txt
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./packet/ ./offload/ ./encap/ ./tun/ ./drop/ ./trace/ ./backend/udp/ | tee bench/micro.txt
 
 # Both layouts: the hosts sharing both CPUs, then each host on a CPU of its own.
 bench: deps build flanneld

@@ -14,7 +14,7 @@ func reportPkts(b *testing.B) {
 }
 
 // BenchmarkPacketOn is the forwarder's cost per packet with tracing on:
-// a slot copy and two ring operations. The writer goroutine decodes in
+// a slot copy and two channel operations. The writer goroutine decodes in
 // parallel; when it falls behind, records are dropped (reported as
 // dropped/op) rather than slowing the forwarder.
 func BenchmarkPacketOn(b *testing.B) {
@@ -57,7 +57,7 @@ func BenchmarkPacketOnPaced(b *testing.B) {
 
 // BenchmarkPacketSlotCopy is Packet when a slot is always free: the
 // writer goroutine is not started and the loop hands each slot straight
-// back (one extra TryPop and TryPush, included in ns/op). This is the
+// back (one extra receive and send, included in ns/op). This is the
 // forwarder's cost per traced packet, without scheduling noise.
 func BenchmarkPacketSlotCopy(b *testing.B) {
 	tr, err := newTracer(Options{Out: io.Discard, Rate: -1})
@@ -70,8 +70,7 @@ func BenchmarkPacketSlotCopy(b *testing.B) {
 	b.SetBytes(int64(len(pkt)))
 	for i := 0; i < b.N; i++ {
 		tr.Packet(drop.Inside, pkt, peer, Forwarded)
-		s, _ := tr.full.TryPop()
-		tr.free.TryPush(s)
+		tr.free <- <-tr.full
 	}
 	reportPkts(b)
 	if tr.Dropped() != 0 {

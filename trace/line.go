@@ -16,8 +16,8 @@ import (
 // "dropped <reason>".
 const Forwarded = "forwarded"
 
-// record is one traced packet as it waits in a ring slot. data aliases the
-// slot's buffer and is valid until the slot goes back to the free ring.
+// record is one traced packet as it waits in its slot. data aliases the
+// slot's buffer and is valid until the slot goes back to the free list.
 type record struct {
 	ts      time.Time
 	dir     drop.Direction

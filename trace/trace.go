@@ -9,8 +9,8 @@
 //		tr.Packet(drop.Outside, pkt, peer, trace.Forwarded)
 //	}
 //
-// When on, Packet copies the packet into a preallocated ring slot and
-// returns; it never blocks and never allocates. A background goroutine
+// When on, Packet copies the packet into a preallocated slot and returns;
+// it never blocks and never allocates. A background goroutine
 // decodes the slots (github.com/gopacket/gopacket) and writes the lines and
 // the pcap records.
 package trace
@@ -31,7 +31,6 @@ import (
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/ring"
 )
 
 // Defaults for zero Options fields.
@@ -53,14 +52,15 @@ type Options struct {
 	// applies (default: Rate).
 	Burst int
 	// Pcap, if set, receives a pcap file (link type raw IP) of every
-	// traced packet, not rate-limited: only a full ring drops records.
+	// traced packet, not rate-limited: only running out of slots drops
+	// records.
 	Pcap io.Writer
 	// Snaplen is how many bytes of each packet are kept (default
 	// DefaultSnaplen, 64..65535). Lines need only the headers; the pcap
 	// file gets exactly these bytes.
 	Snaplen int
-	// Slots is the ring size (default DefaultSlots, rounded up to a power
-	// of two, at most 65536). Memory use is Slots*Snaplen bytes.
+	// Slots is how many packets may wait for the writer (default
+	// DefaultSlots, 1..65536). Memory use is Slots*Snaplen bytes.
 	Slots int
 	// Now is the clock for packet timestamps; tests inject a fixed one.
 	// By default a packet's time is New's wall-clock time plus the
@@ -74,7 +74,8 @@ type Options struct {
 	Metrics *metrics.Registry
 }
 
-// slot is one ring entry; buf is allocated once in New.
+// slot holds one packet on its way to the writer; buf is allocated once in
+// New.
 type slot struct {
 	rec record
 	buf []byte
@@ -87,10 +88,13 @@ type Tracer struct {
 	base  time.Time
 	slots []slot
 	// Slot indices move free -> (Packet) -> full -> (writer) -> free.
-	// Both are MPMC because every forwarder goroutine may call Packet.
-	free, full *ring.MPMC[uint32]
+	// Both channels hold every index, so a send never blocks. A buffered
+	// channel is as fast here as the lock-free MPMC ring it replaced
+	// (PacketSlotCopy and PacketOnPaced within noise, see the commit).
+	free, full chan uint32
 
 	closed  atomic.Bool
+	stop    chan struct{} // closed by Close: wakes a parked writer
 	dropped *metrics.Counter
 
 	// Owned by the writer goroutine until done is closed.
@@ -157,10 +161,14 @@ func newTracer(opts Options) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
+	n := opts.Slots
 	t := &Tracer{
 		now:   opts.Now,
 		base:  time.Now(),
-		free:  ring.NewMPMC[uint32](opts.Slots),
+		slots: make([]slot, n),
+		free:  make(chan uint32, n),
+		full:  make(chan uint32, n),
+		stop:  make(chan struct{}),
 		dec:   newDecoder(),
 		limit: newLimiter(opts.Rate, opts.Burst),
 		line:  make([]byte, 0, 256),
@@ -169,13 +177,10 @@ func newTracer(opts Options) (*Tracer, error) {
 		dropped: opts.Metrics.Counter("flannelu_trace_dropped_records_total",
 			"Packets --trace did not record (no line, no pcap record) because its writer fell behind; the packets themselves were forwarded or dropped as usual."),
 	}
-	n := t.free.Cap() // the rounded size
-	t.full = ring.NewMPMC[uint32](n)
-	t.slots = make([]slot, n)
 	mem := make([]byte, n*opts.Snaplen)
 	for i := range t.slots {
 		t.slots[i].buf = mem[i*opts.Snaplen : (i+1)*opts.Snaplen : (i+1)*opts.Snaplen]
-		t.free.TryPush(uint32(i))
+		t.free <- uint32(i)
 	}
 	if opts.Out != nil {
 		t.out = bufio.NewWriterSize(opts.Out, 32<<10)
@@ -199,7 +204,7 @@ func newTracer(opts Options) (*Tracer, error) {
 //
 // It copies up to Snaplen bytes of pkt, so the caller keeps ownership of
 // pkt and may reuse it as soon as Packet returns. Packet never blocks and
-// allocates nothing; when the ring is full the packet is not traced and
+// allocates nothing; when no slot is free the packet is not traced and
 // counted in Dropped. After Close it does nothing. verdict should be a
 // constant or long-lived string: the tracer keeps a reference until the
 // line is written.
@@ -207,8 +212,10 @@ func (t *Tracer) Packet(dir drop.Direction, pkt []byte, peer netip.AddrPort, ver
 	if t.closed.Load() {
 		return
 	}
-	i, ok := t.free.TryPop()
-	if !ok {
+	var i uint32
+	select {
+	case i = <-t.free:
+	default:
 		t.dropped.Add(1)
 		return
 	}
@@ -227,12 +234,11 @@ func (t *Tracer) Packet(dir drop.Direction, pkt []byte, peer netip.AddrPort, ver
 		origLen: len(pkt),
 		data:    s.buf[:copy(s.buf, pkt)],
 	}
-	// Cannot fail: full has room for every slot index.
-	t.full.TryPush(i)
+	t.full <- i // never blocks: full has room for every slot index
 }
 
-// Dropped returns how many packets were not traced because the ring was
-// full (the writer could not keep up).
+// Dropped returns how many packets were not traced because no slot was
+// free (the writer could not keep up).
 func (t *Tracer) Dropped() uint64 { return t.dropped.Value() }
 
 // Close stops tracing: it writes the packets already recorded, a final
@@ -243,17 +249,17 @@ func (t *Tracer) Dropped() uint64 { return t.dropped.Value() }
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
-		t.full.Close()
+		close(t.stop)
 		<-t.done
 		if n := t.Dropped(); n > 0 {
-			t.log.Info("trace: packets not traced because the ring was full", "dropped", n)
+			t.log.Info("trace: packets not traced because the writer fell behind", "dropped", n)
 		}
 	})
 	return errors.Join(t.outErr, t.pcapErr)
 }
 
-// The writer polls the ring while packets are flowing and parks on it
-// only after a quiet spell. Parking on every empty ring would make each
+// The writer polls for records while packets are flowing and parks only
+// after a quiet spell. Parking whenever none is queued would make each
 // Packet that finds the writer asleep pay a goroutine wake-up (~300 ns,
 // measured), which is the forwarder's time; polling moves that cost to
 // the writer, and parking keeps an idle tracer from using CPU.
@@ -270,19 +276,19 @@ func (t *Tracer) run() {
 			idle = 0
 		}
 		t.sync()
-		if t.closed.Load() && t.full.Len() == 0 {
+		if t.closed.Load() && len(t.full) == 0 {
 			break
 		}
 		if idle++; idle < parkAfter {
 			time.Sleep(pollInterval)
 			continue
 		}
-		i, ok := t.full.Pop() // Close releases it
-		if !ok {
-			break
+		select {
+		case i := <-t.full:
+			t.writeSlot(i)
+			idle = 0
+		case <-t.stop: // the next round drains what is left and stops
 		}
-		t.writeSlot(i)
-		idle = 0
 	}
 	if n := t.limit.suppressed; n > 0 {
 		t.writeSuppressed(n)
@@ -294,8 +300,10 @@ func (t *Tracer) run() {
 func (t *Tracer) drain() int {
 	n := 0
 	for {
-		i, ok := t.full.TryPop()
-		if !ok {
+		var i uint32
+		select {
+		case i = <-t.full:
+		default:
 			return n
 		}
 		t.writeSlot(i)
@@ -309,7 +317,7 @@ func (t *Tracer) drain() int {
 // writeSlot writes slot i's record and gives the slot back to Packet.
 func (t *Tracer) writeSlot(i uint32) {
 	t.write(&t.slots[i].rec)
-	t.free.TryPush(i)
+	t.free <- i
 }
 
 func (t *Tracer) write(r *record) {
