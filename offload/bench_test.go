@@ -1,24 +1,8 @@
 package offload
 
 import (
-	"strconv"
 	"testing"
 )
-
-func BenchmarkChecksum(b *testing.B) {
-	for _, n := range []int{1500, 65535} {
-		data := pattern(n)
-		b.Run(strconv.Itoa(n), func(b *testing.B) {
-			b.SetBytes(int64(n))
-			b.ReportAllocs()
-			var sink uint16
-			for b.Loop() {
-				sink += Checksum(data, 0)
-			}
-			_ = sink
-		})
-	}
-}
 
 // BenchmarkSplitTSO4 splits a 64 KiB-class TSO4 super-packet (44 segments of
 // 1448 bytes, as a TUN read delivers for a bulk TCP send) into wire packets.

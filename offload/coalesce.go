@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"hash/maphash"
+
+	"github.com/flannelu/flannelu/packet"
 )
 
 // CoalescerOptions configures a Coalescer.
@@ -255,6 +257,6 @@ func (g *group) seal(pkt []byte) VirtioNetHdr {
 		l4[13] |= tcpPSH
 	}
 	src, dst := addrs(pkt, g.ip)
-	binary.BigEndian.PutUint16(l4[h.CsumOffset:], Fold(PseudoSum(g.ip.proto, src, dst, l4Len)))
+	binary.BigEndian.PutUint16(l4[h.CsumOffset:], packet.Fold(packet.PseudoSum(g.ip.proto, src, dst, l4Len)))
 	return h
 }

@@ -1,6 +1,10 @@
 package offload
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/flannelu/flannelu/packet"
+)
 
 type groupKind uint8
 
@@ -90,7 +94,7 @@ func l4Valid(pkt []byte, ip ipInfo) bool {
 	if ip.proto == protoUDP && !ip.v6 && l4[6] == 0 && l4[7] == 0 {
 		return true
 	}
-	return Checksum(l4, PseudoSum(ip.proto, ip.src, ip.dst, len(l4))) == 0
+	return packet.Checksum(l4, packet.PseudoSum(ip.proto, ip.src, ip.dst, len(l4))) == 0
 }
 
 func makeKey(pkt []byte, ip ipInfo) flowKey {

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/flannelu/flannelu/packet"
 )
 
 // IP protocol numbers and header facts used by Split and the Coalescer.
@@ -129,7 +131,7 @@ func setIPLength(pkt []byte, ip ipInfo, total int) {
 
 func setIPv4Checksum(hdr []byte) {
 	hdr[10], hdr[11] = 0, 0
-	binary.BigEndian.PutUint16(hdr[10:12], Checksum(hdr, 0))
+	binary.BigEndian.PutUint16(hdr[10:12], packet.Checksum(hdr, 0))
 }
 
 // l4Checksum returns the full checksum for the L4 segment seg of a packet
@@ -138,7 +140,7 @@ func setIPv4Checksum(hdr []byte) {
 // for UDP is required (0 means "no checksum").
 func l4Checksum(seg []byte, ip ipInfo, csumOff int, src, dst []byte) uint16 {
 	seg[csumOff], seg[csumOff+1] = 0, 0
-	c := Checksum(seg, PseudoSum(ip.proto, src, dst, len(seg)))
+	c := packet.Checksum(seg, packet.PseudoSum(ip.proto, src, dst, len(seg)))
 	if c == 0 {
 		c = 0xffff
 	}

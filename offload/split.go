@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/flannelu/flannelu/packet"
 )
 
 // Split turns one packet read from an IFF_VNET_HDR TUN (pkt, without its
@@ -194,7 +196,7 @@ func completeChecksum(pkt []byte, hdr VirtioNetHdr) {
 		return
 	}
 	start, at := int(hdr.CsumStart), int(hdr.CsumStart)+int(hdr.CsumOffset)
-	c := Checksum(pkt[start:], 0)
+	c := packet.Checksum(pkt[start:], 0)
 	if c == 0 {
 		c = 0xffff
 	}

@@ -121,3 +121,15 @@ func FuzzDestUnreachable(f *testing.F) {
 		}
 	})
 }
+
+func FuzzChecksum(f *testing.F) {
+	f.Add([]byte{0xff, 0xff, 0xff}, uint16(0xffff))
+	f.Add(pattern(1500), uint16(0))
+	f.Fuzz(func(t *testing.T, b []byte, initial uint16) {
+		// initial as a leading word keeps the data's word alignment.
+		ref := refChecksum(append([]byte{byte(initial >> 8), byte(initial)}, b...))
+		if got := Checksum(b, uint64(initial)); got != ref {
+			t.Fatalf("Checksum = %#04x, reference %#04x", got, ref)
+		}
+	})
+}

@@ -103,53 +103,18 @@ func ParseIPv4(b []byte) (IPv4, error) {
 }
 
 // DecrementTTL lowers the TTL of the IPv4 header at the start of b by one
-// and patches the header checksum incrementally (RFC 1624 eqn. 3, which
-// unlike RFC 1141 never yields the non-canonical 0xFFFF). It returns false
-// and leaves b untouched when the TTL is 0 or 1 (the caller drops the packet
-// or answers time-exceeded) or when b is shorter than an IPv4 header.
+// and patches the header checksum incrementally (UpdateChecksum16). It
+// returns false and leaves b untouched when the TTL is 0 or 1 (the caller
+// drops the packet or answers time-exceeded) or when b is shorter than an
+// IPv4 header.
 // b should have passed ParseIPv4.
 func DecrementTTL(b []byte) bool {
 	if len(b) < HeaderLen || b[8] <= 1 {
 		return false
 	}
-	old := uint32(binary.BigEndian.Uint16(b[8:10])) // TTL and protocol share a word
+	old := binary.BigEndian.Uint16(b[8:10]) // TTL and protocol share a word
 	b[8]--
-	updated := uint32(binary.BigEndian.Uint16(b[8:10]))
-	hc := uint32(binary.BigEndian.Uint16(b[10:12]))
-	// HC' = ~(~HC + ~m + m')
-	sum := (^hc & 0xffff) + (^old & 0xffff) + updated
-	binary.BigEndian.PutUint16(b[10:12], ^fold(sum))
+	hc := binary.BigEndian.Uint16(b[10:12])
+	binary.BigEndian.PutUint16(b[10:12], UpdateChecksum16(hc, old, binary.BigEndian.Uint16(b[8:10])))
 	return true
-}
-
-// Checksum returns the Internet checksum (RFC 1071) of b, with initial
-// added to the sum first (for a pseudo header; 0 otherwise). Over a header
-// whose checksum field is filled in, a correct checksum yields 0.
-func Checksum(b []byte, initial uint32) uint16 {
-	sum := uint64(initial)
-	for len(b) >= 8 {
-		// Summing 32-bit big-endian halves into 64 bits defers carries;
-		// folding at the end gives the same ones' complement sum.
-		sum += uint64(binary.BigEndian.Uint32(b[:4])) + uint64(binary.BigEndian.Uint32(b[4:8]))
-		b = b[8:]
-	}
-	for len(b) >= 2 {
-		sum += uint64(binary.BigEndian.Uint16(b[:2]))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		sum += uint64(b[0]) << 8
-	}
-	for sum > 0xffff {
-		sum = (sum >> 16) + (sum & 0xffff)
-	}
-	return ^uint16(sum)
-}
-
-// fold reduces a 32-bit sum of 16-bit words to a 16-bit ones' complement sum.
-func fold(sum uint32) uint16 {
-	for sum > 0xffff {
-		sum = (sum >> 16) + (sum & 0xffff)
-	}
-	return uint16(sum)
 }

@@ -1,4 +1,4 @@
-package offload
+package packet
 
 import (
 	"encoding/binary"
@@ -13,11 +13,16 @@ import (
 // The accumulator is 64 bits wide with end-around carry: since 2^16 ≡ 1
 // (mod 0xffff), adding 8 bytes at a time gives the same folded result as the
 // RFC 1071 definition, four times fewer additions. The result is returned
-// folded to 16 bits (still a valid unfolded sum for chaining).
+// folded to 16 bits (still a valid unfolded sum for chaining). It is the
+// faster of the two implementations the tree had (about 3x on 1500 bytes,
+// the commit that moved it here has the numbers).
 func Sum(b []byte, initial uint64) uint64 {
 	// Summing little-endian words gives the byte-swapped sum (RFC 1071
 	// section 2(B)); swapping once at the end saves a BSWAP per word.
-	ac := uint64(bits.ReverseBytes16(Fold(initial)))
+	var ac uint64
+	if initial != 0 {
+		ac = uint64(bits.ReverseBytes16(Fold(initial)))
+	}
 	var carry uint64
 	for len(b) >= 64 {
 		ac, carry = bits.Add64(ac, binary.LittleEndian.Uint64(b[0:8]), 0)
@@ -71,12 +76,12 @@ func Fold(sum uint64) uint16 {
 	return uint16(t)
 }
 
-// Checksum is the Internet checksum of b with a starting sum (e.g. a
-// PseudoSum, or 0): the complemented 16-bit fold, the value to store in a
-// header's checksum field. Computed over data that already contains a
+// Checksum is the Internet checksum (RFC 1071) of b with a starting sum
+// (a PseudoSum, or 0): the complemented 16-bit fold, the value to store in
+// a header's checksum field. Computed over data that already contains a
 // correct checksum field, it returns 0.
 func Checksum(b []byte, initial uint64) uint16 {
-	return ^Fold(Sum(b, initial))
+	return ^uint16(Sum(b, initial)) // Sum's result is already folded
 }
 
 // PseudoSum is the sum of the TCP/UDP pseudo-header for src and dst (both 4
@@ -92,17 +97,9 @@ func PseudoSum(proto uint8, src, dst []byte, l4Len int) uint64 {
 
 // UpdateChecksum16 returns the checksum field after one 16-bit word covered
 // by it changed from old to new, without touching the rest of the data
-// (RFC 1624, eqn. 3: HC' = ~(~HC + ~m + m')). Useful for a TTL decrement or a
-// port rewrite.
+// (RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), which unlike RFC 1141 never
+// yields the non-canonical 0xFFFF).
 func UpdateChecksum16(check, old, new uint16) uint16 {
 	s := uint64(^check) + uint64(^old) + uint64(new)
-	return ^Fold(s)
-}
-
-// UpdateChecksum32 is UpdateChecksum16 for a 32-bit field such as a TCP
-// sequence number or an IPv4 address.
-func UpdateChecksum32(check uint16, old, new uint32) uint16 {
-	s := uint64(^check) + uint64(^uint16(old>>16)) + uint64(^uint16(old)) +
-		uint64(uint16(new>>16)) + uint64(uint16(new))
 	return ^Fold(s)
 }
