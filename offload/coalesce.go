@@ -67,7 +67,7 @@ func (c *Coalescer) grow(batch int) {
 	c.gen = 0
 	c.groups = make([]group, 0, batch)
 	c.next = make([]int32, batch)
-	c.hdrs = make([]byte, batch*VirtioNetHdrLen)
+	c.hdrs = make([]byte, batch*packet.VirtioNetHdrLen)
 	c.parts = make([][]byte, 0, 2*batch)
 	c.out = make([][][]byte, 0, batch)
 }
@@ -75,7 +75,7 @@ func (c *Coalescer) grow(batch int) {
 // Coalesce merges the batch of plain IP packets pkts and returns what to
 // write to the TUN, in order: each element is one write given as its parts,
 // to be concatenated by one writev (tun.Queue.WriteParts). The first part is
-// a VirtioNetHdrLen-byte virtio_net_hdr, the second a packet of pkts, and a
+// a packet.VirtioNetHdrLen-byte virtio_net_hdr, the second a packet of pkts, and a
 // merged super-packet continues with the payloads of the packets merged
 // into it.
 //
@@ -214,12 +214,12 @@ func sameTCPFields(a, b []byte, l4Off, hdrLen int) bool {
 func (c *Coalescer) finish(pkts [][]byte) [][][]byte {
 	for k := range c.groups {
 		g := &c.groups[k]
-		hdr := c.hdrs[k*VirtioNetHdrLen : (k+1)*VirtioNetHdrLen]
-		var h VirtioNetHdr
+		hdr := c.hdrs[k*packet.VirtioNetHdrLen : (k+1)*packet.VirtioNetHdrLen]
+		var h packet.VirtioNetHdr
 		if g.segs > 1 {
 			h = g.seal(pkts[g.head])
 		}
-		_ = h.Encode(hdr) // hdr is VirtioNetHdrLen long
+		_ = h.Encode(hdr) // hdr is packet.VirtioNetHdrLen long
 		first := len(c.parts)
 		c.parts = append(c.parts, hdr, pkts[g.head])
 		for j := c.next[g.head]; j >= 0; j = c.next[j] {
@@ -234,12 +234,12 @@ func (c *Coalescer) finish(pkts [][]byte) [][][]byte {
 // super-packet of g.length bytes and returns its virtio header: lengths,
 // IPv4 header checksum, PSH if the last segment had it, and the
 // pseudo-header partial checksum the kernel completes.
-func (g *group) seal(pkt []byte) VirtioNetHdr {
+func (g *group) seal(pkt []byte) packet.VirtioNetHdr {
 	setIPLength(pkt, g.ip, g.length)
 	l4 := pkt[g.ip.l4Off:]
 	l4Len := g.length - g.ip.l4Off
-	h := VirtioNetHdr{
-		Flags:     FlagNeedsCsum,
+	h := packet.VirtioNetHdr{
+		Flags:     packet.FlagNeedsCsum,
 		HdrLen:    uint16(g.hdrLen),
 		GSOSize:   uint16(g.gsoSize),
 		CsumStart: uint16(g.ip.l4Off),
@@ -247,11 +247,11 @@ func (g *group) seal(pkt []byte) VirtioNetHdr {
 	switch {
 	case g.kind == kindUDP:
 		binary.BigEndian.PutUint16(l4[4:6], uint16(l4Len))
-		h.GSOType, h.CsumOffset = GSOUDPL4, udpCsumOffset
+		h.GSOType, h.CsumOffset = packet.GSOUDPL4, udpCsumOffset
 	case g.ip.v6:
-		h.GSOType, h.CsumOffset = GSOTCPv6, tcpCsumOffset
+		h.GSOType, h.CsumOffset = packet.GSOTCPv6, tcpCsumOffset
 	default:
-		h.GSOType, h.CsumOffset = GSOTCPv4, tcpCsumOffset
+		h.GSOType, h.CsumOffset = packet.GSOTCPv4, tcpCsumOffset
 	}
 	if g.kind == kindTCP && g.psh {
 		l4[13] |= tcpPSH

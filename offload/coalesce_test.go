@@ -2,12 +2,14 @@ package offload
 
 import (
 	"testing"
+
+	"github.com/flannelu/flannelu/packet"
 )
 
-const headroom = 16 // >= VirtioNetHdrLen, like a TUN writer reserving space
+const headroom = 16 // >= packet.VirtioNetHdrLen, like a TUN writer reserving space
 
 type write struct {
-	hdr VirtioNetHdr
+	hdr packet.VirtioNetHdr
 	pkt []byte
 }
 
@@ -23,7 +25,7 @@ func clone(pkts [][]byte) [][]byte {
 // flatten is what the kernel reads from one write: its parts concatenated.
 func flatten(t testing.TB, parts [][]byte) write {
 	t.Helper()
-	if len(parts) < 2 || len(parts[0]) != VirtioNetHdrLen {
+	if len(parts) < 2 || len(parts[0]) != packet.VirtioNetHdrLen {
 		t.Fatalf("write of %d parts: want a virtio header and a packet", len(parts))
 	}
 	var w write
@@ -51,15 +53,15 @@ func coalesce(t *testing.T, c *Coalescer, pkts [][]byte) []write {
 // the plain packet.
 func segments(t *testing.T, w write) []decoded {
 	t.Helper()
-	if w.hdr.GSOType == GSONone {
-		if w.hdr != (VirtioNetHdr{}) {
+	if w.hdr.GSOType == packet.GSONone {
+		if w.hdr != (packet.VirtioNetHdr{}) {
 			t.Fatalf("plain write with header %v", w.hdr)
 		}
 		return []decoded{verify(t, w.pkt)}
 	}
 	l4 := int(w.hdr.CsumStart)
 	got := uint16(w.pkt[l4+int(w.hdr.CsumOffset)])<<8 | uint16(w.pkt[l4+int(w.hdr.CsumOffset)+1])
-	if want := partialSum(w.pkt, w.pkt[0]>>4 == 6, l4); got != want || w.hdr.Flags != FlagNeedsCsum {
+	if want := partialSum(w.pkt, w.pkt[0]>>4 == 6, l4); got != want || w.hdr.Flags != packet.FlagNeedsCsum {
 		t.Fatalf("super-packet partial checksum %#04x flags %#x, want %#04x with NEEDS_CSUM", got, w.hdr.Flags, want)
 	}
 	return splitAll(t, w.pkt, w.hdr)
@@ -223,7 +225,7 @@ func TestCoalesceUDP(t *testing.T) {
 		t.Fatalf("UDP off: %d writes, want 4", len(ws))
 	}
 	ws = coalesce(t, NewCoalescer(CoalescerOptions{UDP: true}), pkts)
-	if len(ws) != 1 || ws[0].hdr.GSOType != GSOUDPL4 || ws[0].hdr.GSOSize != 1200 {
+	if len(ws) != 1 || ws[0].hdr.GSOType != packet.GSOUDPL4 || ws[0].hdr.GSOSize != 1200 {
 		t.Fatalf("UDP on: %d writes, first %v", len(ws), ws[0].hdr)
 	}
 	ds := segments(t, ws[0])
@@ -242,7 +244,7 @@ func TestCoalesceOtherPacketsPassThrough(t *testing.T) {
 		t.Fatalf("%d writes, want 3", len(ws))
 	}
 	for i, w := range ws {
-		if w.hdr != (VirtioNetHdr{}) {
+		if w.hdr != (packet.VirtioNetHdr{}) {
 			t.Fatalf("write %d: header %v, want all zero", i, w.hdr)
 		}
 		equalBytes(t, "unchanged packet", w.pkt, pkts[i])

@@ -9,7 +9,7 @@ import (
 type groupKind uint8
 
 const (
-	kindPlain groupKind = iota // written unchanged with a GSONone header
+	kindPlain groupKind = iota // written unchanged with a packet.GSONone header
 	kindTCP
 	kindUDP
 )
@@ -73,7 +73,7 @@ func (cd *candidate) classify(pkt []byte, udp bool) bool {
 		cd.kind = kindTCP
 	}
 	cd.key = makeKey(pkt, ip)
-	cd.canJoin = cd.payload > 0 && (ip.v6 || ip.l4Off == ipv4MinHdr)
+	cd.canJoin = cd.payload > 0 && (ip.v6 || ip.l4Off == packet.HeaderLen)
 	if cd.kind == kindTCP {
 		l4 := pkt[ip.l4Off:]
 		cd.seq = binary.BigEndian.Uint32(l4[4:8])

@@ -4,30 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
-)
 
-func FuzzVirtioNetHdr(f *testing.F) {
-	f.Add([]byte{1, 4, 74, 0, 148, 5, 40, 0, 16, 0})
-	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff})
-	f.Add([]byte{1, 2, 3})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var h VirtioNetHdr
-		err := h.Decode(b)
-		if (err != nil) != (len(b) < VirtioNetHdrLen) {
-			t.Fatalf("Decode of %d bytes: %v", len(b), err)
-		}
-		if err != nil {
-			return
-		}
-		out := make([]byte, VirtioNetHdrLen)
-		if err := h.Encode(out); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(out, b[:VirtioNetHdrLen]) {
-			t.Fatalf("round trip %x -> %v -> %x", b[:VirtioNetHdrLen], h, out)
-		}
-	})
-}
+	"github.com/flannelu/flannelu/packet"
+)
 
 // refL4Valid checks an L4 checksum with the reference implementation and
 // a hand-built pseudo-header.
@@ -67,16 +46,16 @@ func FuzzSplit(f *testing.F) {
 		{spec{udp: true, v6: true, payload: pattern(30)}, 700},
 	} {
 		p, h := superPacket(f, s.s, s.gso)
-		gso, none := make([]byte, VirtioNetHdrLen), make([]byte, VirtioNetHdrLen)
+		gso, none := make([]byte, packet.VirtioNetHdrLen), make([]byte, packet.VirtioNetHdrLen)
 		_ = h.Encode(gso)
 		f.Add(gso, p)
-		h.GSOType, h.GSOSize = GSONone, 0
+		h.GSOType, h.GSOSize = packet.GSONone, 0
 		_ = h.Encode(none)
 		f.Add(none, p)
 	}
 	out, sizes := buffers(64, 4096), make([]int, 64)
 	f.Fuzz(func(t *testing.T, hb, pkt []byte) {
-		var h VirtioNetHdr
+		var h packet.VirtioNetHdr
 		if err := h.Decode(hb); err != nil {
 			return
 		}
@@ -87,7 +66,7 @@ func FuzzSplit(f *testing.F) {
 			}
 			return
 		}
-		if h.GSOType&^GSOECNBit == GSONone {
+		if h.GSOType&^packet.GSOECNBit == packet.GSONone {
 			checkCompleted(t, pkt, h, out[0][3:3+sizes[0]])
 			return
 		}
@@ -95,8 +74,8 @@ func FuzzSplit(f *testing.F) {
 	})
 }
 
-func checkCompleted(t *testing.T, pkt []byte, h VirtioNetHdr, got []byte) {
-	if h.Flags&FlagNeedsCsum == 0 {
+func checkCompleted(t *testing.T, pkt []byte, h packet.VirtioNetHdr, got []byte) {
+	if h.Flags&packet.FlagNeedsCsum == 0 {
 		if !bytes.Equal(got, pkt) {
 			t.Fatalf("plain packet changed")
 		}
@@ -192,7 +171,7 @@ func FuzzCoalesce(f *testing.F) {
 		for _, parts := range c.Coalesce(clone(pkts)) {
 			w := flatten(t, parts)
 			h, p := w.hdr, w.pkt
-			if h.GSOType == GSONone {
+			if h.GSOType == packet.GSONone {
 				got = append(got, p)
 				continue
 			}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"testing"
 
+	"github.com/flannelu/flannelu/packet"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 )
@@ -92,7 +93,7 @@ func build(tb testing.TB, s spec) []byte {
 // superPacket builds what a TUN read returns for a TSO/USO send: the packet
 // with lengths for the whole payload and, as the kernel leaves it, only the
 // pseudo-header sum in the L4 checksum field; plus its virtio header.
-func superPacket(tb testing.TB, s spec, gsoSize int) ([]byte, VirtioNetHdr) {
+func superPacket(tb testing.TB, s spec, gsoSize int) ([]byte, packet.VirtioNetHdr) {
 	tb.Helper()
 	p := build(tb, s)
 	l4Off, csumOff, hdrLen := 20, 16, 40
@@ -104,13 +105,13 @@ func superPacket(tb testing.TB, s spec, gsoSize int) ([]byte, VirtioNetHdr) {
 	} else {
 		hdrLen = l4Off + int(p[l4Off+12]>>4)*4
 	}
-	h := VirtioNetHdr{Flags: FlagNeedsCsum, GSOType: GSOTCPv4, HdrLen: uint16(hdrLen), GSOSize: uint16(gsoSize),
+	h := packet.VirtioNetHdr{Flags: packet.FlagNeedsCsum, GSOType: packet.GSOTCPv4, HdrLen: uint16(hdrLen), GSOSize: uint16(gsoSize),
 		CsumStart: uint16(l4Off), CsumOffset: uint16(csumOff)}
 	switch {
 	case s.udp:
-		h.GSOType = GSOUDPL4
+		h.GSOType = packet.GSOUDPL4
 	case s.v6:
-		h.GSOType = GSOTCPv6
+		h.GSOType = packet.GSOTCPv6
 	}
 	binary.BigEndian.PutUint16(p[l4Off+csumOff:], partialSum(p, s.v6, l4Off))
 	return p, h

@@ -13,10 +13,8 @@ const (
 	protoTCP = 6
 	protoUDP = 17
 
-	ipv4MinHdr = 20
-	ipv6Hdr    = 40
-	tcpMinHdr  = 20
-	udpHdr     = 8
+	tcpMinHdr = 20
+	udpHdr    = 8
 
 	tcpCsumOffset = 16
 	udpCsumOffset = 6
@@ -65,34 +63,31 @@ func parseIP(pkt []byte) (ipInfo, error) {
 }
 
 func parseIPv4(pkt []byte) (ipInfo, error) {
-	if len(pkt) < ipv4MinHdr {
-		return ipInfo{}, fmt.Errorf("offload: IPv4 packet of %d bytes", len(pkt))
+	ip, err := packet.ParseIPv4NoChecksum(pkt)
+	if err != nil {
+		return ipInfo{}, fmt.Errorf("offload: %w", err)
 	}
-	ihl := int(pkt[0]&0x0f) * 4
-	if ihl < ipv4MinHdr || ihl > len(pkt) {
-		return ipInfo{}, fmt.Errorf("offload: IPv4 header length %d in a %d-byte packet", ihl, len(pkt))
+	if int(ip.TotalLen) != len(pkt) {
+		return ipInfo{}, fmt.Errorf("offload: IPv4 total length %d, packet has %d bytes", ip.TotalLen, len(pkt))
 	}
-	if tot := int(binary.BigEndian.Uint16(pkt[2:4])); tot != len(pkt) {
-		return ipInfo{}, fmt.Errorf("offload: IPv4 total length %d, packet has %d bytes", tot, len(pkt))
-	}
-	if binary.BigEndian.Uint16(pkt[6:8])&0x3fff != 0 { // MF or fragment offset
+	if ip.MF || ip.FragOff != 0 {
 		return ipInfo{}, errFragment
 	}
-	return ipInfo{proto: pkt[9], l4Off: ihl, src: pkt[12:16], dst: pkt[16:20]}, nil
+	return ipInfo{proto: ip.Proto, l4Off: int(ip.HeaderLen), src: pkt[12:16], dst: pkt[16:20]}, nil
 }
 
 func parseIPv6(pkt []byte) (ipInfo, error) {
-	if len(pkt) < ipv6Hdr {
+	if len(pkt) < packet.IPv6HeaderLen {
 		return ipInfo{}, fmt.Errorf("offload: IPv6 packet of %d bytes", len(pkt))
 	}
-	if pl := int(binary.BigEndian.Uint16(pkt[4:6])); pl+ipv6Hdr != len(pkt) {
-		return ipInfo{}, fmt.Errorf("offload: IPv6 payload length %d, packet has %d bytes", pl, len(pkt))
+	if n, _ := packet.DeclaredLen(pkt); n != len(pkt) {
+		return ipInfo{}, fmt.Errorf("offload: IPv6 packet declares %d bytes, has %d", n, len(pkt))
 	}
 	next := pkt[6]
 	if next != protoTCP && next != protoUDP {
 		return ipInfo{}, fmt.Errorf("offload: IPv6 next header %d is not TCP or UDP", next)
 	}
-	return ipInfo{v6: true, proto: next, l4Off: ipv6Hdr, src: pkt[8:24], dst: pkt[24:40]}, nil
+	return ipInfo{v6: true, proto: next, l4Off: packet.IPv6HeaderLen, src: pkt[8:24], dst: pkt[24:40]}, nil
 }
 
 // l4HdrLen returns the TCP or UDP header length of the packet described by ip.
@@ -122,7 +117,7 @@ func l4HdrLen(pkt []byte, ip ipInfo) (int, error) {
 // for a packet of total bytes, and for IPv4 recomputes the header checksum.
 func setIPLength(pkt []byte, ip ipInfo, total int) {
 	if ip.v6 {
-		binary.BigEndian.PutUint16(pkt[4:6], uint16(total-ipv6Hdr))
+		binary.BigEndian.PutUint16(pkt[4:6], uint16(total-packet.IPv6HeaderLen))
 		return
 	}
 	binary.BigEndian.PutUint16(pkt[2:4], uint16(total))

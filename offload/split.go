@@ -18,7 +18,7 @@ import (
 // the IP length fixed, IPv4 ID = ID+i and header checksum recomputed, TCP
 // sequence advanced by the payload before it, FIN and PSH only on the last
 // and CWR only on the first segment, UDP length fixed, and a full L4
-// checksum. A GSONone packet is copied to out[0] and, if FlagNeedsCsum is
+// checksum. A packet.GSONone packet is copied to out[0] and, if packet.FlagNeedsCsum is
 // set, its checksum is completed (CompleteChecksum).
 //
 // len(sizes) must be >= the number of segments, and so must len(out), each
@@ -27,15 +27,15 @@ import (
 // out[i]. Split returns the number of packets written; a malformed packet
 // (bad lengths, unsupported GSO type, hdr.HdrLen past the end, GSOSize 0)
 // gives an error and no packets. It does not allocate.
-func Split(pkt []byte, hdr VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
+func Split(pkt []byte, hdr packet.VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
 	if offset < 0 {
 		return 0, fmt.Errorf("offload: negative offset %d", offset)
 	}
 	if int(hdr.HdrLen) > len(pkt) {
 		return 0, fmt.Errorf("offload: hdr_len %d past the end of a %d-byte packet", hdr.HdrLen, len(pkt))
 	}
-	gso := hdr.GSOType &^ GSOECNBit
-	if gso == GSONone {
+	gso := hdr.GSOType &^ packet.GSOECNBit
+	if gso == packet.GSONone {
 		return splitNone(pkt, hdr, out, sizes, offset)
 	}
 	if hdr.GSOSize == 0 {
@@ -76,11 +76,11 @@ func Split(pkt []byte, hdr VirtioNetHdr, out [][]byte, sizes []int, offset int) 
 
 func checkGSOType(gso uint8, ip ipInfo) error {
 	switch {
-	case gso == GSOTCPv4 && !ip.v6 && ip.proto == protoTCP,
-		gso == GSOTCPv6 && ip.v6 && ip.proto == protoTCP,
-		gso == GSOUDPL4 && ip.proto == protoUDP:
+	case gso == packet.GSOTCPv4 && !ip.v6 && ip.proto == protoTCP,
+		gso == packet.GSOTCPv6 && ip.v6 && ip.proto == protoTCP,
+		gso == packet.GSOUDPL4 && ip.proto == protoUDP:
 		return nil
-	case gso == GSOUDP:
+	case gso == packet.GSOUDP:
 		return errors.New("offload: GSO_UDP (UFO) is not supported")
 	default:
 		return fmt.Errorf("offload: GSO type %d does not match IPv6=%t protocol %d", gso, ip.v6, ip.proto)
@@ -90,8 +90,8 @@ func checkGSOType(gso uint8, ip ipInfo) error {
 // checkCsumFields rejects a NEEDS_CSUM header that points somewhere else than
 // the packet's L4 checksum: the kernel and the headers disagree, so neither
 // can be trusted.
-func checkCsumFields(hdr VirtioNetHdr, ip ipInfo) error {
-	if hdr.Flags&FlagNeedsCsum == 0 {
+func checkCsumFields(hdr packet.VirtioNetHdr, ip ipInfo) error {
+	if hdr.Flags&packet.FlagNeedsCsum == 0 {
 		return nil
 	}
 	want := tcpCsumOffset
@@ -150,7 +150,7 @@ func fixSegment(seg []byte, ip ipInfo, i, n, payloadOff int) {
 	binary.BigEndian.PutUint16(l4[csumOff:], l4Checksum(l4, ip, csumOff, src, dst))
 }
 
-func splitNone(pkt []byte, hdr VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
+func splitNone(pkt []byte, hdr packet.VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
 	if len(out) < 1 || len(sizes) < 1 {
 		return 0, errors.New("offload: no room for one packet")
 	}
@@ -167,12 +167,12 @@ func splitNone(pkt []byte, hdr VirtioNetHdr, out [][]byte, sizes []int, offset i
 	return 1, nil
 }
 
-// CompleteChecksum finishes, in place, the checksum of a GSONone packet read
-// with FlagNeedsCsum: the field at CsumStart+CsumOffset holds the folded
+// CompleteChecksum finishes, in place, the checksum of a packet.GSONone packet read
+// with packet.FlagNeedsCsum: the field at CsumStart+CsumOffset holds the folded
 // pseudo-header sum, and the sum of everything from CsumStart on is added,
 // exactly as the kernel's skb_checksum_help does. Without the flag it does
 // nothing. It errors when the offsets point outside pkt.
-func CompleteChecksum(pkt []byte, hdr VirtioNetHdr) error {
+func CompleteChecksum(pkt []byte, hdr packet.VirtioNetHdr) error {
 	if err := checkPartial(pkt, hdr); err != nil {
 		return err
 	}
@@ -180,8 +180,8 @@ func CompleteChecksum(pkt []byte, hdr VirtioNetHdr) error {
 	return nil
 }
 
-func checkPartial(pkt []byte, hdr VirtioNetHdr) error {
-	if hdr.Flags&FlagNeedsCsum == 0 {
+func checkPartial(pkt []byte, hdr packet.VirtioNetHdr) error {
+	if hdr.Flags&packet.FlagNeedsCsum == 0 {
 		return nil
 	}
 	if int(hdr.CsumStart)+int(hdr.CsumOffset)+2 > len(pkt) {
@@ -191,8 +191,8 @@ func checkPartial(pkt []byte, hdr VirtioNetHdr) error {
 	return nil
 }
 
-func completeChecksum(pkt []byte, hdr VirtioNetHdr) {
-	if hdr.Flags&FlagNeedsCsum == 0 {
+func completeChecksum(pkt []byte, hdr packet.VirtioNetHdr) {
+	if hdr.Flags&packet.FlagNeedsCsum == 0 {
 		return
 	}
 	start, at := int(hdr.CsumStart), int(hdr.CsumStart)+int(hdr.CsumOffset)

@@ -5,13 +5,15 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+
+	"github.com/flannelu/flannelu/packet"
 )
 
 const mss = 1448
 
 // splitAll splits and verifies every produced packet; it returns what a
 // receiver sees.
-func splitAll(t *testing.T, pkt []byte, h VirtioNetHdr) []decoded {
+func splitAll(t *testing.T, pkt []byte, h packet.VirtioNetHdr) []decoded {
 	t.Helper()
 	out, sizes := buffers(64, 2000), make([]int, 64)
 	n, err := Split(pkt, h, out, sizes, 4)
@@ -115,7 +117,7 @@ func TestSplitPayloadWithinOneSegment(t *testing.T) {
 func TestSplitNeedsCsumOnly(t *testing.T) {
 	for _, s := range []spec{{payload: pattern(999)}, {udp: true, payload: pattern(77)}, {v6: true, payload: pattern(10)}} {
 		pkt, h := superPacket(t, s, 0)
-		h.GSOType, h.GSOSize = GSONone, 0
+		h.GSOType, h.GSOSize = packet.GSONone, 0
 		ds := splitAll(t, pkt, h)
 		if len(ds) != 1 {
 			t.Fatalf("%d packets, want 1", len(ds))
@@ -133,7 +135,7 @@ func TestSplitNeedsCsumOnly(t *testing.T) {
 func TestSplitPlainPacketCopiedUnchanged(t *testing.T) {
 	pkt := build(t, spec{payload: pattern(300)})
 	out, sizes := buffers(1, 400), make([]int, 1)
-	n, err := Split(pkt, VirtioNetHdr{}, out, sizes, 0)
+	n, err := Split(pkt, packet.VirtioNetHdr{}, out, sizes, 0)
 	if err != nil || n != 1 {
 		t.Fatalf("Split = %d, %v", n, err)
 	}
@@ -142,33 +144,33 @@ func TestSplitPlainPacketCopiedUnchanged(t *testing.T) {
 
 func TestSplitErrors(t *testing.T) {
 	good, gh := superPacket(t, spec{payload: pattern(3 * mss)}, mss)
-	mod := func(f func(p []byte, h *VirtioNetHdr)) ([]byte, VirtioNetHdr) {
+	mod := func(f func(p []byte, h *packet.VirtioNetHdr)) ([]byte, packet.VirtioNetHdr) {
 		p, h := append([]byte(nil), good...), gh
 		f(p, &h)
 		return p, h
 	}
 	cases := []struct {
 		name string
-		f    func(p []byte, h *VirtioNetHdr)
+		f    func(p []byte, h *packet.VirtioNetHdr)
 		nOut int
 		size int
 		want string
 	}{
-		{"hdr_len past the end", func(p []byte, h *VirtioNetHdr) { h.HdrLen = uint16(len(p) + 1) }, 8, 2000, "hdr_len"},
-		{"gso_size 0", func(p []byte, h *VirtioNetHdr) { h.GSOSize = 0 }, 8, 2000, "gso_size 0"},
-		{"IP version 5", func(p []byte, h *VirtioNetHdr) { p[0] = 0x55 }, 8, 2000, "IP version 5"},
-		{"TCPV6 on IPv4", func(p []byte, h *VirtioNetHdr) { h.GSOType = GSOTCPv6 }, 8, 2000, "does not match"},
-		{"UFO", func(p []byte, h *VirtioNetHdr) { h.GSOType = GSOUDP }, 8, 2000, "UFO"},
-		{"unknown GSO type", func(p []byte, h *VirtioNetHdr) { h.GSOType = 9 }, 8, 2000, "GSO type 9"},
-		{"IPv4 total length", func(p []byte, h *VirtioNetHdr) { p[2]++ }, 8, 2000, "total length"},
-		{"IHL below 5", func(p []byte, h *VirtioNetHdr) { p[0] = 0x44 }, 8, 2000, "header length"},
-		{"TCP data offset past end", func(p []byte, h *VirtioNetHdr) { p[32] = 0x40 }, 8, 2000, "data offset"},
-		{"fragment", func(p []byte, h *VirtioNetHdr) { p[6] |= 0x20 }, 8, 2000, "fragment"},
-		{"csum_start elsewhere", func(p []byte, h *VirtioNetHdr) { h.CsumStart = 24 }, 8, 2000, "csum_start"},
-		{"too few buffers", func(p []byte, h *VirtioNetHdr) {}, 2, 2000, "more segments than output buffers"},
-		{"buffers too small", func(p []byte, h *VirtioNetHdr) {}, 8, 1000, "segment needs"},
-		{"NEEDS_CSUM past the end", func(p []byte, h *VirtioNetHdr) {
-			h.GSOType, h.CsumStart = GSONone, uint16(len(p)-1)
+		{"hdr_len past the end", func(p []byte, h *packet.VirtioNetHdr) { h.HdrLen = uint16(len(p) + 1) }, 8, 2000, "hdr_len"},
+		{"gso_size 0", func(p []byte, h *packet.VirtioNetHdr) { h.GSOSize = 0 }, 8, 2000, "gso_size 0"},
+		{"IP version 5", func(p []byte, h *packet.VirtioNetHdr) { p[0] = 0x55 }, 8, 2000, "IP version 5"},
+		{"TCPV6 on IPv4", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSOTCPv6 }, 8, 2000, "does not match"},
+		{"UFO", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSOUDP }, 8, 2000, "UFO"},
+		{"unknown GSO type", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = 9 }, 8, 2000, "GSO type 9"},
+		{"IPv4 total length", func(p []byte, h *packet.VirtioNetHdr) { p[2]++ }, 8, 2000, "total length"},
+		{"IHL below 5", func(p []byte, h *packet.VirtioNetHdr) { p[0] = 0x44 }, 8, 2000, "header length"},
+		{"TCP data offset past end", func(p []byte, h *packet.VirtioNetHdr) { p[32] = 0x40 }, 8, 2000, "data offset"},
+		{"fragment", func(p []byte, h *packet.VirtioNetHdr) { p[6] |= 0x20 }, 8, 2000, "fragment"},
+		{"csum_start elsewhere", func(p []byte, h *packet.VirtioNetHdr) { h.CsumStart = 24 }, 8, 2000, "csum_start"},
+		{"too few buffers", func(p []byte, h *packet.VirtioNetHdr) {}, 2, 2000, "more segments than output buffers"},
+		{"buffers too small", func(p []byte, h *packet.VirtioNetHdr) {}, 8, 1000, "segment needs"},
+		{"NEEDS_CSUM past the end", func(p []byte, h *packet.VirtioNetHdr) {
+			h.GSOType, h.CsumStart = packet.GSONone, uint16(len(p)-1)
 		}, 8, 70000, "past the end"},
 	}
 	for _, c := range cases {

@@ -23,14 +23,18 @@ func seedPackets(f *testing.F) [][]byte {
 	}
 }
 
-// FuzzParseIPv4: never panics, and an accepted packet really satisfies
-// every documented check.
+// FuzzParseIPv4: never panics, an accepted packet really satisfies every
+// documented check, and ParseIPv4NoChecksum differs only in the checksum.
 func FuzzParseIPv4(f *testing.F) {
 	for _, b := range seedPackets(f) {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParseIPv4(b)
+		q, qerr := ParseIPv4NoChecksum(b)
+		if err == ErrHeaderChecksum && qerr != nil || err != ErrHeaderChecksum && (qerr != err || q != p) {
+			t.Fatalf("ParseIPv4 = %+v, %v; ParseIPv4NoChecksum = %+v, %v", p, err, q, qerr)
+		}
 		if err != nil {
 			if _, ok := err.(ParseError); !ok {
 				t.Fatalf("error %T is not a ParseError", err)

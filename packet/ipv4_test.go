@@ -77,6 +77,15 @@ func TestParseIPv4Rejects(t *testing.T) {
 			if !errors.As(err, &pe) || pe.Error() == "" {
 				t.Fatalf("error %v is not a described ParseError", err)
 			}
+			// Without the checksum check only the checksum defects pass.
+			p, err := ParseIPv4NoChecksum(tc.b)
+			if tc.want == ErrHeaderChecksum {
+				if err != nil || p.TotalLen != uint16(len(tc.b)) {
+					t.Fatalf("ParseIPv4NoChecksum = %+v, %v; want the packet", p, err)
+				}
+			} else if err != tc.want {
+				t.Fatalf("ParseIPv4NoChecksum err = %v, want %v", err, tc.want)
+			}
 		})
 	}
 	if _, err := ParseIPv4(good); err != nil {

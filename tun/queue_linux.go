@@ -58,11 +58,11 @@ func (q *Queue) BatchSize() int { return DefaultBatchSize }
 // len(sizes) must be >= len(bufs). The caller owns bufs and sizes; Read
 // writes into them only during the call and keeps no reference. Each
 // bufs[i][offset:] must hold a whole packet: the device MTU, or 65535+
-// VnetHdrLen bytes in VnetHdr mode, where every packet starts with a
-// virtio_net_hdr. The kernel silently truncates a packet larger than its
-// buffer; outside VnetHdr mode Read detects that from the IP header, drops
-// the packet and counts it in Device.Truncated. After Device.Close, Read returns an error matching
-// errors.Is(err, os.ErrClosed).
+// packet.VirtioNetHdrLen bytes in VnetHdr mode, where every packet starts
+// with a virtio_net_hdr. The kernel silently truncates a packet larger than
+// its buffer; outside VnetHdr mode Read detects that from the IP header,
+// drops the packet and counts it in Device.Truncated. After Device.Close,
+// Read returns an error matching errors.Is(err, os.ErrClosed).
 func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(sizes) < len(bufs) {
 		return 0, errShortSizes

@@ -20,10 +20,6 @@ const DefaultName = "flannel0"
 // and Write at once (Queue.BatchSize).
 const DefaultBatchSize = 64
 
-// VnetHdrLen is the size of the virtio_net_hdr that starts every frame on a
-// device opened with Config.VnetHdr (struct virtio_net_hdr, no num_buffers).
-const VnetHdrLen = 10
-
 // Config says which device to open and how.
 type Config struct {
 	// Name is the interface name, DefaultName when empty. A name with a
@@ -35,10 +31,11 @@ type Config struct {
 	Queues int
 	// VnetHdr opens the device with IFF_VNET_HDR and enables checksum and
 	// segmentation offloads (TUNSETOFFLOAD). Every frame Read returns and
-	// every frame Write takes then BEGINS with a VnetHdrLen-byte
-	// virtio_net_hdr, and a Read may return a TCP or UDP super-packet of up
-	// to 64 KiB that the caller must split by gso_size; parsing that header
-	// is the caller's job. Device.Offloads reports what the kernel accepted.
+	// every frame Write takes then BEGINS with a virtio_net_hdr
+	// (packet.VirtioNetHdrLen bytes, no num_buffers), and a Read may return
+	// a TCP or UDP super-packet of up to 64 KiB that the caller must split
+	// by gso_size; parsing that header is the caller's job.
+	// Device.Offloads reports what the kernel accepted.
 	VnetHdr bool
 	// Metrics receives flannelu_tun_truncated_packets_total (Truncated);
 	// nil exports it nowhere.

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/packet"
 )
 
 const (
@@ -110,7 +111,7 @@ func openQueue(name string, flags uint16) (fd int, actual string, err error) {
 }
 
 func setVnetHdr(fd int) error {
-	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrLen); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, packet.VirtioNetHdrLen); err != nil {
 		return os.NewSyscallError("ioctl TUNSETVNETHDRSZ", err)
 	}
 	return nil

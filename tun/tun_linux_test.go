@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -355,13 +356,13 @@ func TestVnetHdrNegotiatesOffloads(t *testing.T) {
 		t.Fatalf("Read returned %d, want 1", n)
 	}
 	frame := bufs[0][headroom : headroom+sizes[0]]
-	if got := udpPayload(t, frame[VnetHdrLen:], src, dst); string(got) != "vnet" {
+	if got := udpPayload(t, frame[packet.VirtioNetHdrLen:], src, dst); string(got) != "vnet" {
 		t.Fatalf("payload after vnet header %q", got)
 	}
 	// And a frame with an all-zero header (no offload) is delivered.
 	dst2 := netip.MustParseAddrPort(tunAddr + ":5000")
 	c2 := udpIn(t, ns, dst2.String())
-	out := append(make([]byte, VnetHdrLen), ipv4UDP(netip.MustParseAddrPort("198.18.7.7:1"), dst2, 64, []byte("in"))...)
+	out := append(make([]byte, packet.VirtioNetHdrLen), ipv4UDP(netip.MustParseAddrPort("198.18.7.7:1"), dst2, 64, []byte("in"))...)
 	if n, err := dev.Queues()[0].Write([][]byte{out}, 0); n != 1 || err != nil {
 		t.Fatalf("Write = %d, %v", n, err)
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/offload"
 	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
@@ -53,7 +52,7 @@ func (w *worker) flushICMP() {
 	offset := headroom
 	if w.vnet {
 		// A zero virtio-net header (no offload) goes before each packet.
-		offset -= offload.VirtioNetHdrLen
+		offset -= packet.VirtioNetHdrLen
 		for _, b := range in.icmp[:in.nicmp] {
 			clear(b[offset:headroom])
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/offload"
+	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 
@@ -27,14 +28,14 @@ func (w *worker) insideBatchOffload() error {
 	in.segUsed = 0
 	for i, buf := range in.bufs[:n] {
 		frame := buf[headroom : headroom+in.sizes[i]]
-		var hdr offload.VirtioNetHdr
+		var hdr packet.VirtioNetHdr
 		if hdr.Decode(frame) != nil {
 			w.count(drop.Inside, drop.Malformed, frame, netip.AddrPort{})
 			continue
 		}
-		pkt := frame[offload.VirtioNetHdrLen:]
-		if hdr.GSOType == offload.GSONone {
-			if hdr.Flags&offload.FlagNeedsCsum != 0 && offload.CompleteChecksum(pkt, hdr) != nil {
+		pkt := frame[packet.VirtioNetHdrLen:]
+		if hdr.GSOType == packet.GSONone {
+			if hdr.Flags&packet.FlagNeedsCsum != 0 && offload.CompleteChecksum(pkt, hdr) != nil {
 				w.count(drop.Inside, drop.Malformed, pkt, netip.AddrPort{})
 				continue
 			}
@@ -51,7 +52,7 @@ func (w *worker) insideBatchOffload() error {
 // splitAndQueue splits one super-packet into the free segment buffers and
 // queues each segment. When the buffers run out it first sends what is
 // queued, which keeps the order of every flow.
-func (w *worker) splitAndQueue(pkt []byte, hdr offload.VirtioNetHdr, snap *routetable.Snapshot, out int) int {
+func (w *worker) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *routetable.Snapshot, out int) int {
 	in := &w.in
 	k, err := offload.Split(pkt, hdr, in.segs[in.segUsed:], in.segSizes[in.segUsed:], headroom)
 	if errors.Is(err, offload.ErrNoRoom) && in.segUsed > 0 {

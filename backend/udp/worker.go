@@ -74,7 +74,7 @@ func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn, vnet bool) *worker {
 	}
 	w := &worker{b: b, q: q, conn: conn, vnet: vnet}
 	w.in = inside{
-		bufs: makeBufs(n, headroom+offload.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
+		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
 		msgs: make([]encap.Message, n), icmp: makeBufs(n, headroom+packet.MaxICMPErrorLen),
 	}
 	readBatch := n

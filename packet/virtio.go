@@ -1,4 +1,4 @@
-package offload
+package packet
 
 import (
 	"encoding/binary"
@@ -25,14 +25,15 @@ const (
 const (
 	GSONone   uint8 = 0
 	GSOTCPv4  uint8 = 1
-	GSOUDP    uint8 = 3 // UFO, IP fragmentation; not supported by Split
+	GSOUDP    uint8 = 3 // UFO, IP fragmentation; not supported by offload.Split
 	GSOTCPv6  uint8 = 4
 	GSOUDPL4  uint8 = 5 // USO: UDP segmentation, IPv4 or IPv6
 	GSOECNBit uint8 = 0x80
 )
 
-// ErrShortBuffer is returned when a buffer cannot hold a virtio_net_hdr.
-var ErrShortBuffer = errors.New("offload: buffer shorter than virtio_net_hdr")
+// ErrShortVirtioNetHdr is returned when a buffer cannot hold a
+// virtio_net_hdr.
+var ErrShortVirtioNetHdr = errors.New("virtio_net_hdr: buffer shorter than 10 bytes")
 
 // VirtioNetHdr is struct virtio_net_hdr. On a TUN without TUNSETVNETLE/BE
 // (the legacy interface) its 16-bit fields are in host byte order, which is
@@ -40,7 +41,7 @@ var ErrShortBuffer = errors.New("offload: buffer shorter than virtio_net_hdr")
 type VirtioNetHdr struct {
 	Flags, GSOType uint8
 	// HdrLen is the length of the L3+L4 headers. On read the kernel may
-	// report more (its linear head length), so Split recomputes it.
+	// report more (its linear head length), so offload.Split recomputes it.
 	HdrLen uint16
 	// GSOSize is the L4 payload size of every segment but the last.
 	GSOSize uint16
@@ -52,7 +53,7 @@ type VirtioNetHdr struct {
 // Decode reads a header from the first VirtioNetHdrLen bytes of b.
 func (h *VirtioNetHdr) Decode(b []byte) error {
 	if len(b) < VirtioNetHdrLen {
-		return ErrShortBuffer
+		return ErrShortVirtioNetHdr
 	}
 	h.Flags = b[0]
 	h.GSOType = b[1]
@@ -66,7 +67,7 @@ func (h *VirtioNetHdr) Decode(b []byte) error {
 // Encode writes the header into the first VirtioNetHdrLen bytes of b.
 func (h VirtioNetHdr) Encode(b []byte) error {
 	if len(b) < VirtioNetHdrLen {
-		return ErrShortBuffer
+		return ErrShortVirtioNetHdr
 	}
 	b[0] = h.Flags
 	b[1] = h.GSOType
