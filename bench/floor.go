@@ -13,6 +13,9 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/backend/udp"
+	"github.com/flannelu/flannelu/tun"
 )
 
 // The forward helper is the udp-floor path's data plane: the simplest
@@ -34,8 +37,8 @@ import (
 // (floorsys.go).
 
 const (
-	floorTUN  = "flannel0"
-	floorPort = 8285 // flanneld's udp backend port
+	floorTUN  = tun.DefaultName // flanneld's device name
+	floorPort = udp.DefaultPort // flanneld's udp backend port
 	// floorBuf holds any datagram or TUN read: far above the 1472 MTU, so
 	// nothing is ever truncated.
 	floorBuf = 65535

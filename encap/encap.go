@@ -12,9 +12,6 @@ import (
 	"github.com/flannelu/flannelu/metrics"
 )
 
-// DefaultPort is flannel's udp backend port (Backend.Port).
-const DefaultPort = 8285
-
 // DefaultSocketBuffer is the send and receive buffer size Listen asks for
 // when Config.SocketBuffer is 0.
 const DefaultSocketBuffer = 4 << 20

@@ -1,7 +1,7 @@
 // Package kernel holds the netlink helpers that the kernel-programming
 // backends (vxlan, host-gw) share: dumps retried when the kernel reports
-// them interrupted, idempotent deletes, address conversions, and the
-// periodic reconcile loop.
+// them interrupted, idempotent deletes, address conversions (also for the
+// udp backend's TUN setup), and the periodic reconcile loop.
 package kernel
 
 import (

@@ -2,11 +2,12 @@ package udp
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/flannelu/flannelu/backend/kernel"
 )
 
 // configureDevice gives the TUN flanneld's layout: the lease's network
@@ -20,7 +21,7 @@ func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Pref
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
 	}
-	a := &netlink.Addr{IPNet: ipNet(addr)}
+	a := &netlink.Addr{IPNet: kernel.IPNet(addr)}
 	if err := netlink.AddrReplace(link, a); err != nil {
 		return fmt.Errorf("address %v on %s: %w", addr, name, err)
 	}
@@ -31,13 +32,9 @@ func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Pref
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
-	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet(network), Scope: netlink.SCOPE_LINK}
+	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: kernel.IPNet(network), Scope: netlink.SCOPE_LINK}
 	if err := netlink.RouteReplace(route); err != nil {
 		return fmt.Errorf("route %v dev %s: %w", network, name, err)
 	}
 	return nil
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }

@@ -38,7 +38,7 @@ func (w *worker) queue(pkt []byte, snap *routetable.Snapshot, out int) int {
 		return out
 	}
 	m := &w.in.msgs[out]
-	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peerAddr(peer)}
+	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peer.AddrPort()}
 	w.traceForwarded(drop.Inside, pkt, m.Addr)
 	return out + 1
 }
@@ -91,12 +91,12 @@ func (w *worker) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Pe
 		if ip.DF {
 			w.answer(replyFragNeeded, ip, pkt, far)
 		}
-		w.count(drop.Inside, drop.TooBig, pkt, peerAddr(peer))
+		w.count(drop.Inside, drop.TooBig, pkt, peer.AddrPort())
 		return nil, false
 	}
 	if !packet.DecrementTTL(pkt) {
 		w.answer(replyTimeExceeded, ip, pkt, far)
-		w.count(drop.Inside, drop.TTLExpired, pkt, peerAddr(peer))
+		w.count(drop.Inside, drop.TTLExpired, pkt, peer.AddrPort())
 		return nil, false
 	}
 	return peer, true

@@ -7,7 +7,6 @@ import (
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/offload"
 	"github.com/flannelu/flannelu/packet"
-	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/trace"
 	"github.com/flannelu/flannelu/tun"
 )
@@ -147,10 +146,6 @@ func (w *worker) traceForwarded(dir drop.Direction, pkt []byte, peer netip.AddrP
 	if t := w.b.tracer; t != nil {
 		t.Packet(dir, pkt, peer, trace.Forwarded)
 	}
-}
-
-func peerAddr(p *routetable.Peer) netip.AddrPort {
-	return netip.AddrPortFrom(p.PublicIP, p.Port)
 }
 
 // writeTUN writes bufs (packets at offset) into the TUN queue; see
