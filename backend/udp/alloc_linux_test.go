@@ -73,7 +73,7 @@ func newRig(t *testing.T, offloads bool) *rig {
 		Subnet: netip.MustParsePrefix("198.18.2.0/24"),
 		Attrs:  subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")},
 	}}})
-	r.w = newWorker(r.b, r.b.dev.Queues()[0], r.b.conns[0], r.b.vnet)
+	r.w = newWorker(r.b, r.b.dev.Queues()[0], r.b.conns[0])
 	return r
 }
 
@@ -115,10 +115,10 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 					unix.Write(r.pod, payload)
 				}
 				var err error
-				if r.w.vnet {
-					err = r.w.insideBatchOffload()
+				if r.b.vnet {
+					err = r.w.in.batchOffload()
 				} else {
-					err = r.w.insideBatch()
+					err = r.w.in.batch()
 				}
 				if err != nil {
 					t.Fatal(err)
@@ -129,10 +129,10 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 					unix.Write(r.peer, inner)
 				}
 				var err error
-				if r.w.vnet {
-					err = r.w.outsideBatchOffload()
+				if r.b.vnet {
+					err = r.w.out.batchOffload()
 				} else {
-					err = r.w.outsideBatch()
+					err = r.w.out.batch()
 				}
 				if err != nil {
 					t.Fatal(err)

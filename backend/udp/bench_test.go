@@ -11,15 +11,15 @@ import (
 // UDP) without the system calls: validate, route lookup, TTL, queue the
 // datagram for the peer.
 func BenchmarkInsidePacket(b *testing.B) {
-	w := deviceless(b)
+	in := deviceless(b).in
 	pkt := innerPacket(b, "198.18.1.7", "198.18.2.5", 1400)
 	header := append([]byte(nil), pkt[:20]...)
-	snap := w.b.routes.Snapshot()
+	snap := in.routes.Snapshot()
 	b.ReportAllocs()
 	b.SetBytes(int64(len(pkt)))
 	for b.Loop() {
 		copy(pkt, header) // restore the TTL and checksum the last round changed
-		if w.queue(pkt, snap, 0) != 1 {
+		if in.queue(pkt, snap, 0) != 1 {
 			b.Fatal("not forwarded")
 		}
 	}
@@ -30,7 +30,7 @@ func BenchmarkInsidePacket(b *testing.B) {
 // TUN) without the system calls: peer check, validate, own subnet, inner
 // source, TTL.
 func BenchmarkOutsidePacket(b *testing.B) {
-	w := deviceless(b)
+	o := deviceless(b).out
 	orig := innerPacket(b, "198.18.2.5", "198.18.1.7", 1400)
 	pkt := make([]byte, len(orig))
 	m := &encap.Message{Addr: netip.MustParseAddrPort("192.0.2.2:8285")}
@@ -38,10 +38,10 @@ func BenchmarkOutsidePacket(b *testing.B) {
 	b.SetBytes(int64(len(pkt)))
 	for b.Loop() {
 		copy(pkt[:20], orig[:20]) // restore the TTL and checksum
-		if _, ok := w.b.routes.Snapshot().IsPeer(m.Addr.Addr().As4()); !ok {
+		if _, ok := o.routes.Snapshot().IsPeer(m.Addr.Addr().As4()); !ok {
 			b.Fatal("unknown peer")
 		}
-		if _, ok := w.acceptInner(pkt, m, w.b.routes.Snapshot()); !ok {
+		if _, ok := o.acceptInner(pkt, m, o.routes.Snapshot()); !ok {
 			b.Fatal("not accepted")
 		}
 	}
@@ -51,12 +51,12 @@ func BenchmarkOutsidePacket(b *testing.B) {
 // BenchmarkSourceCheck is the inner-source check alone: one route-table
 // lookup and a compare.
 func BenchmarkSourceCheck(b *testing.B) {
-	w := deviceless(b)
-	snap := w.b.routes.Snapshot()
+	o := deviceless(b).out
+	snap := o.routes.Snapshot()
 	src, from := [4]byte{198, 18, 2, 5}, [4]byte{192, 0, 2, 2}
 	b.ReportAllocs()
 	for b.Loop() {
-		if !w.b.sourceOK(src, from, snap) {
+		if !o.sourceOK(src, from, snap) {
 			b.Fatal("refused")
 		}
 	}

@@ -28,7 +28,7 @@ func deviceless(t testing.TB) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newWorker(b, nil, nil, false)
+	return newWorker(b, nil, nil)
 }
 
 // FuzzOutsideDatagram feeds arbitrary datagram payloads from a known peer
@@ -47,7 +47,7 @@ func FuzzOutsideDatagram(f *testing.F) {
 	f.Add([]byte{0x45, 0, 0, 20}, false)
 	f.Add([]byte{}, true)
 	strict, relaxed := deviceless(f), deviceless(f)
-	relaxed.b.opts.ForeignSources = true
+	relaxed.out.foreignSources = true
 	m := &encap.Message{Addr: netip.MustParseAddrPort("192.0.2.2:8285")}
 	peerSubnet, network := netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("198.18.0.0/16")
 	f.Fuzz(func(t *testing.T, pkt []byte, foreign bool) {
@@ -55,7 +55,7 @@ func FuzzOutsideDatagram(f *testing.F) {
 		if foreign {
 			w = relaxed
 		}
-		size, ok := w.acceptInner(pkt, m, w.b.routes.Snapshot())
+		size, ok := w.out.acceptInner(pkt, m, w.out.routes.Snapshot())
 		if !ok {
 			return
 		}
@@ -63,7 +63,7 @@ func FuzzOutsideDatagram(f *testing.F) {
 			t.Fatalf("accepted %d bytes of a %d-byte datagram", size, len(pkt))
 		}
 		ip, err := packet.ParseIPv4(pkt[:size])
-		if err != nil || !w.b.own.Contains(ip.DstAddr()) {
+		if err != nil || !w.out.own.Contains(ip.DstAddr()) {
 			t.Fatalf("accepted a packet that is not IPv4 for our subnet: %v % x", err, pkt[:size])
 		}
 		if src := ip.SrcAddr(); !peerSubnet.Contains(src) && (!foreign || network.Contains(src)) {
@@ -82,7 +82,7 @@ func FuzzInsidePacket(f *testing.F) {
 	w := deviceless(f)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		w.in.nicmp = 0
-		peer, ok := w.routeOne(pkt, w.b.routes.Snapshot())
+		peer, ok := w.in.routeOne(pkt, w.in.routes.Snapshot())
 		if ok {
 			ip, err := packet.ParseIPv4(pkt)
 			if err != nil || !peer.Subnet.Contains(ip.DstAddr()) {

@@ -11,66 +11,63 @@ import (
 	"github.com/flannelu/flannelu/routetable"
 )
 
-// insideBatch moves one batch from the TUN to the socket. It allocates
-// nothing.
-func (w *worker) insideBatch() error {
-	in := &w.in
-	n, err := w.q.Read(in.bufs, in.sizes, headroom)
+// batch moves one batch from the TUN to the socket. It allocates nothing.
+func (in *inside) batch() error {
+	n, err := in.q.Read(in.bufs, in.sizes, headroom)
 	if err != nil {
 		return fmt.Errorf("read TUN: %w", err)
 	}
-	snap := w.b.routes.Snapshot()
+	snap := in.routes.Snapshot()
 	out := 0
 	for i, buf := range in.bufs[:n] {
-		out = w.queue(buf[headroom:headroom+in.sizes[i]], snap, out)
+		out = in.queue(buf[headroom:headroom+in.sizes[i]], snap, out)
 	}
-	w.sendBatch(in.msgs[:out])
-	w.flushICMP()
+	in.sendBatch(in.msgs[:out])
+	in.flushICMP()
 	return nil
 }
 
 // queue routes one packet and, if it goes out, puts it in in.msgs[out]; it
 // returns the new count. A dropped packet is counted (and answered with an
 // ICMP error where that helps the sender).
-func (w *worker) queue(pkt []byte, snap *routetable.Snapshot, out int) int {
-	peer, ok := w.routeOne(pkt, snap)
+func (in *inside) queue(pkt []byte, snap *routetable.Snapshot, out int) int {
+	peer, ok := in.routeOne(pkt, snap)
 	if !ok {
 		return out
 	}
-	m := &w.in.msgs[out]
+	m := &in.msgs[out]
 	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peer.AddrPort()}
-	w.traceForwarded(drop.Inside, pkt, m.Addr)
+	in.traceForwarded(drop.Inside, pkt, m.Addr)
 	return out + 1
 }
 
 // flushICMP writes the ICMP errors the batch produced into the TUN.
-func (w *worker) flushICMP() {
-	in := &w.in
+func (in *inside) flushICMP() {
 	if in.nicmp == 0 {
 		return
 	}
 	offset := headroom
-	if w.vnet {
+	if in.vnet {
 		// A zero virtio-net header (no offload) goes before each packet.
 		offset -= packet.VirtioNetHdrLen
 		for _, b := range in.icmp[:in.nicmp] {
 			clear(b[offset:headroom])
 		}
 	}
-	w.writeTUN(in.icmp[:in.nicmp], offset, drop.Inside)
+	in.writeTUN(in.q, in.icmp[:in.nicmp], offset, drop.Inside)
 	in.nicmp = 0
 }
 
 // routeOne decides one packet's fate: its peer, or false when it is dropped
 // (counted, and answered with an ICMP error where that helps the sender).
-func (w *worker) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Peer, bool) {
+func (in *inside) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Peer, bool) {
 	ip, err := packet.ParseIPv4(pkt)
 	if err != nil {
 		reason := drop.Malformed
 		if err == packet.ErrVersion {
 			reason = drop.NotIPv4 // IPv6 the kernel routed into the TUN
 		}
-		w.count(drop.Inside, reason, pkt, netip.AddrPort{})
+		in.count(drop.Inside, reason, pkt, netip.AddrPort{})
 		return nil, false
 	}
 	peer, ok := snap.Lookup(ip.Dst)
@@ -80,23 +77,23 @@ func (w *worker) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Pe
 		// kernel accepts the error (reverse-path filter, martian checks)
 		// and the pod sees it. flanneld uses a local address, and the
 		// kernel drops its error as a martian.
-		w.answer(replyNetUnreachable, ip, pkt, ip.Dst)
-		w.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
+		in.answer(replyNetUnreachable, ip, pkt, ip.Dst)
+		in.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
 		return nil, false
 	}
 	// Errors about a known peer come from the far end of the tunnel, the
 	// peer's TUN address, for the same reason.
 	far := peer.Subnet.Addr().As4()
-	if len(pkt) > w.b.mtu {
+	if len(pkt) > in.mtu {
 		if ip.DF {
-			w.answer(replyFragNeeded, ip, pkt, far)
+			in.answer(replyFragNeeded, ip, pkt, far)
 		}
-		w.count(drop.Inside, drop.TooBig, pkt, peer.AddrPort())
+		in.count(drop.Inside, drop.TooBig, pkt, peer.AddrPort())
 		return nil, false
 	}
 	if !packet.DecrementTTL(pkt) {
-		w.answer(replyTimeExceeded, ip, pkt, far)
-		w.count(drop.Inside, drop.TTLExpired, pkt, peer.AddrPort())
+		in.answer(replyTimeExceeded, ip, pkt, far)
+		in.count(drop.Inside, drop.TTLExpired, pkt, peer.AddrPort())
 		return nil, false
 	}
 	return peer, true
@@ -113,8 +110,7 @@ const (
 
 // answer queues an ICMP error about pkt for the pod that sent it, to be
 // written into the TUN after the batch.
-func (w *worker) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte) {
-	in := &w.in
+func (in *inside) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte) {
 	if in.nicmp == len(in.icmp) || !packet.ShouldAnswer(ip, pkt) || !in.limit.allow(time.Now()) {
 		return
 	}
@@ -126,7 +122,7 @@ func (w *worker) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte)
 	case replyTimeExceeded:
 		n, err = packet.TimeExceeded(buf[headroom:], pkt, src)
 	case replyFragNeeded:
-		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeFragNeeded, uint16(w.b.mtu))
+		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeFragNeeded, uint16(in.mtu))
 	default:
 		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeNetUnreachable, 0)
 	}
@@ -139,11 +135,11 @@ func (w *worker) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte)
 // sendBatch sends msgs, counting what the socket refused. A datagram the
 // kernel refuses (no route to the peer, EMSGSIZE) is dropped and counted
 // and the rest of the batch still goes.
-func (w *worker) sendBatch(msgs []encap.Message) {
+func (in *inside) sendBatch(msgs []encap.Message) {
 	var pkts, bytes uint64
-	defer func() { w.b.drops.AddForwarded(drop.Inside, pkts, bytes) }()
+	defer func() { in.drops.AddForwarded(drop.Inside, pkts, bytes) }()
 	for len(msgs) > 0 {
-		n, err := w.conn.WriteBatch(msgs)
+		n, err := in.conn.WriteBatch(msgs)
 		for _, m := range msgs[:n] {
 			pkts++
 			bytes += uint64(m.N)
@@ -152,7 +148,7 @@ func (w *worker) sendBatch(msgs []encap.Message) {
 			if isClosed(err) {
 				return // Run is stopping the worker
 			}
-			w.b.drops.Add(drop.Inside, drop.WriteError, 1)
+			in.drops.Add(drop.Inside, drop.WriteError, 1)
 			n++ // msgs[n] was refused
 		}
 		msgs = msgs[min(n, len(msgs)):]

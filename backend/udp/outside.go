@@ -10,42 +10,40 @@ import (
 	"github.com/flannelu/flannelu/routetable"
 )
 
-// outsideBatch moves one batch from the socket to the TUN. It allocates
-// nothing.
-func (w *worker) outsideBatch() error {
-	o := &w.out
-	n, err := w.conn.ReadBatch(o.msgs)
+// batch moves one batch from the socket to the TUN. It allocates nothing.
+func (o *outside) batch() error {
+	n, err := o.conn.ReadBatch(o.msgs)
 	if err != nil {
 		return fmt.Errorf("read UDP: %w", err)
 	}
-	snap := w.b.routes.Snapshot()
+	snap := o.routes.Snapshot()
 	keep := 0
 	var bytes uint64
 	for i := range o.msgs[:n] {
 		m := &o.msgs[i]
-		if !w.fromPeer(m, snap) {
+		if !o.fromPeer(m, snap) {
 			continue
 		}
-		if size, ok := w.acceptInner(m.Buf[:m.N], m, snap); ok {
+		if size, ok := o.acceptInner(m.Buf[:m.N], m, snap); ok {
 			o.tun[keep] = o.bufs[i][:headroom+size]
 			keep++
 			bytes += uint64(size)
 		}
 	}
 	if keep > 0 {
-		written := w.writeTUN(o.tun[:keep], headroom, drop.Outside)
-		w.b.drops.AddForwarded(drop.Outside, uint64(written), bytes)
+		written := o.writeTUN(o.q, o.tun[:keep], headroom, drop.Outside)
+		o.drops.AddForwarded(drop.Outside, uint64(written), bytes)
 	}
 	return nil
 }
 
 // fromPeer reports whether a message came from a known peer's public
 // address; when not, every datagram in it is counted as unknown_peer.
-func (w *worker) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
+func (o *outside) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
 	if _, ok := snap.IsPeer(m.Addr.Addr().As4()); ok {
 		return true
 	}
-	w.dropRun(m, drop.UnknownPeer)
+	o.dropRun(m, drop.UnknownPeer)
 	return false
 }
 
@@ -54,26 +52,26 @@ func (w *worker) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
 // or false with the drop counted. flanneld accepts anything from anyone;
 // the peer check before this and the subnet and source checks here are
 // the anti-spoofing it lacks.
-func (w *worker) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snapshot) (int, bool) {
+func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snapshot) (int, bool) {
 	ip, err := packet.ParseIPv4(pkt)
 	if err != nil {
-		w.count(drop.Outside, drop.Malformed, pkt, m.Addr)
+		o.count(drop.Outside, drop.Malformed, pkt, m.Addr)
 		return 0, false
 	}
-	if !w.b.own.Contains(ip.DstAddr()) {
-		w.count(drop.Outside, drop.NotOurSubnet, pkt, m.Addr)
+	if !o.own.Contains(ip.DstAddr()) {
+		o.count(drop.Outside, drop.NotOurSubnet, pkt, m.Addr)
 		return 0, false
 	}
-	if !w.b.sourceOK(ip.Src, m.Addr.Addr().As4(), snap) {
-		w.count(drop.Outside, drop.SpoofedSource, pkt, m.Addr)
+	if !o.sourceOK(ip.Src, m.Addr.Addr().As4(), snap) {
+		o.count(drop.Outside, drop.SpoofedSource, pkt, m.Addr)
 		return 0, false
 	}
 	pkt = pkt[:ip.TotalLen]
 	if !packet.DecrementTTL(pkt) {
-		w.count(drop.Outside, drop.TTLExpired, pkt, m.Addr)
+		o.count(drop.Outside, drop.TTLExpired, pkt, m.Addr)
 		return 0, false
 	}
-	w.traceForwarded(drop.Outside, pkt, m.Addr)
+	o.traceForwarded(drop.Outside, pkt, m.Addr)
 	return len(pkt), true
 }
 
@@ -85,9 +83,9 @@ func (w *worker) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snap
 // traffic into the overlay unmasqueraded); a source inside the Network
 // never passes unless it is the sender's. One route-table lookup, no
 // allocation.
-func (b *Backend) sourceOK(src, from [4]byte, snap *routetable.Snapshot) bool {
+func (e *env) sourceOK(src, from [4]byte, snap *routetable.Snapshot) bool {
 	if p, ok := snap.Lookup(src); ok && p.PublicIP4() == from {
 		return true
 	}
-	return b.opts.ForeignSources && binary.BigEndian.Uint32(src[:])&b.netMask != b.netBase
+	return e.foreignSources && binary.BigEndian.Uint32(src[:])&e.netMask != e.netBase
 }

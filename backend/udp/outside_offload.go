@@ -7,23 +7,22 @@ import (
 	"github.com/flannelu/flannelu/encap"
 )
 
-// outsideBatchOffload is outsideBatch for a TUN opened with IFF_VNET_HDR
+// batchOffload is batch for a TUN opened with IFF_VNET_HDR
 // and a socket with UDP GRO: one message may hold a run of datagrams from
 // one peer. The coalescer merges consecutive TCP segments of a flow into
 // one super-packet per TUN write (GRO towards the pod), written with one
 // writev from where the datagrams were received: no payload is copied in
 // userspace. It allocates nothing.
-func (w *worker) outsideBatchOffload() error {
-	o := &w.out
-	n, err := w.conn.ReadBatch(o.msgs)
+func (o *outside) batchOffload() error {
+	n, err := o.conn.ReadBatch(o.msgs)
 	if err != nil {
 		return fmt.Errorf("read UDP: %w", err)
 	}
-	snap := w.b.routes.Snapshot()
+	snap := o.routes.Snapshot()
 	o.npkts = 0
 	for i := range o.msgs[:n] {
 		m := &o.msgs[i]
-		if !w.fromPeer(m, snap) {
+		if !o.fromPeer(m, snap) {
 			continue
 		}
 		for j := 0; ; j++ {
@@ -31,35 +30,34 @@ func (w *worker) outsideBatchOffload() error {
 			if !ok {
 				break
 			}
-			size, ok := w.acceptInner(d, m, snap)
+			size, ok := o.acceptInner(d, m, snap)
 			if !ok {
 				continue
 			}
 			if o.npkts == len(o.pkts) {
-				w.flushCoalesced()
+				o.flushCoalesced()
 			}
 			o.pkts[o.npkts] = d[:size]
 			o.npkts++
 		}
 	}
-	w.flushCoalesced()
+	o.flushCoalesced()
 	return nil
 }
 
 // dropRun counts every datagram of a message as dropped for one reason.
-func (w *worker) dropRun(m *encap.Message, reason drop.Reason) {
+func (o *outside) dropRun(m *encap.Message, reason drop.Reason) {
 	for j := 0; ; j++ {
 		d, ok := m.Datagram(j)
 		if !ok {
 			return
 		}
-		w.count(drop.Outside, reason, d, m.Addr)
+		o.count(drop.Outside, reason, d, m.Addr)
 	}
 }
 
 // flushCoalesced merges the packets gathered so far and writes them.
-func (w *worker) flushCoalesced() {
-	o := &w.out
+func (o *outside) flushCoalesced() {
 	if o.npkts == 0 {
 		return
 	}
@@ -68,10 +66,10 @@ func (w *worker) flushCoalesced() {
 		bytes += uint64(len(p))
 	}
 	writes := o.co.Coalesce(o.pkts[:o.npkts])
-	failed := len(writes) - writeEach(w, writes, drop.Outside, w.q.WriteParts)
+	failed := len(writes) - writeEach(o.drops, writes, drop.Outside, o.q.WriteParts)
 	// A refused write loses the packets merged into it; count it as one,
 	// the forwarded count stays an upper bound in that rare case.
-	w.b.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
+	o.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
 	clear(o.pkts[:o.npkts]) // keep no reference into the receive buffers
 	o.npkts = 0
 }

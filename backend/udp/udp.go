@@ -220,10 +220,10 @@ func (b *Backend) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*len(b.conns))
 	for i, c := range b.conns {
-		w := newWorker(b, b.dev.Queues()[i], c, b.vnet)
+		w := newWorker(b, b.dev.Queues()[i], c)
 		wg.Add(2)
-		go func() { defer wg.Done(); errs <- w.runInside() }()
-		go func() { defer wg.Done(); errs <- w.runOutside() }()
+		go func() { defer wg.Done(); errs <- w.in.run() }()
+		go func() { defer wg.Done(); errs <- w.out.run() }()
 	}
 	var err error
 	select {

@@ -59,7 +59,7 @@ func TestInsideVerdicts(t *testing.T) {
 			r.w.in.nicmp = 0
 			r.w.in.limit = icmpLimiter{}
 			orig := append([]byte(nil), tc.pkt...)
-			peer, ok := r.w.routeOne(tc.pkt, r.b.routes.Snapshot())
+			peer, ok := r.w.in.routeOne(tc.pkt, r.b.routes.Snapshot())
 			if ok != tc.forward {
 				t.Fatalf("forwarded = %v, want %v", ok, tc.forward)
 			}
@@ -137,7 +137,7 @@ func TestOutsideVerdicts(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := r.b.drops.Get(drop.Outside, tc.reason)
-			size, ok := r.w.acceptInner(tc.pkt, from, r.b.routes.Snapshot())
+			size, ok := r.w.out.acceptInner(tc.pkt, from, r.w.out.routes.Snapshot())
 			if ok != (tc.size > 0) || size != tc.size {
 				t.Fatalf("acceptInner = %d, %v; want %d", size, ok, tc.size)
 			}
@@ -155,9 +155,9 @@ func TestOutsideVerdicts(t *testing.T) {
 // a second peer may not use the first one's subnet either way.
 func TestForeignSources(t *testing.T) {
 	for _, foreign := range []bool{false, true} {
-		w := deviceless(t)
-		w.b.opts.ForeignSources = foreign
-		if err := w.b.routes.Update([]routetable.Peer{{Subnet: netip.MustParsePrefix("198.18.3.0/24"),
+		o := deviceless(t).out
+		o.foreignSources = foreign
+		if err := o.routes.Update([]routetable.Peer{{Subnet: netip.MustParsePrefix("198.18.3.0/24"),
 			PublicIP: netip.MustParseAddr("192.0.2.3"), Port: DefaultPort}}, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -172,7 +172,7 @@ func TestForeignSources(t *testing.T) {
 			{"198.18.1.9", false}, // ours
 			{"198.18.230.9", false},
 		} {
-			_, ok := w.acceptInner(innerPacket(t, tc.src, "198.18.1.7", 100), peer2, w.b.routes.Snapshot())
+			_, ok := o.acceptInner(innerPacket(t, tc.src, "198.18.1.7", 100), peer2, o.routes.Snapshot())
 			if ok != tc.want {
 				t.Errorf("foreign sources %v: source %s from 192.0.2.2 accepted %v, want %v", foreign, tc.src, ok, tc.want)
 			}

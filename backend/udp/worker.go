@@ -7,6 +7,7 @@ import (
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/offload"
 	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/trace"
 	"github.com/flannelu/flannelu/tun"
 )
@@ -24,21 +25,38 @@ const maxPacket = 65535
 // 1448-byte MSS.
 const segSlots = 192
 
-// worker owns one TUN queue and one socket. Its inside and outside halves
-// run in two goroutines and share nothing but the read-only backend state:
-// each has its own buffers, allocated once here.
+// worker owns one TUN queue and one socket, forwarding both directions in
+// two goroutines: inside (TUN to UDP) and outside (UDP to TUN). The halves
+// share nothing mutable, and their types show it: each holds its own
+// buffers and state, a copy of env, and the queue and socket handles (the
+// kernel lets one goroutine read an fd while another writes it).
 type worker struct {
-	b    *Backend
-	q    *tun.Queue
-	conn *encap.Conn
-	vnet bool // the TUN carries virtio-net headers (offload mode)
-
-	in  inside
-	out outside
+	in  *inside
+	out *outside
 }
 
-// inside is the TUN to UDP half's state.
+// env is what a half needs from its backend: values fixed at Start, and
+// the route table, counters and tracer, which are safe for concurrent use.
+// Each half holds its own copy.
+type env struct {
+	routes *routetable.Table
+	drops  *drop.Counters
+	tracer *trace.Tracer // nil when tracing is off
+	mtu    int           // the overlay MTU
+	own    netip.Prefix  // this host's lease subnet
+	vnet   bool          // the TUN carries virtio-net headers (offload mode)
+	// Options.ForeignSources, and Network as integers for its per-packet
+	// "outside the overlay" test (see sourceOK).
+	foreignSources   bool
+	netBase, netMask uint32
+}
+
+// inside is the TUN to UDP half: everything its goroutine writes.
 type inside struct {
+	env
+	q    *tun.Queue  // reads pod packets, writes ICMP errors back
+	conn *encap.Conn // sends datagrams
+
 	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
 	msgs  []encap.Message // what goes out, pointing into bufs or segs
@@ -52,8 +70,12 @@ type inside struct {
 	segUsed  int
 }
 
-// outside is the UDP to TUN half's state.
+// outside is the UDP to TUN half: everything its goroutine writes.
 type outside struct {
+	env
+	conn *encap.Conn // receives datagrams
+	q    *tun.Queue  // writes packets for local pods
+
 	bufs [][]byte // socket read buffers, headroom + a whole datagram (or GRO run) each
 	msgs []encap.Message
 	tun  [][]byte // plain mode: what goes to the TUN, bufs[i][:headroom+n]
@@ -66,52 +88,66 @@ type outside struct {
 
 // newWorker allocates a worker's buffers. A nil q (tests of the per-packet
 // decisions) gets the default batch size.
-func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn, vnet bool) *worker {
+func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn) *worker {
 	n := tun.DefaultBatchSize
 	if q != nil {
 		n = q.BatchSize()
 	}
-	w := &worker{b: b, q: q, conn: conn, vnet: vnet}
-	w.in = inside{
+	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer, mtu: b.mtu, own: b.own, vnet: b.vnet,
+		foreignSources: b.opts.ForeignSources, netBase: b.netBase, netMask: b.netMask}
+	coalesceUDP := b.vnet && b.dev.Offloads().Has(tun.OffloadUSO4)
+	return &worker{in: newInside(e, q, conn, n), out: newOutside(e, q, conn, n, coalesceUDP)}
+}
+
+func newInside(e env, q *tun.Queue, conn *encap.Conn, n int) *inside {
+	in := &inside{
+		env: e, q: q, conn: conn,
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
 		msgs: make([]encap.Message, n), icmp: makeBufs(n, headroom+packet.MaxICMPErrorLen),
 	}
+	if e.vnet {
+		in.msgs = make([]encap.Message, n+segSlots)
+		in.segs = makeBufs(segSlots, headroom+e.mtu)
+		in.segSizes = make([]int, segSlots)
+	}
+	return in
+}
+
+// newOutside allocates the outside half; coalesceUDP lets its coalescer
+// merge UDP datagrams too (the TUN accepts USO super-packets).
+func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) *outside {
+	o := &outside{env: e, conn: conn, q: q}
 	readBatch := n
-	if vnet {
+	if e.vnet {
 		readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
-		w.in.msgs = make([]encap.Message, n+segSlots)
-		w.in.segs = makeBufs(segSlots, headroom+b.mtu)
-		w.in.segSizes = make([]int, segSlots)
-		w.out.pkts = make([][]byte, n)
-		w.out.co = offload.NewCoalescer(offload.CoalescerOptions{MaxBatch: n, UDP: b.dev.Offloads().Has(tun.OffloadUSO4)})
+		o.pkts = make([][]byte, n)
+		o.co = offload.NewCoalescer(offload.CoalescerOptions{MaxBatch: n, UDP: coalesceUDP})
 	}
-	w.out.bufs = makeBufs(readBatch, headroom+maxPacket)
-	w.out.msgs = make([]encap.Message, readBatch)
-	w.out.tun = make([][]byte, readBatch)
-	for i := range w.out.msgs {
-		w.out.msgs[i].Buf = w.out.bufs[i][headroom:]
+	o.bufs = makeBufs(readBatch, headroom+maxPacket)
+	o.msgs = make([]encap.Message, readBatch)
+	o.tun = make([][]byte, readBatch)
+	for i := range o.msgs {
+		o.msgs[i].Buf = o.bufs[i][headroom:]
 	}
-	return w
+	return o
 }
 
-// runInside is the TUN to UDP direction; it returns when the TUN or
-// socket is closed.
-func (w *worker) runInside() error {
-	batch := w.insideBatch
-	if w.vnet {
-		batch = w.insideBatchOffload
+// run is the TUN to UDP direction; it returns when the TUN or socket is
+// closed.
+func (in *inside) run() error {
+	if in.vnet {
+		return loop(in.batchOffload)
 	}
-	return loop(batch)
+	return loop(in.batch)
 }
 
-// runOutside is the UDP to TUN direction; it returns when the socket or
-// TUN is closed.
-func (w *worker) runOutside() error {
-	batch := w.outsideBatch
-	if w.vnet {
-		batch = w.outsideBatchOffload
+// run is the UDP to TUN direction; it returns when the socket or TUN is
+// closed.
+func (o *outside) run() error {
+	if o.vnet {
+		return loop(o.batchOffload)
 	}
-	return loop(batch)
+	return loop(o.batch)
 }
 
 func loop(batch func() error) error {
@@ -135,30 +171,30 @@ func makeBufs(n, size int) [][]byte {
 }
 
 // count records a verdict for one packet and shows it to the tracer.
-func (w *worker) count(dir drop.Direction, reason drop.Reason, pkt []byte, peer netip.AddrPort) {
-	w.b.drops.Add(dir, reason, 1)
-	if t := w.b.tracer; t != nil {
+func (e *env) count(dir drop.Direction, reason drop.Reason, pkt []byte, peer netip.AddrPort) {
+	e.drops.Add(dir, reason, 1)
+	if t := e.tracer; t != nil {
 		t.Packet(dir, pkt, peer, reason.String())
 	}
 }
 
-func (w *worker) traceForwarded(dir drop.Direction, pkt []byte, peer netip.AddrPort) {
-	if t := w.b.tracer; t != nil {
+func (e *env) traceForwarded(dir drop.Direction, pkt []byte, peer netip.AddrPort) {
+	if t := e.tracer; t != nil {
 		t.Packet(dir, pkt, peer, trace.Forwarded)
 	}
 }
 
-// writeTUN writes bufs (packets at offset) into the TUN queue; see
+// writeTUN writes bufs (packets at offset) into the TUN queue q; see
 // writeEach.
-func (w *worker) writeTUN(bufs [][]byte, offset int, dir drop.Direction) int {
-	return writeEach(w, bufs, dir, func(b [][]byte) (int, error) { return w.q.Write(b, offset) })
+func (e *env) writeTUN(q *tun.Queue, bufs [][]byte, offset int, dir drop.Direction) int {
+	return writeEach(e.drops, bufs, dir, func(b [][]byte) (int, error) { return q.Write(b, offset) })
 }
 
 // writeEach hands pkts to write, one of the TUN queue's batch writes, until
 // every packet is written or refused: a packet the kernel refuses is
 // dropped and counted and the rest still go. It returns how many were
 // written.
-func writeEach[P any](w *worker, pkts []P, dir drop.Direction, write func([]P) (int, error)) int {
+func writeEach[P any](drops *drop.Counters, pkts []P, dir drop.Direction, write func([]P) (int, error)) int {
 	written := 0
 	for len(pkts) > 0 {
 		n, err := write(pkts)
@@ -167,7 +203,7 @@ func writeEach[P any](w *worker, pkts []P, dir drop.Direction, write func([]P) (
 			if isClosed(err) {
 				return written // Run is stopping the worker
 			}
-			w.b.drops.Add(dir, drop.WriteError, 1)
+			drops.Add(dir, drop.WriteError, 1)
 			n++ // pkts[n] was refused
 		}
 		pkts = pkts[min(n, len(pkts)):]
