@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench is flannelu's end-to-end benchmark harness. For each data
 // path (flannelu's udp backend; flanneld-udp: flanneld v0.20.2's own udp
 // backend, the peer flannelu replaces; kernel vxlan and host-gw as

@@ -29,7 +29,8 @@ var groCmsgSpace = unix.CmsgSpace(4)
 func groSize(oob []byte) int {
 	for len(oob) >= unix.CmsgLen(0) {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		if h.Len < uint64(unix.CmsgLen(0)) || int(h.Len) > len(oob) {
+		// Len is 32 bits on 32-bit platforms, 64 bits elsewhere.
+		if uint64(h.Len) < uint64(unix.CmsgLen(0)) || uint64(h.Len) > uint64(len(oob)) {
 			return 0
 		}
 		data := oob[unix.CmsgLen(0):h.Len]

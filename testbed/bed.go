@@ -238,7 +238,7 @@ func (b *Bed) Start(ns NS, name string, args ...string) (*Proc, error) {
 	}
 	cmd := ns.Command(context.Background(), args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err

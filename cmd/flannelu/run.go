@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,9 @@ import (
 // run is the daemon: config, interface, backend, lease, subnet.env, then
 // the lease keeper, the peer watcher and the backend until ctx ends.
 func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
+	if runtime.GOOS != "linux" {
+		return errors.New("flannelu runs on Linux only: its backends program TUN devices, netlink routes and iptables")
+	}
 	// A signal during start-up is a clean stop, not a failure: the stage
 	// says where it came.
 	stage := "connecting to the store"

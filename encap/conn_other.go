@@ -1,0 +1,28 @@
+//go:build !linux
+
+package encap
+
+import (
+	"errors"
+	"net/netip"
+)
+
+// ErrUnsupported is what Listen returns on systems other than Linux.
+var ErrUnsupported = errors.New("encap: the batched UDP socket is only supported on Linux")
+
+// Conn is the encapsulation socket; on this system none can be opened.
+type Conn struct{}
+
+// Listen fails: the socket is built on Linux's recvmmsg, sendmmsg and UDP
+// GSO/GRO.
+func Listen(Config) (*Conn, error) { return nil, ErrUnsupported }
+
+// The methods below exist so that portable callers build; there is never a
+// Conn to call them on.
+
+func (c *Conn) ReadBatch([]Message) (int, error)  { return 0, ErrUnsupported }
+func (c *Conn) WriteBatch([]Message) (int, error) { return 0, ErrUnsupported }
+func (c *Conn) LocalAddr() netip.AddrPort         { return netip.AddrPort{} }
+func (c *Conn) Offloads() (gso, gro bool)         { return false, false }
+func (c *Conn) Truncated() uint64                 { return 0 }
+func (c *Conn) Close() error                      { return nil }
