@@ -21,13 +21,6 @@ func refL4Valid(p []byte, v6 bool, l4Off int) bool {
 	return refChecksum(append(ph, p[l4Off:]...)) == 0
 }
 
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 func protoField(v6 bool) int {
 	if v6 {
 		return 6
