@@ -8,19 +8,6 @@ import (
 	"github.com/flannelu/flannelu/packet"
 )
 
-// refL4Valid checks an L4 checksum with the reference implementation and
-// a hand-built pseudo-header.
-func refL4Valid(p []byte, v6 bool, l4Off int) bool {
-	var ph []byte
-	l4Len := len(p) - l4Off
-	if v6 {
-		ph = append(append(ph, p[8:40]...), 0, 0, byte(l4Len>>8), byte(l4Len), 0, 0, 0, p[6])
-	} else {
-		ph = append(append(ph, p[12:20]...), 0, p[9], byte(l4Len>>8), byte(l4Len))
-	}
-	return refChecksum(append(ph, p[l4Off:]...)) == 0
-}
-
 func protoField(v6 bool) int {
 	if v6 {
 		return 6
@@ -78,7 +65,7 @@ func checkCompleted(t *testing.T, pkt []byte, h packet.VirtioNetHdr, got []byte)
 	// (2 bytes keep the word alignment) the completed data sums to zero.
 	at := int(h.CsumStart) + int(h.CsumOffset)
 	withP := append([]byte{pkt[at], pkt[at+1]}, got[h.CsumStart:]...)
-	if refChecksum(withP) != 0 {
+	if packet.Checksum(withP, 0) != 0 {
 		t.Fatalf("completed checksum does not verify")
 	}
 }
@@ -98,7 +85,7 @@ func checkSegments(t *testing.T, pkt []byte, out [][]byte, sizes []int, off int)
 	var payload []byte
 	for i := range out {
 		seg := out[i][off : off+sizes[i]]
-		if !v6 && refChecksum(seg[:l4Off]) != 0 {
+		if !v6 && packet.Checksum(seg[:l4Off], 0) != 0 {
 			t.Fatalf("segment %d: IPv4 header checksum", i)
 		}
 		if !refL4Valid(seg, v6, l4Off) {
