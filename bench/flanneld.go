@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // flanneldPath is flanneld v0.20.2's own udp backend (its C proxy: one

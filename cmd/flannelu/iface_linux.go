@@ -14,14 +14,6 @@ import (
 	"github.com/flannelu/flannelu/subnet"
 )
 
-// families are the address families the network config enables: the
-// underlay needs an address of each.
-type families struct{ v4, v6 bool }
-
-func familiesOf(cfg *subnet.Config) families {
-	return families{v4: cfg.EnableIPv4, v6: cfg.EnableIPv6}
-}
-
 // lookupExtIface chooses the underlay interface as flanneld does, for the
 // families the network config enables: the first --iface (a name, or an
 // IPv4 or IPv6 address of the interface) that exists and has a usable

@@ -10,6 +10,6 @@ import (
 
 // lookupExtIface fails: the interface is chosen through Linux's netlink.
 // run stops before it on this system.
-func lookupExtIface(*options) (*backend.ExternalInterface, error) {
+func lookupExtIface(*options, families) (*backend.ExternalInterface, error) {
 	return nil, errors.New("choosing the external interface is only supported on Linux")
 }
