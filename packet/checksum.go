@@ -8,22 +8,49 @@ import (
 // Sum adds b to initial as 16-bit big-endian words in ones' complement
 // arithmetic; an odd trailing byte is padded with a zero byte. Results of
 // Sum and PseudoSum can be chained through initial and are reduced to 16 bits
-// with Fold.
+// with Fold. The result is returned folded to 16 bits (still a valid
+// unfolded sum for chaining).
 //
-// The accumulator is 64 bits wide with end-around carry: since 2^16 ≡ 1
-// (mod 0xffff), adding 8 bytes at a time gives the same folded result as the
-// RFC 1071 definition, four times fewer additions. The result is returned
-// folded to 16 bits (still a valid unfolded sum for chaining). It is the
-// faster of the two implementations the tree had (about 3x on 1500 bytes,
-// the commit that moved it here has the numbers).
+// Since 2^16 ≡ 1 (mod 0xffff), words may be added in any grouping that
+// keeps them 16-bit aligned: 64 bytes at a time with add-with-carry for
+// bulk data (sum64), 32-bit words into a 64-bit sum for the rest, which
+// is all of an IPv4 header. This is offload's implementation, ~3x faster
+// than packet's old one on 1500 bytes, with packet's old short path, which
+// the forwarder's per-packet header check needs (see the commits).
 func Sum(b []byte, initial uint64) uint64 {
+	var sum uint64
+	if initial != 0 {
+		sum = uint64(Fold(initial))
+	}
+	if len(b) >= 64 {
+		sum += uint64(sum64(b))
+		b = b[len(b)&^63:]
+	}
+	// At most 63 bytes of 32-bit words: no overflow.
+	for len(b) >= 8 {
+		sum += uint64(binary.BigEndian.Uint32(b[:4])) + uint64(binary.BigEndian.Uint32(b[4:8]))
+		b = b[8:]
+	}
+	if len(b) >= 4 {
+		sum += uint64(binary.BigEndian.Uint32(b[:4]))
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		sum += uint64(binary.BigEndian.Uint16(b[:2]))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint64(b[0]) << 8
+	}
+	return uint64(Fold(sum))
+}
+
+// sum64 is the folded sum of b's whole 64-byte blocks (the rest of b is
+// left out), with eight 64-bit add-with-carry steps per block.
+func sum64(b []byte) uint16 {
 	// Summing little-endian words gives the byte-swapped sum (RFC 1071
 	// section 2(B)); swapping once at the end saves a BSWAP per word.
-	var ac uint64
-	if initial != 0 {
-		ac = uint64(bits.ReverseBytes16(Fold(initial)))
-	}
-	var carry uint64
+	var ac, carry uint64
 	for len(b) >= 64 {
 		ac, carry = bits.Add64(ac, binary.LittleEndian.Uint64(b[0:8]), 0)
 		ac, carry = bits.Add64(ac, binary.LittleEndian.Uint64(b[8:16]), carry)
@@ -39,32 +66,7 @@ func Sum(b []byte, initial uint64) uint64 {
 		ac += carry
 		b = b[64:]
 	}
-	// Under 64 bytes (all of an IPv4 header) 32-bit words go into a second
-	// 64-bit sum that cannot overflow, with no carry chain: the forwarder
-	// verifies a 20-byte header per packet, and the carry chain there cost
-	// it ~9 ns a packet (see the commit).
-	var tail uint64
-	for len(b) >= 8 {
-		tail += uint64(binary.LittleEndian.Uint32(b[:4])) + uint64(binary.LittleEndian.Uint32(b[4:8]))
-		b = b[8:]
-	}
-	// The remaining words stay 16-bit aligned relative to the start, which
-	// is all the congruence needs; where in the 64-bit word they land does
-	// not matter.
-	if len(b) >= 4 {
-		tail += uint64(binary.LittleEndian.Uint32(b[:4]))
-		b = b[4:]
-	}
-	if len(b) >= 2 {
-		tail += uint64(binary.LittleEndian.Uint16(b[:2]))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		tail += uint64(b[0]) // high byte of a big-endian word
-	}
-	ac, carry = bits.Add64(ac, tail, 0)
-	ac += carry
-	return uint64(bits.ReverseBytes16(Fold(ac)))
+	return bits.ReverseBytes16(Fold(ac))
 }
 
 // Fold reduces a 64-bit ones' complement sum to 16 bits, without the final
