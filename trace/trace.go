@@ -88,9 +88,10 @@ type Tracer struct {
 	base  time.Time
 	slots []slot
 	// Slot indices move free -> (Packet) -> full -> (writer) -> free.
-	// Both channels hold every index, so a send never blocks. A buffered
-	// channel is as fast here as the lock-free MPMC ring it replaced
-	// (PacketSlotCopy and PacketOnPaced within noise, see the commit).
+	// Both channels hold every index, so a send never blocks. They cost
+	// ~45 ns a traced packet more than the lock-free ring they replaced;
+	// the writer's ~370 ns a record bounds tracing anyway (see the commit
+	// that removed package ring).
 	free, full chan uint32
 
 	closed  atomic.Bool
