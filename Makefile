@@ -77,7 +77,8 @@ bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./packet/ ./offload/ ./encap/ ./tun/ ./drop/ ./trace/ ./backend/udp/ | tee bench/micro.txt
 
 # Both layouts: the hosts sharing both CPUs, then each host on a CPU of its own.
-bench: deps build flanneld
+# The udp-kube path runs the udp path against a real kube-apiserver.
+bench: deps build flanneld kube-apiserver
 	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md
 	$(GO) run ./bench -flannelu $(BIN) -write BENCHMARKS.md -pin
 

@@ -34,10 +34,7 @@ func TestSmoke(t *testing.T) {
 		t.Skip("-short: the end-to-end harness smoke test takes ~40 s")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "flannelu")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/flannelu/flannelu/cmd/flannelu").CombinedOutput(); err != nil {
-		t.Fatalf("build flannelu: %v\n%s", err, out)
-	}
+	bin := flanneluForTest(t, dir)
 	md := filepath.Join(dir, "BENCHMARKS.md")
 	if err := os.WriteFile(md, []byte("# Benchmarks\n\n## Micro\nhand-written\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -70,6 +67,16 @@ func TestSmoke(t *testing.T) {
 	if b, _ := os.ReadFile(md); !strings.Contains(string(b), "| udp / flanneld-udp |") {
 		t.Errorf("BENCHMARKS.md has no ratio columns against flanneld-udp:\n%s", b)
 	}
+}
+
+// flanneluForTest builds flannelu into dir and returns its path.
+func flanneluForTest(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "flannelu")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/flannelu/flannelu/cmd/flannelu").CombinedOutput(); err != nil {
+		t.Fatalf("build flannelu: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // flanneldForTest builds flanneld v0.20.2 where make flanneld puts it,
@@ -275,6 +282,11 @@ func TestRatioColumns(t *testing.T) {
 		{[]string{"udp", "flanneld-udp", "vxlan", "udp-floor", "udp-floor-poll"},
 			[]ratio{{0, 2, false}, {1, 2, false}, {3, 2, false}, {4, 2, false}, {0, 1, true}}},
 		{[]string{"flanneld-udp", "host-gw", "udp-floor"}, nil},
+		// Kubernetes mode is divided by etcd mode's udp path, loss
+		// included, and not by vxlan
+		{[]string{"udp", "udp-kube", "flanneld-udp", "vxlan"},
+			[]ratio{{0, 3, false}, {2, 3, false}, {0, 2, true}, {1, 0, true}}},
+		{[]string{"udp-kube", "vxlan"}, nil},
 	} {
 		if got := ratioColumns(paths(tc.paths...)); !slices.Equal(got, tc.want) {
 			t.Errorf("ratioColumns(%v) = %v, want %v", tc.paths, got, tc.want)

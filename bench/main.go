@@ -1,7 +1,8 @@
 //go:build linux
 
 // Command bench is flannelu's end-to-end benchmark harness. For each data
-// path (flannelu's udp backend; flanneld-udp: flanneld v0.20.2's own udp
+// path (flannelu's udp backend; udp-kube: the same in Kubernetes mode, a
+// real kube-apiserver as the store; flanneld-udp: flanneld v0.20.2's own udp
 // backend, the peer flannelu replaces; kernel vxlan and host-gw as
 // programmed by flannelu's vxlan and host-gw backends, those two kernel
 // paths set up by hand with ip and bridge, no flannelu; and the floors,
@@ -10,7 +11,8 @@
 // blocking threads or one thread in poll() (raw: without the Go
 // scheduler), the floor any forwarder woken per packet pays) it
 // builds the same namespace testbed — two hosts over one veth, one pod per
-// host behind cni0, etcd on host 1 for flannelu and flanneld — measures
+// host behind cni0, etcd (and for udp-kube kube-apiserver) on host 1 for
+// flannelu and flanneld — measures
 // pod-to-pod TCP throughput (iperf3), 64-byte UDP delivery at paced offered
 // rates, UDP round-trip latency and whole-machine CPU cost per GB, tears
 // the testbed down, and moves on. It prints a table with ratios against
@@ -139,10 +141,11 @@ func parseFlags(args []string) (*config, error) {
 }
 
 // allPaths are the data paths the harness knows, in the default order:
-// flannelu's udp backend next to flanneld's, flannelu's kernel backends,
+// flannelu's udp backend (with etcd, then in Kubernetes mode) next to
+// flanneld's, flannelu's kernel backends,
 // the kernel paths programmed by hand, then the floors of a userspace
 // forwarder (cheap: a few seconds more per run).
-var allPaths = []string{"udp", flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
+var allPaths = []string{"udp", kubePath, flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
 	floorPath, floorPollPath, floorRawPath}
 
 func (c *config) check() error {
@@ -157,6 +160,9 @@ func (c *config) check() error {
 		if _, err := os.Stat(bin); err != nil {
 			return fmt.Errorf("path %s: %w (make %s)", p, err, target)
 		}
+	}
+	if err := c.checkKube(); err != nil {
+		return err
 	}
 	for _, m := range c.measure {
 		if !slices.Contains(allMeasures, m) {

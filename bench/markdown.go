@@ -127,7 +127,10 @@ veth, etcd on host 1, flannelu on both with Backend.Type udp, vxlan or host-gw, 
 behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. flanneld-udp is the same
 testbed, etcd and config with flanneld v0.20.2 (built by ` + "`make flanneld`" + `) in flannelu's place,
 udp backend, ` + "`--iface eth0`" + `: the peer flannelu replaces, whose C proxy moves one packet per system
-call from one thread in poll() on the TUN and the socket. The -manual paths are the same
+call from one thread in poll() on the TUN and the socket. udp-kube is the udp path in Kubernetes mode:
+a real kube-apiserver on host 1 over the same etcd, each host's Node registered with the podCIDR
+198.18.<i>.0/24, flannelu with ` + "`--kube-subnet-mgr`" + ` as flannel's service account; "udp-kube / udp"
+shows that the store does not touch the data path (1.00× but for noise). The -manual paths are the same
 testbed without etcd and flannelu: the harness gives the hosts 198.18.1.0/24 and 198.18.2.0/24 and
 programs flannel's layout itself with ip and bridge (host-gw: a route via the peer on eth0; vxlan:
 flannel.1 with VNI 1, port 8472, learning off, MTU 1450, then per peer a permanent neighbour, an fdb
@@ -152,7 +155,8 @@ TUN device, sends faster, and its excess is lost in flannelu. Round trips: seque
 user+system+irq+softirq time from /proc/stat over the 1-stream iperf3 run, divided by the GB
 received; it includes any other work on the machine ("busy cores just before" is that floor).
 Ratio columns: "X / vxlan" divides path X's value by vxlan's, "udp / flanneld-udp" flannelu's by
-flanneld's (loss too: 0.50× is half flanneld's loss); "vxlan / vxlan-manual" and
+flanneld's (loss too: 0.50× is half flanneld's loss), "udp-kube / udp" Kubernetes mode's by etcd
+mode's (loss too); "vxlan / vxlan-manual" and
 "host-gw / host-gw-manual" divide flannelu-programmed by hand-made (1.00× = the same). For µs and
 CPU s/GB lower is better.
 `)

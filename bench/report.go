@@ -82,18 +82,21 @@ func udpAt(i int, f func(udpResult) float64) func(pathResult) (float64, bool) {
 
 // ratio is a ratio column: path num's value over path den's (indexes
 // into report.Paths). loss: it divides the loss rows too, which only the
-// columns against flanneld's udp backend do (flanneld loses at rates
-// where the kernel paths lose nothing, so a ratio against them is 0/0).
+// columns against a udp backend do, flanneld's or flannelu's with etcd
+// (they lose at rates where the kernel paths lose nothing, so a ratio
+// against those is 0/0).
 type ratio struct {
 	num, den int
 	loss     bool
 }
 
 // ratioColumns picks the ratio columns: "<path> / vxlan" for each
-// flannelu, flanneld and floor path other than vxlan, then "udp /
-// flanneld-udp" (the floors against flanneld: -rounds), then "<backend> /
-// <backend>-manual" (flannelu-programmed over hand-made) for each
-// hand-made path whose flannelu counterpart was measured too.
+// flannelu, flanneld and floor path other than vxlan and udp-kube, then
+// "udp / flanneld-udp" (the floors against flanneld: -rounds), then
+// "udp-kube / udp" (the same data path with the other store: 1.00× but
+// for noise), then "<backend> / <backend>-manual" (flannelu-programmed
+// over hand-made) for each hand-made path whose flannelu counterpart was
+// measured too.
 func ratioColumns(paths []pathResult) []ratio {
 	index := map[string]int{}
 	for i, p := range paths {
@@ -102,7 +105,7 @@ func ratioColumns(paths []pathResult) []ratio {
 	var cols []ratio
 	if v, ok := index["vxlan"]; ok {
 		for i, p := range paths {
-			if _, manual := manualBase(p.Path); i != v && !manual {
+			if _, manual := manualBase(p.Path); i != v && !manual && p.Path != kubePath {
 				cols = append(cols, ratio{num: i, den: v})
 			}
 		}
@@ -110,6 +113,11 @@ func ratioColumns(paths []pathResult) []ratio {
 	if f, ok := index[flanneldPath]; ok {
 		if u, ok := index["udp"]; ok {
 			cols = append(cols, ratio{num: u, den: f, loss: true})
+		}
+	}
+	if k, ok := index[kubePath]; ok {
+		if u, ok := index["udp"]; ok {
+			cols = append(cols, ratio{num: k, den: u, loss: true})
 		}
 	}
 	for i, p := range paths {

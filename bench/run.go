@@ -195,12 +195,15 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 type daemon struct {
 	bin     string
 	backend string
+	kube    bool // Kubernetes mode: the API server is the store (kubePath)
 	args    func(host int) ([]string, error)
 }
 
-// setupFlannelu runs flannelu with the path's backend.
+// setupFlannelu runs flannelu with the path's backend, in Kubernetes mode
+// for kubePath.
 func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
-	return setupCluster(cfg, s, daemon{bin: cfg.flannelu, backend: path, args: func(i int) ([]string, error) {
+	backend, kube := pathBackend(path)
+	return setupCluster(cfg, s, daemon{bin: cfg.flannelu, backend: backend, kube: kube, args: func(i int) ([]string, error) {
 		args := cfg.args
 		if cfg.profile == "" {
 			return args, nil
@@ -210,14 +213,15 @@ func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
 	}}, name, dir)
 }
 
-// setupCluster starts etcd with the daemon's network config, then the
-// daemon and one pod on each host (startNodes); setupPath then checks that
-// each pod reaches the other.
+// setupCluster starts etcd with the daemon's network config (in
+// Kubernetes mode also the API server, the config in net-conf.json), then
+// the daemon and one pod on each host (startNodes); setupPath then checks
+// that each pod reaches the other.
 func setupCluster(cfg *config, s *setup, d daemon, name, dir string) error {
 	conf := fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":{"Type":%q}}`, overlayNetwork, d.backend)
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
 		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin},
-		Flannelu: d.bin, Config: conf,
+		Flannelu: d.bin, Config: conf, Kube: d.kube,
 	})
 	if err != nil {
 		return err
@@ -230,16 +234,17 @@ func setupCluster(cfg *config, s *setup, d daemon, name, dir string) error {
 }
 
 // startNodes starts the cluster's daemon on host 1, then, once host 1
-// holds its lease (StartNode waits for subnet.env), on host 2, each with
-// args(i) and one pod: flanneld v0.20.2 can miss for good a peer that
-// joins within about a second of another.
+// holds its lease (JoinNode waits for subnet.env; in Kubernetes mode it
+// registers the host's Node first), on host 2, each with args(i) and one
+// pod: flanneld v0.20.2 can miss for good a peer that joins within about
+// a second of another.
 func startNodes(c *testbed.Cluster, args func(host int) ([]string, error)) error {
 	for i := 1; i <= 2; i++ {
 		a, err := args(i)
 		if err != nil {
 			return err
 		}
-		n, err := c.StartNode(i, a...)
+		n, err := c.JoinNode(i, a...)
 		if err != nil {
 			return err
 		}

@@ -28,7 +28,7 @@ func TestKubernetesMode(t *testing.T) {
 	testbed.RequireRoot(t)
 	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
-			k := newKubeCluster(t, backend)
+			k := newKubeCluster(t, backend, ipv4)
 			t.Run("annotations and subnet.env as flanneld writes them", k.checkAnnotations)
 			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })
 			t.Run("100 MB TCP byte for byte", func(t *testing.T) {
@@ -44,25 +44,38 @@ func TestKubernetesMode(t *testing.T) {
 type kubeCluster struct {
 	c       *testbed.Cluster
 	backend string
+	stack
 }
 
-// podCIDR is what kube-controller-manager assigns host i here.
-func podCIDR(i int) string { return fmt.Sprintf("198.18.%d.0/24", i) }
+// kubeConfig is net-conf.json for the stack: kube-flannel's, with the
+// IPv6 fields flanneld v0.28 reads for dual stack.
+func (s stack) kubeConfig(backend string) string {
+	v6 := ""
+	if s.v6 {
+		v6 = fmt.Sprintf(`,"EnableIPv6":true,"IPv6Network":%q`, overlay6)
+	}
+	return fmt.Sprintf(`{"Network":"198.18.0.0/16"%s,"Backend":{"Type":%q}}`, v6, backend)
+}
 
-func newKubeCluster(t *testing.T, backend string) *kubeCluster {
+// newKubeCluster registers three nodes with podCIDRs of the stack's
+// families (testbed.PodCIDR, PodCIDRv6), runs flannelu on each and puts
+// two pods on each through the manifest's CNI chain. The IPv4 clusters
+// have a fourth host, for the late node.
+func newKubeCluster(t *testing.T, backend string, st stack) *kubeCluster {
 	t.Helper()
-	short := map[string]string{"udp": "ku", "vxlan": "kv", "host-gw": "kh"}[backend]
+	short := map[string]string{"udp": "ku", "vxlan": "kv", "host-gw": "kh"}[backend] + st.suffix()
+	hosts := map[bool]int{false: 4, true: 3}[st.v6]
 	c := newClusterWith(t, testbed.ClusterOptions{
-		Bed:    testbed.Options{Name: "e2e-" + short, Hosts: 4},
-		Config: fmt.Sprintf(`{"Network":"198.18.0.0/16","Backend":{"Type":%q}}`, backend),
+		Bed:    testbed.Options{Name: "e2e-" + short, Hosts: hosts, IPv6: st.v6},
+		Config: st.kubeConfig(backend),
 		Kube:   true,
 	})
-	k := &kubeCluster{c: c, backend: backend}
+	k := &kubeCluster{c: c, backend: backend, stack: st}
 	for i := 1; i <= 3; i++ {
-		if err := c.CreateNode(i, podCIDR(i)); err != nil {
+		n, err := c.JoinNode(i, "--ip-masq") // as the manifest's DaemonSet runs it
+		if err != nil {
 			t.Fatal(err)
 		}
-		n := startNode(t, c, i, "--ip-masq") // as the manifest's DaemonSet runs it
 		if err := n.AddCNIPods(2); err != nil {
 			t.Fatal(err)
 		}
@@ -92,13 +105,21 @@ func (k *kubeCluster) checkAnnotations(t *testing.T) {
 			t.Errorf("node %d: %v", i, err)
 		}
 		env := k.c.Nodes[i].Env
-		if env.Subnet.String() != podCIDR(i) || env.Network.String() != "198.18.0.0/16" || env.MTU != mtu {
-			t.Errorf("node %d subnet.env: subnet %v network %v MTU %d, want %s 198.18.0.0/16 %d", i, env.Subnet, env.Network, env.MTU, podCIDR(i), mtu)
+		if env.Subnet != testbed.PodCIDR(i) || env.Network != overlay || env.MTU != mtu {
+			t.Errorf("node %d subnet.env: subnet %v network %v MTU %d, want %s %s %d", i, env.Subnet, env.Network, env.MTU, testbed.PodCIDR(i), overlay, mtu)
+		}
+		var sn6, net6 netip.Prefix // none without IPv6
+		if k.v6 {
+			sn6, net6 = testbed.PodCIDRv6(i), overlay6
+		}
+		if env.IPv6Subnet != sn6 || env.IPv6Network != net6 {
+			t.Errorf("node %d subnet.env: IPv6 subnet %v network %v, want %v %v", i, env.IPv6Subnet, env.IPv6Network, sn6, net6)
 		}
 	}
 }
 
-// wantAnnotations are flanneld's annotations for host i with the backend,
+// wantAnnotations are flanneld's annotations for host i with the backend
+// (in dual stack flanneld v0.28's, with backend-v6-data and public-ipv6),
 // and kubelet's.
 func (k *kubeCluster) wantAnnotations(i int) (map[string]string, error) {
 	h := k.c.Hosts[i-1]
@@ -111,12 +132,22 @@ func (k *kubeCluster) wantAnnotations(i int) (map[string]string, error) {
 	case "host-gw":
 		want[p+"backend-type"] = "host-gw"
 	case "vxlan":
-		mac, err := linkMAC(h, "flannel.1")
-		if err != nil {
-			return nil, err
-		}
 		want[p+"backend-type"] = "vxlan"
-		want[p+"backend-data"] = fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac)
+	}
+	if k.v6 { // flanneld v0.28's dual stack: the IPv6 side of the lease
+		want[p+"public-ipv6"], want[p+"backend-v6-data"] = h.Addr6.String(), "null"
+	}
+	if k.backend == "vxlan" {
+		for key, dev := range map[string]string{"backend-data": "flannel.1", "backend-v6-data": "flannel-v6.1"} {
+			if _, ok := want[p+key]; !ok {
+				continue
+			}
+			mac, err := linkMAC(h, dev)
+			if err != nil {
+				return nil, err
+			}
+			want[p+key] = fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, mac)
+		}
 	}
 	return want, nil
 }
@@ -169,8 +200,8 @@ func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
 	if k.backend != "udp" { // udp's routes are in flannelu, which the stream above went through
 		for i := 1; i <= 3; i++ {
 			for j := 1; j <= 3; j++ {
-				if i != j && !hasRoute(c.Hosts[i-1], netip.MustParsePrefix(podCIDR(j))) {
-					t.Errorf("host %d lost its route to %s across the API server restart", i, podCIDR(j))
+				if i != j && !hasRoute(c.Hosts[i-1], testbed.PodCIDR(j)) {
+					t.Errorf("host %d lost its route to %s across the API server restart", i, testbed.PodCIDR(j))
 				}
 			}
 		}
@@ -221,13 +252,13 @@ func (k *kubeCluster) checkLateNode(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, podCIDR(4), podCIDR(4))
+	patch := fmt.Sprintf(`{"spec":{"podCIDR":"%s","podCIDRs":["%[1]s"]}}`, testbed.PodCIDR(4))
 	assigned := time.Now()
 	if _, err := c.KubeAdmin.CoreV1().Nodes().Patch(ctx, c.Hosts[3].Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if k.backend != "udp" {
-		sn := netip.MustParsePrefix(podCIDR(4))
+		sn := testbed.PodCIDR(4)
 		if err := testbed.Eventually(20*time.Second, func() error {
 			for i := 1; i <= 3; i++ {
 				if !hasRoute(c.Hosts[i-1], sn) {
@@ -267,7 +298,7 @@ func (k *kubeCluster) checkNodeDeleted(t *testing.T) {
 	if err := c.KubeAdmin.CoreV1().Nodes().Delete(ctx, c.Hosts[2].Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	gone := netip.MustParsePrefix(podCIDR(3))
+	gone := testbed.PodCIDR(3)
 	err := testbed.Eventually(20*time.Second, func() error {
 		for _, i := range []int{1, 2, 4} {
 			if k.backend == "udp" {

@@ -24,14 +24,14 @@ const flanneldBin = "bin/flanneld-v0.20.2"
 func TestKubernetesModeWithFlanneld(t *testing.T) {
 	testbed.RequireRoot(t)
 	flanneld := flanneldBinary(t)
-	k := &kubeCluster{backend: "vxlan", c: newClusterWith(t, testbed.ClusterOptions{
+	k := &kubeCluster{backend: "vxlan", stack: ipv4, c: newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-kf", Hosts: 3},
-		Config: `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`,
+		Config: ipv4.kubeConfig("vxlan"),
 		Kube:   true,
 	})}
 	c := k.c
 	for i := 1; i <= 3; i++ {
-		if err := c.CreateNode(i, podCIDR(i)); err != nil {
+		if err := c.RegisterNode(i); err != nil {
 			t.Fatal(err)
 		}
 	}

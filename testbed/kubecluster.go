@@ -3,6 +3,7 @@ package testbed
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -10,6 +11,8 @@ import (
 	v1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/flannelu/flannelu/subnet"
 )
 
 // ManifestPath is flannelu's deployment manifest, which a Kubernetes-mode
@@ -79,6 +82,51 @@ func (c *Cluster) CreateNode(i int, podCIDRs ...string) error {
 	defer cancel()
 	_, err := c.KubeAdmin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
 	return err
+}
+
+// PodCIDR is the IPv4 podCIDR a Kubernetes-mode cluster gives host i, as
+// kube-controller-manager with --allocate-node-cidrs would: 198.18.<i>.0/24.
+func PodCIDR(i int) netip.Prefix {
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24)
+}
+
+// PodCIDRv6 is host i's IPv6 podCIDR in a dual-stack Kubernetes-mode
+// cluster: 2001:db8:100:<i>::/64, inside PodNetworkV6.
+func PodCIDRv6(i int) netip.Prefix {
+	a := PodNetworkV6.Addr().As16()
+	a[7] = byte(i)
+	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
+}
+
+// RegisterNode registers host i's Node (CreateNode) with the podCIDRs
+// kube-controller-manager would assign it: PodCIDR for an IPv4 network,
+// PodCIDRv6 as well for an IPv6 one, as the cluster's net-conf.json asks.
+func (c *Cluster) RegisterNode(i int) error {
+	cfg, err := subnet.ParseKubeConfig([]byte(c.Opts.Config))
+	if err != nil {
+		return fmt.Errorf("testbed: net-conf.json: %w", err)
+	}
+	var cidrs []string
+	if cfg.EnableIPv4 {
+		cidrs = append(cidrs, PodCIDR(i).String())
+	}
+	if cfg.EnableIPv6 {
+		cidrs = append(cidrs, PodCIDRv6(i).String())
+	}
+	return c.CreateNode(i, cidrs...)
+}
+
+// JoinNode brings host i into the cluster as a new node: in Kubernetes
+// mode its Node is registered first (RegisterNode), as kubelet and
+// kube-controller-manager do before the DaemonSet's pod starts; then
+// flannelu starts (StartNode).
+func (c *Cluster) JoinNode(i int, extra ...string) (*Node, error) {
+	if c.Opts.Kube {
+		if err := c.RegisterNode(i); err != nil {
+			return nil, err
+		}
+	}
+	return c.StartNode(i, extra...)
 }
 
 // KubeNode reads host i's Node object.

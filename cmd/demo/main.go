@@ -2,23 +2,31 @@
 // network namespaces on one underlay bridge, a real etcd, flannelu on each
 // host, two pods per host made by the real CNI chain (cnitool with
 // flannel's conflist: the flannel plugin, bridge, host-local), and traffic
-// between pods of different hosts. It removes everything when it ends,
-// pods with CNI DEL. Root only.
+// between pods of different hosts. With -store kube the same cluster runs
+// in Kubernetes mode: a real kube-apiserver on that etcd with
+// deploy/kube-flannelu.yml applied, the three Node objects registered
+// with podCIDRs as kube-controller-manager assigns them, flannelu with
+// --kube-subnet-mgr as flannel's service account, and the pods made with
+// the manifest's cni-conf.json. It removes everything when it ends, pods
+// with CNI DEL. Root only.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flannelu/flannelu/kube"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -27,23 +35,33 @@ func main() {
 	backendType := flag.String("backend", "udp", "backend: udp, vxlan or host-gw")
 	seconds := flag.Int("iperf-seconds", 3, "length of the iperf3 run")
 	cni := flag.Bool("cni", true, "create pods with CNI ADD through flannel's conflist (false: wire them by hand)")
+	store := flag.String("store", "etcd", "where the leases live: etcd, or kube (a real kube-apiserver; make kube-apiserver builds it)")
 	flag.Parse()
+	if *store != "etcd" && *store != "kube" {
+		fmt.Fprintf(os.Stderr, "demo: -store %q: etcd or kube\n", *store)
+		os.Exit(2)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces)")
 		os.Exit(1)
 	}
-	if err := demo(*bin, *backendType, *seconds, *cni); err != nil {
+	if err := demo(*bin, *backendType, *seconds, *cni, *store == "kube"); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func demo(bin, backendType string, iperfSeconds int, cni bool) error {
+func demo(bin, backendType string, iperfSeconds int, cni, kube bool) error {
 	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, backendType)
-	step("Building three hosts (192.0.2.1-3 on one bridge) and starting etcd on 192.0.2.1")
+	if kube {
+		step("Building three hosts (192.0.2.1-3 on one bridge), starting etcd and kube-apiserver on 192.0.2.1, " +
+			"applying deploy/kube-flannelu.yml")
+	} else {
+		step("Building three hosts (192.0.2.1-3 on one bridge) and starting etcd on 192.0.2.1")
+	}
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
 		Bed:      testbed.Options{Name: "demo", Hosts: 3},
-		Flannelu: bin, Config: config,
+		Flannelu: bin, Config: config, Kube: kube,
 	})
 	if err != nil {
 		return err
@@ -53,9 +71,15 @@ func demo(bin, backendType string, iperfSeconds int, cni bool) error {
 		c.Close()
 	}()
 	stopOnSignal(c)
-	fmt.Printf("network config: %s\n", config)
-
-	step("Starting flannelu on each host")
+	if kube {
+		fmt.Printf("API server %s; flannelu connects as %s (flannel's ClusterRole)\nnet-conf.json: %s\n",
+			c.KubeAPI.URL, testbed.FlannelUser, config)
+		step("Starting flannelu --kube-subnet-mgr on each host, once its Node is registered with a podCIDR " +
+			"(as kubelet and kube-controller-manager --allocate-node-cidrs would)")
+	} else {
+		fmt.Printf("network config: %s\n", config)
+		step("Starting flannelu on each host")
+	}
 	for i := 1; i <= 3; i++ {
 		args := []string{}
 		if cni {
@@ -67,13 +91,17 @@ func demo(bin, backendType string, iperfSeconds int, cni bool) error {
 		if i == 1 && backendType == "udp" {
 			args = append(args, "--trace", "--trace-rate", "20")
 		}
-		n, err := c.StartNode(i, args...)
+		n, err := c.JoinNode(i, args...)
 		if err != nil {
 			return err
 		}
 		fmt.Printf("%s: lease %v, subnet.env:\n%s", n.Host.Name, n.Env.Subnet.Masked(), indent(readFile(n.SubnetFile)))
 	}
-	showLeases(c)
+	if kube {
+		showNodes(c)
+	} else {
+		showLeases(c)
+	}
 	if err := addPods(c, cni); err != nil {
 		return err
 	}
@@ -116,8 +144,12 @@ func demo(bin, backendType string, iperfSeconds int, cni bool) error {
 // would or by hand, and shows what each got.
 func addPods(c *testbed.Cluster, cni bool) error {
 	if cni {
+		conflist := testbed.FlannelConflist
+		if c.KubeConflist != nil {
+			conflist = string(c.KubeConflist) // the manifest's cni-conf.json
+		}
 		step("Two pods per host by CNI ADD: cnitool add cbr0 /run/netns/<pod>, with")
-		fmt.Print(indent("/etc/cni/net.d/10-flannel.conflist = " + testbed.FlannelConflist))
+		fmt.Print(indent("/etc/cni/net.d/10-flannel.conflist = " + conflist))
 	} else {
 		step("Two pods per host, wired by hand behind cni0")
 	}
@@ -179,6 +211,29 @@ func showLeases(c *testbed.Cluster) {
 	}
 	for _, kv := range resp.Kvs {
 		fmt.Printf("  %s = %s\n", kv.Key, kv.Value)
+	}
+}
+
+// showNodes prints what the API server holds: each Node's podCIDRs and
+// the annotations flannelu published on it (flanneld's), and its
+// NetworkUnavailable condition.
+func showNodes(c *testbed.Cluster) {
+	step("Nodes in the API server: podCIDRs and flannel's annotations")
+	for i := 1; i <= len(c.Hosts); i++ {
+		n, err := c.KubeNode(i)
+		if err != nil {
+			fmt.Println("  (cannot read the node:", err, ")")
+			return
+		}
+		fmt.Printf("  %s: podCIDRs %v\n", n.Name, n.Spec.PodCIDRs)
+		for _, k := range slices.Sorted(maps.Keys(n.Annotations)) {
+			if strings.HasPrefix(k, kube.DefaultPrefix) {
+				fmt.Printf("    %s: %q\n", k, n.Annotations[k])
+			}
+		}
+		for _, cond := range n.Status.Conditions {
+			fmt.Printf("    condition %s=%s (%s)\n", cond.Type, cond.Status, cond.Reason)
+		}
 	}
 }
 
