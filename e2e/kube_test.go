@@ -72,9 +72,17 @@ func newKubeCluster(t *testing.T, backend string, st stack) *kubeCluster {
 	})
 	k := &kubeCluster{c: c, backend: backend, stack: st}
 	for i := 1; i <= 3; i++ {
+		registered := time.Now()
 		n, err := c.JoinNode(i, "--ip-masq") // as the manifest's DaemonSet runs it
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i == 3 && backend != "udp" { // udp's routes are inside flannelu
+			if err := routed(c, testbed.PodCIDR(3), true, 1, 2); err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("node 3 registered with its podCIDR, flannelu started on it -> its route on every peer: %v",
+				time.Since(registered).Round(time.Millisecond))
 		}
 		if err := n.AddCNIPods(2); err != nil {
 			t.Fatal(err)
@@ -205,6 +213,41 @@ func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
 				}
 			}
 		}
+		k.checkRecovered(t, start)
+	}
+}
+
+// checkRecovered registers a peer node (on an unused underlay address,
+// with the cluster's backend) as soon as the restarted API server is
+// ready, and waits for its route on every host: the time from the kill
+// is the cluster's recovery time, the API server back and every
+// flannelu's node watch working again. The node is deleted after, and its
+// routes go.
+func (k *kubeCluster) checkRecovered(t *testing.T, killed time.Time) {
+	c, sn, p := k.c, testbed.PodCIDR(99), "flannel.alpha.coreos.com/"
+	ann := map[string]string{p + "kube-subnet-manager": "true", p + "backend-type": k.backend,
+		p + "backend-data": "null", p + "public-ip": "192.0.2.99"}
+	if k.backend == "vxlan" {
+		ann[p+"backend-data"] = `{"VNI":1,"VtepMAC":"02:00:00:00:00:99"}`
+	}
+	probe := &v1.Node{ObjectMeta: metav1.ObjectMeta{Name: "fu-recovery-probe", Annotations: ann},
+		Spec: v1.NodeSpec{PodCIDR: sn.String(), PodCIDRs: []string{sn.String()}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nodes := c.KubeAdmin.CoreV1().Nodes()
+	if _, err := nodes.Create(ctx, probe, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := routed(c, sn, true, 1, 2, 3); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("API server killed -> restarted -> a node registered then is routed on every peer: %v (recovery time)",
+		time.Since(killed).Round(time.Millisecond))
+	if err := nodes.Delete(ctx, probe.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := routed(c, sn, false, 1, 2, 3); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -258,15 +301,7 @@ func (k *kubeCluster) checkLateNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	if k.backend != "udp" {
-		sn := testbed.PodCIDR(4)
-		if err := testbed.Eventually(20*time.Second, func() error {
-			for i := 1; i <= 3; i++ {
-				if !hasRoute(c.Hosts[i-1], sn) {
-					return fmt.Errorf("host %d has no route to %s", i, sn)
-				}
-			}
-			return nil
-		}); err != nil {
+		if err := routed(c, testbed.PodCIDR(4), true, 1, 2, 3); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("podCIDR assigned -> route on every peer: %v", time.Since(assigned).Round(time.Millisecond))
@@ -323,6 +358,19 @@ func (k *kubeCluster) checkNodeDeleted(t *testing.T) {
 		t.Errorf("flannelu on host 3 did not say its lease was lost:%s", testbed.Tail(n3.Proc.Log, 5))
 	}
 	fullMesh(t, allPods(c, 1, 2, 4))
+}
+
+// routed waits until each of the hosts has a route for exactly sn (want)
+// or has none (!want).
+func routed(c *testbed.Cluster, sn netip.Prefix, want bool, hosts ...int) error {
+	return testbed.Eventually(20*time.Second, func() error {
+		for _, i := range hosts {
+			if hasRoute(c.Hosts[i-1], sn) != want {
+				return fmt.Errorf("host %d: a route for %s: %v, want %v", i, sn, !want, want)
+			}
+		}
+		return nil
+	})
 }
 
 // hasRoute reports whether h has a route for exactly p.
