@@ -80,6 +80,7 @@ func node(name string, annotations map[string]string, podCIDRs ...string) *v1.No
 func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.1")
 	vx := json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`)
+	ip6, vx6 := netip.MustParseAddr("2001:db8:0:1::1"), json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}`)
 	p := "flannel.alpha.coreos.com/"
 	for _, c := range []struct {
 		name  string
@@ -93,6 +94,16 @@ func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
 			p + "backend-type": "host-gw", p + "backend-data": "null", p + "public-ip": "192.0.2.1", p + "kube-subnet-manager": "true"}},
 		{"vxlan", subnet.LeaseAttrs{PublicIP: ip, BackendType: "vxlan", BackendData: vx}, map[string]string{
 			p + "backend-type": "vxlan", p + "backend-data": string(vx), p + "public-ip": "192.0.2.1", p + "kube-subnet-manager": "true"}},
+		// flanneld v0.28's dual stack: the IPv6 side next to the IPv4 one.
+		{"vxlan dual stack", subnet.LeaseAttrs{PublicIP: ip, PublicIPv6: ip6, BackendType: "vxlan", BackendData: vx, BackendV6Data: vx6},
+			map[string]string{p + "backend-type": "vxlan", p + "backend-data": string(vx), p + "public-ip": "192.0.2.1",
+				p + "backend-v6-data": string(vx6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
+		{"host-gw dual stack", subnet.LeaseAttrs{PublicIP: ip, PublicIPv6: ip6, BackendType: "host-gw"}, map[string]string{
+			p + "backend-type": "host-gw", p + "backend-data": "null", p + "public-ip": "192.0.2.1",
+			p + "backend-v6-data": "null", p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
+		// IPv6 only: vxlan without IPv4 data publishes no IPv4 side.
+		{"vxlan IPv6 only", subnet.LeaseAttrs{PublicIPv6: ip6, BackendType: "vxlan", BackendV6Data: vx6}, map[string]string{
+			p + "backend-type": "vxlan", p + "backend-v6-data": string(vx6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
 	} {
 		got := ann.Published(c.attrs, node("n", nil))
 		if !equalMaps(got, c.want) {
