@@ -36,8 +36,8 @@ func TestDemo(t *testing.T) {
 		want  []string
 	}{
 		{"etcd", []string{`/coreos.com/network/subnets/198.18.`, `{"PublicIP":"192.0.2.`}},
-		{"kube", []string{"podCIDRs [198.18.", `flannel.alpha.coreos.com/kube-subnet-manager: "true"`,
-			`flannel.alpha.coreos.com/public-ip: "192.0.2.3"`, "condition NetworkUnavailable=False (FlannelIsUp)"}},
+		{"kube", []string{"podCIDRs [198.18.3.0/24]", `flannel.alpha.coreos.com/kube-subnet-manager: "true"`,
+			`flannel.alpha.coreos.com/public-ip: "192.0.2.3"`}},
 	} {
 		t.Run(tc.store, func(t *testing.T) {
 			out, pid := runDemo(t, root, demo, "-store", tc.store, "-flannelu", flannelu, "-iperf-seconds", "1")
@@ -45,6 +45,9 @@ func TestDemo(t *testing.T) {
 				if !strings.Contains(out, want) {
 					t.Errorf("the demo's output lacks %q:\n%s", want, out)
 				}
+			}
+			if up := strings.Count(out, "condition NetworkUnavailable=False (FlannelIsUp)"); tc.store == "kube" && up != 3 {
+				t.Errorf("the demo shows %d nodes with flanneld's NetworkUnavailable condition, want 3:\n%s", up, out)
 			}
 			ns, _ := exec.Command("ip", "netns", "list").Output()
 			if prefix := testbed.Prefix + strconv.Itoa(pid) + "-"; strings.Contains(string(ns), prefix) {

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	v1 "k8s.io/api/core/v1"
 
 	"github.com/flannelu/flannelu/kube"
 	"github.com/flannelu/flannelu/testbed"
@@ -219,10 +220,23 @@ func showLeases(c *testbed.Cluster) {
 // NetworkUnavailable condition.
 func showNodes(c *testbed.Cluster) {
 	step("Nodes in the API server: podCIDRs and flannel's annotations")
-	for i := 1; i <= len(c.Hosts); i++ {
-		n, err := c.KubeNode(i)
-		if err != nil {
-			fmt.Println("  (cannot read the node:", err, ")")
+	nodes := make([]*v1.Node, len(c.Hosts))
+	// Each flannelu sets the condition just after subnet.env: wait for
+	// all of them (or show what there is).
+	testbed.Eventually(10*time.Second, func() (err error) { //nolint:errcheck // shown as it is
+		for i := range nodes {
+			if nodes[i], err = c.KubeNode(i + 1); err != nil {
+				return err
+			}
+			if len(nodes[i].Status.Conditions) == 0 {
+				return fmt.Errorf("%s: no condition yet", nodes[i].Name)
+			}
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		if n == nil {
+			fmt.Println("  (cannot read the nodes)")
 			return
 		}
 		fmt.Printf("  %s: podCIDRs %v\n", n.Name, n.Spec.PodCIDRs)
