@@ -34,9 +34,10 @@ func needsFlannelu(path string) bool {
 	return !manual && !isFloor(path) && path != flanneldPath
 }
 
-// manualSubnet is host i's lease on the hand-made paths: 198.18.<i>.0/24.
+// manualSubnet is host i's lease on the hand-made paths: 198.18.<i>.0/24,
+// the podCIDR udp-kube's Node of host i gets.
 func manualSubnet(i int) netip.Prefix {
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 0}), 24)
+	return testbed.PodCIDR(i)
 }
 
 // manualMTU is the overlay MTU flannel gives the backend on a 1500 link.
