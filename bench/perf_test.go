@@ -142,10 +142,25 @@ func TestPerfFloor(t *testing.T) {
 		// the raw form makes a fraction of the poll form's.
 		runtimeCalls := func(f *forwarderStats) float64 { return f.Calls["futex"] + f.Calls["nanosleep"] }
 		poll, raw := r.Paths[1].Forwarders, r.Paths[2].Forwarders
-		if len(raw.Threads) != 2 || runtimeCalls(raw) > runtimeCalls(poll)/2 {
-			t.Errorf("%s: threads %+v, futex and nanosleep %.2f per round trip (poll form: %.2f): want one thread per host, and fewer",
-				floorRawPath, raw.Threads, runtimeCalls(raw), runtimeCalls(poll))
+		// Runtime threads (sysmon, the netpoller) wake now and then on a
+		// loaded machine, more so under the race detector; what must hold
+		// is that one thread per host does all the forwarding.
+		if n := forwardingThreads(raw); n != 2 || runtimeCalls(raw) > runtimeCalls(poll)/2 {
+			t.Errorf("%s: %d forwarding threads %+v, futex and nanosleep %.2f per round trip (poll form: %.2f): want one thread per host, and fewer",
+				floorRawPath, n, raw.Threads, runtimeCalls(raw), runtimeCalls(poll))
 		}
 	}
 	containsAll(t, "rounds summary", roundsMarkdown(rep), "| udp-floor-poll | ", "failed with EAGAIN")
+}
+
+// forwardingThreads counts the threads that moved packets: those that
+// sent on the socket or wrote to the TUN.
+func forwardingThreads(f *forwarderStats) int {
+	n := 0
+	for _, th := range f.Threads {
+		if th.Calls["sendto"] > 0 || th.Calls["write"] > 0 {
+			n++
+		}
+	}
+	return n
 }
