@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/poller"
 )
 
 const (
@@ -64,7 +66,7 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	}
 	op := &c.rx
 	op.prepare(msgs)
-	err := c.raw.Read(op.fn)
+	err := c.do(false, op.fn, &op.once)
 	n, opErr := op.n, op.err
 	for i := 0; i < n; i++ {
 		m, h := &msgs[i], &op.hdrs[i]
@@ -127,7 +129,7 @@ func (c *Conn) send(msgs []Message) (int, error) {
 	gso := c.gso.Load()
 	op := &c.tx
 	op.prepare(msgs, gso)
-	err := c.raw.Write(op.fn)
+	err := c.do(true, op.fn, &op.once)
 	sent, opErr := op.msgsSent(), op.err
 	failedGroup := op.groupLen(op.sent)
 	op.release(len(msgs))
@@ -155,6 +157,7 @@ type recvOp struct {
 	names []unix.RawSockaddrInet4
 	gro   bool
 	oob   []byte // groCmsgSpace per message, when gro
+	once  poller.Attempt
 	count int
 	n     int
 	err   error
@@ -215,6 +218,7 @@ type sendOp struct {
 	iovs   []unix.Iovec
 	names  []unix.RawSockaddrInet4
 	oob    []byte
+	once   poller.Attempt
 	ends   []int // ends[g]: index after the last message of group g
 	groups int
 	sent   int // groups sent so far

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -19,8 +20,10 @@ import (
 // another WriteBatches; neither may be called concurrently with itself,
 // because each keeps its preallocated system-call state in the Conn.
 type Conn struct {
-	udp       *net.UDPConn
-	raw       syscall.RawConn
+	closer io.Closer // the *net.UDPConn, or SelfPolled the *os.File
+	raw    syscall.RawConn
+	selfPolled
+
 	local     netip.AddrPort
 	gso       atomic.Bool
 	gro       bool
@@ -45,6 +48,9 @@ func Listen(cfg Config) (*Conn, error) {
 	if bufSize < 0 {
 		return nil, fmt.Errorf("encap: socket buffer %d bytes is negative", bufSize)
 	}
+	if cfg.SelfPolled {
+		return listenSelfPolled(cfg, netip.AddrPortFrom(addr, cfg.Addr.Port()), bufSize)
+	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var optErr error
 		err := rc.Control(func(fd uintptr) { optErr = setOptions(int(fd), cfg.ReusePort, bufSize) })
@@ -60,10 +66,14 @@ func Listen(cfg Config) (*Conn, error) {
 		udp.Close()
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	c := &Conn{udp: udp, raw: raw, truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
+	local := udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	return newConn(cfg, udp, raw, netip.AddrPortFrom(local.Addr().Unmap(), local.Port())), nil
+}
+
+// newConn sets up a Conn on an open, bound socket that closer closes.
+func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.AddrPort) *Conn {
+	c := &Conn{closer: closer, raw: raw, local: local, truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
 		"Datagrams the udp backend's sockets received that were larger than the receive buffer and were dropped.")}
-	c.local = udp.LocalAddr().(*net.UDPAddr).AddrPort()
-	c.local = netip.AddrPortFrom(c.local.Addr().Unmap(), c.local.Port())
 	c.gso.Store(probeGSO(raw))
 	if cfg.GRO {
 		c.gro = enableGRO(raw)
@@ -72,7 +82,9 @@ func Listen(cfg Config) (*Conn, error) {
 	// Bind the poller callbacks once: a closure per call would allocate.
 	c.rx.fn = c.rx.recv
 	c.tx.fn = c.tx.send
-	return c, nil
+	c.rx.once.Bind(c.rx.fn)
+	c.tx.once.Bind(c.tx.fn)
+	return c
 }
 
 // setOptions runs before bind.
@@ -143,4 +155,7 @@ func (c *Conn) Truncated() uint64 { return c.truncated.Value() }
 
 // Close closes the socket; a blocked ReadBatch or WriteBatch returns an
 // error matching errors.Is(err, net.ErrClosed).
-func (c *Conn) Close() error { return c.udp.Close() }
+func (c *Conn) Close() error {
+	c.wake()
+	return c.closer.Close()
+}

@@ -37,6 +37,12 @@ type Config struct {
 	// one Message, GSOSize set. Buffers must be 64 KiB to receive them
 	// whole.
 	GRO bool
+	// SelfPolled keeps the socket out of Go's netpoller: ReadBatch never
+	// waits (it returns 0 when nothing is ready), and the caller waits for
+	// readiness itself on the descriptor Conn.Hold lends it (the udp
+	// backend's one-thread loop, package poller). WriteBatch still waits
+	// when the send buffer is full.
+	SelfPolled bool
 	// Metrics receives flannelu_udp_truncated_datagrams_total
 	// (Conn.Truncated); nil exports it nowhere.
 	Metrics *metrics.Registry

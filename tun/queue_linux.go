@@ -10,7 +10,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/poller"
 )
+
+// errNoRoom is a SelfPolled write the kernel refused with EAGAIN.
+var errNoRoom = fmt.Errorf("tun: write: %w", unix.EAGAIN)
 
 // errShortSizes is returned when sizes cannot hold one size per buffer.
 var errShortSizes = errors.New("tun: len(sizes) < len(bufs)")
@@ -19,31 +23,83 @@ var errShortSizes = errors.New("tun: len(sizes) < len(bufs)")
 // another Writes, but Read (and Write) must not be called concurrently with
 // itself: the per-call state lives in the Queue so that no call allocates.
 type Queue struct {
-	dev     *Device
-	file    *os.File
-	raw     syscall.RawConn
-	vnetHdr bool
-	rd      readOp
-	wr      writeOp
-	wv      writevOp
+	dev        *Device
+	file       *os.File
+	raw        syscall.RawConn
+	vnetHdr    bool
+	selfPolled bool // Config.SelfPolled: never wait, see do
+	rd         readOp
+	wr         writeOp
+	wv         writevOp
 }
 
-func newQueue(d *Device, fd int, vnetHdr bool) (*Queue, error) {
-	// The fd is non-blocking, so os.NewFile registers it with the poller.
+func newQueue(d *Device, fd int, vnetHdr, selfPolled bool) (*Queue, error) {
+	if selfPolled {
+		// os.NewFile registers a non-blocking fd with Go's poller, whose
+		// thread would then wake for every packet: hand it a blocking
+		// one and make it non-blocking behind its back.
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+	}
 	f := os.NewFile(uintptr(fd), tunDevice)
 	raw, err := f.SyscallConn()
+	if err == nil && selfPolled {
+		err = unix.SetNonblock(fd, true)
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
-	q := &Queue{dev: d, file: f, raw: raw, vnetHdr: vnetHdr}
+	q := &Queue{dev: d, file: f, raw: raw, vnetHdr: vnetHdr, selfPolled: selfPolled}
 	// Bind the callbacks once: a fresh closure per call would allocate.
 	q.rd.vnetHdr, q.rd.truncated = vnetHdr, d.truncated
 	q.rd.fn = q.rd.drain
 	q.wr.fn = q.wr.push
 	q.wv.fn = q.wv.push
+	q.rd.once.Bind(q.rd.fn)
+	q.wr.once.Bind(q.wr.fn)
+	q.wv.once.Bind(q.wv.fn)
 	q.wv.iovs = make([]unix.Iovec, 0, defaultParts)
 	return q, nil
+}
+
+// Hold lends fn the queue's descriptor and the device's closing eventfd
+// (readable once Close was called) of a SelfPolled device, both kept open
+// until fn returns, even if Close runs meanwhile. It returns an error
+// matching os.ErrClosed after Close.
+func (q *Queue) Hold(fn func(fd, closing int)) error {
+	if !q.selfPolled {
+		return fmt.Errorf("tun: Hold on %s: the device is not SelfPolled", q.dev.name)
+	}
+	closing, err := q.dev.closing.SyscallConn()
+	if err == nil {
+		err = q.raw.Control(func(fd uintptr) {
+			err = closing.Control(func(cfd uintptr) { fn(int(fd), int(cfd)) })
+		})
+	}
+	if err != nil {
+		return q.dev.closedOr("hold", err)
+	}
+	return nil
+}
+
+// do runs one operation's callback: through Go's poller, which waits
+// while fn returns false (not ready), or, SelfPolled, once; then false
+// means EAGAIN.
+func (q *Queue) do(write bool, fn func(uintptr) bool, once *poller.Attempt) error {
+	if q.selfPolled {
+		done, err := once.Run(q.raw)
+		if err == nil && write && !done {
+			err = errNoRoom
+		}
+		return err
+	}
+	if write {
+		return q.raw.Write(fn)
+	}
+	return q.raw.Read(fn)
 }
 
 // BatchSize is how many buffers a caller should pass to Read and Write.
@@ -72,7 +128,7 @@ func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	op := &q.rd
 	op.bufs, op.sizes, op.offset, op.n, op.err = bufs, sizes, offset, 0, nil
-	err := q.raw.Read(op.fn)
+	err := q.do(false, op.fn, &op.once)
 	n, opErr := op.n, op.err
 	op.bufs, op.sizes = nil, nil // keep no reference to the caller's memory
 	if err != nil {
@@ -98,7 +154,7 @@ func (q *Queue) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	op := &q.wr
 	op.bufs, op.offset, op.n, op.err = bufs, offset, 0, nil
-	err := q.raw.Write(op.fn)
+	err := q.do(true, op.fn, &op.once)
 	n, opErr := op.n, op.err
 	op.bufs = nil
 	if err != nil {
@@ -124,7 +180,7 @@ func (q *Queue) WriteParts(pkts [][][]byte) (int, error) {
 	}
 	op := &q.wv
 	op.pkts, op.n, op.err = pkts, 0, nil
-	err := q.raw.Write(op.fn)
+	err := q.do(true, op.fn, &op.once)
 	n, opErr := op.n, op.err
 	op.pkts = nil
 	op.release()
@@ -148,6 +204,7 @@ const defaultParts = 66
 
 // writevOp is the state of one WriteParts; push is its poller callback.
 type writevOp struct {
+	once poller.Attempt
 	pkts [][][]byte
 	iovs []unix.Iovec
 	n    int
@@ -195,6 +252,7 @@ func (op *writevOp) release() {
 type readOp struct {
 	vnetHdr   bool
 	truncated *metrics.Counter
+	once      poller.Attempt
 	bufs      [][]byte
 	sizes     []int
 	offset    int
@@ -234,6 +292,7 @@ func (op *readOp) drain(fd uintptr) bool {
 
 // writeOp is the state of one Write; push is its poller callback.
 type writeOp struct {
+	once   poller.Attempt
 	bufs   [][]byte
 	offset int
 	n      int

@@ -37,6 +37,11 @@ type Config struct {
 	// by gso_size; parsing that header is the caller's job.
 	// Device.Offloads reports what the kernel accepted.
 	VnetHdr bool
+	// SelfPolled keeps the queues out of Go's netpoller: Read, Write and
+	// WriteParts never wait (Read returns 0 when nothing is ready), and
+	// the caller waits for readiness itself on the descriptors Queue.Hold
+	// lends it (the udp backend's one-thread loop, package poller).
+	SelfPolled bool
 	// Metrics receives flannelu_tun_truncated_packets_total (Truncated);
 	// nil exports it nowhere.
 	Metrics *metrics.Registry

@@ -33,6 +33,9 @@ type Device struct {
 	offloads  Offload
 	closed    atomic.Bool
 	truncated *metrics.Counter
+	// closing is, with Config.SelfPolled, an eventfd that Close makes
+	// readable, so that a thread waiting on the queues wakes up.
+	closing *os.File
 }
 
 // Open creates (or attaches to) the TUN interface cfg describes, with
@@ -60,6 +63,11 @@ func Open(cfg Config) (*Device, error) {
 	}
 	d := &Device{name: name, truncated: cfg.Metrics.Counter("flannelu_tun_truncated_packets_total",
 		"Packets read from the TUN device that did not fit the read buffer and were dropped (not detected with --udp-offload, where the forwarder checks each frame).")}
+	if cfg.SelfPolled {
+		if err := d.openClosing(); err != nil {
+			return nil, err
+		}
+	}
 	for i := 0; i < queues; i++ {
 		fd, actual, err := openQueue(d.name, flags)
 		if err != nil {
@@ -74,7 +82,7 @@ func Open(cfg Config) (*Device, error) {
 				return nil, fmt.Errorf("tun: %s queue %d: %w", d.name, i, err)
 			}
 		}
-		q, err := newQueue(d, fd, cfg.VnetHdr)
+		q, err := newQueue(d, fd, cfg.VnetHdr, cfg.SelfPolled)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("tun: %s queue %d: %w", d.name, i, err)
@@ -163,6 +171,9 @@ func (d *Device) Close() error {
 		return nil
 	}
 	var errs []error
+	if d.closing != nil {
+		errs = append(errs, d.wakeClosing(), d.closing.Close())
+	}
 	for _, q := range d.queues {
 		if err := q.file.Close(); err != nil {
 			errs = append(errs, err)
@@ -177,4 +188,30 @@ func (d *Device) closedOr(op string, err error) error {
 		return fmt.Errorf("tun: %s %s: %w", op, d.name, os.ErrClosed)
 	}
 	return fmt.Errorf("tun: %s %s: %w", op, d.name, err)
+}
+
+// openClosing creates the eventfd Close signals. Like the queues of a
+// self-polled device it is not on Go's poller (created blocking, then made
+// non-blocking), so the os.File only keeps it open while it is lent out.
+func (d *Device) openClosing() error {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		return os.NewSyscallError("eventfd", err)
+	}
+	d.closing = os.NewFile(uintptr(fd), "tun-closing")
+	return unix.SetNonblock(fd, true)
+}
+
+// wakeClosing makes the closing eventfd readable for good.
+func (d *Device) wakeClosing() error {
+	raw, err := d.closing.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var werr error
+	one := [8]byte{1}
+	if err := raw.Control(func(fd uintptr) { _, werr = unix.Write(int(fd), one[:]) }); err != nil {
+		return err
+	}
+	return werr
 }

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/poller"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -100,9 +102,10 @@ func connectedUDP(local, dst netip.AddrPort) (int, error) {
 }
 
 // TestForwardingAllocatesNothing holds both directions, with and without
-// offloads, to zero allocations per batch: a pod's datagrams read from the
-// real TUN and sent to the peer, and a peer's datagrams received on the
-// real socket and written into the TUN.
+// offloads, to zero allocations per batch, moved by the worker's loop (its
+// ppoll turns): a pod's datagrams read from the real TUN and sent to the
+// peer, and a peer's datagrams received on the real socket and written
+// into the TUN.
 func TestForwardingAllocatesNothing(t *testing.T) {
 	for _, offloads := range []bool{false, true} {
 		name := map[bool]string{false: "plain", true: "offload"}[offloads]
@@ -110,42 +113,29 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 			r := newRig(t, offloads)
 			payload := make([]byte, 512)
 			inner := innerPacket(t, "198.18.2.5", "198.18.1.7", 600)
-			inside := func() {
-				for i := 0; i < 8; i++ {
-					unix.Write(r.pod, payload)
+			r.hold(t, func(p *poller.Poller) {
+				var pace pace
+				inside := func() {
+					for i := 0; i < 8; i++ {
+						unix.Write(r.pod, payload)
+					}
+					r.turnUntil(t, p, &pace, drop.Inside, 8)
 				}
-				var err error
-				if r.b.vnet {
-					err = r.w.in.batchOffload()
-				} else {
-					err = r.w.in.batch()
+				outside := func() {
+					for i := 0; i < 8; i++ {
+						unix.Write(r.peer, inner)
+					}
+					r.turnUntil(t, p, &pace, drop.Outside, 8)
 				}
-				if err != nil {
-					t.Fatal(err)
+				inside()
+				outside() // warm up: first batches size internal tables
+				if a := testing.AllocsPerRun(50, inside); a != 0 {
+					t.Errorf("inside (TUN -> UDP): %.1f allocations per batch, want 0", a)
 				}
-			}
-			outside := func() {
-				for i := 0; i < 8; i++ {
-					unix.Write(r.peer, inner)
+				if a := testing.AllocsPerRun(50, outside); a != 0 {
+					t.Errorf("outside (UDP -> TUN): %.1f allocations per batch, want 0", a)
 				}
-				var err error
-				if r.b.vnet {
-					err = r.w.out.batchOffload()
-				} else {
-					err = r.w.out.batch()
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			inside()
-			outside() // warm up: first batches size internal tables
-			if a := testing.AllocsPerRun(50, inside); a != 0 {
-				t.Errorf("inside (TUN -> UDP): %.1f allocations per batch, want 0", a)
-			}
-			if a := testing.AllocsPerRun(50, outside); a != 0 {
-				t.Errorf("outside (UDP -> TUN): %.1f allocations per batch, want 0", a)
-			}
+			})
 			inPkts, _ := r.b.drops.Forwarded(drop.Inside)
 			outPkts, _ := r.b.drops.Forwarded(drop.Outside)
 			if inPkts < 8*50 || outPkts < 8*50 {
@@ -153,4 +143,37 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// hold runs fn with a poller on the rig worker's descriptors, as the
+// worker's own loop has, from this goroutine's locked OS thread.
+func (r *rig) hold(t *testing.T, fn func(p *poller.Poller)) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	err := r.w.in.q.Hold(func(tunFD, closing int) {
+		if err := r.w.out.conn.Hold(func(sock int) { fn(poller.New(tunFD, sock, closing)) }); err != nil {
+			t.Error(err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// turnUntil runs the worker's turns until n more packets were forwarded
+// in direction dir (at most 64 turns: each turn moves at least one of
+// the packets sent, or waits for them).
+func (r *rig) turnUntil(t *testing.T, p *poller.Poller, pace *pace, dir drop.Direction, n uint64) {
+	start, _ := r.b.drops.Forwarded(dir)
+	for range 64 {
+		if now, _ := r.b.drops.Forwarded(dir); now >= start+n {
+			return
+		}
+		if stop, err := r.w.turn(p, pace); stop || err != nil {
+			t.Fatalf("turn: stop %v, %v", stop, err)
+		}
+	}
+	now, _ := r.b.drops.Forwarded(dir)
+	t.Fatalf("64 turns forwarded %d of %d packets", now-start, n)
 }

@@ -12,3 +12,8 @@ import (
 func configureDevice(string, netip.Prefix, int, netip.Prefix) error {
 	return errors.New("udp backend: TUN devices are only supported on Linux")
 }
+
+// run fails: Start never succeeds here, so Run never calls it.
+func (w *worker) run() error {
+	return errors.New("udp backend: the forwarding loop is only supported on Linux")
+}

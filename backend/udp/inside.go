@@ -11,9 +11,10 @@ import (
 	"github.com/flannelu/flannelu/routetable"
 )
 
-// batch moves one batch from the TUN to the socket. It allocates nothing.
-func (in *inside) batch() error {
-	n, err := in.q.Read(in.bufs, in.sizes, headroom)
+// batch moves up to k packets (what is ready) from the TUN to the socket.
+// It allocates nothing.
+func (in *inside) batch(k int) error {
+	n, err := in.q.Read(in.bufs[:k], in.sizes, headroom)
 	if err != nil {
 		return fmt.Errorf("read TUN: %w", err)
 	}

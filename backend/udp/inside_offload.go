@@ -17,8 +17,8 @@ import (
 // of at most the overlay MTU (the wire stays flanneld's: one inner packet
 // per datagram), and the socket sends each peer's run of equal-sized
 // datagrams with one UDP_SEGMENT sendmsg. It allocates nothing.
-func (in *inside) batchOffload() error {
-	n, err := in.q.Read(in.bufs, in.sizes, headroom)
+func (in *inside) batchOffload(k int) error {
+	n, err := in.q.Read(in.bufs[:k], in.sizes, headroom)
 	if err != nil {
 		return fmt.Errorf("read TUN: %w", err)
 	}

@@ -10,9 +10,10 @@ import (
 	"github.com/flannelu/flannelu/routetable"
 )
 
-// batch moves one batch from the socket to the TUN. It allocates nothing.
-func (o *outside) batch() error {
-	n, err := o.conn.ReadBatch(o.msgs)
+// batch moves up to k messages (what is ready) from the socket to the
+// TUN. It allocates nothing.
+func (o *outside) batch(k int) error {
+	n, err := o.conn.ReadBatch(o.msgs[:k])
 	if err != nil {
 		return fmt.Errorf("read UDP: %w", err)
 	}

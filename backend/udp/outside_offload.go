@@ -13,8 +13,8 @@ import (
 // one super-packet per TUN write (GRO towards the pod), written with one
 // writev from where the datagrams were received: no payload is copied in
 // userspace. It allocates nothing.
-func (o *outside) batchOffload() error {
-	n, err := o.conn.ReadBatch(o.msgs)
+func (o *outside) batchOffload(k int) error {
+	n, err := o.conn.ReadBatch(o.msgs[:k])
 	if err != nil {
 		return fmt.Errorf("read UDP: %w", err)
 	}

@@ -152,7 +152,7 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	}
 	local := netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.port))
 	for i := 0; i < workers; i++ {
-		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1, GRO: b.vnet, Metrics: b.opts.Metrics})
+		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
 		if err != nil {
 			return fmt.Errorf("listen on UDP %v: %w", local, err)
 		}
@@ -174,14 +174,14 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 func (b *Backend) openTUN(queues int) error {
 	var err error
 	if b.opts.Offload {
-		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, Metrics: b.opts.Metrics})
+		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, SelfPolled: true, Metrics: b.opts.Metrics})
 		if err == nil {
 			b.vnet = true
 			return nil
 		}
 		b.log.Warn("TUN offloads refused; forwarding one packet at a time", "error", err)
 	}
-	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, Metrics: b.opts.Metrics}); err != nil {
+	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, SelfPolled: true, Metrics: b.opts.Metrics}); err != nil {
 		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
 	}
 	return nil
@@ -215,15 +215,14 @@ func (b *Backend) workerCount() int {
 }
 
 // Run forwards until ctx is done. Each worker owns one TUN queue and one
-// socket and runs both directions in two goroutines.
+// socket and runs both directions from one locked OS thread.
 func (b *Backend) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*len(b.conns))
+	errs := make(chan error, len(b.conns))
 	for i, c := range b.conns {
 		w := newWorker(b, b.dev.Queues()[i], c)
-		wg.Add(2)
-		go func() { defer wg.Done(); errs <- w.in.run() }()
-		go func() { defer wg.Done(); errs <- w.out.run() }()
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- w.run() }()
 	}
 	var err error
 	select {

@@ -25,11 +25,11 @@ const maxPacket = 65535
 // 1448-byte MSS.
 const segSlots = 192
 
-// worker owns one TUN queue and one socket, forwarding both directions in
-// two goroutines: inside (TUN to UDP) and outside (UDP to TUN). The halves
-// share nothing mutable, and their types show it: each holds its own
-// buffers and state, a copy of env, and the queue and socket handles (the
-// kernel lets one goroutine read an fd while another writes it).
+// worker owns one TUN queue and one socket, forwarding both directions
+// from one OS thread (loop_linux.go): inside (TUN to UDP) and outside (UDP
+// to TUN). The halves share nothing mutable, and their types show it: each
+// holds its own buffers and state, a copy of env, and the queue and socket
+// handles.
 type worker struct {
 	in  *inside
 	out *outside
@@ -132,33 +132,20 @@ func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) 
 	return o
 }
 
-// run is the TUN to UDP direction; it returns when the TUN or socket is
-// closed.
-func (in *inside) run() error {
+// step moves up to k packets from the TUN to the socket.
+func (in *inside) step(k int) error {
 	if in.vnet {
-		return loop(in.batchOffload)
+		return in.batchOffload(min(k, len(in.bufs)))
 	}
-	return loop(in.batch)
+	return in.batch(min(k, len(in.bufs)))
 }
 
-// run is the UDP to TUN direction; it returns when the socket or TUN is
-// closed.
-func (o *outside) run() error {
+// step moves up to k messages from the socket to the TUN.
+func (o *outside) step(k int) error {
 	if o.vnet {
-		return loop(o.batchOffload)
+		return o.batchOffload(min(k, len(o.msgs)))
 	}
-	return loop(o.batch)
-}
-
-func loop(batch func() error) error {
-	for {
-		if err := batch(); err != nil {
-			if isClosed(err) {
-				return nil
-			}
-			return err
-		}
-	}
+	return o.batch(min(k, len(o.msgs)))
 }
 
 func makeBufs(n, size int) [][]byte {

@@ -1,0 +1,93 @@
+package udp
+
+import (
+	"fmt"
+	"runtime"
+
+	"github.com/flannelu/flannelu/poller"
+)
+
+// The descriptors a worker waits on, in the poller's order.
+const (
+	pollTUN     = iota // packets from local pods
+	pollSocket         // datagrams from peers
+	pollClosing        // the TUN device's close notice (the socket wakes itself)
+)
+
+// run forwards both directions from one OS thread until the TUN or the
+// socket is closed, the way flanneld's C proxy does: the thread waits in
+// ppoll on both descriptors itself, outside Go's netpoller, and keeps its
+// P while traffic flows (package poller says why and what bounds it).
+// Where one packet is ready it reads one; the batch calls (multi-packet
+// TUN reads, recvmmsg of many) are taken while a descriptor stays ready
+// from one wait to the next.
+func (w *worker) run() error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var err error
+	held := w.in.q.Hold(func(tunFD, closing int) {
+		held := w.out.conn.Hold(func(sock int) {
+			err = w.loop(poller.New(tunFD, sock, closing))
+		})
+		if held != nil && !isClosed(held) {
+			err = held
+		}
+	})
+	if held != nil && !isClosed(held) {
+		return held
+	}
+	return err
+}
+
+// loop runs turns until one says stop.
+func (w *worker) loop(p *poller.Poller) error {
+	var pace pace
+	for {
+		stop, err := w.turn(p, &pace)
+		if stop || err != nil {
+			return err
+		}
+	}
+}
+
+// pace remembers which descriptors were ready at the last wait.
+type pace struct{ tun, socket bool }
+
+// batch is how many packets to read from a ready descriptor: one, unless
+// it was ready at the previous wait too (traffic is streaming in), then a
+// whole batch, which costs a final read that finds nothing.
+func batch(readyBefore bool) int {
+	if readyBefore {
+		return allReady
+	}
+	return 1
+}
+
+// allReady asks a half for as many packets as its buffers hold.
+const allReady = 1 << 30
+
+// turn waits once and moves what is ready; stop is true when the worker
+// is closed.
+func (w *worker) turn(p *poller.Poller, pace *pace) (stop bool, err error) {
+	if err := p.Wait(); err != nil {
+		return true, fmt.Errorf("ppoll: %w", err)
+	}
+	if p.Ready(pollClosing) {
+		return true, nil
+	}
+	tun, socket := p.Ready(pollTUN), p.Ready(pollSocket)
+	if tun {
+		err = w.in.step(batch(pace.tun))
+	}
+	if socket && err == nil {
+		err = w.out.step(batch(pace.socket))
+	}
+	pace.tun, pace.socket = tun, socket
+	if err != nil {
+		if isClosed(err) {
+			return true, nil
+		}
+		return true, err
+	}
+	return false, nil
+}

@@ -1,0 +1,132 @@
+package encap
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/poller"
+)
+
+// selfPolled is the state of a Conn opened with Config.SelfPolled.
+type selfPolled struct {
+	on     bool
+	closed atomic.Bool
+	out    [1]unix.PollFd // waitRoom's poll set
+	pollFn func(fd uintptr)
+	pollN  int
+}
+
+// listenSelfPolled opens the socket with system calls of its own: net's
+// sockets are always on Go's poller, whose thread would then wake for
+// every datagram.
+func listenSelfPolled(cfg Config, addr netip.AddrPort, bufSize int) (*Conn, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if err != nil {
+		return nil, fmt.Errorf("encap: %w", os.NewSyscallError("socket", err))
+	}
+	local, err := bindSelfPolled(fd, cfg.ReusePort, addr, bufSize)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("encap: listen %v: %w", addr, err)
+	}
+	// A blocking fd stays off the poller in os.NewFile; the File only
+	// keeps the descriptor open while Hold or an operation uses it.
+	f := os.NewFile(uintptr(fd), "udp:"+local.String())
+	raw, err := f.SyscallConn()
+	if err == nil {
+		err = unix.SetNonblock(fd, true)
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("encap: %w", err)
+	}
+	c := newConn(cfg, f, raw, local)
+	c.on = true
+	c.pollFn = func(fd uintptr) {
+		c.out[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+		c.pollN, _ = unix.Poll(c.out[:], 100)
+	}
+	return c, nil
+}
+
+func bindSelfPolled(fd int, reusePort bool, addr netip.AddrPort, bufSize int) (netip.AddrPort, error) {
+	if err := setOptions(fd, reusePort, bufSize); err != nil {
+		return netip.AddrPort{}, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
+		return netip.AddrPort{}, os.NewSyscallError("bind", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, os.NewSyscallError("getsockname", err)
+	}
+	in4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return netip.AddrPort{}, errNotInet4
+	}
+	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)), nil
+}
+
+// Hold lends fn the descriptor of a SelfPolled Conn, kept open until fn
+// returns even if Close runs meanwhile. Close makes it readable (a thread
+// waiting on it wakes, and its next ReadBatch fails). It returns an error
+// matching net.ErrClosed after Close.
+func (c *Conn) Hold(fn func(fd int)) error {
+	if !c.on {
+		return fmt.Errorf("encap: Hold on %v: the socket is not SelfPolled", c.local)
+	}
+	if c.closed.Load() {
+		return net.ErrClosed
+	}
+	if err := c.raw.Control(func(fd uintptr) { fn(int(fd)) }); err != nil {
+		return fmt.Errorf("encap: %w", net.ErrClosed)
+	}
+	return nil
+}
+
+// wake ends the waits on a SelfPolled socket before Close: shutdown(2)
+// makes it readable (for an unbound UDP socket the kernel says ENOTCONN
+// but still wakes every poller).
+func (c *Conn) wake() {
+	if !c.on || c.closed.Swap(true) {
+		return
+	}
+	c.raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) }) //nolint:errcheck // see above
+}
+
+// do runs one ReadBatch or WriteBatch callback: through Go's poller, or,
+// SelfPolled, without waiting to read (false: nothing was ready) and,
+// when the send buffer is full, waiting for room to write.
+func (c *Conn) do(write bool, fn func(uintptr) bool, once *poller.Attempt) error {
+	if !c.on {
+		if write {
+			return c.raw.Write(fn)
+		}
+		return c.raw.Read(fn)
+	}
+	for {
+		if c.closed.Load() {
+			return net.ErrClosed
+		}
+		done, err := once.Run(c.raw)
+		if err != nil {
+			return net.ErrClosed
+		}
+		if done || !write {
+			return nil
+		}
+		c.waitRoom()
+	}
+}
+
+// waitRoom waits, through the scheduler, until the socket can take a
+// datagram again or 100 ms passed (Close does not wake a wait for
+// writability).
+func (c *Conn) waitRoom() {
+	c.raw.Control(c.pollFn) //nolint:errcheck // a closed socket fails the next attempt
+}
