@@ -19,6 +19,7 @@ var (
 	udpFamilies    = []string{
 		"flannelu_forwarded_packets_total", "flannelu_forwarded_bytes_total", "flannelu_dropped_packets_total",
 		"flannelu_tun_truncated_packets_total", "flannelu_udp_truncated_datagrams_total", "flannelu_trace_dropped_records_total",
+		"flannelu_tun_tx_dropped_packets_total", "flannelu_udp_socket_dropped_datagrams_total",
 	}
 )
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/poller"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
@@ -23,6 +24,7 @@ import (
 // socket that plays the peer, and a socket that plays a local pod.
 type rig struct {
 	ns   testbed.NS
+	reg  *metrics.Registry // the backend's metrics
 	b    *Backend
 	w    *worker
 	pod  int // raw fd: UDP socket connected to a peer pod's address
@@ -31,7 +33,7 @@ type rig struct {
 
 func newRig(t *testing.T, offloads bool) *rig {
 	testbed.RequireRoot(t)
-	r := &rig{ns: testbed.Namespace(t, "udp-alloc")}
+	r := &rig{ns: testbed.Namespace(t, "udp-alloc"), reg: metrics.NewRegistry()}
 	for _, args := range [][]string{
 		{"ip", "addr", "add", "192.0.2.1/32", "dev", "lo"},
 		{"ip", "addr", "add", "192.0.2.2/32", "dev", "lo"},
@@ -49,7 +51,7 @@ func newRig(t *testing.T, offloads bool) *rig {
 		}
 		lo.MTU = 1500 // the overlay MTU follows a normal underlay, not lo's 64 KiB
 		ext := &backend.ExternalInterface{Iface: lo, IfaceAddr: netip.MustParseAddr("192.0.2.1"), ExtAddr: netip.MustParseAddr("192.0.2.1")}
-		if r.b, err = New(ext, Options{Network: netip.MustParsePrefix("198.18.0.0/16"), Offload: offloads,
+		if r.b, err = New(ext, Options{Network: netip.MustParsePrefix("198.18.0.0/16"), Offload: offloads, Metrics: r.reg,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
 			return err
 		}

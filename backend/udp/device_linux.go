@@ -38,3 +38,12 @@ func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Pref
 	}
 	return nil
 }
+
+// deviceTxDropped reads the device's tx_dropped (0 when it is gone).
+func deviceTxDropped(name string) uint64 {
+	link, err := netlink.LinkByName(name)
+	if err != nil || link.Attrs().Statistics == nil {
+		return 0
+	}
+	return link.Attrs().Statistics.TxDropped
+}

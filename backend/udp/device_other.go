@@ -17,3 +17,6 @@ func configureDevice(string, netip.Prefix, int, netip.Prefix) error {
 func (w *worker) run() error {
 	return errors.New("udp backend: the forwarding loop is only supported on Linux")
 }
+
+// deviceTxDropped: there is no device here.
+func deviceTxDropped(string) uint64 { return 0 }

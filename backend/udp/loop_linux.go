@@ -2,10 +2,13 @@ package udp
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/flannelu/flannelu/poller"
 )
+
+var lockThread = os.Getenv("FLANNELU_LOCK") != ""
 
 // The descriptors a worker waits on, in the poller's order.
 const (
@@ -22,8 +25,10 @@ const (
 // TUN reads, recvmmsg of many) are taken while a descriptor stays ready
 // from one wait to the next.
 func (w *worker) run() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
+	if lockThread {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+	}
 	var err error
 	held := w.in.q.Hold(func(tunFD, closing int) {
 		held := w.out.conn.Hold(func(sock int) {

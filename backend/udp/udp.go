@@ -76,6 +76,7 @@ type Backend struct {
 	log    *slog.Logger
 	routes *routetable.Table
 	drops  drop.Counters
+	kdrops kernelDrops
 	// netBase and netMask are Network as integers, for the per-packet
 	// "outside the overlay" test of ForeignSources.
 	netBase, netMask uint32
@@ -122,6 +123,7 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 		netBase: binary.BigEndian.Uint32(netAddr[:]), netMask: ^uint32(0) << (32 - opts.Network.Bits()),
 	}
 	b.drops.Register(opts.Metrics)
+	b.kdrops.register(opts.Metrics)
 	return b, nil
 }
 
@@ -158,6 +160,7 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 		}
 		b.conns = append(b.conns, c)
 	}
+	b.kdrops.set(b.dev.Name(), b.conns)
 	if b.opts.Trace {
 		if b.tracer, err = b.newTracer(); err != nil {
 			return err
