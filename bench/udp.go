@@ -61,6 +61,8 @@ func udpRun(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, pps, i int) (*ud
 	if err := waitListen(dst.NS, "udp", loadPort, 10*time.Second); err != nil {
 		return nil, err
 	}
+	places := lossPlaces(c, src, dst)
+	before := lossSnapshot(places)
 	out, err := runIn(src.NS, cfg.udpTime+20*time.Second, "env", helperEnv+"=udpsend", cfg.self,
 		"-addr", addr, "-tag", strconv.FormatUint(tag, 10), "-pps", strconv.Itoa(pps), "-dur", cfg.udpTime.String())
 	if err != nil {
@@ -75,6 +77,7 @@ func udpRun(cfg *config, c *testbed.Bed, src, dst *testbed.Pod, pps, i int) (*ud
 	// line between late and lost; the loss it reports is a number for the
 	// table, asserted by no test.
 	time.Sleep(300 * time.Millisecond)
+	fmt.Fprintf(os.Stderr, "64 B UDP at %s: kernel drop counters: %s\n", rateName(pps), lossDiff(before, lossSnapshot(places)))
 	recv.Signal(syscall.SIGTERM)
 	if exited, _ := recv.Wait(5 * time.Second); !exited {
 		return nil, fmt.Errorf("receiver did not stop: %s", testbed.Tail(recv.Log, 5))

@@ -24,11 +24,18 @@ var (
 // of a fresh namespace.
 func pair(tb testing.TB) (testbed.NS, *Conn, *Conn) {
 	tb.Helper()
+	ns := pairNS(tb)
+	a, b := listenIn(tb, ns, Config{Addr: hostA}), listenIn(tb, ns, Config{Addr: hostB})
+	return ns, a, b
+}
+
+// pairNS is pair's namespace, with both addresses and no sockets.
+func pairNS(tb testing.TB) testbed.NS {
+	tb.Helper()
 	ns := testbed.Namespace(tb, "encap")
 	ns.IP(tb, "addr", "add", hostA.Addr().String()+"/32", "dev", "lo")
 	ns.IP(tb, "addr", "add", hostB.Addr().String()+"/32", "dev", "lo")
-	a, b := listenIn(tb, ns, Config{Addr: hostA}), listenIn(tb, ns, Config{Addr: hostB})
-	return ns, a, b
+	return ns
 }
 
 func listenIn(tb testing.TB, ns testbed.NS, cfg Config) *Conn {
