@@ -28,8 +28,8 @@ type Poller struct {
 	fds       []unix.PollFd
 	hot       unix.Timespec // the raw wait's timeout
 	left      unix.Timespec // ppoll's copy of it
-	quiet     int // raw waits in a row that found nothing
-	coldAfter int // ... before the next wait is a cold one
+	quiet     int           // raw waits in a row that found nothing
+	coldAfter int           // ... before the next wait is a cold one
 	lastYield time.Time
 }
 
