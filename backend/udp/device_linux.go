@@ -10,6 +10,16 @@ import (
 	"github.com/flannelu/flannelu/backend/kernel"
 )
 
+// tunQueueLen is the TUN's queue towards flannelu, Linux's default for an
+// Ethernet device (a TUN gets 500): a burst from the pods while the
+// forwarder is not running (descheduled on a busy machine) waits there
+// instead of being dropped (flannelu_tun_tx_dropped_packets_total).
+// Measured, 64-byte UDP at the sender's maximum (81-101 kpps), two runs
+// each: 500 lost 1.6 % and 21.5 %, 1000 lost 0.2 % and 0, 4000 lost 0
+// and 0. 1000 bounds what a queue of 64 KiB super-packets can hold
+// (--udp-offload) to 64 MiB.
+const tunQueueLen = 1000
+
 // configureDevice gives the TUN flanneld's layout: the lease's network
 // address as /32, the overlay MTU, up, and one route for the whole
 // network through it.
@@ -20,6 +30,9 @@ func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Pref
 	}
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
+	}
+	if err := netlink.LinkSetTxQLen(link, tunQueueLen); err != nil {
+		return fmt.Errorf("set txqueuelen %d on %s: %w", tunQueueLen, name, err)
 	}
 	a := &netlink.Addr{IPNet: kernel.IPNet(addr)}
 	if err := netlink.AddrReplace(link, a); err != nil {
