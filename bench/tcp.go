@@ -64,14 +64,28 @@ func measureTCP(cfg *config, c *testbed.Bed, src, dst *testbed.Pod) (one, four *
 	if one.Bytes > 0 {
 		one.CPUPerGB = one.CPUSeconds / (float64(one.Bytes) / 1e9)
 	}
+	// iperf3's server refuses a client ("the server is busy running a
+	// test") until it has closed the last one and listens again.
+	if err := waitServerIdle(srv, 2); err != nil {
+		return nil, nil, err
+	}
 	four, err = iperf(cfg, src, dst, 4)
 	return one, four, err
 }
 
+// waitServerIdle waits until iperf3's server has printed its "Server
+// listening" banner n times: once at start and once after each test.
+func waitServerIdle(srv *testbed.Proc, n int) error {
+	return srv.WaitOutput(30*time.Second, fmt.Sprintf("iperf3 server listening (%d)", n), func(log []byte) bool {
+		return bytes.Count(log, []byte("Server listening on")) >= n
+	})
+}
+
 // iperfServer starts iperf3's server in dst, bound to its address, and
-// waits until it listens.
+// waits until it listens. --forceflush: its banners reach the log as
+// they are printed (waitServerIdle reads them).
 func iperfServer(c *testbed.Bed, dst *testbed.Pod) (*testbed.Proc, error) {
-	srv, err := c.Start(dst.NS, "iperf3-server", "iperf3", "-s", "-B", dst.Addr.String(), "-p", strconv.Itoa(iperfPort))
+	srv, err := c.Start(dst.NS, "iperf3-server", "iperf3", "-s", "--forceflush", "-B", dst.Addr.String(), "-p", strconv.Itoa(iperfPort))
 	if err != nil {
 		return nil, err
 	}
