@@ -70,7 +70,10 @@ func TestKernelBackends(t *testing.T) {
 					})
 				}
 				t.Run("deleted entries come back", k.checkRepair)
-				t.Run("restart loses no packet", k.checkRestart)
+				t.Run("restart loses no packet", func(t *testing.T) { k.checkRestart(t, false) })
+				if st == ipv4 {
+					t.Run("hand-over loses no packet", func(t *testing.T) { k.checkRestart(t, true) })
+				}
 				if st == ipv4 {
 					t.Run("foreign backend type ignored", func(t *testing.T) { k.checkForeign(t, tc.foreign, tc.foreignData) })
 					t.Run("metrics", k.checkMetrics)
@@ -529,10 +532,11 @@ var deletedEntry = regexp.MustCompile(`(?m)^Deleted (198\.18\.\d+\.\d+/\d+ .*|20
 var markerDeleted = regexp.MustCompile(`(?m)^Deleted 192\.0\.2\.128/25 `)
 
 // checkRestart SIGTERMs host 1's flannelu during a 100 pings/s stream
-// from a pod of host 1 to a pod of host 2 and starts it again: same
-// subnet, same lease value, no peer route (nor, for vxlan, neighbour or
-// fdb entry) deleted meanwhile, no packet lost.
-func (k *kernelCluster) checkRestart(t *testing.T) {
+// from a pod of host 1 to a pod of host 2 and starts it again (or, with
+// handOver, starts a second one, which has the first leave): same subnet,
+// same lease value, no peer route (nor, for vxlan, neighbour or fdb
+// entry) deleted meanwhile, no packet lost.
+func (k *kernelCluster) checkRestart(t *testing.T, handOver bool) {
 	c, h1 := k.c, k.c.Hosts[0]
 	old := c.Nodes[1]
 	mon, err := c.Start(h1.NS, "ip-monitor-"+k.backend, "ip", "monitor", "route", "neigh")
@@ -574,11 +578,7 @@ func (k *kernelCluster) checkRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	restartStart := time.Now()
-	if err := old.Stop(); err != nil {
-		t.Fatalf("flannelu on host 1 did not stop cleanly on SIGTERM: %v%s", err, testbed.Tail(old.Proc.Log, 10))
-	}
-	passesBefore := k.passes(1) // the old process's, all of them: it has exited
-	n, err := c.StartNode(1, k.args...)
+	n, passesBefore, err := k.restart(handOver)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -641,6 +641,29 @@ func (k *kernelCluster) checkRestart(t *testing.T) {
 	for _, m := range deletedEntry.FindAllString(string(b), -1) {
 		t.Errorf("deleted during the restart: %s", m)
 	}
+}
+
+// restart replaces host 1's flannelu: stopped and started again, or with
+// handOver a second one started beside it, which has the first leave. It
+// returns the new node and the reconcile passes the old process logged.
+func (k *kernelCluster) restart(handOver bool) (n *testbed.Node, passesBefore int, err error) {
+	old := k.c.Nodes[1]
+	if !handOver {
+		if err := old.Stop(); err != nil {
+			return nil, 0, fmt.Errorf("flannelu on host 1 did not stop cleanly on SIGTERM: %w%s", err, testbed.Tail(old.Proc.Log, 10))
+		}
+		passesBefore = k.passes(1) // the old process's, all of them: it has exited
+		n, err = k.c.StartNode(1, k.args...)
+		return n, passesBefore, err
+	}
+	if n, err = k.c.LaunchNode(1, k.args...); err != nil {
+		return nil, 0, err
+	}
+	if err := waitLeft(old.Proc); err != nil {
+		return nil, 0, err
+	}
+	passesBefore = k.passes(1) // both processes log there: counted once the old one is gone
+	return n, passesBefore, n.WaitEnv(eventDeadline)
 }
 
 // reconciled is flannelu's debug line for a finished reconcile pass.

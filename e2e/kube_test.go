@@ -37,8 +37,33 @@ func TestKubernetesMode(t *testing.T) {
 			t.Run("API server restarted under traffic", k.checkAPIServerRestart)
 			t.Run("late node without a podCIDR", k.checkLateNode)
 			t.Run("node deleted", k.checkNodeDeleted)
+			t.Run("hand-over to a second flannelu loses no packet", k.checkHandOver)
 		})
 	}
+}
+
+// checkHandOver starts a second flannelu on node 1, as a DaemonSet with
+// maxSurge does, under a 100 pings/s stream from one of its pods: the
+// first one leaves (exit 0), no ping is lost, and the node's annotations
+// stay flanneld's.
+func (k *kubeCluster) checkHandOver(t *testing.T) {
+	c, old := k.c, k.c.Nodes[1]
+	ping := startPing(t, c, "ping-kube-handover", "-i", "0.01")
+	next, err := c.Start(c.Hosts[0].NS, "flannelu-host1-next", old.Args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitLeft(old.Proc); err != nil {
+		t.Fatal(err)
+	}
+	last := stopPing(t, ping, 100)
+	if lost := lostSeqs(ping, last); len(lost) > 0 {
+		t.Errorf("%d of %d pings lost across the hand-over: %v", len(lost), last, lost)
+	}
+	if next.Exited() {
+		t.Fatalf("the second flannelu exited:%s", testbed.Tail(next.Log, 10))
+	}
+	k.checkNodes(t, 1) // node 3 is gone (node deleted)
 }
 
 type kubeCluster struct {
@@ -95,9 +120,12 @@ func newKubeCluster(t *testing.T, backend string, st stack) *kubeCluster {
 // checkAnnotations reads every node back: exactly flanneld's annotations
 // for the backend, the NetworkUnavailable condition flanneld sets, and
 // the node's podCIDR in subnet.env.
-func (k *kubeCluster) checkAnnotations(t *testing.T) {
+func (k *kubeCluster) checkAnnotations(t *testing.T) { k.checkNodes(t, 1, 2, 3) }
+
+// checkNodes is checkAnnotations for the given nodes.
+func (k *kubeCluster) checkNodes(t *testing.T, nodes ...int) {
 	mtu := map[string]int{"udp": 1472, "vxlan": 1450, "host-gw": 1500}[k.backend]
-	for i := 1; i <= 3; i++ {
+	for _, i := range nodes {
 		n, err := k.c.KubeNode(i)
 		if err != nil {
 			t.Fatal(err)

@@ -60,7 +60,11 @@ func Listen(cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	udp := pc.(*net.UDPConn)
+	return udpConn(cfg, pc.(*net.UDPConn))
+}
+
+// udpConn finishes Listen (and Adopt) on a bound socket of package net.
+func udpConn(cfg Config, udp *net.UDPConn) (*Conn, error) {
 	raw, err := udp.SyscallConn()
 	if err != nil {
 		udp.Close()
@@ -154,7 +158,11 @@ func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
 func (c *Conn) Truncated() uint64 { return c.truncated.Value() }
 
 // Close closes the socket; a blocked ReadBatch or WriteBatch returns an
-// error matching errors.Is(err, net.ErrClosed).
+// error matching errors.Is(err, net.ErrClosed). A SelfPolled socket is
+// also shut down for reading, which wakes its pollers, unless another
+// process may hold it too (DupFile, Adopt): shutdown acts on the socket,
+// and would end that process's reads as well. Its pollers must then be
+// woken otherwise (the udp backend stops its loops before closing).
 func (c *Conn) Close() error {
 	c.wake()
 	return c.closer.Close()

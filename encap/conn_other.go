@@ -5,6 +5,7 @@ package encap
 import (
 	"errors"
 	"net/netip"
+	"os"
 )
 
 // ErrUnsupported is what Listen returns on systems other than Linux.
@@ -27,3 +28,8 @@ func (c *Conn) Offloads() (gso, gro bool)         { return false, false }
 func (c *Conn) Truncated() uint64                 { return 0 }
 func (c *Conn) Close() error                      { return nil }
 func (c *Conn) Drops() uint64                     { return 0 }
+
+// Adopt fails: see Listen.
+func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
+
+func (c *Conn) DupFile() (*os.File, error) { return nil, ErrUnsupported }

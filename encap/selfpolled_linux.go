@@ -16,6 +16,7 @@ import (
 type selfPolled struct {
 	on     bool
 	closed atomic.Bool
+	shared atomic.Bool    // another process may hold the socket: no shutdown
 	out    [1]unix.PollFd // waitRoom's poll set
 	pollFn func(fd uintptr)
 	pollN  int
@@ -37,10 +38,17 @@ func listenSelfPolled(cfg Config, addr netip.AddrPort, bufSize int) (*Conn, erro
 	// A blocking fd stays off the poller in os.NewFile; the File only
 	// keeps the descriptor open while Hold or an operation uses it.
 	f := os.NewFile(uintptr(fd), "udp:"+local.String())
-	raw, err := f.SyscallConn()
-	if err == nil {
-		err = unix.SetNonblock(fd, true)
+	if err := unix.SetNonblock(fd, true); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("encap: %w", err)
 	}
+	return selfPolledConn(cfg, f, local)
+}
+
+// selfPolledConn sets up a SelfPolled Conn on f, a bound non-blocking
+// socket off Go's poller.
+func selfPolledConn(cfg Config, f *os.File, local netip.AddrPort) (*Conn, error) {
+	raw, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("encap: %w", err)
@@ -93,7 +101,7 @@ func (c *Conn) Hold(fn func(fd int)) error {
 // makes it readable (for an unbound UDP socket the kernel says ENOTCONN
 // but still wakes every poller).
 func (c *Conn) wake() {
-	if !c.on || c.closed.Swap(true) {
+	if !c.on || c.closed.Swap(true) || c.shared.Load() {
 		return
 	}
 	c.raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) }) //nolint:errcheck // see above

@@ -46,3 +46,40 @@ func TestSelfPolled(t *testing.T) {
 		t.Fatalf("Hold after Close = %v, want net.ErrClosed", err)
 	}
 }
+
+// A SelfPolled socket that changed hands (DupFile, Adopt) is not shut down
+// when its old owner closes its copy: the new owner still receives.
+func TestSelfPolledAdoptOutlivesTheOldOwner(t *testing.T) {
+	ns := pairNS(t)
+	a := listenIn(t, ns, Config{Addr: hostA})
+	b := listenIn(t, ns, Config{Addr: hostB, SelfPolled: true})
+	f, err := b.DupFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := Adopt(Config{SelfPolled: true}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if next.LocalAddr() != hostB {
+		t.Errorf("adopted socket on %v, want %v", next.LocalAddr(), hostB)
+	}
+	b.Close()
+	if n, err := a.WriteBatch(outgoing(hostB, []int{100})); n != 1 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	in := incoming(4, 2048)
+	err = next.Hold(func(fd int) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
+			t.Fatalf("poll = %d, %v; want the socket readable", n, err)
+		}
+		if n, err := next.ReadBatch(in); n != 1 || err != nil || in[0].N != 100 || in[0].Addr != hostA {
+			t.Fatalf("ReadBatch = %d, %v, %d bytes from %v; want 100 bytes from %v", n, err, in[0].N, in[0].Addr, hostA)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -68,7 +68,10 @@ func TestManifestAsStored(t *testing.T) {
 	if caps := c.SecurityContext.Capabilities.Add; !slices.Equal(caps, []v1.Capability{"NET_ADMIN", "NET_RAW"}) {
 		t.Errorf("capabilities %v, want NET_ADMIN and NET_RAW", caps)
 	}
-	if !slices.Contains(c.Args, "--kube-subnet-mgr") || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+	// --after-handover=wait: an old pod's container that handed over to
+	// the new pod (maxSurge) must not exit, or it is restarted and takes
+	// over again.
+	if !slices.Contains(c.Args, "--kube-subnet-mgr") || !slices.Contains(c.Args, "--after-handover=wait") || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
 		t.Errorf("args %v, probes %s %s", c.Args, c.LivenessProbe.HTTPGet.Path, c.ReadinessProbe.HTTPGet.Path)
 	}
 	var mounts []string

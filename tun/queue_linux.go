@@ -16,6 +16,9 @@ import (
 // errNoRoom is a SelfPolled write the kernel refused with EAGAIN.
 var errNoRoom = fmt.Errorf("tun: write: %w", unix.EAGAIN)
 
+// errStopped is a SelfPolled Read after Device.StopReads.
+var errStopped = fmt.Errorf("tun: read: reads stopped: %w", os.ErrDeadlineExceeded)
+
 // errShortSizes is returned when sizes cannot hold one size per buffer.
 var errShortSizes = errors.New("tun: len(sizes) < len(bufs)")
 
@@ -34,20 +37,11 @@ type Queue struct {
 }
 
 func newQueue(d *Device, fd int, vnetHdr, selfPolled bool) (*Queue, error) {
-	if selfPolled {
-		// os.NewFile registers a non-blocking fd with Go's poller, whose
-		// thread would then wake for every packet: hand it a blocking
-		// one and make it non-blocking behind its back.
-		if err := unix.SetNonblock(fd, false); err != nil {
-			unix.Close(fd)
-			return nil, err
-		}
+	f, err := queueFile(fd, selfPolled)
+	if err != nil {
+		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), tunDevice)
 	raw, err := f.SyscallConn()
-	if err == nil && selfPolled {
-		err = unix.SetNonblock(fd, true)
-	}
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -65,8 +59,18 @@ func newQueue(d *Device, fd int, vnetHdr, selfPolled bool) (*Queue, error) {
 	return q, nil
 }
 
+// queueFile wraps fd (non-blocking) in a File, on Go's poller or, selfPolled,
+// off it (os.NewFile would register it, and the poller's thread would then
+// wake for every packet).
+func queueFile(fd int, selfPolled bool) (*os.File, error) {
+	if selfPolled {
+		return poller.NewFile(fd, tunDevice)
+	}
+	return os.NewFile(uintptr(fd), tunDevice), nil
+}
+
 // Hold lends fn the queue's descriptor and the device's closing eventfd
-// (readable once Close was called) of a SelfPolled device, both kept open
+// (readable once StopReads or Close was called) of a SelfPolled device, both kept open
 // until fn returns, even if Close runs meanwhile. It returns an error
 // matching os.ErrClosed after Close.
 func (q *Queue) Hold(fn func(fd, closing int)) error {
@@ -125,6 +129,9 @@ func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	if len(bufs) == 0 {
 		return 0, nil
+	}
+	if q.selfPolled && q.dev.stopped.Load() {
+		return 0, errStopped
 	}
 	op := &q.rd
 	op.bufs, op.sizes, op.offset, op.n, op.err = bufs, sizes, offset, 0, nil

@@ -47,3 +47,53 @@ func TestSelfPolled(t *testing.T) {
 		t.Fatalf("Hold after Close = %v, want os.ErrClosed", err)
 	}
 }
+
+// StopReads on a SelfPolled device wakes a poll on its closing eventfd and
+// makes Read fail with os.ErrDeadlineExceeded; the queue still writes. A
+// successor holding the same queue (Adopt) has its own eventfd, which
+// neither StopReads nor Close here makes readable, and reads on.
+func TestSelfPolledStopReads(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0", SelfPolled: true})
+	q := dev.Queues()[0]
+	files, err := dev.DupFiles()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := Adopt(Config{SelfPolled: true}, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	err = q.Hold(func(_, closing int) {
+		if err := dev.StopReads(); err != nil {
+			t.Fatal(err)
+		}
+		fds := []unix.PollFd{{Fd: int32(closing), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
+			t.Errorf("closing eventfd after StopReads: poll = %d, %v; want readable", n, err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, sizes := makeBufs(4)
+	if _, err := q.Read(in, sizes, headroom); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after StopReads = %v, want os.ErrDeadlineExceeded", err)
+	}
+	if n, err := q.Write(loopBatch(1, headroom), headroom); n != 1 || err != nil {
+		t.Fatalf("Write after StopReads = %d, %v", n, err)
+	}
+	dev.Close()
+	err = next.Queues()[0].Hold(func(fd, closing int) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(closing), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil || fds[0].Revents&unix.POLLIN == 0 || fds[1].Revents != 0 {
+			t.Fatalf("successor's poll = %d, %v, revents %#x %#x; want its queue readable, its eventfd not", n, err, fds[0].Revents, fds[1].Revents)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := next.Queues()[0].Read(in, sizes, headroom); n != 1 || err != nil {
+		t.Fatalf("successor's Read = %d, %v; want the looped packet", n, err)
+	}
+}

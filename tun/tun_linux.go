@@ -33,9 +33,12 @@ type Device struct {
 	offloads  Offload
 	closed    atomic.Bool
 	truncated *metrics.Counter
-	// closing is, with Config.SelfPolled, an eventfd that Close makes
-	// readable, so that a thread waiting on the queues wakes up.
+	// closing is, with Config.SelfPolled, an eventfd that StopReads and
+	// Close make readable, so that a thread waiting on the queues wakes
+	// up. It is this process's own: a successor sharing the queues (a
+	// hand-over) has another.
 	closing *os.File
+	stopped atomic.Bool // StopReads was called
 }
 
 // Open creates (or attaches to) the TUN interface cfg describes, with
@@ -61,8 +64,7 @@ func Open(cfg Config) (*Device, error) {
 	if cfg.VnetHdr {
 		flags |= unix.IFF_VNET_HDR
 	}
-	d := &Device{name: name, truncated: cfg.Metrics.Counter("flannelu_tun_truncated_packets_total",
-		"Packets read from the TUN device that did not fit the read buffer and were dropped (not detected with --udp-offload, where the forwarder checks each frame).")}
+	d := &Device{name: name, truncated: truncatedCounter(cfg.Metrics)}
 	if cfg.SelfPolled {
 		if err := d.openClosing(); err != nil {
 			return nil, err
@@ -96,8 +98,16 @@ func Open(cfg Config) (*Device, error) {
 			return nil, fmt.Errorf("tun: %s: %w", d.name, err)
 		}
 		d.offloads = off
+	} else if err := clearOffloads(d.queues[0].file); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("tun: %s: %w", d.name, err)
 	}
 	return d, nil
+}
+
+func truncatedCounter(reg *metrics.Registry) *metrics.Counter {
+	return reg.Counter("flannelu_tun_truncated_packets_total",
+		"Packets read from the TUN device that did not fit the read buffer and were dropped (not detected with --udp-offload, where the forwarder checks each frame).")
 }
 
 // openQueue opens one /dev/net/tun file and binds it to the interface.
@@ -146,6 +156,20 @@ func negotiateOffloads(f *os.File) (Offload, error) {
 		lastErr = ioErr
 	}
 	return 0, os.NewSyscallError("ioctl TUNSETOFFLOAD", lastErr)
+}
+
+// clearOffloads turns off the offloads a persistent device may keep from a
+// run in VnetHdr mode: without the header a super-packet cannot be told.
+func clearOffloads(f *os.File) error {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioErr error
+	if err := raw.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, 0) }); err != nil {
+		return err
+	}
+	return os.NewSyscallError("ioctl TUNSETOFFLOAD", ioErr)
 }
 
 // Name is the interface name the kernel gave the device.

@@ -2,7 +2,10 @@
 
 package tun
 
-import "errors"
+import (
+	"errors"
+	"os"
+)
 
 // ErrUnsupported is what Open returns on systems other than Linux.
 var ErrUnsupported = errors.New("tun: TUN devices are only supported on Linux")
@@ -30,3 +33,11 @@ func (q *Queue) BatchSize() int                         { return DefaultBatchSiz
 func (q *Queue) Read([][]byte, []int, int) (int, error) { return 0, ErrUnsupported }
 func (q *Queue) Write([][]byte, int) (int, error)       { return 0, ErrUnsupported }
 func (q *Queue) WriteParts([][][]byte) (int, error)     { return 0, ErrUnsupported }
+
+// Adopt fails: see Open.
+func Adopt(Config, []*os.File) (*Device, error) { return nil, ErrUnsupported }
+
+func (d *Device) SetPersist(bool) error         { return ErrUnsupported }
+func (d *Device) DupFiles() ([]*os.File, error) { return nil, ErrUnsupported }
+func (d *Device) VnetHdr() bool                 { return false }
+func (d *Device) StopReads() error              { return ErrUnsupported }

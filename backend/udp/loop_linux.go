@@ -10,11 +10,12 @@ import (
 const (
 	pollTUN     = iota // packets from local pods
 	pollSocket         // datagrams from peers
-	pollClosing        // the TUN device's close notice (the socket wakes itself)
+	pollClosing        // the TUN device's eventfd: StopReads or Close
 )
 
-// run forwards both directions from one goroutine until the TUN or the
-// socket is closed, the way flanneld's C proxy does: it waits in ppoll on
+// run forwards both directions from one goroutine until the device's
+// reads are stopped (Backend.stopWorkers) or the TUN or the socket is
+// closed, the way flanneld's C proxy does: it waits in ppoll on
 // both descriptors itself, outside Go's netpoller, and its thread keeps
 // its P while traffic flows (package poller says why and what bounds it).
 // The goroutine is not locked to its thread: a raw wait keeps it on one
@@ -68,7 +69,8 @@ func batch(readyBefore bool) int {
 const allReady = 1 << 30
 
 // turn waits once and moves what is ready; stop is true when the worker
-// is closed.
+// is stopped or closed. A stop seen at the wait reads nothing more: what
+// the previous turns read is already sent.
 func (w *worker) turn(p *poller.Poller, pace *pace) (stop bool, err error) {
 	if err := p.Wait(); err != nil {
 		return true, fmt.Errorf("ppoll: %w", err)

@@ -59,6 +59,10 @@ type Options struct {
 	// subnet; see sourceOK). Sources inside Network that are not the
 	// sender's are refused either way.
 	ForeignSources bool
+	// Inherit, when set, is a running predecessor's device and sockets
+	// (its HandOff): Start takes them over instead of opening its own, and
+	// Workers and Offload are theirs.
+	Inherit *Inherited
 }
 
 type config struct {
@@ -136,31 +140,37 @@ func (b *Backend) Init(context.Context) (subnet.LeaseAttrs, error) {
 // MTU is the TUN's MTU: external MTU - 28.
 func (b *Backend) MTU() int { return b.mtu }
 
-// Start opens the TUN and the sockets and configures the device for the
-// host's own lease.
+// Start opens the TUN (persistent: it outlives the process, see
+// tun.Device.SetPersist) and the sockets, or takes over the inherited
+// ones, and configures the device for the host's own lease.
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	b.own = own.Subnet
-	workers := b.workerCount()
-	if err := b.openTUN(workers); err != nil {
-		return err
-	}
 	defer func() {
 		if err != nil {
 			b.close()
 		}
 	}()
+	local := netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.port))
+	if b.opts.Inherit != nil {
+		if err := b.adopt(b.opts.Inherit); err != nil {
+			return fmt.Errorf("take over the predecessor's TUN and sockets: %w", err)
+		}
+		local = b.conns[0].LocalAddr()
+	} else if err := b.openPersistent(b.workerCount()); err != nil {
+		return err
+	}
 	if err := configureDevice(b.dev.Name(), netip.PrefixFrom(own.Subnet.Addr(), 32), b.mtu, b.opts.Network); err != nil {
 		return err
 	}
-	local := netip.AddrPortFrom(b.ext.IfaceAddr, uint16(b.port))
-	for i := 0; i < workers; i++ {
-		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: workers > 1, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
+	for i := len(b.conns); i < b.workerCount(); i++ {
+		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: b.workerCount() > 1, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
 		if err != nil {
 			return fmt.Errorf("listen on UDP %v: %w", local, err)
 		}
 		b.conns = append(b.conns, c)
 	}
 	b.kdrops.set(b.dev.Name(), b.conns)
+	workers := len(b.conns)
 	if b.opts.Trace {
 		if b.tracer, err = b.newTracer(); err != nil {
 			return err
@@ -211,14 +221,25 @@ func (b *Backend) newTracer() (*trace.Tracer, error) {
 // stream went from 15.1 to 14.0 Gbit/s, four streams from 17.3 to 14.1,
 // latency unchanged (BENCHMARKS.md).
 func (b *Backend) workerCount() int {
+	if b.dev != nil && b.opts.Inherit != nil {
+		return len(b.dev.Queues())
+	}
 	if b.opts.Workers > 0 {
 		return b.opts.Workers
 	}
 	return 1
 }
 
-// Run forwards until ctx is done. Each worker owns one TUN queue and one
-// socket and runs both directions from one locked OS thread.
+// Log messages (info) when Run starts and stops forwarding: the edges of a
+// restart's gap.
+const (
+	Forwarding        = "forwarding"
+	StoppedForwarding = "stopped forwarding"
+)
+
+// Run forwards until ctx is done, then stops the workers (stopWorkers) and
+// closes the device and sockets. Each worker owns one TUN queue and one
+// socket and runs both directions from one goroutine (loop_linux.go).
 func (b *Backend) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(b.conns))
@@ -227,17 +248,34 @@ func (b *Backend) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- w.run() }()
 	}
+	b.log.Info(Forwarding, "workers", len(b.conns))
+	defer b.log.Info(StoppedForwarding)
 	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-errs:
 	}
+	b.stopWorkers(&wg)
 	b.close()
-	wg.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// stopWorkers stops the workers' reads and waits until each has returned:
+// a worker finishes the turn it is in, forwarding what it read, and reads
+// no more, so that nothing read is lost when the device and sockets are
+// closed. What is still queued in the kernel stays there, for the
+// persistent device's next reader or for a successor that shares these
+// queues and sockets (a hand-over): its own loop then reads it all.
+func (b *Backend) stopWorkers(wg *sync.WaitGroup) {
+	if err := b.dev.StopReads(); err != nil {
+		// Closing wakes the loops too, losing at most what they hold.
+		b.log.Warn("could not stop the workers' reads; closing under them", "error", err)
+		b.dev.Close()
+	}
+	wg.Wait()
 }
 
 func (b *Backend) close() {
@@ -256,7 +294,7 @@ func (b *Backend) close() {
 }
 
 // isClosed reports whether err only says that Run closed the device or
-// socket under a worker.
+// socket under a worker, or stopped its reads (stopWorkers).
 func isClosed(err error) bool {
-	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed)
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded)
 }

@@ -15,7 +15,8 @@ import (
 
 // newBackend builds the backend the network config names. A type flannelu
 // does not have is an error at start-up, never a silent no-op.
-func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, reg *metrics.Registry, log *slog.Logger) (backend.Backend, error) {
+// inherit is a predecessor's udp device and sockets (nil: open new ones).
+func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, reg *metrics.Registry, log *slog.Logger, inherit *udp.Inherited) (backend.Backend, error) {
 	// vxlan and host-gw tag their own log lines with backend=<type>;
 	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {
@@ -39,6 +40,7 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			Metrics:     reg,
 
 			ForeignSources: o.udpForeignSources,
+			Inherit:        inherit,
 		})
 	case "vxlan":
 		return vxlan.New(ext, vxlan.Options{

@@ -59,6 +59,8 @@ type options struct {
 	udpOffload        bool
 	udpForeignSources bool
 	cpuProfile        string
+	handOverSocket    string
+	afterHandOver     string
 }
 
 // listFlag is a repeatable flag; a value from the environment may hold
@@ -110,6 +112,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.udpOffload, "udp-offload", true, "flannelu: udp backend moves TCP/UDP super-packets through the TUN and UDP GSO/GRO (falls back where the kernel refuses)")
 	fs.BoolVar(&o.udpForeignSources, "udp-foreign-sources", false, "flannelu: udp backend also accepts from a peer inner sources outside the Network (a gateway host forwarding external traffic into the overlay unmasqueraded); by default a peer's packets must come from its own subnet, and overlay sources not the sender's are refused either way")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "flannelu: write a Go CPU profile to this file until exit (debugging)")
+	fs.StringVar(&o.handOverSocket, "handover-socket", "", "flannelu: Unix socket on which a flannelu started later on this host takes over from this one without a lost packet (upgrades; see README); default flannelu.sock beside --subnet-file (/run/flannel/flannelu.sock), \"none\" to disable")
+	fs.StringVar(&o.afterHandOver, "after-handover", afterHandOverExit, "flannelu: what a flannelu does once a successor took over: exit (status 0), or wait, serving /healthz, until a signal stops it (a Kubernetes pod, whose container would be restarted)")
 	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend, each a TUN queue and a socket (0: automatic, one; see BENCHMARKS.md)")
 	return fs
 }
@@ -174,6 +178,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--reconcile-interval %v: must be at least 100ms", o.reconcileInterval)
 	case o.traceRate < 1:
 		return fmt.Errorf("--trace-rate %d: must be at least 1 line per second", o.traceRate)
+	case o.afterHandOver != afterHandOverExit && o.afterHandOver != afterHandOverWait:
+		return fmt.Errorf("--after-handover %q: must be exit or wait", o.afterHandOver)
 	case o.udpWorkers < 0 || o.udpWorkers > 64:
 		return fmt.Errorf("--udp-workers %d: must be between 0 and 64", o.udpWorkers)
 	}

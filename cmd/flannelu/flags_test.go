@@ -121,7 +121,7 @@ func TestKubernetesFlagsAndTheirEnvironmentForms(t *testing.T) {
 func TestUnknownBackendIsAnErrorAtStartup(t *testing.T) {
 	cfg := &subnet.Config{BackendType: "ipip", Network: netip.MustParsePrefix("198.18.0.0/16")}
 	o, _ := parseOptions(nil, envOf(nil), io.Discard)
-	_, err := newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger())
+	_, err := newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger(), nil)
 	if err == nil || !strings.Contains(err.Error(), `backend type "ipip"`) || !strings.Contains(err.Error(), "udp, vxlan, host-gw") {
 		t.Fatalf("error %v, want one naming ipip and the supported types", err)
 	}
@@ -167,7 +167,7 @@ func TestUDPRefusesIPv6Only(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, _ := parseOptions(nil, envOf(nil), io.Discard)
-	_, err = newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger())
+	_, err = newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger(), nil)
 	if err == nil || err.Error() != "udp backend: IPv6-only networks are not supported yet (use vxlan or host-gw)" {
 		t.Fatalf("udp with an IPv6-only network: %v", err)
 	}

@@ -23,7 +23,10 @@ func serveHealth(ctx context.Context, o *options, reg *metrics.Registry, ready *
 	mux.Handle("/readyz", ready)
 	mux.Handle("/metrics", reg)
 	addr := net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))
-	ln, err := net.Listen("tcp", addr)
+	// SO_REUSEPORT: during a hand-over (a DaemonSet's maxSurge) the old and
+	// the new process serve side by side on one host's network.
+	lc := net.ListenConfig{Control: reusePort}
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("healthz on %s: %w", addr, err)
 	}

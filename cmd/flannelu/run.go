@@ -59,7 +59,13 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	logExtIface(log, ext)
-	be, err := newBackend(cfg, ext, o, reg, log)
+	stage = "taking over from the running flannelu"
+	ho, err := startHandOver(ctx, o, log)
+	if err != nil {
+		return err
+	}
+	defer ho.close()
+	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType, o))
 	if err != nil {
 		return err
 	}
@@ -69,7 +75,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	}
 	prev := previousEnv(o.subnetFile, log)
 	stage = "acquiring the subnet lease"
-	lease, err := acquireLease(ctx, mgr, cfg, attrs, prev.Subnet.Masked())
+	lease, err := ho.lease(mgr, cfg, attrs, func() (subnet.Lease, error) { return acquireLease(ctx, mgr, cfg, attrs, prev.Subnet.Masked()) })
 	if err != nil {
 		return fmt.Errorf("acquire subnet lease: %w", err)
 	}
@@ -93,7 +99,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		ipt = append(ipt, filter.r)
 	}
 	stage = "running"
-	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, ipt, filter, log)
+	ho.serve(o, cfg, lease, be)
+	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, ipt, filter, ho, log)
 }
 
 // newIPTables returns the runners that keep flanneld's masquerade and
@@ -172,11 +179,15 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 // (with reg on /metrics), the iptables resync (ipt may be empty) and the
 // backend; the first fatal error stops them all.
 func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, log *slog.Logger) error {
+	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, ho *handOver, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// work is all but the health server, which a process that handed over
+	// may keep serving (--after-handover=wait).
+	work, stopWork := context.WithCancelCause(ctx)
+	defer stopWork(nil)
 	var wg sync.WaitGroup
-	goFatal := func(name string, fn func(context.Context) error) {
+	goFatalIn := func(ctx context.Context, name string, fn func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -185,12 +196,14 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 			}
 		}()
 	}
+	goFatal := func(name string, fn func(context.Context) error) { goFatalIn(work, name, fn) }
 	ready := &readiness{store: mgr}
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
 	// of a restart for the truth and delete every peer's entries.
 	synced := make(chan struct{})
+	running := make(chan struct{}) // closed when the backend runs
 	var once sync.Once
 	goFatal("watch", func(ctx context.Context) error {
 		return mgr.WatchLeases(ctx, func(evs []subnet.Event) {
@@ -209,7 +222,7 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
 	}
 	if o.healthzPort > 0 {
-		goFatal("healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg, ready) })
+		goFatalIn(ctx, "healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg, ready) })
 	}
 	goFatal("backend", func(ctx context.Context) error {
 		select {
@@ -219,11 +232,19 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		}
 		ready.backend.Store(backendRunning)
 		defer ready.backend.Store(backendStopped)
+		close(running)
 		return be.Run(ctx)
 	})
+	// After the backend forwards: the predecessor leaves, and a successor
+	// may come. Hand-overs are a convenience: a failure is logged, not fatal.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ho.run(work, running, func() { handedOver(o, cancel, stopWork, log) })
+	}()
 	<-ctx.Done()
 	wg.Wait()
-	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) {
+	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, errHandedOver) {
 		return err
 	}
 	return nil

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package udp
+
+import "errors"
+
+var errNotLinux = errors.New("udp backend: TUN devices are only supported on Linux")
+
+// HandOff fails: see configureDevice.
+func (b *Backend) HandOff() (*Inherited, error) { return nil, errNotLinux }
+
+func (b *Backend) adopt(h *Inherited) error {
+	h.Close()
+	return errNotLinux
+}
+
+func (b *Backend) openPersistent(int) error { return errNotLinux }

@@ -1,0 +1,101 @@
+package encap
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/poller"
+)
+
+// DupFile returns a duplicate of the socket's descriptor for another
+// process to take over (Adopt): the socket stays bound, and the datagrams
+// waiting in its receive queue stay there, as long as one duplicate is
+// open. The caller closes it once it is handed on. From here on Close does
+// not shut the socket down (see Close).
+func (c *Conn) DupFile() (*os.File, error) {
+	c.shared.Store(true)
+	nfd := -1
+	var dupErr error
+	if err := c.raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, fmt.Errorf("encap: %w", err)
+	}
+	if dupErr != nil {
+		return nil, fmt.Errorf("encap: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
+	}
+	return os.NewFile(uintptr(nfd), "udp "+c.local.String()), nil
+}
+
+// Adopt builds a Conn on a bound UDP socket another process opened and
+// handed over (DupFile there), keeping its options (SO_REUSEPORT, DF, TTL,
+// buffers); cfg.Addr, ReusePort and SocketBuffer are ignored, cfg.GRO and
+// cfg.SelfPolled are as for Listen. Close does not shut the socket down,
+// which the other process may still read (see Close). Adopt takes
+// ownership of f.
+func Adopt(cfg Config, f *os.File) (*Conn, error) {
+	defer f.Close()
+	if !cfg.SelfPolled {
+		pc, err := net.FilePacketConn(f) // a duplicate, non-blocking on the poller
+		if err != nil {
+			return nil, fmt.Errorf("encap: adopt socket: %w", err)
+		}
+		udp, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return nil, fmt.Errorf("encap: adopt socket: %T is not a UDP socket", pc)
+		}
+		return udpConn(cfg, udp)
+	}
+	fd, local, err := dupUDP(f)
+	if err != nil {
+		return nil, fmt.Errorf("encap: adopt socket: %w", err)
+	}
+	sf, err := poller.NewFile(fd, "udp:"+local.String())
+	if err != nil {
+		return nil, fmt.Errorf("encap: adopt socket: %w", err)
+	}
+	c, err := selfPolledConn(cfg, sf, local)
+	if err == nil {
+		c.shared.Store(true)
+	}
+	return c, err
+}
+
+// dupUDP duplicates f's descriptor after checking that it is a bound IPv4
+// UDP socket.
+func dupUDP(f *os.File) (fd int, local netip.AddrPort, err error) {
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return -1, local, err
+	}
+	var opErr error
+	cerr := raw.Control(func(orig uintptr) {
+		var typ int
+		if typ, opErr = unix.GetsockoptInt(int(orig), unix.SOL_SOCKET, unix.SO_TYPE); opErr != nil || typ != unix.SOCK_DGRAM {
+			opErr = fmt.Errorf("not a datagram socket (%v)", opErr)
+			return
+		}
+		sa, err := unix.Getsockname(int(orig))
+		in4, ok := sa.(*unix.SockaddrInet4)
+		if err != nil || !ok {
+			opErr = errNotInet4
+			return
+		}
+		local = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
+		fd, opErr = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, local, cerr
+	}
+	if opErr != nil {
+		return -1, local, opErr
+	}
+	if err := unix.SetNonblock(fd, true); err != nil { // it is already, in a predecessor's hands
+		unix.Close(fd)
+		return -1, local, os.NewSyscallError("fcntl O_NONBLOCK", err)
+	}
+	return fd, local, nil
+}

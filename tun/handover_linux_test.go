@@ -1,0 +1,139 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+// sendInto sends count one-byte datagrams from the device's address into
+// the overlay: the kernel routes them into the TUN, where they wait for a
+// reader.
+func sendInto(t *testing.T, c *net.UDPConn, count int) {
+	t.Helper()
+	for i := range count {
+		dst := netip.AddrPortFrom(netip.MustParseAddr("198.18.1.2"), uint16(9000+i))
+		if _, err := c.WriteToUDPAddrPort([]byte{byte(i)}, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// readAll reads until want packets came; it fails on a timeout.
+func readAll(t *testing.T, q *Queue, want int) {
+	t.Helper()
+	bufs, sizes := makeBufs(16)
+	for got := 0; got < want; {
+		got += readWithin(t, q, bufs, sizes, headroom)
+	}
+}
+
+// A persistent device outlives its queues with its address and route, and
+// the next Open of its name attaches to it as it is.
+func TestPersistentDeviceOutlivesItsQueues(t *testing.T) {
+	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	if err := dev.SetPersist(true); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	if out := ns.IP(t, "-o", "addr", "show", "dev", "flu0"); !strings.Contains(out, tunAddr+"/32") {
+		t.Fatalf("after Close the device or its address is gone:\n%s", out)
+	}
+	if out := ns.IP(t, "route", "show", "exact", overlay); !strings.Contains(out, "dev flu0") {
+		t.Fatalf("after Close the route is gone:\n%s", out)
+	}
+	var again *Device
+	var err error
+	ns.In(t, func() { again, err = Open(Config{Name: "flu0"}) })
+	if err != nil {
+		t.Fatalf("Open of the persistent device: %v", err)
+	}
+	defer again.Close()
+	// The kernel turns the carrier back on at once, and lets traffic into
+	// the device again when its link watcher has seen that (operstate).
+	if err := testbed.Eventually(waitLimit, func() error {
+		if state := strings.TrimSpace(ns.Exec(t, "cat", "/sys/class/net/flu0/operstate")); state != "up" && state != "unknown" {
+			return fmt.Errorf("operstate %s", state)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c := udpIn(t, ns, tunAddr+":4000")
+	sendInto(t, c, 1)
+	readAll(t, again.Queues()[0], 1)
+	again.SetPersist(false) //nolint:errcheck // the namespace goes anyway
+}
+
+// Packets queued in the device when its queues change hands are read by
+// the new owner: the duplicates keep the queue, and its contents, alive.
+func TestAdoptKeepsQueuedPackets(t *testing.T) {
+	for _, vnet := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "vnet"}[vnet], func(t *testing.T) {
+			ns, dev := openConfigured(t, Config{Name: "flu0", VnetHdr: vnet})
+			c := udpIn(t, ns, tunAddr+":4000")
+			const queued = 5
+			sendInto(t, c, queued)
+			files, err := dev.DupFiles()
+			if err != nil {
+				t.Fatal(err)
+			}
+			dev.Close() // the old owner leaves
+			adopted, err := Adopt(Config{}, files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer adopted.Close()
+			if adopted.Name() != "flu0" || adopted.VnetHdr() != vnet || len(adopted.Queues()) != 1 {
+				t.Fatalf("adopted %s vnet=%v with %d queues", adopted.Name(), adopted.VnetHdr(), len(adopted.Queues()))
+			}
+			if vnet && adopted.Offloads() == 0 {
+				t.Error("no offloads negotiated on the adopted device")
+			}
+			readAll(t, adopted.Queues()[0], queued)
+		})
+	}
+}
+
+func TestAdoptRefusesWhatIsNotATUNQueue(t *testing.T) {
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Adopt(Config{}, []*os.File{f}); err == nil {
+		t.Fatal("Adopt of /dev/null succeeded")
+	}
+	if _, err := Adopt(Config{}, nil); err == nil {
+		t.Fatal("Adopt of nothing succeeded")
+	}
+}
+
+// StopReads ends a blocked Read with os.ErrDeadlineExceeded and leaves the
+// queue open for writes.
+func TestStopReadsEndsABlockedRead(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
+	q := dev.Queues()[0]
+	done := make(chan error, 1)
+	go func() {
+		bufs, sizes := makeBufs(1)
+		_, err := q.Read(bufs, sizes, headroom)
+		done <- err
+	}()
+	if err := dev.StopReads(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after StopReads = %v, want os.ErrDeadlineExceeded", err)
+	}
+	pkt := ipv4UDP(netip.MustParseAddrPort("198.18.1.2:9000"), netip.MustParseAddrPort(tunAddr+":4000"), 64, []byte("x"))
+	buf := append(make([]byte, headroom), pkt...)
+	if n, err := q.Write([][]byte{buf}, headroom); n != 1 || err != nil {
+		t.Fatalf("Write after StopReads = %d, %v", n, err)
+	}
+}
