@@ -36,7 +36,7 @@ const (
 func (e ICMPError) Error() string {
 	switch e {
 	case ErrMalformedOriginal:
-		return "icmp: original packet is not valid IPv4"
+		return "icmp: original packet is not valid IPv4 (IPv6 for the ICMPv6 errors)"
 	case ErrMustNotAnswer:
 		return "icmp: original packet must not be answered with an ICMP error"
 	case ErrShortBuffer:
@@ -44,7 +44,7 @@ func (e ICMPError) Error() string {
 	case ErrBadCode:
 		return "icmp: destination-unreachable code out of range"
 	case ErrBadMTU:
-		return "icmp: next-hop MTU below 68"
+		return "icmp: next-hop MTU below 68 (1280 for IPv6)"
 	}
 	return "icmp: cannot build error message"
 }

@@ -63,6 +63,9 @@ func (e ParseError) Error() string {
 	case ErrHeaderChecksum:
 		return "ipv4: bad header checksum"
 	}
+	if e >= ErrIPv6TooShort {
+		return e.ipv6Error()
+	}
 	return "ipv4: invalid packet"
 }
 
