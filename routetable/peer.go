@@ -1,49 +1,99 @@
-// Package routetable maps overlay destinations to the peer hosts that own
-// them, for the udp backend's forwarder. Readers take an immutable Snapshot
-// with one atomic load and look up without locks or allocations; the lease
-// watcher publishes a new snapshot per batch of changes.
 package routetable
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 )
 
-// Peer is one remote host: the overlay subnet it leases and the underlay
-// address its forwarder listens on.
+// Peer is one remote host: the overlay subnets it leases and the underlay
+// addresses its forwarder listens on. A dual-stack peer has both subnets,
+// an IPv6-only one only Subnet6; it has at least one public address.
 type Peer struct {
-	Subnet   netip.Prefix // IPv4 lease subnet, e.g. 198.18.40.0/24; stored masked
-	PublicIP netip.Addr   // IPv4 underlay address, e.g. 192.0.2.7
-	Port     uint16       // UDP port, flannel's default 8285
+	Subnet     netip.Prefix // IPv4 lease subnet, e.g. 198.18.40.0/24; stored masked; zero if none
+	Subnet6    netip.Prefix // IPv6 lease subnet, e.g. 2001:db8:100:1::/64; stored masked; zero if none
+	PublicIP   netip.Addr   // IPv4 underlay address, e.g. 192.0.2.7; zero if none
+	PublicIPv6 netip.Addr   // IPv6 underlay address, e.g. 2001:db8:0:1::7; zero if none
+	Port       uint16       // UDP port, flannel's default 8285
 
-	public4 [4]byte // PublicIP as bytes, precomputed for sockaddrs
+	public4 [4]byte  // PublicIP as bytes, precomputed for sockaddrs
+	public6 [16]byte // PublicIPv6 as bytes
 }
 
 // PublicIP4 returns the public IP as 4 bytes, ready for a
 // unix.SockaddrInet4 or a raw sockaddr_in.
 func (p *Peer) PublicIP4() [4]byte { return p.public4 }
 
-// AddrPort returns the peer's UDP endpoint.
+// PublicIP6 returns the public IPv6 address as 16 bytes.
+func (p *Peer) PublicIP6() [16]byte { return p.public6 }
+
+// AddrPort returns the peer's IPv4 UDP endpoint.
 func (p *Peer) AddrPort() netip.AddrPort { return netip.AddrPortFrom(p.PublicIP, p.Port) }
 
-// normalize validates p and fills the precomputed fields. A 4in6 public IP
-// is unmapped; an unmasked subnet is masked.
-func normalize(p Peer) (Peer, error) {
-	if !p.Subnet.IsValid() || !p.Subnet.Addr().Is4() {
-		return Peer{}, fmt.Errorf("routetable: peer subnet %v is not an IPv4 prefix", p.Subnet)
+// AddrPort6 returns the peer's IPv6 UDP endpoint (invalid without a
+// PublicIPv6).
+func (p *Peer) AddrPort6() netip.AddrPort { return netip.AddrPortFrom(p.PublicIPv6, p.Port) }
+
+// ID is the prefix that names the peer in Update's removals: its IPv4
+// subnet, or its IPv6 subnet when it has no IPv4 one (an IPv6-only
+// network), as flannel names leases.
+func (p *Peer) ID() netip.Prefix {
+	if p.Subnet.IsValid() {
+		return p.Subnet
 	}
-	p.Subnet = p.Subnet.Masked()
-	ip := p.PublicIP.Unmap()
-	if !ip.Is4() || ip.IsUnspecified() {
-		return Peer{}, fmt.Errorf("routetable: peer %v: public IP %v is not a usable IPv4 address", p.Subnet, p.PublicIP)
+	return p.Subnet6
+}
+
+// normalize validates p and fills the precomputed fields. A 4in6 public IP
+// is unmapped; unmasked subnets are masked.
+func normalize(p Peer) (Peer, error) {
+	if err := normalizeSubnets(&p); err != nil {
+		return Peer{}, err
+	}
+	if p.PublicIP.IsValid() {
+		ip := p.PublicIP.Unmap()
+		if !ip.Is4() || ip.IsUnspecified() {
+			return Peer{}, fmt.Errorf("routetable: peer %v: public IP %v is not a usable IPv4 address", p.ID(), p.PublicIP)
+		}
+		p.PublicIP, p.public4 = ip, ip.As4()
+	}
+	if ip := p.PublicIPv6; ip.IsValid() {
+		if !ip.Is6() || ip.Is4In6() || ip.IsUnspecified() || ip.Zone() != "" {
+			return Peer{}, fmt.Errorf("routetable: peer %v: public IPv6 %v is not a usable IPv6 address", p.ID(), ip)
+		}
+		p.public6 = ip.As16()
+	}
+	if !p.PublicIP.IsValid() && !p.PublicIPv6.IsValid() {
+		return Peer{}, fmt.Errorf("routetable: peer %v has no public address", p.ID())
 	}
 	if p.Port == 0 {
-		return Peer{}, fmt.Errorf("routetable: peer %v: port 0", p.Subnet)
+		return Peer{}, fmt.Errorf("routetable: peer %v: port 0", p.ID())
 	}
-	p.PublicIP = ip
-	p.public4 = ip.As4()
 	return p, nil
+}
+
+func normalizeSubnets(p *Peer) error {
+	if p.Subnet.IsValid() && !p.Subnet.Addr().Is4() {
+		return fmt.Errorf("routetable: peer subnet %v is not an IPv4 prefix", p.Subnet)
+	}
+	if p.Subnet6.IsValid() && (!p.Subnet6.Addr().Is6() || p.Subnet6.Addr().Is4In6() || p.Subnet6.Addr().Zone() != "") {
+		return fmt.Errorf("routetable: peer IPv6 subnet %v is not an IPv6 prefix", p.Subnet6)
+	}
+	if !p.Subnet.IsValid() && !p.Subnet6.IsValid() {
+		return errors.New("routetable: peer without a subnet")
+	}
+	p.Subnet, p.Subnet6 = p.Subnet.Masked(), p.Subnet6.Masked()
+	return nil
+}
+
+// comparePrefix orders peer IDs: IPv4 before IPv6, then by address, then
+// by length.
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
 }
 
 // ErrInvalidPeer wraps every rejection by Update and Replace.

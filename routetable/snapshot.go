@@ -1,7 +1,6 @@
 package routetable
 
 import (
-	"cmp"
 	"encoding/binary"
 	"slices"
 )
@@ -10,9 +9,10 @@ import (
 // concurrent use and allocate nothing. The *Peer they return points into
 // the snapshot: read it, never modify it.
 type Snapshot struct {
-	peers    []Peer  // sorted by subnet address, then length
-	levels   []level // one per distinct prefix length, longest first
+	peers    []Peer  // sorted by ID: IPv4 subnets, then IPv6-only peers
+	levels   []level // IPv4 subnets: one per distinct prefix length, longest first
 	byPublic map[uint32]int32
+	v6       index6 // IPv6 subnets and public addresses (snapshot6.go)
 }
 
 // level indexes the peers whose subnets have one prefix length. The key of
@@ -72,25 +72,29 @@ func (s *Snapshot) IsPeer(src [4]byte) (*Peer, bool) {
 // Len returns the number of peers.
 func (s *Snapshot) Len() int { return len(s.peers) }
 
-// Peers returns a copy of the peers, sorted by subnet.
+// Peers returns a copy of the peers, sorted by ID.
 func (s *Snapshot) Peers() []Peer { return slices.Clone(s.peers) }
 
 // build makes a snapshot that owns peers: validated, masked, one per
 // subnet. It sorts peers in place (mostly sorted input is near linear).
 func build(peers []Peer) *Snapshot {
 	s := &Snapshot{peers: peers, byPublic: make(map[uint32]int32, len(peers))}
-	slices.SortFunc(s.peers, func(a, b Peer) int {
-		return cmp.Compare(prefixKey(a.Subnet), prefixKey(b.Subnet))
-	})
+	slices.SortFunc(s.peers, func(a, b Peer) int { return comparePrefix(a.ID(), b.ID()) })
 	var byBits [33][]int32
 	for i := range s.peers {
 		p := &s.peers[i]
-		byBits[p.Subnet.Bits()] = append(byBits[p.Subnet.Bits()], int32(i))
+		if p.Subnet.IsValid() {
+			byBits[p.Subnet.Bits()] = append(byBits[p.Subnet.Bits()], int32(i))
+		}
+		if !p.PublicIP.IsValid() {
+			continue
+		}
 		pub := binary.BigEndian.Uint32(p.public4[:])
 		if _, dup := s.byPublic[pub]; !dup {
 			s.byPublic[pub] = int32(i)
 		}
 	}
+	s.v6 = buildIndex6(s.peers)
 	for bits := 32; bits >= 0; bits-- {
 		if len(byBits[bits]) > 0 {
 			s.levels = append(s.levels, s.newLevel(uint8(32-bits), byBits[bits]))

@@ -1,7 +1,6 @@
 package routetable
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -30,8 +29,8 @@ func New() *Table {
 // for as long as it is referenced, whatever writers do meanwhile.
 func (t *Table) Snapshot() *Snapshot { return t.cur.Load() }
 
-// Update publishes one new snapshot: the current peers minus remove, plus
-// add. Removals are applied before additions, so a prefix in both ends up
+// Update publishes one new snapshot: the current peers minus remove (by
+// Peer.ID), plus add. Removals are applied before additions, so a prefix in both ends up
 // present (with the new values); a caller folding an ordered event list
 // into a batch keeps only each prefix's last event. An add for a subnet
 // already present replaces that peer; later entries in add win over
@@ -40,21 +39,21 @@ func (t *Table) Snapshot() *Snapshot { return t.cur.Load() }
 // The cost is O(n) in the table size, so batch events.
 func (t *Table) Update(add []Peer, remove []netip.Prefix) error {
 	adds, err := normalizeAll(add)
-	gone := make(map[uint64]struct{}, len(remove)+len(adds))
+	gone := make(map[netip.Prefix]struct{}, len(remove)+len(adds))
 	for _, pfx := range remove {
-		if pfx.IsValid() && pfx.Addr().Is4() {
-			gone[prefixKey(pfx.Masked())] = struct{}{}
+		if pfx.IsValid() {
+			gone[pfx.Masked()] = struct{}{}
 		}
 	}
 	for _, p := range adds {
-		gone[prefixKey(p.Subnet)] = struct{}{} // replaced by the new value
+		gone[p.ID()] = struct{}{} // replaced by the new value
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	old := t.cur.Load()
 	next := make([]Peer, 0, len(old.peers)+len(adds))
 	for _, p := range old.peers {
-		if _, ok := gone[prefixKey(p.Subnet)]; !ok {
+		if _, ok := gone[p.ID()]; !ok {
 			next = append(next, p)
 		}
 	}
@@ -73,11 +72,11 @@ func (t *Table) Replace(peers []Peer) error {
 	return err
 }
 
-// normalizeAll validates peers into a new slice with one entry per subnet,
+// normalizeAll validates peers into a new slice with one entry per ID,
 // the last one given winning.
 func normalizeAll(peers []Peer) ([]Peer, error) {
 	out := make([]Peer, 0, len(peers))
-	at := make(map[uint64]int, len(peers))
+	at := make(map[netip.Prefix]int, len(peers))
 	var errs []error
 	for _, p := range peers {
 		n, err := normalize(p)
@@ -85,7 +84,7 @@ func normalizeAll(peers []Peer) ([]Peer, error) {
 			errs = append(errs, err)
 			continue
 		}
-		k := prefixKey(n.Subnet)
+		k := n.ID()
 		if i, dup := at[k]; dup {
 			out[i] = n
 			continue
@@ -97,11 +96,4 @@ func normalizeAll(peers []Peer) ([]Peer, error) {
 		return out, nil
 	}
 	return out, fmt.Errorf("%w: skipped %d: %w", ErrInvalidPeer, len(errs), errors.Join(errs...))
-}
-
-// prefixKey orders and identifies an IPv4 prefix as one integer: address,
-// then length.
-func prefixKey(p netip.Prefix) uint64 {
-	a := p.Addr().As4()
-	return uint64(binary.BigEndian.Uint32(a[:]))<<8 | uint64(p.Bits())
 }
