@@ -99,7 +99,7 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 // set, ...) WriteBatch returns the count before it and the error: msgs[n]
 // is the refused one, and the caller may drop it and send msgs[n+1:].
 func (c *Conn) WriteBatch(msgs []Message) (int, error) {
-	valid, verr := validate(msgs)
+	valid, verr := validate(msgs, c.v6)
 	n, err := c.send(msgs[:valid])
 	if err != nil {
 		return n, err
@@ -108,15 +108,16 @@ func (c *Conn) WriteBatch(msgs []Message) (int, error) {
 }
 
 // validate returns the length of the valid prefix of msgs and, if it is
-// shorter than msgs, what is wrong with the next message.
-func validate(msgs []Message) (int, error) {
+// shorter than msgs, what is wrong with the next message. Destinations
+// must be of the socket's family (v6).
+func validate(msgs []Message, v6 bool) (int, error) {
 	for i := range msgs {
 		m := &msgs[i]
 		if m.N < 0 || m.N > len(m.Buf) {
 			return i, fmt.Errorf("encap: message %d: N=%d outside its %d-byte Buf", i, m.N, len(m.Buf))
 		}
-		if !m.Addr.Addr().Unmap().Is4() || m.Addr.Port() == 0 {
-			return i, fmt.Errorf("encap: message %d: destination %v is not an IPv4 address and port", i, m.Addr)
+		if isIPv6(m.Addr.Addr()) != v6 || !m.Addr.Addr().IsValid() || m.Addr.Port() == 0 {
+			return i, fmt.Errorf("encap: message %d: destination %v is not an %s address and port", i, m.Addr, familyName(v6))
 		}
 	}
 	return len(msgs), nil
@@ -128,7 +129,7 @@ func (c *Conn) send(msgs []Message) (int, error) {
 	}
 	gso := c.gso.Load()
 	op := &c.tx
-	op.prepare(msgs, gso)
+	op.prepare(msgs, gso, c.v6)
 	err := c.do(true, op.fn, &op.once)
 	sent, opErr := op.msgsSent(), op.err
 	failedGroup := op.groupLen(op.sent)
@@ -154,7 +155,7 @@ func (c *Conn) send(msgs []Message) (int, error) {
 type recvOp struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet4
+	names []sockaddr
 	gro   bool
 	oob   []byte // groCmsgSpace per message, when gro
 	once  poller.Attempt
@@ -168,14 +169,14 @@ func (op *recvOp) prepare(msgs []Message) {
 	if len(msgs) > len(op.hdrs) {
 		op.hdrs = make([]unix.Mmsghdr, len(msgs))
 		op.iovs = make([]unix.Iovec, len(msgs))
-		op.names = make([]unix.RawSockaddrInet4, len(msgs))
+		op.names = make([]sockaddr, len(msgs))
 		op.oob = make([]byte, len(msgs)*groCmsgSpace)
 	}
 	for i := range msgs {
 		setIovec(&op.iovs[i], msgs[i].Buf)
 		op.hdrs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{
 			Name:    (*byte)(unsafe.Pointer(&op.names[i])),
-			Namelen: unix.SizeofSockaddrInet4,
+			Namelen: unix.SizeofSockaddrInet6,
 			Iov:     &op.iovs[i],
 		}}
 		op.hdrs[i].Hdr.SetIovlen(1)
@@ -216,7 +217,7 @@ func (op *recvOp) release(n int) {
 type sendOp struct {
 	hdrs   []unix.Mmsghdr
 	iovs   []unix.Iovec
-	names  []unix.RawSockaddrInet4
+	names  []sockaddr
 	oob    []byte
 	once   poller.Attempt
 	ends   []int // ends[g]: index after the last message of group g
@@ -226,11 +227,11 @@ type sendOp struct {
 	fn     func(fd uintptr) bool
 }
 
-func (op *sendOp) prepare(msgs []Message, gso bool) {
+func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 	if len(msgs) > len(op.hdrs) {
 		op.hdrs = make([]unix.Mmsghdr, len(msgs))
 		op.iovs = make([]unix.Iovec, len(msgs))
-		op.names = make([]unix.RawSockaddrInet4, len(msgs))
+		op.names = make([]sockaddr, len(msgs))
 		op.oob = make([]byte, len(msgs)*segmentCmsgSpace)
 		op.ends = make([]int, len(msgs))
 	}
@@ -243,11 +244,11 @@ func (op *sendOp) prepare(msgs []Message, gso bool) {
 		for j := i; j < end; j++ {
 			setIovec(&op.iovs[j], msgs[j].Buf[:msgs[j].N])
 		}
-		putSockaddr(&op.names[g], msgs[i].Addr)
+		namelen := putSockaddr(&op.names[g], msgs[i].Addr, v6)
 		h := &op.hdrs[g]
 		*h = unix.Mmsghdr{Hdr: unix.Msghdr{
 			Name:    (*byte)(unsafe.Pointer(&op.names[g])),
-			Namelen: unix.SizeofSockaddrInet4,
+			Namelen: namelen,
 			Iov:     &op.iovs[i],
 		}}
 		h.Hdr.SetIovlen(end - i)

@@ -25,6 +25,7 @@ type Conn struct {
 	selfPolled
 
 	local     netip.AddrPort
+	v6        bool // an AF_INET6 socket: peers are IPv6 addresses
 	gso       atomic.Bool
 	gro       bool
 	truncated *metrics.Counter
@@ -33,13 +34,20 @@ type Conn struct {
 }
 
 // Listen opens the socket: bound to cfg.Addr, outgoing datagrams with DF
-// set (IP_PMTUDISC_DO, which is what flanneld's sockets put on the wire)
-// and TTL 64, send/receive buffers of cfg.SocketBuffer. UDP GSO is used on
-// send when the kernel supports it (Offloads).
+// set (IP_PMTUDISC_DO, which is what flanneld's sockets put on the wire;
+// IPV6_PMTUDISC_DO for IPv6) and TTL (hop limit) 64, send/receive buffers
+// of cfg.SocketBuffer. An IPv6 address makes an IPv6-only socket (the
+// IPv6 underlay flanneld's udp backend never had), which can share the
+// port with the IPv4 one. UDP GSO is used on send when the kernel supports
+// it (Offloads).
 func Listen(cfg Config) (*Conn, error) {
-	addr := cfg.Addr.Addr().Unmap()
-	if !addr.Is4() {
-		return nil, fmt.Errorf("encap: listen address %v is not IPv4 (flannel's udp backend is IPv4 only)", cfg.Addr)
+	addr := cfg.Addr.Addr()
+	if !addr.IsValid() {
+		return nil, fmt.Errorf("encap: listen address %v is not an IP address and port", cfg.Addr)
+	}
+	v6 := isIPv6(addr)
+	if !v6 {
+		addr = addr.Unmap()
 	}
 	bufSize := cfg.SocketBuffer
 	if bufSize == 0 {
@@ -49,14 +57,18 @@ func Listen(cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("encap: socket buffer %d bytes is negative", bufSize)
 	}
 	if cfg.SelfPolled {
-		return listenSelfPolled(cfg, netip.AddrPortFrom(addr, cfg.Addr.Port()), bufSize)
+		return listenSelfPolled(cfg, netip.AddrPortFrom(addr, cfg.Addr.Port()), v6, bufSize)
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var optErr error
-		err := rc.Control(func(fd uintptr) { optErr = setOptions(int(fd), cfg.ReusePort, bufSize) })
+		err := rc.Control(func(fd uintptr) { optErr = setOptions(int(fd), cfg.ReusePort, v6, bufSize) })
 		return errors.Join(err, optErr)
 	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(addr, cfg.Addr.Port()).String())
+	network := "udp4"
+	if v6 {
+		network = "udp6"
+	}
+	pc, err := lc.ListenPacket(context.Background(), network, netip.AddrPortFrom(addr, cfg.Addr.Port()).String())
 	if err != nil {
 		return nil, fmt.Errorf("encap: %w", err)
 	}
@@ -71,12 +83,16 @@ func udpConn(cfg Config, udp *net.UDPConn) (*Conn, error) {
 		return nil, fmt.Errorf("encap: %w", err)
 	}
 	local := udp.LocalAddr().(*net.UDPAddr).AddrPort()
-	return newConn(cfg, udp, raw, netip.AddrPortFrom(local.Addr().Unmap(), local.Port())), nil
+	if !v6 {
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	}
+	return newConn(cfg, udp, raw, local, v6), nil
 }
 
-// newConn sets up a Conn on an open, bound socket that closer closes.
-func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.AddrPort) *Conn {
-	c := &Conn{closer: closer, raw: raw, local: local, truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
+// newConn sets up a Conn on an open, bound socket that closer closes; v6
+// says its family.
+func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.AddrPort, v6 bool) *Conn {
+	c := &Conn{closer: closer, raw: raw, local: local, v6: v6, truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
 		"Datagrams the udp backend's sockets received that were larger than the receive buffer and were dropped.")}
 	c.gso.Store(probeGSO(raw))
 	if cfg.GRO {
@@ -92,22 +108,44 @@ func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.Addr
 }
 
 // setOptions runs before bind.
-func setOptions(fd int, reusePort bool, bufSize int) error {
+func setOptions(fd int, reusePort, v6 bool, bufSize int) error {
 	if reusePort {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
 			return os.NewSyscallError("setsockopt SO_REUSEPORT", err)
 		}
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO); err != nil {
-		return os.NewSyscallError("setsockopt IP_MTU_DISCOVER", err)
-	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_TTL, OuterTTL); err != nil {
-		return os.NewSyscallError("setsockopt IP_TTL", err)
+	if err := setPathOptions(fd, v6); err != nil {
+		return err
 	}
 	if err := setBuffer(fd, unix.SO_RCVBUFFORCE, unix.SO_RCVBUF, bufSize); err != nil {
 		return err
 	}
 	return setBuffer(fd, unix.SO_SNDBUFFORCE, unix.SO_SNDBUF, bufSize)
+}
+
+// setPathOptions sets DF (no fragmenting) and the outer TTL or hop limit.
+func setPathOptions(fd int, v6 bool) error {
+	level, mtu, pmtu, ttl := unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DO, unix.IP_TTL
+	if v6 {
+		level, mtu, pmtu, ttl = unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_DO, unix.IPV6_UNICAST_HOPS
+	}
+	if err := unix.SetsockoptInt(fd, level, mtu, pmtu); err != nil {
+		return os.NewSyscallError("setsockopt MTU_DISCOVER", err)
+	}
+	if err := unix.SetsockoptInt(fd, level, ttl, OuterTTL); err != nil {
+		return os.NewSyscallError("setsockopt TTL", err)
+	}
+	return nil
+}
+
+// isIPv6 reports whether a is a real IPv6 address (not IPv4-mapped).
+func isIPv6(a netip.Addr) bool { return a.Is6() && !a.Is4In6() }
+
+func familyName(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
 }
 
 // setBuffer tries the root-only FORCE option first (it ignores the

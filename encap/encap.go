@@ -1,6 +1,8 @@
 // Package encap is the UDP end of the udp backend's userspace forwarder:
 // the socket that carries flannel's encapsulation, UDP from port 8285 to
-// port 8285 whose payload is the raw inner IPv4 packet, no header.
+// port 8285 whose payload is the raw inner IP packet, no header. A Conn is
+// of one family: IPv4 (flannel's underlay) or IPv6 (flannelu's IPv6
+// underlay, an IPv6-only socket on the same port).
 //
 // ReadBatch and WriteBatch move many datagrams per system call
 // (recvmmsg/sendmmsg) and allocate nothing in steady state.
@@ -21,8 +23,9 @@ const OuterTTL = 64
 
 // Config says where the socket listens and how it is tuned.
 type Config struct {
-	// Addr is the local IPv4 address and port: the host's public IP and
-	// Backend.Port (8285). Port 0 picks a free port (tests).
+	// Addr is the local address and port: the host's public IP (or IPv6
+	// address) and Backend.Port (8285). Its family is the socket's. Port 0
+	// picks a free port (tests).
 	Addr netip.AddrPort
 	// ReusePort sets SO_REUSEPORT so that several Conns (one per
 	// forwarder goroutine) can share Addr, the kernel spreading flows.

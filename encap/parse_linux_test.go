@@ -9,15 +9,26 @@ import (
 )
 
 func TestSockaddrRoundTrip(t *testing.T) {
-	var sa unix.RawSockaddrInet4
-	want := netip.MustParseAddrPort("203.0.113.9:8285")
-	putSockaddr(&sa, want)
-	got, err := parseSockaddr(sockaddrBytes(&sa, unix.SizeofSockaddrInet4))
-	if err != nil || got != want {
-		t.Fatalf("parseSockaddr = %v, %v; want %v", got, err, want)
-	}
-	if _, err := parseSockaddr(sockaddrBytes(&sa, 8)); err == nil {
-		t.Fatal("an 8-byte sockaddr parsed")
+	for _, tc := range []struct {
+		addr    string
+		v6      bool
+		namelen uint32
+	}{
+		{"203.0.113.9:8285", false, unix.SizeofSockaddrInet4},
+		{"[2001:db8:0:1::9]:8285", true, unix.SizeofSockaddrInet6},
+	} {
+		var sa sockaddr
+		want := netip.MustParseAddrPort(tc.addr)
+		if n := putSockaddr(&sa, want, tc.v6); n != tc.namelen {
+			t.Fatalf("%v: namelen %d, want %d", want, n, tc.namelen)
+		}
+		got, err := parseSockaddr(sockaddrBytes(&sa, tc.namelen))
+		if err != nil || got != want {
+			t.Fatalf("parseSockaddr = %v, %v; want %v", got, err, want)
+		}
+		if _, err := parseSockaddr(sockaddrBytes(&sa, tc.namelen-8)); err == nil {
+			t.Fatalf("%v: a sockaddr cut by 8 bytes parsed", want)
+		}
 	}
 }
 
@@ -27,16 +38,19 @@ func FuzzParseSockaddr(f *testing.F) {
 	f.Add([]byte{2, 0, 0x20, 0x5d, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{10, 0, 0x20, 0x5d, 192, 0, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{2, 0})
+	f.Add([]byte{10, 0, 0x20, 0x5d, 0, 0, 0, 0, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ap, err := parseSockaddr(b)
 		if err != nil {
 			return
 		}
-		var sa unix.RawSockaddrInet4
-		putSockaddr(&sa, ap)
-		enc := unsafe.Slice((*byte)(unsafe.Pointer(&sa)), 8)
-		if string(enc) != string(b[:8]) {
-			t.Fatalf("% x parsed as %v, re-encoded as % x", b[:8], ap, enc)
+		v6 := ap.Addr().Is6()
+		var sa sockaddr
+		n := putSockaddr(&sa, ap, v6)
+		// Compared: family, port and address (not flow info or scope).
+		enc := unsafe.Slice((*byte)(unsafe.Pointer(&sa)), n)
+		if string(enc[:4]) != string(b[:4]) || v6 && string(enc[8:24]) != string(b[8:24]) || !v6 && string(enc[4:8]) != string(b[4:8]) {
+			t.Fatalf("% x parsed as %v, re-encoded as % x", b[:n], ap, enc)
 		}
 	})
 }

@@ -25,12 +25,16 @@ type selfPolled struct {
 // listenSelfPolled opens the socket with system calls of its own: net's
 // sockets are always on Go's poller, whose thread would then wake for
 // every datagram.
-func listenSelfPolled(cfg Config, addr netip.AddrPort, bufSize int) (*Conn, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+func listenSelfPolled(cfg Config, addr netip.AddrPort, v6 bool, bufSize int) (*Conn, error) {
+	family := unix.AF_INET
+	if v6 {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("encap: %w", os.NewSyscallError("socket", err))
 	}
-	local, err := bindSelfPolled(fd, cfg.ReusePort, addr, bufSize)
+	local, err := bindSelfPolled(fd, cfg.ReusePort, addr, v6, bufSize)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("encap: listen %v: %w", addr, err)
@@ -53,7 +57,7 @@ func selfPolledConn(cfg Config, f *os.File, local netip.AddrPort) (*Conn, error)
 		f.Close()
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	c := newConn(cfg, f, raw, local)
+	c := newConn(cfg, f, raw, local, v6)
 	c.on = true
 	c.pollFn = func(fd uintptr) {
 		c.out[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
@@ -62,22 +66,32 @@ func selfPolledConn(cfg Config, f *os.File, local netip.AddrPort) (*Conn, error)
 	return c, nil
 }
 
-func bindSelfPolled(fd int, reusePort bool, addr netip.AddrPort, bufSize int) (netip.AddrPort, error) {
-	if err := setOptions(fd, reusePort, bufSize); err != nil {
+func bindSelfPolled(fd int, reusePort bool, addr netip.AddrPort, v6 bool, bufSize int) (netip.AddrPort, error) {
+	if err := setOptions(fd, reusePort, v6, bufSize); err != nil {
 		return netip.AddrPort{}, err
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
+	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	if v6 {
+		// IPv6 only, as net's udp6 sockets: the IPv4 socket keeps the port's IPv4 half.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return netip.AddrPort{}, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
+		}
+		sa = &unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
 		return netip.AddrPort{}, os.NewSyscallError("bind", err)
 	}
-	sa, err := unix.Getsockname(fd)
+	got, err := unix.Getsockname(fd)
 	if err != nil {
 		return netip.AddrPort{}, os.NewSyscallError("getsockname", err)
 	}
-	in4, ok := sa.(*unix.SockaddrInet4)
-	if !ok {
-		return netip.AddrPort{}, errNotInet4
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), nil
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port)), nil
 	}
-	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)), nil
+	return netip.AddrPort{}, errNotInet
 }
 
 // Hold lends fn the descriptor of a SelfPolled Conn, kept open until fn
