@@ -83,16 +83,16 @@ func udpConn(cfg Config, udp *net.UDPConn) (*Conn, error) {
 		return nil, fmt.Errorf("encap: %w", err)
 	}
 	local := udp.LocalAddr().(*net.UDPAddr).AddrPort()
-	if !v6 {
+	if local.Addr().Is4In6() {
 		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	}
-	return newConn(cfg, udp, raw, local, v6), nil
+	return newConn(cfg, udp, raw, local), nil
 }
 
-// newConn sets up a Conn on an open, bound socket that closer closes; v6
-// says its family.
-func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.AddrPort, v6 bool) *Conn {
-	c := &Conn{closer: closer, raw: raw, local: local, v6: v6, truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
+// newConn sets up a Conn on an open, bound socket that closer closes; its
+// family is local's.
+func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.AddrPort) *Conn {
+	c := &Conn{closer: closer, raw: raw, local: local, v6: isIPv6(local.Addr()), truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
 		"Datagrams the udp backend's sockets received that were larger than the receive buffer and were dropped.")}
 	c.gso.Store(probeGSO(raw))
 	if cfg.GRO {

@@ -81,7 +81,7 @@ func dupUDP(f *os.File) (fd int, local netip.AddrPort, err error) {
 		sa, err := unix.Getsockname(int(orig))
 		in4, ok := sa.(*unix.SockaddrInet4)
 		if err != nil || !ok {
-			opErr = errNotInet4
+			opErr = errNotInet
 			return
 		}
 		local = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))

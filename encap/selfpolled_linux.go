@@ -57,7 +57,7 @@ func selfPolledConn(cfg Config, f *os.File, local netip.AddrPort) (*Conn, error)
 		f.Close()
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	c := newConn(cfg, f, raw, local, v6)
+	c := newConn(cfg, f, raw, local)
 	c.on = true
 	c.pollFn = func(fd uintptr) {
 		c.out[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}

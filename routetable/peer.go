@@ -35,6 +35,12 @@ func (p *Peer) AddrPort() netip.AddrPort { return netip.AddrPortFrom(p.PublicIP,
 // PublicIPv6).
 func (p *Peer) AddrPort6() netip.AddrPort { return netip.AddrPortFrom(p.PublicIPv6, p.Port) }
 
+// HasPublic reports whether a is one of the peer's public addresses, the
+// source of a datagram from it over either underlay.
+func (p *Peer) HasPublic(a netip.Addr) bool {
+	return a.IsValid() && (a == p.PublicIP || a == p.PublicIPv6)
+}
+
 // ID is the prefix that names the peer in Update's removals: its IPv4
 // subnet, or its IPv6 subnet when it has no IPv4 one (an IPv6-only
 // network), as flannel names leases.

@@ -77,7 +77,7 @@ func newRig(t *testing.T, offloads bool) *rig {
 		Subnet: netip.MustParsePrefix("198.18.2.0/24"),
 		Attrs:  subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")},
 	}}})
-	r.w = newWorker(r.b, r.b.dev.Queues()[0], r.b.conns[0])
+	r.w = newWorker(r.b, r.b.dev.Queues()[0], r.b.conns[0], nil)
 	return r
 }
 

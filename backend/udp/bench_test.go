@@ -53,7 +53,7 @@ func BenchmarkOutsidePacket(b *testing.B) {
 func BenchmarkSourceCheck(b *testing.B) {
 	o := deviceless(b).out
 	snap := o.routes.Snapshot()
-	src, from := [4]byte{198, 18, 2, 5}, [4]byte{192, 0, 2, 2}
+	src, from := [4]byte{198, 18, 2, 5}, netip.MustParseAddr("192.0.2.2")
 	b.ReportAllocs()
 	for b.Loop() {
 		if !o.sourceOK(src, from, snap) {

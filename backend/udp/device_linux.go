@@ -23,44 +23,78 @@ import (
 // (--udp-offload) to 64 MiB.
 const tunQueueLen = 1000
 
+// deviceLayout is what configureDevice gives the TUN; a family's fields
+// are zero when the network does not carry it.
+type deviceLayout struct {
+	name            string
+	mtu             int
+	addr, network   netip.Prefix // IPv4: the lease's network address /32, the whole Network
+	addr6, network6 netip.Prefix // IPv6: the lease's network address /128, the whole IPv6Network
+	mtu6            int          // on the IPv6 route: IPv6 inner packets may have less room
+}
+
 // configureDevice gives the TUN flanneld's layout: the lease's network
 // address as /32, the overlay MTU, up, and one route for the whole
-// network through it. A device kept from an earlier run (persistent, or
-// handed over) is changed only where it differs, so that its route is
-// never withdrawn under traffic.
-func configureDevice(name string, addr netip.Prefix, mtu int, network netip.Prefix) error {
-	link, err := netlink.LinkByName(name)
+// network through it, and for IPv6 (flanneld's udp backend has none) the
+// same layout in the other family, as flanneld's vxlan gives its
+// flannel-v6 device: the IPv6 lease's network address as /128 and one
+// route for the whole IPv6 network, carrying the IPv6 MTU. A device kept
+// from an earlier run (persistent, or handed over) is changed only where
+// it differs, so that its route is never withdrawn under traffic.
+func configureDevice(l deviceLayout) error {
+	link, err := netlink.LinkByName(l.name)
 	if err != nil {
-		return fmt.Errorf("TUN %s: %w", name, err)
+		return fmt.Errorf("TUN %s: %w", l.name, err)
 	}
-	if link.Attrs().MTU != mtu {
-		if err := netlink.LinkSetMTU(link, mtu); err != nil {
-			return fmt.Errorf("set MTU %d on %s: %w", mtu, name, err)
+	if link.Attrs().MTU != l.mtu {
+		if err := netlink.LinkSetMTU(link, l.mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", l.mtu, l.name, err)
 		}
 	}
 	if link.Attrs().TxQLen != tunQueueLen {
 		if err := netlink.LinkSetTxQLen(link, tunQueueLen); err != nil {
-			return fmt.Errorf("set txqueuelen %d on %s: %w", tunQueueLen, name, err)
+			return fmt.Errorf("set txqueuelen %d on %s: %w", tunQueueLen, l.name, err)
 		}
 	}
-	if err := setOnlyAddr(link, addr); err != nil {
-		return err
+	if l.addr.IsValid() {
+		if err := setOnlyAddr(link, l.addr); err != nil {
+			return err
+		}
 	}
-	// The udp backend carries IPv4 only: without IPv6 on the TUN the kernel
-	// sends no router solicitations into it (they would be counted drops).
-	// A kernel without IPv6 has no such file, which is fine.
-	os.WriteFile("/proc/sys/net/ipv6/conf/"+name+"/disable_ipv6", []byte("1"), 0o644) //nolint:errcheck // best effort
+	// Without IPv6 on the TUN the kernel sends no router solicitations
+	// into it (they would be counted drops). A kernel without IPv6 has no
+	// such file, which is fine when the network is IPv4 only.
+	disable := "1"
+	if l.network6.IsValid() {
+		disable = "0"
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+l.name+"/disable_ipv6", []byte(disable), 0o644); err != nil && l.network6.IsValid() {
+		return fmt.Errorf("enable IPv6 on %s: %w", l.name, err)
+	}
+	if l.addr6.IsValid() {
+		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: kernel.IPNet(l.addr6), Flags: unix.IFA_F_NODAD}); err != nil {
+			return fmt.Errorf("address %v on %s: %w", l.addr6, l.name, err)
+		}
+	}
 	if link.Attrs().Flags&net.FlagUp == 0 {
 		if err := netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("set %s up: %w", name, err)
+			return fmt.Errorf("set %s up: %w", l.name, err)
 		}
 	}
-	route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: kernel.IPNet(network), Scope: netlink.SCOPE_LINK}
-	if hasRoute(link, route) {
-		return nil
+	if l.network.IsValid() {
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: kernel.IPNet(l.network), Scope: netlink.SCOPE_LINK}
+		if !hasRoute(link, route) {
+			if err := netlink.RouteReplace(route); err != nil {
+				return fmt.Errorf("route %v dev %s: %w", l.network, l.name, err)
+			}
+		}
 	}
-	if err := netlink.RouteReplace(route); err != nil {
-		return fmt.Errorf("route %v dev %s: %w", network, name, err)
+	if l.network6.IsValid() {
+		// A replace swaps the route in one step: never withdrawn.
+		route := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: kernel.IPNet(l.network6), MTU: l.mtu6}
+		if err := netlink.RouteReplace(route); err != nil {
+			return fmt.Errorf("route %v dev %s: %w", l.network6, l.name, err)
+		}
 	}
 	return nil
 }

@@ -7,9 +7,16 @@ import (
 	"net/netip"
 )
 
+// deviceLayout is what configureDevice would give the TUN.
+type deviceLayout struct {
+	name                           string
+	mtu, mtu6                      int
+	addr, network, addr6, network6 netip.Prefix
+}
+
 // configureDevice fails: the TUN device is configured with Linux's netlink.
 // Start never gets here, tun.Open having failed first.
-func configureDevice(string, netip.Prefix, int, netip.Prefix) error {
+func configureDevice(deviceLayout) error {
 	return errors.New("udp backend: TUN devices are only supported on Linux")
 }
 

@@ -18,20 +18,23 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 	before := map[netip.Prefix]routetable.Peer{} // touched prefixes' state before the batch
 	for _, ev := range events {
 		l := ev.Lease
-		if _, seen := before[l.Subnet]; !seen {
-			before[l.Subnet] = b.peers[l.Subnet]
+		p, problem := b.peerOf(l)
+		id := p.ID()
+		if _, seen := before[id]; !seen {
+			before[id] = b.peers[id]
 		}
 		switch {
 		case ev.Type == subnet.EventRemoved:
-			delete(b.peers, l.Subnet)
-			b.log.Info("peer removed", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+			delete(b.peers, id)
+			b.log.Info("peer removed", "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet, "public_ip", l.Attrs.PublicIP)
 		case l.Attrs.BackendType != "" && l.Attrs.BackendType != "udp":
-			b.log.Warn("ignoring a peer lease of another backend type", "subnet", l.Subnet, "type", l.Attrs.BackendType)
-		case !l.Attrs.PublicIP.Is4() || !l.Subnet.Addr().Is4():
-			b.log.Warn("ignoring a peer lease without an IPv4 public address", "subnet", l.Subnet)
+			b.log.Warn("ignoring a peer lease of another backend type", "subnet", id, "type", l.Attrs.BackendType)
+		case problem != "":
+			b.log.Warn("ignoring a peer lease "+problem, "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet)
 		default:
-			b.peers[l.Subnet] = routetable.Peer{Subnet: l.Subnet, PublicIP: l.Attrs.PublicIP, Port: uint16(b.port)}
-			b.log.Info("peer "+ev.Type.String(), "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+			b.peers[id] = p
+			b.log.Info("peer "+ev.Type.String(), "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet,
+				"public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.PublicIPv6)
 		}
 	}
 	// Only the net effect of the batch reaches the table: an add then a
@@ -43,7 +46,7 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 		switch {
 		case ok && now != old:
 			add = append(add, now)
-		case !ok && old.PublicIP.IsValid():
+		case !ok && (old.PublicIP.IsValid() || old.PublicIPv6.IsValid()):
 			remove = append(remove, prefix)
 		}
 	}
@@ -53,4 +56,30 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 	if err := b.routes.Update(add, remove); err != nil {
 		b.log.Warn("some peers were not added to the route table", "error", err)
 	}
+}
+
+// peerOf is the route-table entry of a lease: the subnets of the families
+// the network carries and the public addresses, or why the lease cannot
+// be one. Its ID names it whatever the problem (for removals).
+func (b *Backend) peerOf(l subnet.Lease) (routetable.Peer, string) {
+	p := routetable.Peer{Port: uint16(b.port)}
+	if b.opts.Network.IsValid() && l.Subnet.Addr().Is4() {
+		p.Subnet = l.Subnet
+	}
+	if b.opts.Network6.IsValid() && l.IPv6Subnet.Addr().Is6() {
+		p.Subnet6 = l.IPv6Subnet
+	}
+	if a := l.Attrs.PublicIP; a.Is4() && !a.IsUnspecified() {
+		p.PublicIP = a
+	}
+	if a := l.Attrs.PublicIPv6; a.Is6() && !a.IsUnspecified() {
+		p.PublicIPv6 = a
+	}
+	switch {
+	case !p.Subnet.IsValid() && !p.Subnet6.IsValid():
+		return p, "without a subnet of the network's families"
+	case !p.PublicIP.IsValid() && !p.PublicIPv6.IsValid():
+		return p, "without a public address"
+	}
+	return p, ""
 }

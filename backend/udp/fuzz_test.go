@@ -28,7 +28,7 @@ func deviceless(t testing.TB) *worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newWorker(b, nil, nil)
+	return newWorker(b, nil, nil, nil)
 }
 
 // FuzzOutsideDatagram feeds arbitrary datagram payloads from a known peer

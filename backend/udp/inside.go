@@ -36,6 +36,14 @@ func (in *inside) queue(pkt []byte, snap *routetable.Snapshot, out int) int {
 	if !ok {
 		return out
 	}
+	switch in.underlay(peer, pkt) {
+	case viaIPv6:
+		in.queue6(pkt, peer)
+		return out
+	case viaNone:
+		in.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
+		return out
+	}
 	m := &in.msgs[out]
 	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peer.AddrPort()}
 	in.traceForwarded(drop.Inside, pkt, m.Addr)
@@ -62,11 +70,14 @@ func (in *inside) flushICMP() {
 // routeOne decides one packet's fate: its peer, or false when it is dropped
 // (counted, and answered with an ICMP error where that helps the sender).
 func (in *inside) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Peer, bool) {
+	if isIPv6(pkt) && in.own6.IsValid() {
+		return in.routeOne6(pkt, snap)
+	}
 	ip, err := packet.ParseIPv4(pkt)
 	if err != nil {
 		reason := drop.Malformed
 		if err == packet.ErrVersion {
-			reason = drop.NotIPv4 // IPv6 the kernel routed into the TUN
+			reason = drop.NotIPv4 // IPv6 where the network carries none
 		}
 		in.count(drop.Inside, reason, pkt, netip.AddrPort{})
 		return nil, false
@@ -133,14 +144,21 @@ func (in *inside) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte
 	}
 }
 
-// sendBatch sends msgs, counting what the socket refused. A datagram the
-// kernel refuses (no route to the peer, EMSGSIZE) is dropped and counted
-// and the rest of the batch still goes.
+// sendBatch sends msgs on the IPv4 socket, then what is queued for the
+// IPv6 one (send6).
 func (in *inside) sendBatch(msgs []encap.Message) {
+	in.sendOn(in.conn, msgs)
+	in.send6()
+}
+
+// sendOn sends msgs on conn, counting what the socket refused. A datagram
+// the kernel refuses (no route to the peer, EMSGSIZE) is dropped and
+// counted and the rest of the batch still goes.
+func (in *inside) sendOn(conn *encap.Conn, msgs []encap.Message) {
 	var pkts, bytes uint64
 	defer func() { in.drops.AddForwarded(drop.Inside, pkts, bytes) }()
 	for len(msgs) > 0 {
-		n, err := in.conn.WriteBatch(msgs)
+		n, err := conn.WriteBatch(msgs)
 		for _, m := range msgs[:n] {
 			pkts++
 			bytes += uint64(m.N)

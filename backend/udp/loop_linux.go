@@ -11,6 +11,7 @@ const (
 	pollTUN     = iota // packets from local pods
 	pollSocket         // datagrams from peers
 	pollClosing        // the TUN device's eventfd: StopReads or Close
+	pollSocket6        // a dual-stack host's IPv6 socket (out6)
 )
 
 // run forwards both directions from one goroutine until the device's
@@ -29,7 +30,16 @@ func (w *worker) run() error {
 	var err error
 	held := w.in.q.Hold(func(tunFD, closing int) {
 		held := w.out.conn.Hold(func(sock int) {
-			err = w.loop(poller.New(tunFD, sock, closing))
+			if w.out6 == nil {
+				err = w.loop(poller.New(tunFD, sock, closing))
+				return
+			}
+			held6 := w.out6.conn.Hold(func(sock6 int) {
+				err = w.loop(poller.New(tunFD, sock, closing, sock6))
+			})
+			if held6 != nil && !isClosed(held6) {
+				err = held6
+			}
 		})
 		if held != nil && !isClosed(held) {
 			err = held
@@ -53,7 +63,7 @@ func (w *worker) loop(p *poller.Poller) error {
 }
 
 // pace remembers which descriptors were ready at the last wait.
-type pace struct{ tun, socket bool }
+type pace struct{ tun, socket, socket6 bool }
 
 // batch is how many packets to read from a ready descriptor: one, unless
 // it was ready at the previous wait too (traffic is streaming in), then a
@@ -79,13 +89,17 @@ func (w *worker) turn(p *poller.Poller, pace *pace) (stop bool, err error) {
 		return true, nil
 	}
 	tun, socket := p.Ready(pollTUN), p.Ready(pollSocket)
+	socket6 := w.out6 != nil && p.Ready(pollSocket6)
 	if tun {
 		err = w.in.step(batch(pace.tun))
 	}
 	if socket && err == nil {
 		err = w.out.step(batch(pace.socket))
 	}
-	pace.tun, pace.socket = tun, socket
+	if socket6 && err == nil {
+		err = w.out6.step(batch(pace.socket6))
+	}
+	pace.tun, pace.socket, pace.socket6 = tun, socket, socket6
 	if err != nil {
 		if isClosed(err) {
 			return true, nil

@@ -3,6 +3,7 @@ package udp
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
@@ -41,7 +42,11 @@ func (o *outside) batch(k int) error {
 // fromPeer reports whether a message came from a known peer's public
 // address; when not, every datagram in it is counted as unknown_peer.
 func (o *outside) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
-	if _, ok := snap.IsPeer(m.Addr.Addr().As4()); ok {
+	if from := m.Addr.Addr(); from.Is4() {
+		if _, ok := snap.IsPeer(from.As4()); ok {
+			return true
+		}
+	} else if _, ok := snap.IsPeer6(from.As16()); ok {
 		return true
 	}
 	o.dropRun(m, drop.UnknownPeer)
@@ -54,6 +59,9 @@ func (o *outside) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
 // the peer check before this and the subnet and source checks here are
 // the anti-spoofing it lacks.
 func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snapshot) (int, bool) {
+	if isIPv6(pkt) && o.own6.IsValid() {
+		return o.acceptInner6(pkt, m, snap)
+	}
 	ip, err := packet.ParseIPv4(pkt)
 	if err != nil {
 		o.count(drop.Outside, drop.Malformed, pkt, m.Addr)
@@ -63,7 +71,7 @@ func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Sna
 		o.count(drop.Outside, drop.NotOurSubnet, pkt, m.Addr)
 		return 0, false
 	}
-	if !o.sourceOK(ip.Src, m.Addr.Addr().As4(), snap) {
+	if !o.sourceOK(ip.Src, m.Addr.Addr(), snap) {
 		o.count(drop.Outside, drop.SpoofedSource, pkt, m.Addr)
 		return 0, false
 	}
@@ -76,16 +84,16 @@ func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Sna
 	return len(pkt), true
 }
 
-// sourceOK reports whether a peer at public address from may send a
-// packet with inner source src: src must lie in a subnet leased by that
-// peer (which holds its flannel device's address too, the subnet's
+// sourceOK reports whether a peer at public address from (either
+// family) may send a packet with inner source src: src must lie in a
+// subnet leased by that peer (which holds its flannel device's address too, the subnet's
 // network address). With ForeignSources, a source outside the whole
 // Network is let through as well (a gateway host forwarding external
 // traffic into the overlay unmasqueraded); a source inside the Network
 // never passes unless it is the sender's. One route-table lookup, no
 // allocation.
-func (e *env) sourceOK(src, from [4]byte, snap *routetable.Snapshot) bool {
-	if p, ok := snap.Lookup(src); ok && p.PublicIP4() == from {
+func (e *env) sourceOK(src [4]byte, from netip.Addr, snap *routetable.Snapshot) bool {
+	if p, ok := snap.Lookup(src); ok && p.HasPublic(from) {
 		return true
 	}
 	return e.foreignSources && binary.BigEndian.Uint32(src[:])&e.netMask != e.netBase

@@ -1,8 +1,9 @@
 // Package udp is flannelu's userspace backend: pod packets read from a TUN
 // device are sent to the peer host inside UDP (port 8285 by default), the
-// datagram's payload being the raw inner IPv4 packet, exactly flanneld's
+// datagram's payload being the raw inner IP packet, exactly flanneld's
 // wire format. The two directions are kept apart: inside (TUN to UDP) in
-// inside.go, outside (UDP to TUN) in outside.go.
+// inside.go, outside (UDP to TUN) in outside.go; their IPv6 halves, which
+// flanneld's udp backend never had, in inside6.go and outside6.go.
 package udp
 
 import (
@@ -16,6 +17,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/flannelu/flannelu/backend"
@@ -35,9 +37,13 @@ const DefaultPort = 8285
 // external MTU less this, as in flanneld.
 const encapOverhead = 20 + 8
 
+// encapOverhead6 is the outer IPv6 and UDP headers, over an IPv6 underlay.
+const encapOverhead6 = 40 + 8
+
 // Options configure the backend.
 type Options struct {
-	Network     netip.Prefix // the whole overlay, routed into the TUN
+	Network     netip.Prefix // the whole IPv4 overlay, routed into the TUN; zero for IPv6-only
+	Network6    netip.Prefix // the whole IPv6 overlay (IPv6Network), routed into the TUN; zero for IPv4-only
 	BackendJSON []byte       // the config's Backend object: {"Type":"udp","Port":8285}
 	DeviceName  string       // default flannel0
 	Workers     int          // forwarding workers (TUN queues and sockets); 0: automatic
@@ -55,7 +61,7 @@ type Options struct {
 	// device, sockets and tracer; nil exports them nowhere.
 	Metrics *metrics.Registry
 	// ForeignSources also accepts, from a peer, inner sources outside
-	// Network (by default a peer's packets must come from its own
+	// Network or Network6 (by default a peer's packets must come from its own
 	// subnet; see sourceOK). Sources inside Network that are not the
 	// sender's are refused either way.
 	ForeignSources bool
@@ -76,7 +82,8 @@ type Backend struct {
 	ext    *backend.ExternalInterface
 	opts   Options
 	port   int
-	mtu    int
+	mtu    int // largest IPv4 inner packet
+	mtu6   int // largest IPv6 inner packet: less when the underlay is IPv6
 	log    *slog.Logger
 	routes *routetable.Table
 	drops  drop.Counters
@@ -86,11 +93,13 @@ type Backend struct {
 	netBase, netMask uint32
 
 	dev    *tun.Device
-	vnet   bool // the TUN was opened with IFF_VNET_HDR (offload mode)
-	conns  []*encap.Conn
+	vnet   bool          // the TUN was opened with IFF_VNET_HDR (offload mode)
+	conns  []*encap.Conn // IPv4 underlay, one per worker; none on an IPv6-only host
+	conns6 []*encap.Conn // IPv6 underlay, one per worker, when the network carries IPv6
 	tracer *trace.Tracer
 	pcap   *os.File // the tracer's pcap file, closed after the tracer
 	own    netip.Prefix
+	own6   netip.Prefix
 
 	mu    sync.Mutex
 	peers map[netip.Prefix]routetable.Peer
@@ -107,8 +116,8 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if cfg.Port < 1 || cfg.Port > 65535 {
 		return nil, fmt.Errorf("udp backend config: Port %d: must be between 1 and 65535", cfg.Port)
 	}
-	if !opts.Network.Addr().Is4() {
-		return nil, fmt.Errorf("udp backend: Network %v: the udp backend carries IPv4 only", opts.Network)
+	if err := checkNetworks(opts); err != nil {
+		return nil, err
 	}
 	if opts.DeviceName == "" {
 		opts.DeviceName = tun.DefaultName
@@ -116,15 +125,17 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	mtu := ext.Iface.MTU - encapOverhead
-	if mtu < 576 {
-		return nil, fmt.Errorf("udp backend: external MTU %d on %s leaves %d for the overlay, below 576", ext.Iface.MTU, ext.Iface.Name, mtu)
+	mtu, mtu6, err := overlayMTUs(ext, opts)
+	if err != nil {
+		return nil, err
 	}
-	netAddr := opts.Network.Masked().Addr().As4()
 	b := &Backend{
-		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, log: opts.Logger,
+		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, mtu6: mtu6, log: opts.Logger,
 		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{},
-		netBase: binary.BigEndian.Uint32(netAddr[:]), netMask: ^uint32(0) << (32 - opts.Network.Bits()),
+	}
+	if opts.Network.IsValid() {
+		netAddr := opts.Network.Masked().Addr().As4()
+		b.netBase, b.netMask = binary.BigEndian.Uint32(netAddr[:]), ^uint32(0)<<(32-opts.Network.Bits())
 	}
 	b.drops.Register(opts.Metrics)
 	b.kdrops.register(opts.Metrics)
@@ -132,19 +143,26 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 }
 
 // Init returns flanneld's udp lease attributes: the public IP and nothing
-// else (flanneld's udp backend writes no BackendType).
+// else (flanneld's udp backend writes no BackendType), and the public IPv6
+// address when the network carries IPv6 (ExtV6Addr is set only then).
 func (b *Backend) Init(context.Context) (subnet.LeaseAttrs, error) {
-	return subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr}, nil
+	return subnet.LeaseAttrs{PublicIP: b.ext.ExtAddr, PublicIPv6: b.ext.ExtV6Addr}, nil
 }
 
-// MTU is the TUN's MTU: external MTU - 28.
-func (b *Backend) MTU() int { return b.mtu }
+// MTU is the TUN's MTU: external MTU - 28 (- 48 on an IPv6-only host).
+// IPv6 inner packets have their own, on the IPv6 route (mtu6).
+func (b *Backend) MTU() int {
+	if b.opts.Network.IsValid() {
+		return b.mtu
+	}
+	return b.mtu6
+}
 
 // Start opens the TUN (persistent: it outlives the process, see
 // tun.Device.SetPersist) and the sockets, or takes over the inherited
 // ones, and configures the device for the host's own lease.
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
-	b.own = own.Subnet
+	b.own, b.own6 = own.Subnet, own.IPv6Subnet
 	defer func() {
 		if err != nil {
 			b.close()
@@ -155,29 +173,27 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 		if err := b.adopt(b.opts.Inherit); err != nil {
 			return fmt.Errorf("take over the predecessor's TUN and sockets: %w", err)
 		}
-		local = b.conns[0].LocalAddr()
+		if len(b.conns) > 0 {
+			local = b.conns[0].LocalAddr()
+		}
 	} else if err := b.openPersistent(b.workerCount()); err != nil {
 		return err
 	}
-	if err := configureDevice(b.dev.Name(), netip.PrefixFrom(own.Subnet.Addr(), 32), b.mtu, b.opts.Network); err != nil {
+	if err := configureDevice(b.layout()); err != nil {
 		return err
 	}
-	for i := len(b.conns); i < b.workerCount(); i++ {
-		c, err := encap.Listen(encap.Config{Addr: local, ReusePort: b.workerCount() > 1, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
-		if err != nil {
-			return fmt.Errorf("listen on UDP %v: %w", local, err)
-		}
-		b.conns = append(b.conns, c)
+	if err := b.listen(local); err != nil {
+		return err
 	}
-	b.kdrops.set(b.dev.Name(), b.conns)
-	workers := len(b.conns)
+	b.kdrops.set(b.dev.Name(), slices.Concat(b.conns, b.conns6))
+	workers := len(b.dev.Queues())
 	if b.opts.Trace {
 		if b.tracer, err = b.newTracer(); err != nil {
 			return err
 		}
 	}
-	gso, gro := b.conns[0].Offloads()
-	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.mtu, "listen", local, "workers", workers,
+	gso, gro := b.firstConn().Offloads()
+	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.MTU(), "listen", b.listening(), "workers", workers,
 		"tun_offloads", b.dev.Offloads(), "udp_gso", gso, "udp_gro", gro)
 	return nil
 }
@@ -238,17 +254,18 @@ const (
 )
 
 // Run forwards until ctx is done, then stops the workers (stopWorkers) and
-// closes the device and sockets. Each worker owns one TUN queue and one
-// socket and runs both directions from one goroutine (loop_linux.go).
+// closes the device and sockets. Each worker owns one TUN queue and its
+// sockets (IPv4, IPv6) and runs both directions from one goroutine
+// (loop_linux.go).
 func (b *Backend) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, len(b.conns))
-	for i, c := range b.conns {
-		w := newWorker(b, b.dev.Queues()[i], c)
+	errs := make(chan error, len(b.dev.Queues()))
+	for i, q := range b.dev.Queues() {
+		w := newWorker(b, q, connAt(b.conns, i), connAt(b.conns6, i))
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- w.run() }()
 	}
-	b.log.Info(Forwarding, "workers", len(b.conns))
+	b.log.Info(Forwarding, "workers", len(b.dev.Queues()))
 	defer b.log.Info(StoppedForwarding)
 	var err error
 	select {
@@ -282,7 +299,7 @@ func (b *Backend) close() {
 	if b.dev != nil {
 		b.dev.Close()
 	}
-	for _, c := range b.conns {
+	for _, c := range append(b.conns, b.conns6...) {
 		c.Close()
 	}
 	if b.tracer != nil {

@@ -25,14 +25,16 @@ const maxPacket = 65535
 // 1448-byte MSS.
 const segSlots = 192
 
-// worker owns one TUN queue and one socket, forwarding both directions
-// from one OS thread (loop_linux.go): inside (TUN to UDP) and outside (UDP
-// to TUN). The halves share nothing mutable, and their types show it: each
-// holds its own buffers and state, a copy of env, and the queue and socket
+// worker owns one TUN queue and a socket per underlay family, forwarding
+// both directions from one OS thread (loop_linux.go): inside (TUN to UDP)
+// and outside (UDP to TUN; out6 for the IPv6 socket of a dual-stack host).
+// The halves share nothing mutable, and their types show it: each holds
+// its own buffers and state, a copy of env, and the queue and socket
 // handles.
 type worker struct {
-	in  *inside
-	out *outside
+	in   *inside
+	out  *outside
+	out6 *outside // nil unless the host has both an IPv4 and an IPv6 socket
 }
 
 // env is what a half needs from its backend: values fixed at Start, and
@@ -42,9 +44,14 @@ type env struct {
 	routes *routetable.Table
 	drops  *drop.Counters
 	tracer *trace.Tracer // nil when tracing is off
-	mtu    int           // the overlay MTU
+	mtu    int           // the overlay MTU for IPv4 inner packets
+	mtu6   int           // the overlay MTU for IPv6 inner packets
 	own    netip.Prefix  // this host's lease subnet
+	own6   netip.Prefix  // this host's IPv6 lease subnet; zero when IPv6 is not carried
+	net6   netip.Prefix  // Options.Network6, for ForeignSources
 	vnet   bool          // the TUN carries virtio-net headers (offload mode)
+	// The host's underlays: an IPv4 socket, an IPv6 socket.
+	under4, under6 bool
 	// Options.ForeignSources, and Network as integers for its per-packet
 	// "outside the overlay" test (see sourceOK).
 	foreignSources   bool
@@ -54,13 +61,16 @@ type env struct {
 // inside is the TUN to UDP half: everything its goroutine writes.
 type inside struct {
 	env
-	q    *tun.Queue  // reads pod packets, writes ICMP errors back
-	conn *encap.Conn // sends datagrams
+	q     *tun.Queue  // reads pod packets, writes ICMP errors back
+	conn  *encap.Conn // sends datagrams over IPv4; nil on an IPv6-only host
+	conn6 *encap.Conn // sends datagrams over IPv6; nil without an IPv6 underlay
 
 	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
-	msgs  []encap.Message // what goes out, pointing into bufs or segs
-	icmp  [][]byte        // ICMP errors to write back into the TUN
+	msgs  []encap.Message // what goes out over IPv4, pointing into bufs or segs
+	msgs6 []encap.Message // what goes out over IPv6
+	nout6 int
+	icmp  [][]byte // ICMP errors to write back into the TUN
 	nicmp int
 	limit icmpLimiter
 
@@ -73,7 +83,7 @@ type inside struct {
 // outside is the UDP to TUN half: everything its goroutine writes.
 type outside struct {
 	env
-	conn *encap.Conn // receives datagrams
+	conn *encap.Conn // receives datagrams (IPv4 or IPv6 underlay)
 	q    *tun.Queue  // writes packets for local pods
 
 	bufs [][]byte // socket read buffers, headroom + a whole datagram (or GRO run) each
@@ -87,26 +97,39 @@ type outside struct {
 }
 
 // newWorker allocates a worker's buffers. A nil q (tests of the per-packet
-// decisions) gets the default batch size.
-func newWorker(b *Backend, q *tun.Queue, conn *encap.Conn) *worker {
+// decisions) gets the default batch size. conn is the IPv4 socket, conn6
+// the IPv6 one; either may be nil.
+func newWorker(b *Backend, q *tun.Queue, conn, conn6 *encap.Conn) *worker {
 	n := tun.DefaultBatchSize
 	if q != nil {
 		n = q.BatchSize()
 	}
-	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer, mtu: b.mtu, own: b.own, vnet: b.vnet,
+	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer, mtu: b.mtu, mtu6: b.mtu6, own: b.own, own6: b.own6,
+		net6: b.opts.Network6, vnet: b.vnet, under4: b.has4(), under6: b.has6(),
 		foreignSources: b.opts.ForeignSources, netBase: b.netBase, netMask: b.netMask}
-	coalesceUDP := b.vnet && b.dev.Offloads().Has(tun.OffloadUSO4)
-	return &worker{in: newInside(e, q, conn, n), out: newOutside(e, q, conn, n, coalesceUDP)}
+	coalesceUDP := b.vnet && b.dev.Offloads().Has(tun.OffloadUSO4) && (!b.own6.IsValid() || b.dev.Offloads().Has(tun.OffloadUSO6))
+	w := &worker{in: newInside(e, q, conn, conn6, n)}
+	switch {
+	case conn != nil && conn6 != nil:
+		w.out, w.out6 = newOutside(e, q, conn, n, coalesceUDP), newOutside(e, q, conn6, n, coalesceUDP)
+	case conn6 != nil:
+		w.out = newOutside(e, q, conn6, n, coalesceUDP)
+	default:
+		w.out = newOutside(e, q, conn, n, coalesceUDP)
+	}
+	return w
 }
 
-func newInside(e env, q *tun.Queue, conn *encap.Conn, n int) *inside {
+func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 	in := &inside{
-		env: e, q: q, conn: conn,
+		env: e, q: q, conn: conn, conn6: conn6,
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
-		msgs: make([]encap.Message, n), icmp: makeBufs(n, headroom+packet.MaxICMPErrorLen),
+		msgs: make([]encap.Message, n), msgs6: make([]encap.Message, n),
+		icmp: makeBufs(n, headroom+max(packet.MaxICMPErrorLen, packet.MaxICMPv6ErrorLen)),
 	}
 	if e.vnet {
 		in.msgs = make([]encap.Message, n+segSlots)
+		in.msgs6 = make([]encap.Message, n+segSlots)
 		in.segs = makeBufs(segSlots, headroom+e.mtu)
 		in.segSizes = make([]int, segSlots)
 	}
