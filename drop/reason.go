@@ -20,8 +20,9 @@ const (
 	// Malformed: the payload is not a valid IPv4 packet (bad version,
 	// length or header checksum).
 	Malformed
-	// NotIPv4: inside, the TUN delivered a non-IPv4 packet (IPv6); the udp
-	// backend carries IPv4 only.
+	// NotIPv4: inside, the TUN delivered a packet of a family the network
+	// does not carry (IPv6 without EnableIPv6); the label keeps its name
+	// from when the udp backend carried IPv4 only.
 	NotIPv4
 	// NotOurSubnet: outside, the inner destination is not in this host's
 	// lease subnet.
