@@ -1,9 +1,9 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/hostgw"
@@ -21,15 +21,18 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {
 	case "udp":
-		if !cfg.EnableIPv4 {
-			return nil, errors.New("udp backend: IPv6-only networks are not supported yet (use vxlan or host-gw)")
+		// Unlike flanneld's, the udp backend carries IPv6 too (dual stack
+		// and IPv6-only): each family is set only when the config enables it.
+		var network, network6 netip.Prefix
+		if cfg.EnableIPv4 {
+			network = cfg.Network
 		}
 		if cfg.EnableIPv6 {
-			log.Warn("udp backend carries IPv4 only: the IPv6 network is leased and written to subnet.env, but IPv6 pod traffic is not forwarded yet (flanneld's udp backend does the same)",
-				"ipv6_network", cfg.IPv6Network)
+			network6 = cfg.IPv6Network
 		}
 		return udp.New(ext, udp.Options{
-			Network:     cfg.Network,
+			Network:     network,
+			Network6:    network6,
 			BackendJSON: cfg.Backend,
 			Workers:     o.udpWorkers,
 			Offload:     o.udpOffload,

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -161,15 +163,24 @@ func TestPublicIPv6Flag(t *testing.T) {
 	}
 }
 
-func TestUDPRefusesIPv6Only(t *testing.T) {
+// TestUDPCarriesIPv6Only: the udp backend takes an IPv6-only network (it
+// refused one before it carried IPv6) and publishes only the IPv6 public
+// address.
+func TestUDPCarriesIPv6Only(t *testing.T) {
 	cfg, err := subnet.ParseConfig([]byte(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:100::/48","Backend":{"Type":"udp"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	o, _ := parseOptions(nil, envOf(nil), io.Discard)
-	_, err = newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger(), nil)
-	if err == nil || err.Error() != "udp backend: IPv6-only networks are not supported yet (use vxlan or host-gw)" {
+	v6 := netip.MustParseAddr("2001:db8:0:1::1")
+	ext := &backend.ExternalInterface{Iface: &net.Interface{Name: "eth0", MTU: 1500}, IfaceV6Addr: v6, ExtV6Addr: v6}
+	be, err := newBackend(cfg, ext, o, nil, discardLogger(), nil)
+	if err != nil {
 		t.Fatalf("udp with an IPv6-only network: %v", err)
+	}
+	attrs, err := be.Init(context.Background())
+	if err != nil || attrs.PublicIP.IsValid() || attrs.PublicIPv6 != v6 || be.MTU() != 1452 {
+		t.Fatalf("lease attributes %+v, %v; MTU %d (want 1500 - 48)", attrs, err, be.MTU())
 	}
 }
 
