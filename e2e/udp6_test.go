@@ -1,0 +1,274 @@
+package e2e
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/flannelu/flannelu/testbed"
+)
+
+var tooBig = `flannelu_dropped_packets_total{direction="inside",reason="too_big"}`
+
+// TestUDPBackendIPv6 runs the udp backend, which flanneld's never did for
+// IPv6, on three hosts with two CNI pods each, dual stack (IPv6 over the
+// IPv6 underlay, IPv4 over IPv4 as flanneld) and IPv6 only: full-mesh ping
+// and ping6, flannel0's IPv6 layout, TCP over IPv6 byte for byte, flannelu's
+// ICMPv6 packet too big seen in the pod, a spoofed IPv6 source dropped and
+// counted, and a peer leaving taking its IPv6 route with it.
+func TestUDPBackendIPv6(t *testing.T) {
+	testbed.RequireRoot(t)
+	for _, st := range []stack{dualStack, ipv6Only} {
+		t.Run(st.String(), func(t *testing.T) {
+			c := newClusterOf(t, testbed.Options{Name: "e2e-u" + st.suffix(), Hosts: 3, IPv6: true}, st.config("udp"))
+			for i := 1; i <= 3; i++ {
+				var args []string
+				if i == 3 {
+					args = []string{"--subnet-lease-ttl", "4s"} // it leaves later
+				}
+				if err := startNode(t, c, i, args...).AddCNIPods(2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[1].Addr6)
+			t.Run("full mesh ping and ping6", func(t *testing.T) { fullMesh(t, podsOf(c, st, 1, 2, 3)) })
+			t.Run("flannel0 layout", func(t *testing.T) { checkTUN6(t, c, st) })
+			t.Run("32 MB TCP over IPv6 byte for byte", func(t *testing.T) {
+				transfer(t, c.Bed, v6Pod(c.Hosts[0].Pods[0]), v6Pod(c.Hosts[1].Pods[1]), 32<<20)
+			})
+			if st.v4 {
+				t.Run("8 MB TCP over IPv4 byte for byte", func(t *testing.T) {
+					transfer(t, c.Bed, c.Hosts[0].Pods[0], c.Hosts[1].Pods[1], 8<<20)
+				})
+			}
+			t.Run("packet too big reaches the pod", func(t *testing.T) { checkTooBig6(t, c) })
+			t.Run("spoofed IPv6 source dropped", func(t *testing.T) { checkSpoofing6(t, c) })
+			t.Run("peer leaves", func(t *testing.T) { checkLeave6(t, c) })
+		})
+	}
+}
+
+// podsOf lists the pods of the hosts once per family of st.
+func podsOf(c *testbed.Cluster, st stack, hosts ...int) []*testbed.Pod {
+	var pods []*testbed.Pod
+	if st.v4 {
+		pods = allPods(c, hosts...)
+	}
+	for _, p := range allPods(c, hosts...) {
+		pods = append(pods, v6Pod(p))
+	}
+	return pods
+}
+
+// checkTUN6 reads host 1's flannel0 back: the IPv6 lease's network address
+// as /128 (as flanneld's vxlan gives flannel-v6), one route for the whole
+// IPv6 network carrying the IPv6 MTU (1500 - 48 over the IPv6 underlay),
+// and the device MTU subnet.env announces.
+func checkTUN6(t *testing.T, c *testbed.Cluster, st stack) {
+	h, env := c.Hosts[0], c.Nodes[1].Env
+	var addrs []struct {
+		MTU      int `json:"mtu"`
+		AddrInfo []struct {
+			Local     string `json:"local"`
+			Prefixlen int    `json:"prefixlen"`
+		} `json:"addr_info"`
+	}
+	if err := ipJSON(h, &addrs, "ip", "-j", "-6", "addr", "show", "dev", "flannel0", "scope", "global"); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("%s/128", env.IPv6Subnet.Masked().Addr())
+	var got []string
+	for _, l := range addrs {
+		for _, a := range l.AddrInfo {
+			if a.Local != "" { // ip -j lists the addresses the scope filters out as {}
+				got = append(got, fmt.Sprintf("%s/%d", a.Local, a.Prefixlen))
+			}
+		}
+	}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("flannel0 global IPv6 addresses %v, want %s", got, want)
+	}
+	deviceMTU := map[bool]int{true: 1472, false: 1452}[st.v4]
+	if len(addrs) == 1 && (addrs[0].MTU != deviceMTU || env.MTU != deviceMTU) {
+		t.Errorf("flannel0 MTU %d, subnet.env %d; want %d", addrs[0].MTU, env.MTU, deviceMTU)
+	}
+	out := h.MustRun("ip", "-6", "route", "show", overlay6.String())
+	if !strings.Contains(out, "dev flannel0") || !strings.Contains(out, "mtu 1452") {
+		t.Errorf("ip -6 route show %s: %q, want dev flannel0 with mtu 1452", overlay6, out)
+	}
+}
+
+// checkTooBig6 makes room for a 1468-byte packet up to flannel0 (MTUs of
+// the pod, its veth, cni0 and flannel0, and the route's MTU lifted), so
+// that the kernel hands it to flannelu, which carries 1452 over the IPv6
+// underlay: a tcpdump in the sending pod must catch flannelu's ICMPv6
+// packet too big, MTU 1452, from the far end of the tunnel, and the drop
+// is counted. The layout is restored after.
+func checkTooBig6(t *testing.T, c *testbed.Cluster) {
+	h, from, to := c.Hosts[0], c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
+	route := func(extra ...string) {
+		h.MustRun(append([]string{"ip", "-6", "route", "replace", overlay6.String(), "dev", "flannel0"}, extra...)...)
+	}
+	for _, dev := range []string{"cni0", from.Veth, "flannel0"} {
+		h.MustRun("ip", "link", "set", dev, "mtu", "1472")
+	}
+	from.NS.MustRun("ip", "link", "set", "eth0", "mtu", "1472")
+	route()
+	t.Cleanup(func() { route("mtu", "1452") })
+	before, err := c.Nodes[1].Metric(tooBig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := capture(t, c, from.NS, "tcpdump-ptb", "eth0", "icmp6 and ip6[40] == 2")
+	out, _ := from.Run("ping", "-6", "-n", "-c", "1", "-M", "do", "-s", "1420", "-W", "5", to.Addr6.String())
+	var ptb []byte
+	if err := testbed.Eventually(10*time.Second, func() error {
+		if ptb = firstICMPv6(pc.file, 2); ptb == nil {
+			return fmt.Errorf("no ICMPv6 packet too big in the pod (ping: %s)", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pc.p.Signal(syscall.SIGINT)
+	pc.p.Wait(10 * time.Second) //nolint:errcheck // tcpdump's exit status says nothing here
+	far := c.Nodes[2].Env.IPv6Subnet.Masked().Addr()
+	if src := netip.AddrFrom16([16]byte(ptb[8:24])); src != far || binary.BigEndian.Uint32(ptb[44:48]) != 1452 {
+		t.Errorf("packet too big from %v with MTU %d, want from %v (flannelu, the tunnel's far end) with 1452", src, binary.BigEndian.Uint32(ptb[44:48]), far)
+	}
+	waitMetricAbove(t, c.Nodes[1], tooBig, before)
+}
+
+// firstICMPv6 returns the first IPv6 packet in a pcap file whose ICMPv6
+// type is typ, nil when there is none yet.
+func firstICMPv6(file string, typ uint8) []byte {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return nil
+	}
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			return nil
+		}
+		p := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
+		if ip, ok := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6); ok && ip.NextHeader == layers.IPProtocolICMPv6 && len(ip.Payload) >= 8 && ip.Payload[0] == typ {
+			return append(append([]byte(nil), ip.Contents...), ip.Payload...)
+		}
+	}
+}
+
+// checkSpoofing6 sends host 1 datagrams over the IPv6 underlay from host 2
+// (a peer) whose inner IPv6 source lies in host 3's subnet: dropped and
+// counted as spoofed_source, never in the pod; the same packet with host
+// 2's own pod as source is delivered.
+func checkSpoofing6(t *testing.T, c *testbed.Cluster) {
+	n1, victim := c.Nodes[1], c.Hosts[0].Pods[0]
+	var ln *net.UDPConn
+	if err := victim.Do(func() (err error) {
+		ln, err = net.ListenUDP("udp6", &net.UDPAddr{Port: 7777})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	send := func(src netip.Addr, count int) {
+		inner := innerUDP6(t, src, victim.Addr6, []byte("spoofed?"))
+		err := c.Hosts[1].Do(func() error {
+			conn, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: testbed.HostAddrV6(1).AsSlice(), Port: 8285})
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			for i := 0; i < count; i++ {
+				if _, err := conn.Write(inner); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := n1.Metric(spoofedSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(c.Hosts[2].Pods[0].Addr6, 3)
+	waitMetricAbove(t, n1, spoofedSource, before+2)
+	if got := readFor(ln, 100*time.Millisecond); got != 0 {
+		t.Fatalf("the pod received %d datagrams with another peer's IPv6 source", got)
+	}
+	send(c.Hosts[1].Pods[0].Addr6, 1)
+	ln.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := ln.Read(make([]byte, 2048)); err != nil {
+		t.Fatalf("a datagram from the peer's own IPv6 pod address was not delivered: %v", err)
+	}
+}
+
+func innerUDP6(t *testing.T, src, dst netip.Addr, payload []byte) []byte {
+	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+	udp := &layers.UDP{SrcPort: 4000, DstPort: 7777}
+	udp.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
+	if err := gopacket.SerializeLayers(buf, opts, ip, udp, gopacket.Payload(payload)); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// checkLeave6 kills host 3's flannelu; once its 4 s lease expired, host
+// 1's flannelu has no IPv6 route to it: a pod pinging it gets flannelu's
+// ICMPv6 no route, counted.
+func checkLeave6(t *testing.T, c *testbed.Cluster) {
+	n3 := c.Nodes[3]
+	id := n3.Env.Subnet
+	if !id.IsValid() {
+		id = n3.Env.IPv6Subnet // an IPv6-only lease is named by its IPv6 subnet
+	}
+	n3.Proc.Signal(9)
+	n3.Proc.Wait(5 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	if err := testbed.Eventually(30*time.Second, func() error {
+		resp, err := c.Client.Get(ctx, leaseKey(id))
+		if err == nil && resp.Count > 0 {
+			err = fmt.Errorf("lease %s still in etcd", leaseKey(id))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := c.Nodes[1].Metric(noRoute)
+	target := c.Hosts[2].Pods[0].Addr6.String()
+	if err := testbed.Eventually(30*time.Second, func() error {
+		out, err := c.Hosts[0].Pods[0].Run("ping", "-6", "-n", "-c", "1", "-W", "3", target)
+		if !strings.Contains(out, "Destination unreachable: No route") {
+			return fmt.Errorf("ping %s after its host left: %v\n%s", target, err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := c.Nodes[1].Metric(noRoute); after <= before {
+		t.Errorf("no_route drops did not grow (%v -> %v)", before, after)
+	}
+}
