@@ -59,21 +59,24 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 }
 
 // peerOf is the route-table entry of a lease: the subnets of the families
-// the network carries and the public addresses, or why the lease cannot
-// be one. Its ID names it whatever the problem (for removals).
+// the network carries (IPv6 only with a PublicIPv6) and the public
+// addresses, or why the lease cannot be one. Its ID names it whatever the problem (for removals).
 func (b *Backend) peerOf(l subnet.Lease) (routetable.Peer, string) {
 	p := routetable.Peer{Port: uint16(b.port)}
 	if b.opts.Network.IsValid() && l.Subnet.Addr().Is4() {
 		p.Subnet = l.Subnet
-	}
-	if b.opts.Network6.IsValid() && l.IPv6Subnet.Addr().Is6() {
-		p.Subnet6 = l.IPv6Subnet
 	}
 	if a := l.Attrs.PublicIP; a.Is4() && !a.IsUnspecified() {
 		p.PublicIP = a
 	}
 	if a := l.Attrs.PublicIPv6; a.Is6() && !a.IsUnspecified() {
 		p.PublicIPv6 = a
+	}
+	// IPv6 pods only behind a lease with a PublicIPv6: flanneld's udp
+	// backend publishes none, and its proxy would take an IPv6 packet for
+	// IPv4 and mangle it (README). Its IPv6 subnet is then no route here.
+	if b.opts.Network6.IsValid() && l.IPv6Subnet.Addr().Is6() && p.PublicIPv6.IsValid() {
+		p.Subnet6 = l.IPv6Subnet
 	}
 	switch {
 	case !p.Subnet.IsValid() && !p.Subnet6.IsValid():

@@ -120,7 +120,11 @@ func TestInside6Verdicts(t *testing.T) {
 		mtu      uint32
 	}{
 		{name: "to a peer with an IPv6 underlay", pkt: innerPacket6(t, "2001:db8:100:1::7", "2001:db8:100:2::5", 100), to: "[2001:db8:0:1::2]:8285"},
-		{name: "to a peer without one", pkt: innerPacket6(t, "2001:db8:100:1::7", "2001:db8:100:3::5", 100), to: "192.0.2.3:8285"},
+		// Peer 3's lease is like flanneld's udp one: no PublicIPv6, and
+		// flanneld's proxy cannot carry IPv6, so its IPv6 subnet has no route.
+		{name: "to a peer without an IPv6 public address", pkt: innerPacket6(t, "2001:db8:100:1::7", "2001:db8:100:3::5", 100), reason: drop.NoRoute,
+			icmpType: 1, icmpSrc: "2001:db8:100:3::5"},
+		{name: "IPv4 to that peer still goes", pkt: innerPacket(t, "198.18.1.7", "198.18.3.5", 100), to: "192.0.2.3:8285"},
 		{name: "IPv4 to a dual-stack peer stays on IPv4", pkt: innerPacket(t, "198.18.1.7", "198.18.2.5", 100), to: "192.0.2.2:8285"},
 		{name: "no route", pkt: innerPacket6(t, "2001:db8:100:1::7", "2001:db8:100:9::9", 100), reason: drop.NoRoute,
 			icmpType: 1, icmpSrc: "2001:db8:100:9::9"},
