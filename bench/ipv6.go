@@ -12,9 +12,9 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
-// ipv6Paths are the paths that also get the IPv6 rows: flannelu's vxlan
-// for now (the udp backend's IPv6 comes with its own work).
-var ipv6Paths = map[string]bool{"vxlan": true}
+// ipv6Paths are the paths that also get the IPv6 rows: flannelu's udp
+// backend (IPv6 pods over the IPv6 underlay) beside the kernel's vxlan.
+var ipv6Paths = map[string]bool{"udp": true, "vxlan": true}
 
 // ipv6Result is a path's IPv6 measurement: one TCP stream and the UDP
 // ping-pong between IPv6-only pods over an IPv6 underlay.

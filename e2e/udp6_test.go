@@ -188,24 +188,9 @@ func checkSpoofing6(t *testing.T, c *testbed.Cluster) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	underlay6 := netip.AddrPortFrom(testbed.HostAddrV6(1), 8285)
 	send := func(src netip.Addr, count int) {
-		inner := innerUDP6(t, src, victim.Addr6, []byte("spoofed?"))
-		err := c.Hosts[1].Do(func() error {
-			conn, err := net.DialUDP("udp6", nil, &net.UDPAddr{IP: testbed.HostAddrV6(1).AsSlice(), Port: 8285})
-			if err != nil {
-				return err
-			}
-			defer conn.Close()
-			for i := 0; i < count; i++ {
-				if _, err := conn.Write(inner); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		sendTo(t, c.Hosts[1], underlay6, innerUDP(t, src.String(), victim.Addr6.String(), []byte("spoofed?")), count)
 	}
 	before, err := n1.Metric(spoofedSource)
 	if err != nil {
@@ -221,18 +206,6 @@ func checkSpoofing6(t *testing.T, c *testbed.Cluster) {
 	if _, err := ln.Read(make([]byte, 2048)); err != nil {
 		t.Fatalf("a datagram from the peer's own IPv6 pod address was not delivered: %v", err)
 	}
-}
-
-func innerUDP6(t *testing.T, src, dst netip.Addr, payload []byte) []byte {
-	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-	udp := &layers.UDP{SrcPort: 4000, DstPort: 7777}
-	udp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	opts := gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}
-	if err := gopacket.SerializeLayers(buf, opts, ip, udp, gopacket.Payload(payload)); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
 
 // checkLeave6 kills host 3's flannelu; once its 4 s lease expired, host

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -335,9 +336,17 @@ func listen7777(t *testing.T, pod *testbed.Pod) *net.UDPConn {
 	return ln
 }
 
+// innerUDP is a UDP packet to port 7777, IPv4 or IPv6 by src's family.
 func innerUDP(t *testing.T, src, dst string, payload []byte) []byte {
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
-		SrcIP: net.ParseIP(src).To4(), DstIP: net.ParseIP(dst).To4()}
+	var ip interface {
+		gopacket.NetworkLayer
+		gopacket.SerializableLayer
+	}
+	if s := net.ParseIP(src); s.To4() != nil {
+		ip = &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: s.To4(), DstIP: net.ParseIP(dst).To4()}
+	} else {
+		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: s, DstIP: net.ParseIP(dst)}
+	}
 	udp := &layers.UDP{SrcPort: 4000, DstPort: 7777}
 	udp.SetNetworkLayerForChecksum(ip)
 	buf := gopacket.NewSerializeBuffer()
@@ -358,8 +367,14 @@ func sendFrom(t *testing.T, h *testbed.Host, payload []byte, count int) {
 // sendFromTo is sendFrom to another port of host 1.
 func sendFromTo(t *testing.T, h *testbed.Host, port int, payload []byte, count int) {
 	t.Helper()
+	sendTo(t, h, netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, 1}), uint16(port)), payload, count)
+}
+
+// sendTo sends payload count times to dst from a socket opened in host h.
+func sendTo(t *testing.T, h *testbed.Host, dst netip.AddrPort, payload []byte, count int) {
+	t.Helper()
 	err := h.Do(func() error {
-		conn, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: port})
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
 		if err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -47,10 +46,10 @@ func newRig6(t *testing.T, offloads bool) *rig {
 		if err := r.b.Start(context.Background(), dualLease(1, true)); err != nil {
 			return err
 		}
-		if r.pod, err = connectedUDP6(netip.AddrPort{}, netip.MustParseAddrPort("[2001:db8:100:2::5]:9")); err != nil {
+		if r.pod, err = connectedUDP(netip.AddrPort{}, netip.MustParseAddrPort("[2001:db8:100:2::5]:9")); err != nil {
 			return err
 		}
-		r.peer, err = connectedUDP6(netip.MustParseAddrPort("[2001:db8:0:1::2]:8285"), netip.MustParseAddrPort("[2001:db8:0:1::1]:8285"))
+		r.peer, err = connectedUDP(netip.MustParseAddrPort("[2001:db8:0:1::2]:8285"), netip.MustParseAddrPort("[2001:db8:0:1::1]:8285"))
 		return err
 	})
 	if err != nil {
@@ -62,26 +61,6 @@ func newRig6(t *testing.T, offloads bool) *rig {
 	return r
 }
 
-// connectedUDP6 is connectedUDP for IPv6.
-func connectedUDP6(local, dst netip.AddrPort) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
-	if err != nil {
-		return -1, err
-	}
-	if local.IsValid() {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		if err := unix.Bind(fd, &unix.SockaddrInet6{Addr: local.Addr().As16(), Port: int(local.Port())}); err != nil {
-			unix.Close(fd)
-			return -1, err
-		}
-	}
-	if err := unix.Connect(fd, &unix.SockaddrInet6{Addr: dst.Addr().As16(), Port: int(dst.Port())}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
 // TestForwardingIPv6AllocatesNothing is TestForwardingAllocatesNothing for
 // IPv6 pods over the IPv6 underlay: a pod's IPv6 datagrams read from the
 // real TUN and sent on the IPv6 socket, and a peer's datagrams received
@@ -90,42 +69,7 @@ func TestForwardingIPv6AllocatesNothing(t *testing.T) {
 	for _, offloads := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "offload"}[offloads], func(t *testing.T) {
 			r := newRig6(t, offloads)
-			payload := make([]byte, 512)
-			inner := innerPacket6(t, "2001:db8:100:2::5", "2001:db8:100:1::7", 600)
-			batch := func(plain, offload func() error) {
-				f := plain
-				if r.b.vnet {
-					f = offload
-				}
-				if err := f(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			inside := func() {
-				for i := 0; i < 8; i++ {
-					unix.Write(r.pod, payload)
-				}
-				batch(r.w.in.batch, r.w.in.batchOffload)
-			}
-			outside := func() {
-				for i := 0; i < 8; i++ {
-					unix.Write(r.peer, inner)
-				}
-				batch(r.w.out6.batch, r.w.out6.batchOffload)
-			}
-			inside()
-			outside()
-			if a := testing.AllocsPerRun(50, inside); a != 0 {
-				t.Errorf("inside (TUN -> UDP over IPv6): %.1f allocations per batch, want 0", a)
-			}
-			if a := testing.AllocsPerRun(50, outside); a != 0 {
-				t.Errorf("outside (UDP over IPv6 -> TUN): %.1f allocations per batch, want 0", a)
-			}
-			inPkts, _ := r.b.drops.Forwarded(drop.Inside)
-			outPkts, _ := r.b.drops.Forwarded(drop.Outside)
-			if inPkts < 8*50 || outPkts < 8*50 {
-				t.Fatalf("forwarded inside %d, outside %d packets; want at least %d each (did the batches move packets?)", inPkts, outPkts, 8*50)
-			}
+			forwardWithoutAllocs(t, r, innerPacket(t, "2001:db8:100:2::5", "2001:db8:100:1::7", 600))
 		})
 	}
 }

@@ -81,26 +81,38 @@ func newRig(t *testing.T, offloads bool) *rig {
 	return r
 }
 
-// connectedUDP opens a raw UDP socket (bound to local when given) connected
-// to dst: writes on it allocate nothing, unlike net.Conn's.
+// connectedUDP opens a raw UDP socket of dst's family (bound to local when
+// given) connected to dst: writes on it allocate nothing, unlike
+// net.Conn's.
 func connectedUDP(local, dst netip.AddrPort) (int, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	family := unix.AF_INET
+	if dst.Addr().Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return -1, err
 	}
 	if local.IsValid() {
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: local.Addr().As4(), Port: int(local.Port())}); err != nil {
+		if err := unix.Bind(fd, sockaddrOf(local)); err != nil {
 			unix.Close(fd)
 			return -1, err
 		}
 	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}); err != nil {
+	if err := unix.Connect(fd, sockaddrOf(dst)); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}
 	return fd, nil
+}
+
+func sockaddrOf(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is6() {
+		return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
 }
 
 // TestForwardingAllocatesNothing holds both directions, with and without
@@ -113,37 +125,46 @@ func TestForwardingAllocatesNothing(t *testing.T) {
 		name := map[bool]string{false: "plain", true: "offload"}[offloads]
 		t.Run(name, func(t *testing.T) {
 			r := newRig(t, offloads)
-			payload := make([]byte, 512)
-			inner := innerPacket(t, "198.18.2.5", "198.18.1.7", 600)
-			r.hold(t, func(p *poller.Poller) {
-				var pace pace
-				inside := func() {
-					for i := 0; i < 8; i++ {
-						unix.Write(r.pod, payload)
-					}
-					r.turnUntil(t, p, &pace, drop.Inside, 8)
-				}
-				outside := func() {
-					for i := 0; i < 8; i++ {
-						unix.Write(r.peer, inner)
-					}
-					r.turnUntil(t, p, &pace, drop.Outside, 8)
-				}
-				inside()
-				outside() // warm up: first batches size internal tables
-				if a := testing.AllocsPerRun(50, inside); a != 0 {
-					t.Errorf("inside (TUN -> UDP): %.1f allocations per batch, want 0", a)
-				}
-				if a := testing.AllocsPerRun(50, outside); a != 0 {
-					t.Errorf("outside (UDP -> TUN): %.1f allocations per batch, want 0", a)
-				}
-			})
-			inPkts, _ := r.b.drops.Forwarded(drop.Inside)
-			outPkts, _ := r.b.drops.Forwarded(drop.Outside)
-			if inPkts < 8*50 || outPkts < 8*50 {
-				t.Fatalf("forwarded inside %d, outside %d packets; want at least %d each (did the batches move packets?)", inPkts, outPkts, 8*50)
-			}
+			forwardWithoutAllocs(t, r, innerPacket(t, "198.18.2.5", "198.18.1.7", 600))
 		})
+	}
+}
+
+// forwardWithoutAllocs moves batches both ways through a rig with the
+// worker's turns and fails on any allocation: the pod's 512-byte
+// datagrams read from the TUN and sent, and the peer's datagrams carrying
+// inner received (on the socket of the peer's family) and written into
+// the TUN.
+func forwardWithoutAllocs(t *testing.T, r *rig, inner []byte) {
+	t.Helper()
+	payload := make([]byte, 512)
+	r.hold(t, func(p *poller.Poller) {
+		var pace pace
+		inside := func() {
+			for i := 0; i < 8; i++ {
+				unix.Write(r.pod, payload)
+			}
+			r.turnUntil(t, p, &pace, drop.Inside, 8)
+		}
+		outside := func() {
+			for i := 0; i < 8; i++ {
+				unix.Write(r.peer, inner)
+			}
+			r.turnUntil(t, p, &pace, drop.Outside, 8)
+		}
+		inside()
+		outside() // warm up: first batches size internal tables
+		if a := testing.AllocsPerRun(50, inside); a != 0 {
+			t.Errorf("inside (TUN -> UDP): %.1f allocations per batch, want 0", a)
+		}
+		if a := testing.AllocsPerRun(50, outside); a != 0 {
+			t.Errorf("outside (UDP -> TUN): %.1f allocations per batch, want 0", a)
+		}
+	})
+	inPkts, _ := r.b.drops.Forwarded(drop.Inside)
+	outPkts, _ := r.b.drops.Forwarded(drop.Outside)
+	if inPkts < 8*50 || outPkts < 8*50 {
+		t.Fatalf("forwarded inside %d, outside %d packets; want at least %d each (did the batches move packets?)", inPkts, outPkts, 8*50)
 	}
 }
 
@@ -154,7 +175,16 @@ func (r *rig) hold(t *testing.T, fn func(p *poller.Poller)) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	err := r.w.in.q.Hold(func(tunFD, closing int) {
-		if err := r.w.out.conn.Hold(func(sock int) { fn(poller.New(tunFD, sock, closing)) }); err != nil {
+		err := r.w.out.conn.Hold(func(sock int) {
+			if r.w.out6 == nil {
+				fn(poller.New(tunFD, sock, closing))
+				return
+			}
+			if err := r.w.out6.conn.Hold(func(sock6 int) { fn(poller.New(tunFD, sock, closing, sock6)) }); err != nil {
+				t.Error(err)
+			}
+		})
+		if err != nil {
 			t.Error(err)
 		}
 	})

@@ -45,10 +45,10 @@ func FuzzOutsideDatagram(f *testing.F) {
 	f.Add(innerPacket(f, "198.18.230.9", "198.18.1.7", 100), true, false)  // an unleased overlay address
 	f.Add(innerPacket(f, "203.0.113.77", "198.18.1.7", 100), false, false) // outside the overlay
 	f.Add(innerPacket(f, "203.0.113.77", "198.18.1.7", 100), true, true)
-	f.Add(innerPacket6(f, "2001:db8:100:2::5", "2001:db8:100:1::7", 100), false, true)
-	f.Add(innerPacket6(f, "2001:db8:100:2::5", "2001:db8:100:1::7", 100), false, false)
-	f.Add(innerPacket6(f, "2001:db8:100:3::5", "2001:db8:100:1::7", 100), false, true) // the other peer's
-	f.Add(innerPacket6(f, "2001:db8:ffff::5", "2001:db8:100:1::7", 100), true, true)   // outside the overlay
+	f.Add(innerPacket(f, "2001:db8:100:2::5", "2001:db8:100:1::7", 100), false, true)
+	f.Add(innerPacket(f, "2001:db8:100:2::5", "2001:db8:100:1::7", 100), false, false)
+	f.Add(innerPacket(f, "2001:db8:100:3::5", "2001:db8:100:1::7", 100), false, true) // the other peer's
+	f.Add(innerPacket(f, "2001:db8:ffff::5", "2001:db8:100:1::7", 100), true, true)   // outside the overlay
 	f.Add([]byte{0x45, 0, 0, 20}, false, false)
 	f.Add([]byte{0x60, 0, 0, 0, 0, 0}, false, true)
 	f.Add([]byte{}, true, false)
@@ -105,8 +105,8 @@ func FuzzOutsideDatagram(f *testing.F) {
 func FuzzInsidePacket(f *testing.F) {
 	f.Add(innerPacket(f, "198.18.1.7", "198.18.2.5", 100))
 	f.Add(innerPacket(f, "198.18.1.7", "198.18.9.9", 100))
-	f.Add(innerPacket6(f, "2001:db8:100:1::7", "2001:db8:100:2::5", 100))
-	f.Add(innerPacket6(f, "2001:db8:100:1::7", "2001:db8:100:9::9", 100))
+	f.Add(innerPacket(f, "2001:db8:100:1::7", "2001:db8:100:2::5", 100))
+	f.Add(innerPacket(f, "2001:db8:100:1::7", "2001:db8:100:9::9", 100))
 	f.Add([]byte{0x60, 0, 0, 0})
 	_, w := dualStack(f)
 	f.Fuzz(func(t *testing.T, pkt []byte) {

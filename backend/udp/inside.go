@@ -123,25 +123,43 @@ const (
 // answer queues an ICMP error about pkt for the pod that sent it, to be
 // written into the TUN after the batch.
 func (in *inside) answer(kind icmpReply, ip packet.IPv4, pkt []byte, src [4]byte) {
-	if in.nicmp == len(in.icmp) || !packet.ShouldAnswer(ip, pkt) || !in.limit.allow(time.Now()) {
+	if !packet.ShouldAnswer(ip, pkt) {
 		return
 	}
-	buf := in.icmp[in.nicmp]
-	buf = buf[:cap(buf)]
+	buf, ok := in.icmpSlot()
+	if !ok {
+		return
+	}
 	var n int
 	var err error
 	switch kind {
 	case replyTimeExceeded:
-		n, err = packet.TimeExceeded(buf[headroom:], pkt, src)
+		n, err = packet.TimeExceeded(buf, pkt, src)
 	case replyFragNeeded:
-		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeFragNeeded, uint16(in.mtu))
+		n, err = packet.DestUnreachable(buf, pkt, src, packet.CodeFragNeeded, uint16(in.mtu))
 	default:
-		n, err = packet.DestUnreachable(buf[headroom:], pkt, src, packet.CodeNetUnreachable, 0)
+		n, err = packet.DestUnreachable(buf, pkt, src, packet.CodeNetUnreachable, 0)
 	}
 	if err == nil {
-		in.icmp[in.nicmp] = buf[:headroom+n]
-		in.nicmp++
+		in.icmpWritten(n)
 	}
+}
+
+// icmpSlot returns the buffer (past its headroom) for the batch's next
+// ICMP error, or false when the batch's buffers are used up or the rate
+// limit refuses.
+func (in *inside) icmpSlot() ([]byte, bool) {
+	if in.nicmp == len(in.icmp) || !in.limit.allow(time.Now()) {
+		return nil, false
+	}
+	buf := in.icmp[in.nicmp]
+	return buf[headroom:cap(buf)], true
+}
+
+// icmpWritten queues the n-byte error written into icmpSlot's buffer.
+func (in *inside) icmpWritten(n int) {
+	in.icmp[in.nicmp] = in.icmp[in.nicmp][:headroom+n]
+	in.nicmp++
 }
 
 // sendBatch sends msgs on the IPv4 socket, then what is queued for the

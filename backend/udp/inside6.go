@@ -2,7 +2,6 @@ package udp
 
 import (
 	"net/netip"
-	"time"
 
 	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
@@ -48,24 +47,25 @@ func (in *inside) routeOne6(pkt []byte, snap *routetable.Snapshot) (*routetable.
 // answer6 is answer for IPv6: it queues an ICMPv6 error about pkt for the
 // pod that sent it, under the same rate limit.
 func (in *inside) answer6(kind icmpReply, ip packet.IPv6, pkt []byte, src [16]byte) {
-	if in.nicmp == len(in.icmp) || !packet.ShouldAnswer6(ip, pkt) || !in.limit.allow(time.Now()) {
+	if !packet.ShouldAnswer6(ip, pkt) {
 		return
 	}
-	buf := in.icmp[in.nicmp]
-	buf = buf[:cap(buf)]
+	buf, ok := in.icmpSlot()
+	if !ok {
+		return
+	}
 	var n int
 	var err error
 	switch kind {
 	case replyTimeExceeded:
-		n, err = packet.TimeExceeded6(buf[headroom:], pkt, src)
+		n, err = packet.TimeExceeded6(buf, pkt, src)
 	case replyFragNeeded:
-		n, err = packet.PacketTooBig(buf[headroom:], pkt, src, uint32(in.mtu6))
+		n, err = packet.PacketTooBig(buf, pkt, src, uint32(in.mtu6))
 	default:
-		n, err = packet.DestUnreachable6(buf[headroom:], pkt, src)
+		n, err = packet.DestUnreachable6(buf, pkt, src)
 	}
 	if err == nil {
-		in.icmp[in.nicmp] = buf[:headroom+n]
-		in.nicmp++
+		in.icmpWritten(n)
 	}
 }
 
