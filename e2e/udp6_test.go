@@ -44,6 +44,9 @@ func TestUDPBackendIPv6(t *testing.T) {
 			waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[1].Addr6)
 			t.Run("full mesh ping and ping6", func(t *testing.T) { fullMesh(t, podsOf(c, st, 1, 2, 3)) })
 			t.Run("flannel0 layout", func(t *testing.T) { checkTUN6(t, c, st) })
+			if st.v4 {
+				t.Run("each family over its own underlay", func(t *testing.T) { checkUnderlays(t, c) })
+			}
 			t.Run("32 MB TCP over IPv6 byte for byte", func(t *testing.T) {
 				transfer(t, c.Bed, v6Pod(c.Hosts[0].Pods[0]), v6Pod(c.Hosts[1].Pods[1]), 32<<20)
 			})
@@ -148,6 +151,67 @@ func checkTooBig6(t *testing.T, c *testbed.Cluster) {
 		t.Errorf("packet too big from %v with MTU %d, want from %v (flannelu, the tunnel's far end) with 1452", src, binary.BigEndian.Uint32(ptb[44:48]), far)
 	}
 	waitMetricAbove(t, c.Nodes[1], tooBig, before)
+}
+
+// checkUnderlays captures flannel's port on host 1's eth0 while a pod
+// pings a pod of host 2 over IPv4 and over IPv6: each inner family must
+// travel in UDP over the underlay of its own family, the datagram's
+// payload the inner packet itself.
+func checkUnderlays(t *testing.T, c *testbed.Cluster) {
+	from, to := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
+	pc := capture(t, c, c.Hosts[0].NS, "tcpdump-underlays", "eth0", "udp port 8285")
+	for _, dst := range []netip.Addr{to.Addr, to.Addr6} {
+		if out, err := testbed.Ping(from.NS, dst.String(), 2); err != nil {
+			t.Fatalf("ping %s: %v\n%s", dst, err, out)
+		}
+	}
+	seen := map[string]int{}
+	if err := testbed.Eventually(10*time.Second, func() error {
+		seen = innerFamilies(pc.file)
+		if seen["4 in 4"] < 4 || seen["6 in 6"] < 4 {
+			return fmt.Errorf("datagrams by inner in outer family: %v, want 4 each of 4 in 4 and 6 in 6", seen)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pc.p.Signal(syscall.SIGINT)
+	pc.p.Wait(10 * time.Second) //nolint:errcheck // tcpdump's exit status says nothing here
+	if seen = innerFamilies(pc.file); seen["6 in 4"]+seen["4 in 6"] != 0 {
+		t.Errorf("datagrams by inner in outer family: %v, want none across families", seen)
+	}
+}
+
+// innerFamilies counts the UDP datagrams of a pcap file by the IP version
+// of their payload and of their outer header ("6 in 4": IPv6 inner over
+// IPv4).
+func innerFamilies(file string) map[string]int {
+	seen := map[string]int{}
+	f, err := os.Open(file)
+	if err != nil {
+		return seen
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return seen
+	}
+	for {
+		data, _, err := r.ReadPacketData()
+		if err != nil {
+			return seen
+		}
+		p := gopacket.NewPacket(data, r.LinkType(), gopacket.Default)
+		udp, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
+		if !ok || len(udp.Payload) == 0 {
+			continue
+		}
+		outer := "4"
+		if nl := p.NetworkLayer(); nl != nil && nl.LayerType() == layers.LayerTypeIPv6 { // the outer header
+			outer = "6"
+		}
+		seen[fmt.Sprintf("%d in %s", udp.Payload[0]>>4, outer)]++
+	}
 }
 
 // firstICMPv6 returns the first IPv6 packet in a pcap file whose ICMPv6
