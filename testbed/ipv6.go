@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -65,5 +66,35 @@ func (ns NS) SettleV6(timeout time.Duration) error {
 			return fmt.Errorf("%s: IPv6 addresses still tentative after %v: %v\n%s", ns.Name, timeout, err, out)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// EnableIPv6 turns IPv6 back on in a namespace Namespace made (all,
+// default and lo) and waits until lo's ::1 is routed: the kernel finishes
+// turning IPv6 on in a work queue, and an address added before that can
+// be left without a route (sends then fail as Ip6OutNoRoutes; seen in 1
+// test run in 10).
+func (ns NS) EnableIPv6(tb testing.TB) {
+	tb.Helper()
+	ns.Exec(tb, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0", "net.ipv6.conf.lo.disable_ipv6=0")
+	ns.WaitRouteV6(tb, "::1", "")
+}
+
+// WaitRouteV6 waits until the namespace has a route to dst (from src when
+// src is not empty).
+func (ns NS) WaitRouteV6(tb testing.TB, dst, src string) {
+	tb.Helper()
+	args := []string{"ip", "-6", "route", "get", dst}
+	if src != "" {
+		args = append(args, "from", src)
+	}
+	err := Eventually(5*time.Second, func() error {
+		if out, err := ns.Run(args...); err != nil {
+			return fmt.Errorf("%v: %v %s", args, err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -2,11 +2,13 @@ package udp
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -20,7 +22,7 @@ import (
 func newRig6(t *testing.T, offloads bool) *rig {
 	testbed.RequireRoot(t)
 	r := &rig{ns: testbed.Namespace(t, "udp-alloc6")}
-	r.ns.Exec(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0", "net.ipv6.conf.default.disable_ipv6=0", "net.ipv6.conf.lo.disable_ipv6=0")
+	r.ns.EnableIPv6(t)
 	for _, args := range [][]string{
 		{"ip", "addr", "add", "192.0.2.1/32", "dev", "lo"},
 		{"ip", "addr", "add", "192.0.2.2/32", "dev", "lo"},
@@ -31,6 +33,8 @@ func newRig6(t *testing.T, offloads bool) *rig {
 	} {
 		r.ns.Exec(t, args...)
 	}
+	r.ns.WaitRouteV6(t, "2001:db8:0:1::2", "2001:db8:0:1::1")
+	r.ns.In(t, func() { waitDelivery6(t, "[2001:db8:0:1::2]:9999", "[2001:db8:0:1::1]:9999") })
 	err := r.ns.Do(func() error {
 		lo, err := net.InterfaceByName("lo")
 		if err != nil {
@@ -71,5 +75,39 @@ func TestForwardingIPv6AllocatesNothing(t *testing.T) {
 			r := newRig6(t, offloads)
 			forwardWithoutAllocs(t, r, innerPacket(t, "2001:db8:100:2::5", "2001:db8:100:1::7", 600))
 		})
+	}
+}
+
+// waitDelivery6 sends probes between two fresh IPv6 addresses until one
+// arrives: right after IPv6 is turned on in a namespace the first
+// datagrams are sometimes routed to the kernel's discard entry (see
+// encap's waitDelivery), and a lost peer datagram would leave the outside
+// half waiting for ever.
+func waitDelivery6(t *testing.T, from, to string) {
+	t.Helper()
+	dst := netip.MustParseAddrPort(to)
+	recv, err := unix.Socket(unix.AF_INET6, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(recv)
+	tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
+	unix.SetsockoptTimeval(recv, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	if err := unix.Bind(recv, sockaddrOf(dst)); err != nil {
+		t.Fatal(err)
+	}
+	send, err := connectedUDP(netip.MustParseAddrPort(from), dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(send)
+	if err := testbed.Eventually(10*time.Second, func() error {
+		unix.Write(send, []byte{1})
+		if _, _, err := unix.Recvfrom(recv, make([]byte, 16), 0); err != nil {
+			return fmt.Errorf("no probe reached %s: %w", to, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
