@@ -408,27 +408,36 @@ func readFor(conn *net.UDPConn, d time.Duration) int {
 // checkLeave kills host 3's flannelu; its 4 s lease expires, every peer
 // drops its route, and a pod sending to it gets ICMP net unreachable.
 func checkLeave(t *testing.T, c *testbed.Cluster) {
+	checkLeaveTo(t, c, c.Hosts[2].Pods[0].Addr, "Destination Net Unreachable")
+}
+
+// checkLeaveTo is checkLeave for a pod address of host 3 of either family:
+// once host 3's lease (named by its IPv4 subnet, or its IPv6 one in an
+// IPv6-only network) has expired, a ping of target from host 1's pod must
+// print want (flannelu's ICMP error), counted as no_route.
+func checkLeaveTo(t *testing.T, c *testbed.Cluster, target netip.Addr, want string) {
 	n3 := c.Nodes[3]
-	gone := n3.Env.Subnet.Masked()
+	gone := n3.Env.Subnet
+	if !gone.IsValid() {
+		gone = n3.Env.IPv6Subnet
+	}
 	n3.Proc.Signal(9)
 	n3.Proc.Wait(5 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	key := testbed.EtcdPrefix + "/subnets/" + strings.ReplaceAll(gone.String(), "/", "-")
 	if err := testbed.Eventually(30*time.Second, func() error {
-		resp, err := c.Client.Get(ctx, key)
+		resp, err := c.Client.Get(ctx, leaseKey(gone))
 		if err == nil && resp.Count > 0 {
-			err = fmt.Errorf("lease %s still in etcd", key)
+			err = fmt.Errorf("lease %s still in etcd", leaseKey(gone))
 		}
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
 	before, _ := c.Nodes[1].Metric(noRoute)
-	target := c.Hosts[2].Pods[0].Addr.String()
 	if err := testbed.Eventually(30*time.Second, func() error {
-		out, err := c.Hosts[0].Pods[0].Run("ping", "-n", "-c", "1", "-W", "3", target)
-		if !strings.Contains(out, "Destination Net Unreachable") {
+		out, err := c.Hosts[0].Pods[0].Run("ping", "-n", "-c", "1", "-W", "3", target.String())
+		if !strings.Contains(out, want) {
 			return fmt.Errorf("ping %s after its host left: %v\n%s", target, err, out)
 		}
 		return nil
