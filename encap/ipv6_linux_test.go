@@ -2,9 +2,12 @@ package encap
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -17,6 +20,12 @@ var (
 // pair6 opens two IPv6 ends on lo of a fresh namespace, next to IPv4 ones
 // on the same port (the sockets are IPv6-only).
 func pair6(tb testing.TB) (*Conn, *Conn) {
+	a, b, _ := pair6NS(tb)
+	return a, b
+}
+
+// pair6NS is pair6 with the namespace.
+func pair6NS(tb testing.TB) (*Conn, *Conn, testbed.NS) {
 	tb.Helper()
 	ns, _, _ := pair(tb)
 	ns.EnableIPv6(tb)
@@ -26,7 +35,7 @@ func pair6(tb testing.TB) (*Conn, *Conn) {
 	ns.WaitRouteV6(tb, hostB6.Addr().String(), hostA6.Addr().String())
 	a, b := listenIn(tb, ns, Config{Addr: hostA6}), listenIn(tb, ns, Config{Addr: hostB6})
 	waitDelivery(tb, a, b)
-	return a, b
+	return a, b, ns
 }
 
 // waitDelivery sends probes from a to b until one arrives, then empties
@@ -38,8 +47,9 @@ func pair6(tb testing.TB) (*Conn, *Conn) {
 func waitDelivery(tb testing.TB, a, b *Conn) {
 	tb.Helper()
 	read := func(d time.Duration) int {
-		b.udp.SetReadDeadline(time.Now().Add(d))
-		defer b.udp.SetReadDeadline(time.Time{})
+		udp := b.closer.(*net.UDPConn) // pair6's Conns are not SelfPolled
+		udp.SetReadDeadline(time.Now().Add(d))
+		defer udp.SetReadDeadline(time.Time{})
 		n, _ := b.ReadBatch(incoming(8, 64))
 		return n
 	}
@@ -86,4 +96,39 @@ func TestIPv6SocketRefusesIPv4Destinations(t *testing.T) {
 		t.Fatalf("WriteBatch = %d, %v; want 1 and an error for the IPv4 destination", n, err)
 	}
 	checkReceived(t, readAll(t, b, 1, 2048), sent[:1], hostA6)
+}
+
+// TestIPv6SelfPolled: the udp backend's IPv6 sockets are SelfPolled: one
+// binds its IPv6 address (IPv6-only, beside the IPv4 socket on the same
+// port) and receives a datagram with its IPv6 sender.
+func TestIPv6SelfPolled(t *testing.T) {
+	a, _, ns := pair6NS(t)
+	var b *Conn
+	var err error
+	ns.In(t, func() {
+		b, err = Listen(Config{Addr: netip.MustParseAddrPort("[2001:db8:0:1::2]:8286"), SelfPolled: true})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.LocalAddr().String() != "[2001:db8:0:1::2]:8286" {
+		t.Fatalf("LocalAddr %v", b.LocalAddr())
+	}
+	if n, err := a.WriteBatch(outgoing(b.LocalAddr(), []int{100})); n != 1 || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	in := incoming(4, 2048)
+	err = b.Hold(func(fd int) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
+			t.Fatalf("poll = %d, %v; want the socket readable", n, err)
+		}
+		if n, err := b.ReadBatch(in); n != 1 || err != nil || in[0].N != 100 || in[0].Addr != hostA6 {
+			t.Fatalf("ReadBatch = %d, %v, %d bytes from %v; want 100 bytes from %v", n, err, in[0].N, in[0].Addr, hostA6)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

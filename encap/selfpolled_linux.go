@@ -70,8 +70,10 @@ func bindSelfPolled(fd int, reusePort bool, addr netip.AddrPort, v6 bool, bufSiz
 	if err := setOptions(fd, reusePort, v6, bufSize); err != nil {
 		return netip.AddrPort{}, err
 	}
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
-	if v6 {
+	var sa unix.Sockaddr
+	if !v6 {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}
+	} else {
 		// IPv6 only, as net's udp6 sockets: the IPv4 socket keeps the port's IPv4 half.
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
 			return netip.AddrPort{}, os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
