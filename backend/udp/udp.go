@@ -299,7 +299,7 @@ func (b *Backend) close() {
 	if b.dev != nil {
 		b.dev.Close()
 	}
-	for _, c := range append(b.conns, b.conns6...) {
+	for _, c := range slices.Concat(b.conns, b.conns6) {
 		c.Close()
 	}
 	if b.tracer != nil {
