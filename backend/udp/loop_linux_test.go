@@ -122,9 +122,9 @@ func TestLoopIdleUsesNoCPU(t *testing.T) {
 		unix.Write(r.pod, []byte("burst"))
 	}
 	recvWithin(t, r.peer, "peer socket")
+	// Not a wait for an event: the idle interval is what is measured.
 	before := cpuTime(t)
-	deadline := time.Now().Add(10 * time.Second)
-	time.Sleep(time.Until(deadline)) // the measured interval itself
+	time.Sleep(10 * time.Second)
 	used := cpuTime(t) - before
 	t.Logf("CPU time used by the idle process in 10 s: %v", used)
 	if used > 200*time.Millisecond {
