@@ -18,13 +18,9 @@ import (
 // not shut the socket down (see Close).
 func (c *Conn) DupFile() (*os.File, error) {
 	c.shared.Store(true)
-	nfd := -1
-	var dupErr error
-	if err := c.raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+	nfd, err := poller.Dup(c.raw)
+	if err != nil {
 		return nil, fmt.Errorf("encap: %w", err)
-	}
-	if dupErr != nil {
-		return nil, fmt.Errorf("encap: %w", os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr))
 	}
 	return os.NewFile(uintptr(nfd), "udp "+c.local.String()), nil
 }

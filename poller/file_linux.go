@@ -2,6 +2,7 @@ package poller
 
 import (
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,4 +27,19 @@ func NewFile(fd int, name string) (*os.File, error) {
 		return nil, os.NewSyscallError("dup3", err)
 	}
 	return f, nil
+}
+
+// Dup duplicates the descriptor behind raw (close-on-exec), for handing it
+// to another process or keeping it past the file raw belongs to. The
+// duplicate shares the open file, so its O_NONBLOCK and its queue.
+func Dup(raw syscall.RawConn) (int, error) {
+	nfd := -1
+	var dupErr error
+	if err := raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if dupErr != nil {
+		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
+	}
+	return nfd, nil
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/poller"
 )
 
 // SetPersist makes the interface outlive its queues (TUNSETPERSIST): after
@@ -134,7 +136,7 @@ func (d *Device) control(fn func(fd int) error) error {
 
 // dupFile duplicates the descriptor behind raw (close-on-exec).
 func dupFile(raw syscall.RawConn, name string) (*os.File, error) {
-	fd, err := dupRaw(raw)
+	fd, err := poller.Dup(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -148,7 +150,7 @@ func dupFD(f *os.File) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	fd, err := dupRaw(raw)
+	fd, err := poller.Dup(raw)
 	if err != nil {
 		return -1, err
 	}
@@ -157,18 +159,6 @@ func dupFD(f *os.File) (int, error) {
 		return -1, os.NewSyscallError("fcntl O_NONBLOCK", err)
 	}
 	return fd, nil
-}
-
-func dupRaw(raw syscall.RawConn) (int, error) {
-	nfd := -1
-	var dupErr error
-	if err := raw.Control(func(fd uintptr) { nfd, dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
-		return -1, err
-	}
-	if dupErr != nil {
-		return -1, os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", dupErr)
-	}
-	return nfd, nil
 }
 
 func closeAll(files []*os.File) {
