@@ -174,10 +174,17 @@ func (ns NS) Path() string {
 	return "/run/netns/" + ns.Name
 }
 
-// deleteNS kills every process left in the namespace, then removes it.
+// deleteNS kills every process left in the namespace but this one, then
+// removes it. `ip netns pids` reads each process's leader thread: when a
+// test's setns landed on its main thread, this process is listed too, and
+// killing it was the "signal: killed" seen in the race run of encap.
 func deleteNS(name string) {
 	out, _ := run("ip", "netns", "pids", name)
+	self := strconv.Itoa(os.Getpid())
 	for _, pid := range strings.Fields(out) {
+		if pid == self {
+			continue
+		}
 		run("kill", "-9", pid) //nolint:errcheck // best effort: the process may be gone
 	}
 	for i := 0; i < 20; i++ {
