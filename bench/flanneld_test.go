@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -41,6 +42,33 @@ func TestFlanneldSetup(t *testing.T) {
 		if _, err := os.Stat("/proc/" + pid); err == nil {
 			t.Errorf("process %s still runs after teardown", pid)
 		}
+	}
+}
+
+// TestFlanneldMissedPeerRestarted: a flanneld that has not logged the
+// other host's lease (here: its log emptied, as if its watch had missed
+// the lease) is restarted by ensureFlanneldPeers, comes back with its own
+// lease, learns the peer and carries the pods' traffic again.
+func TestFlanneldMissedPeerRestarted(t *testing.T) {
+	s := setUp(t, flanneldPath, "-flanneld", flanneldForTest(t))
+	c := s.tb.(*testbed.Cluster)
+	old := c.Nodes[1]
+	if err := os.Truncate(old.Proc.Log, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer func(w time.Duration) { peerWait = w }(peerWait)
+	peerWait = 2 * time.Second
+	if err := ensureFlanneldPeers(c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Nodes[1] == old || !old.Proc.Exited() {
+		t.Fatal("host 1's flanneld was not restarted")
+	}
+	if c.Nodes[1].Env.Subnet != old.Env.Subnet {
+		t.Errorf("host 1 came back with %v, had %v", c.Nodes[1].Env.Subnet, old.Env.Subnet)
+	}
+	if out, err := testbed.Ping(s.src.NS, s.dst.Addr.String(), 3); err != nil {
+		t.Errorf("pod 1 no longer reaches pod 2 after the restart: %v\n%s", err, out)
 	}
 }
 
