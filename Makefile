@@ -13,7 +13,7 @@ KUBE_LDFLAGS   := -s -w -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSI
                   -X k8s.io/component-base/version.gitMajor=$(word 1,$(subst ., ,$(KUBE_VERSION:v%=%))) \
                   -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBE_VERSION:v%=%)))
 
-.PHONY: all build deps flanneld test test-race test-386 demo bench bench-go fuzz vet clean kube-apiserver
+.PHONY: all build deps flanneld test test-race test-386 demo demo-kube bench bench-go fuzz vet clean kube-apiserver
 
 all: build
 
@@ -71,6 +71,10 @@ test-386:
 
 demo: deps build
 	$(GO) run ./cmd/demo -flannelu $(BIN)
+
+# The same cluster in Kubernetes mode, on a real kube-apiserver.
+demo-kube: deps build kube-apiserver
+	$(GO) run ./cmd/demo -flannelu $(BIN) -store kube
 
 # Go micro benchmarks of the data path parts, then the end-to-end harness.
 bench-go:

@@ -36,7 +36,7 @@ func main() {
 	backendType := flag.String("backend", "udp", "backend: udp, vxlan or host-gw")
 	seconds := flag.Int("iperf-seconds", 3, "length of the iperf3 run")
 	cni := flag.Bool("cni", true, "create pods with CNI ADD through flannel's conflist (false: wire them by hand)")
-	store := flag.String("store", "etcd", "where the leases live: etcd, or kube (a real kube-apiserver; make kube-apiserver builds it)")
+	store := flag.String("store", "etcd", "where the leases live: etcd, or kube (a real kube-apiserver; make demo-kube builds it and runs this)")
 	flag.Parse()
 	if *store != "etcd" && *store != "kube" {
 		fmt.Fprintf(os.Stderr, "demo: -store %q: etcd or kube\n", *store)
@@ -67,8 +67,12 @@ func demo(bin, backendType string, iperfSeconds int, cni, kube bool) error {
 	if err != nil {
 		return err
 	}
+	servers := "etcd"
+	if kube {
+		servers = "kube-apiserver and etcd"
+	}
 	defer func() {
-		step("Tearing down: CNI DEL of every pod, stopping flannelu and etcd, removing every namespace")
+		step("Tearing down: CNI DEL of every pod, stopping flannelu, " + servers + ", removing every namespace")
 		c.Close()
 	}()
 	stopOnSignal(c)
