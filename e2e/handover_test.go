@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -78,19 +79,23 @@ func TestUDPRestart(t *testing.T) {
 	}
 }
 
-// TestUDPHandOver starts a second flannelu on host 1 while one runs, under
-// a 100 pings/s stream and an iperf3 TCP stream between the hosts' pods:
-// the new one takes over and the old one exits 0, with no ping lost, the
-// TCP stream going on, the same subnet on the same etcd lease (one key),
-// and one flannel0 with one route.
+// TestUDPHandOver starts a second flannelu on host 1 while one runs, on a
+// dual-stack network, under a 100 pings/s stream over each family and an
+// iperf3 TCP stream between the hosts' pods: the new one takes over and
+// the old one exits 0, with no ping lost, the TCP stream going on, the
+// same subnet on the same etcd lease (one key), one flannel0 with one
+// route, and the very sockets (IPv4 and IPv6) the old one had.
 func TestUDPHandOver(t *testing.T) {
 	testbed.RequireRoot(t)
-	c := newCluster(t, "e2e-handover", 2, udpConfig)
+	c := newClusterOf(t, testbed.Options{Name: "e2e-handover", Hosts: 2, IPv6: true}, dualStack.config("udp"))
 	startPair(t, c)
+	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr6)
 	old := c.Nodes[1]
 	keysBefore, leaseBefore := leaseKeys(t, c)
+	socketsBefore := udpSockets(t, c.Hosts[0])
 	iperf := startIperf(t, c)
 	ping := startPing(t, c, "ping-handover", "-i", "0.01", "-c", "2000")
+	ping6 := startPing(t, c, "ping6-handover", "-6", "-i", "0.01", "-c", "2000")
 
 	next, err := c.Start(c.Hosts[0].NS, "flannelu-host1-next", old.Args...)
 	if err != nil {
@@ -115,6 +120,15 @@ func TestUDPHandOver(t *testing.T) {
 	}
 	if lost := lostSeqs(ping, 2000); len(lost) > 0 {
 		t.Errorf("%d of 2000 pings lost across the hand-over: %v", len(lost), lost)
+	}
+	if _, err := ping6.Wait(eventDeadline); err != nil {
+		t.Errorf("ping -6 -c 2000 across the hand-over: %v%s", err, testbed.Tail(ping6.Log, 3))
+	}
+	if lost := lostSeqs(ping6, 2000); len(lost) > 0 {
+		t.Errorf("%d of 2000 IPv6 pings lost across the hand-over: %v", len(lost), lost)
+	}
+	if after := udpSockets(t, c.Hosts[0]); after != socketsBefore {
+		t.Errorf("UDP sockets on port 8285 before the hand-over:\n%s\nafter it:\n%s\nwant the same ones (address, inode)", socketsBefore, after)
 	}
 	iperf.Signal(syscall.SIGINT)
 	iperf.Wait(eventDeadline)
@@ -149,11 +163,40 @@ func startPair(t *testing.T, c *testbed.Cluster) {
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
 }
 
-// startPing starts a ping stream from host 1's pod to host 2's and waits
-// for 100 replies: the stream runs before whatever the test does next.
+// udpSockets lists the UDP sockets bound to flannel's port on h, one
+// "address inode" line each, sorted.
+func udpSockets(t *testing.T, h *testbed.Host) string {
+	t.Helper()
+	out, err := h.Run("ss", "-H", "-u", "-a", "-n", "-e", "sport", "=", ":8285")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var socks []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.Contains(line, ":8285") {
+			continue // a warning of ss's, such as "Failed to find cgroup2 mount"
+		}
+		f := strings.Fields(line)
+		ino := regexp.MustCompile(`\bino:(\d+)`).FindStringSubmatch(line)
+		if len(f) < 4 || ino == nil {
+			t.Fatalf("ss line without a local address and inode: %q", line)
+		}
+		socks = append(socks, f[3]+" "+ino[1])
+	}
+	slices.Sort(socks)
+	return strings.Join(socks, "\n")
+}
+
+// startPing starts a ping stream from host 1's pod to host 2's (over
+// IPv6 when args has -6) and waits for 100 replies: the stream runs before
+// whatever the test does next.
 func startPing(t *testing.T, c *testbed.Cluster, name string, args ...string) *testbed.Proc {
 	t.Helper()
-	args = append(append([]string{"ping", "-n"}, args...), c.Hosts[1].Pods[0].Addr.String())
+	to := c.Hosts[1].Pods[0].Addr
+	if slices.Contains(args, "-6") {
+		to = c.Hosts[1].Pods[0].Addr6
+	}
+	args = append(append([]string{"ping", "-n"}, args...), to.String())
 	ping, err := c.Start(c.Hosts[0].Pods[0].NS, name, args...)
 	if err != nil {
 		t.Fatal(err)

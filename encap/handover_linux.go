@@ -61,7 +61,7 @@ func Adopt(cfg Config, f *os.File) (*Conn, error) {
 }
 
 // dupUDP duplicates f's descriptor after checking that it is a bound IPv4
-// UDP socket.
+// or IPv6 UDP socket.
 func dupUDP(f *os.File) (fd int, local netip.AddrPort, err error) {
 	raw, err := f.SyscallConn()
 	if err != nil {
@@ -74,13 +74,9 @@ func dupUDP(f *os.File) (fd int, local netip.AddrPort, err error) {
 			opErr = fmt.Errorf("not a datagram socket (%v)", opErr)
 			return
 		}
-		sa, err := unix.Getsockname(int(orig))
-		in4, ok := sa.(*unix.SockaddrInet4)
-		if err != nil || !ok {
-			opErr = errNotInet
+		if local, opErr = boundAddr(int(orig)); opErr != nil {
 			return
 		}
-		local = netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port))
 		fd, opErr = unix.FcntlInt(orig, unix.F_DUPFD_CLOEXEC, 0)
 	})
 	if cerr != nil {

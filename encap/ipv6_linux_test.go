@@ -132,3 +132,41 @@ func TestIPv6SelfPolled(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An IPv6 socket changes hands as an IPv4 one does: the successor's
+// self-polled Conn is on the same address and reads what waited in it.
+func TestAdoptIPv6Socket(t *testing.T) {
+	a, b := pair6(t)
+	sent := outgoing(hostB6, []int{10, 20, 30})
+	if n, err := a.WriteBatch(sent); n != len(sent) || err != nil {
+		t.Fatalf("WriteBatch = %d, %v", n, err)
+	}
+	f, err := b.DupFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close() // the old owner leaves
+	next, err := Adopt(Config{SelfPolled: true}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer next.Close()
+	if next.LocalAddr() != hostB6 {
+		t.Errorf("adopted socket on %v, want %v", next.LocalAddr(), hostB6)
+	}
+	in := incoming(8, 2048)
+	err = next.Hold(func(fd int) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
+			t.Fatalf("poll = %d, %v; want the socket readable", n, err)
+		}
+		n, err := next.ReadBatch(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkReceived(t, in[:n], sent, hostA6)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

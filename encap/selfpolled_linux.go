@@ -83,6 +83,11 @@ func bindSelfPolled(fd int, reusePort bool, addr netip.AddrPort, v6 bool, bufSiz
 	if err := unix.Bind(fd, sa); err != nil {
 		return netip.AddrPort{}, os.NewSyscallError("bind", err)
 	}
+	return boundAddr(fd)
+}
+
+// boundAddr is the address a socket is bound to.
+func boundAddr(fd int) (netip.AddrPort, error) {
 	got, err := unix.Getsockname(fd)
 	if err != nil {
 		return netip.AddrPort{}, os.NewSyscallError("getsockname", err)

@@ -72,12 +72,11 @@ func (b *Backend) layout() deviceLayout {
 }
 
 // listen opens the sockets the workers still lack (a hand-over brings
-// the IPv4 ones): per worker one IPv4 socket on local (the interface's
-// IPv4 address and the backend's port) and, when the network carries
-// IPv6, one IPv6 socket on the interface's IPv6 address and the same
-// port. The IPv6 sockets are not handed over; they are opened with
-// SO_REUSEPORT so that a successor can bind beside them while this
-// process still forwards.
+// them): per worker one IPv4 socket on local (the interface's IPv4 address
+// and the backend's port) and, when the network carries IPv6, one IPv6
+// socket on the interface's IPv6 address and the same port. The IPv6
+// sockets have SO_REUSEPORT so that a successor whose predecessor did not
+// hand them over (an older flannelu) can bind beside them.
 func (b *Backend) listen(local netip.AddrPort) error {
 	workers := len(b.dev.Queues())
 	open := func(addr netip.AddrPort, reuse bool, into *[]*encap.Conn) error {

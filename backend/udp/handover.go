@@ -1,6 +1,9 @@
 package udp
 
-import "os"
+import (
+	"os"
+	"slices"
+)
 
 // Inherited is what a running flannelu's udp backend hands to its
 // successor on the same host (HandOff there, Options.Inherit here): a
@@ -9,8 +12,9 @@ import "os"
 // waits in them queued, while either process holds them, so the successor
 // takes over without a lost packet.
 type Inherited struct {
-	Queues  []*os.File
-	Sockets []*os.File
+	Queues   []*os.File
+	Sockets  []*os.File // IPv4, one per worker (none on an IPv6-only network)
+	Sockets6 []*os.File // IPv6, one per worker when the network carries IPv6
 }
 
 // Close closes every descriptor (when they are not used after all).
@@ -18,12 +22,13 @@ func (h *Inherited) Close() {
 	if h == nil {
 		return
 	}
-	for _, f := range append(h.Queues, h.Sockets...) {
+	for _, f := range h.Files() {
 		f.Close()
 	}
 }
 
-// Files lists the descriptors, queues first, as they are sent.
+// Files lists the descriptors as they are sent: queues, IPv4 sockets,
+// IPv6 sockets.
 func (h *Inherited) Files() []*os.File {
-	return append(append([]*os.File(nil), h.Queues...), h.Sockets...)
+	return slices.Concat(h.Queues, h.Sockets, h.Sockets6)
 }

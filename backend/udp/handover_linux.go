@@ -3,6 +3,9 @@ package udp
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"os"
+	"slices"
 
 	"github.com/vishvananda/netlink"
 
@@ -23,43 +26,62 @@ func (b *Backend) HandOff() (*Inherited, error) {
 		return nil, err
 	}
 	h := &Inherited{Queues: queues}
-	for _, c := range b.conns {
-		f, err := c.DupFile()
-		if err != nil {
-			h.Close()
-			return nil, err
+	for _, fam := range []struct {
+		conns []*encap.Conn
+		into  *[]*os.File
+	}{{b.conns, &h.Sockets}, {b.conns6, &h.Sockets6}} {
+		for _, c := range fam.conns {
+			f, err := c.DupFile()
+			if err != nil {
+				h.Close()
+				return nil, err
+			}
+			*fam.into = append(*fam.into, f)
 		}
-		h.Sockets = append(h.Sockets, f)
 	}
 	return h, nil
 }
 
 // adopt takes over a predecessor's device and sockets (Options.Inherit):
-// it owns them from here on, closing them on error.
+// it owns them from here on, closing them on error. A family's sockets
+// come one per queue, or not at all (listen opens them then); IPv6
+// sockets of a network that no longer carries IPv6 are closed.
 func (b *Backend) adopt(h *Inherited) error {
-	if len(h.Queues) == 0 || len(h.Queues) != len(h.Sockets) {
+	perQueue := func(fs []*os.File) bool { return len(fs) == 0 || len(fs) == len(h.Queues) }
+	if len(h.Queues) == 0 || !perQueue(h.Sockets) || !perQueue(h.Sockets6) || len(h.Sockets)+len(h.Sockets6) == 0 {
 		h.Close()
-		return fmt.Errorf("inherited %d TUN queues and %d sockets: need one of each per worker", len(h.Queues), len(h.Sockets))
+		return fmt.Errorf("inherited %d TUN queues, %d IPv4 and %d IPv6 sockets: need the sockets of a family one per queue",
+			len(h.Queues), len(h.Sockets), len(h.Sockets6))
 	}
+	sockets := slices.Concat(h.Sockets, h.Sockets6)
 	var err error
 	if b.dev, err = tun.Adopt(tun.Config{SelfPolled: true, Metrics: b.opts.Metrics}, h.Queues); err != nil {
-		for _, f := range h.Sockets {
-			f.Close()
-		}
+		closeAll(sockets)
 		return err
 	}
 	b.vnet = b.dev.VnetHdr()
-	for i, f := range h.Sockets {
+	for i, f := range sockets {
 		c, err := encap.Adopt(encap.Config{GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics}, f)
 		if err != nil {
-			for _, f := range h.Sockets[i+1:] {
-				f.Close()
-			}
+			closeAll(sockets[i+1:])
 			return err
 		}
-		b.conns = append(b.conns, c)
+		switch {
+		case i < len(h.Sockets):
+			b.conns = append(b.conns, c)
+		case b.has6() && c.LocalAddr() == netip.AddrPortFrom(b.ext.IfaceV6Addr, uint16(b.port)):
+			b.conns6 = append(b.conns6, c)
+		default: // not the IPv6 socket this process would open: listen opens that
+			c.Close()
+		}
 	}
 	return nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // openPersistent opens the TUN and makes it persistent. A device left by

@@ -47,8 +47,13 @@ type handOverMsg struct {
 	UDPWorkers int  `json:"udpWorkers,omitempty"`
 	UDPOffload bool `json:"udpOffload,omitempty"`
 	// Queues is how many of the attached descriptors are TUN queues; the
-	// rest are UDP sockets.
-	Queues int `json:"queues,omitempty"`
+	// rest are UDP sockets, the last Sockets6 of them IPv6 ones.
+	Queues   int `json:"queues,omitempty"`
+	Sockets6 int `json:"sockets6,omitempty"`
+	// TakesIPv6 in a hello says that the successor takes IPv6 sockets
+	// (Sockets6): a predecessor sends them only then, so that a successor
+	// of a version without them still gets what it expects.
+	TakesIPv6 bool `json:"takesIPv6,omitempty"`
 }
 
 // handOverTimeout bounds each exchange but the wait for "leave" (the
@@ -58,9 +63,9 @@ const handOverTimeout = 30 * time.Second
 // errHandedOver ends a process whose successor took over: a clean exit.
 var errHandedOver = errors.New("a successor took over")
 
-// maxHandOverFiles bounds the descriptors of one message: a TUN queue
-// and a socket per udp worker (at most 64).
-const maxHandOverFiles = 2 * 64
+// maxHandOverFiles bounds the descriptors of one message: a TUN queue,
+// an IPv4 and an IPv6 socket per udp worker (at most 64).
+const maxHandOverFiles = 3 * 64
 
 // handOverPath is --handover-socket: by default flannelu.sock beside the
 // subnet file, so that two flannelus share it exactly when they share
@@ -110,11 +115,12 @@ func findPredecessor(ctx context.Context, path string, log *slog.Logger) (*prede
 
 func (p *predecessor) hello() error {
 	p.conn.SetDeadline(time.Now().Add(handOverTimeout)) //nolint:errcheck // a socket always takes one
-	if err := sendMsg(p.conn, handOverMsg{Op: opHello, PID: os.Getpid()}, nil); err != nil {
+	if err := sendMsg(p.conn, handOverMsg{Op: opHello, PID: os.Getpid(), TakesIPv6: true}, nil); err != nil {
 		return err
 	}
 	msg, files, err := receiveMsg(p.conn)
-	if err == nil && (msg.Op != opState || msg.Lease == nil || msg.Queues > len(files)) {
+	if err == nil && (msg.Op != opState || msg.Lease == nil || msg.Queues < 0 || msg.Sockets6 < 0 ||
+		msg.Queues+msg.Sockets6 > len(files)) {
 		err = fmt.Errorf("unexpected answer %+v with %d descriptors", msg, len(files))
 	}
 	if err != nil {
@@ -156,7 +162,8 @@ func (p *predecessor) inherit(backendType string, o *options) *udp.Inherited {
 		closeFiles(files)
 		return nil
 	}
-	return &udp.Inherited{Queues: files[:p.state.Queues], Sockets: files[p.state.Queues:]}
+	v6 := len(files) - p.state.Sockets6
+	return &udp.Inherited{Queues: files[:p.state.Queues], Sockets: files[p.state.Queues:v6], Sockets6: files[v6:]}
 }
 
 // dismiss tells the predecessor to leave and waits until it says it does.

@@ -83,7 +83,7 @@ func (s *handOverServer) serve(ctx context.Context, c *net.UnixConn, ln *net.Uni
 		s.log.Warn("hand-over: no hello from the connecting process", "op", msg.Op, "error", err)
 		return false
 	}
-	if err := s.sendState(c); err != nil {
+	if err := s.sendState(c, msg.TakesIPv6); err != nil {
 		s.log.Error("hand-over: sending this process's state", "pid", msg.PID, "error", err)
 		return false
 	}
@@ -106,7 +106,10 @@ func (s *handOverServer) serve(ctx context.Context, c *net.UnixConn, ln *net.Uni
 	return true
 }
 
-func (s *handOverServer) sendState(c *net.UnixConn) error {
+// sendState answers a hello: the state and the backend's descriptors, the
+// IPv6 sockets only to a successor that takes them (takesIPv6); one that
+// does not binds its own beside them (SO_REUSEPORT).
+func (s *handOverServer) sendState(c *net.UnixConn, takesIPv6 bool) error {
 	state := s.state
 	var files []*os.File
 	if h, ok := s.be.(handOffer); ok {
@@ -115,6 +118,14 @@ func (s *handOverServer) sendState(c *net.UnixConn) error {
 			return err
 		}
 		defer inh.Close()
+		if takesIPv6 {
+			state.Sockets6 = len(inh.Sockets6)
+		} else {
+			for _, f := range inh.Sockets6 {
+				f.Close()
+			}
+			inh.Sockets6 = nil
+		}
 		state.Queues, files = len(inh.Queues), inh.Files()
 	}
 	return sendMsg(c, state, files)
