@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -490,26 +491,32 @@ func newLeaderAmong(c *testbed.Cluster, old *testbed.Etcd) error {
 }
 
 // peerChain is host i's FLANNELU-PEERS as iptables -S lists it.
-func peerChain(t *testing.T, h *testbed.Host) string {
+func peerChain(t *testing.T, h *testbed.Host, tool string) string {
 	t.Helper()
-	out, err := h.Run("iptables", "-S", "FLANNELU-PEERS")
+	out, err := h.Run(tool, "-S", "FLANNELU-PEERS")
 	if err != nil {
 		return err.Error()
 	}
 	return out
 }
 
-func waitPeerChain(t *testing.T, h *testbed.Host, want ...string) {
+// waitPeerChain waits until h's FLANNELU-PEERS chain lets exactly want in:
+// in iptables, or in ip6tables when the addresses are IPv6.
+func waitPeerChain(t *testing.T, h *testbed.Host, want ...netip.Addr) {
 	t.Helper()
+	tool := "iptables"
+	if len(want) > 0 && want[0].Is6() {
+		tool = "ip6tables"
+	}
 	var wantText strings.Builder
 	wantText.WriteString("-N FLANNELU-PEERS\n")
 	for _, ip := range want {
-		wantText.WriteString(`-A FLANNELU-PEERS -s ` + ip + `/32 -m comment --comment "flannelu peers" -j RETURN` + "\n")
+		wantText.WriteString(`-A FLANNELU-PEERS -s ` + netip.PrefixFrom(ip, ip.BitLen()).String() + ` -m comment --comment "flannelu peers" -j RETURN` + "\n")
 	}
 	wantText.WriteString(`-A FLANNELU-PEERS -m comment --comment "flannelu peers" -j DROP` + "\n")
 	if err := testbed.Eventually(20*time.Second, func() error {
-		if got := peerChain(t, h); got != wantText.String() {
-			return fmt.Errorf("%s FLANNELU-PEERS:\n%swant:\n%s", h.Name, got, wantText.String())
+		if got := peerChain(t, h, tool); got != wantText.String() {
+			return fmt.Errorf("%s %s FLANNELU-PEERS:\n%swant:\n%s", h.Name, tool, got, wantText.String())
 		}
 		return nil
 	}); err != nil {
@@ -517,75 +524,119 @@ func waitPeerChain(t *testing.T, h *testbed.Host, want ...string) {
 	}
 }
 
-// TestPeerFilter runs --iptables-peer-filter with the udp and the vxlan
-// backend: a stranger's datagrams to the port stop at iptables (the udp
-// forwarder never sees them), peers' pods reach each other, and the chain
-// follows a host that joins and one whose lease expired; a start without
+// TestPeerFilter runs --iptables-peer-filter with the udp backend on a
+// dual-stack network and with the vxlan backend: a stranger's datagrams to
+// the port stop at iptables (ip6tables over the IPv6 underlay; the udp
+// forwarder never sees them), peers' pods reach each other, and the chains
+// follow a host that joins and one whose lease expired; a start without
 // the flag removes the filter.
 func TestPeerFilter(t *testing.T) {
 	testbed.RequireRoot(t)
 	for _, tc := range []struct {
 		backend string
 		port    int
-	}{{"udp", 8285}, {"vxlan", 8472}} {
+		st      stack
+	}{{"udp", 8285, dualStack}, {"vxlan", 8472, ipv4}} {
 		t.Run(tc.backend, func(t *testing.T) {
-			config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, tc.backend)
-			checkPeerFilter(t, newCluster(t, "e2e-pf-"+tc.backend, 3, config), tc.port)
+			c := newClusterOf(t, testbed.Options{Name: "e2e-pf-" + tc.backend, Hosts: 3, IPv6: tc.st.v6}, tc.st.config(tc.backend))
+			checkPeerFilter(t, c, tc.port, tc.st)
 		})
 	}
 }
 
-func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int) {
+// peerAddrs is the public addresses of the hosts, of each family of st:
+// one list per family, IPv4 first.
+func peerAddrs(c *testbed.Cluster, st stack, hosts ...int) [][]netip.Addr {
+	var v4, v6 []netip.Addr
+	for _, i := range hosts {
+		v4, v6 = append(v4, c.Hosts[i-1].Addr), append(v6, c.Hosts[i-1].Addr6)
+	}
+	var out [][]netip.Addr
+	if st.v4 {
+		out = append(out, v4)
+	}
+	if st.v6 {
+		out = append(out, v6)
+	}
+	return out
+}
+
+func waitPeerChains(t *testing.T, c *testbed.Cluster, st stack, hosts ...int) {
+	t.Helper()
+	for _, want := range peerAddrs(c, st, hosts...) {
+		waitPeerChain(t, c.Hosts[0], want...)
+	}
+}
+
+// peerDrops is the packet count of the DROP rule in h's FLANNELU-PEERS.
+func peerDrops(t *testing.T, h *testbed.Host, tool string) int {
+	out := h.Exec(t, tool, "-L", "FLANNELU-PEERS", "-v", "-x", "-n")
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 2 && f[2] == "DROP" {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	return -1
+}
+
+func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int, st stack) {
 	n1 := withPod(t, c, 1, "--iptables-peer-filter")
 	withPod(t, c, 2, "--iptables-peer-filter", "--subnet-lease-ttl", "4s")
-	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String())
-	if out := c.Hosts[0].Exec(t, "iptables", "-S", "INPUT"); !strings.Contains(out, "--dport "+strconv.Itoa(port)+" ") {
-		t.Fatalf("INPUT does not filter port %d:\n%s", port, out)
+	waitPeerChains(t, c, st, 2)
+	for _, tool := range st.tools() {
+		if out := c.Hosts[0].Exec(t, tool, "-S", "INPUT"); !strings.Contains(out, "--dport "+strconv.Itoa(port)+" ") {
+			t.Fatalf("%s INPUT does not filter port %d:\n%s", tool, port, out)
+		}
 	}
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
-	before, _ := n1.Metric(unknownPeer)
-	drops := func() int {
-		out := c.Hosts[0].Exec(t, "iptables", "-L", "FLANNELU-PEERS", "-v", "-x", "-n")
-		for _, l := range strings.Split(out, "\n") {
-			if f := strings.Fields(l); len(f) > 2 && f[2] == "DROP" {
-				n, _ := strconv.Atoi(f[0])
-				return n
-			}
-		}
-		return -1
+	if st.v6 {
+		waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr6)
 	}
+	before, _ := n1.Metric(unknownPeer)
 	inner := innerUDP(t, "198.18.230.9", c.Hosts[0].Pods[0].Addr.String(), []byte("stranger"))
-	sendFromTo(t, c.Hosts[2], port, inner, 10)
-	if err := testbed.Eventually(5*time.Second, func() error {
-		if n := drops(); n < 10 {
-			return fmt.Errorf("FLANNELU-PEERS dropped %d datagrams of the stranger's 10", n)
+	for i, tool := range st.tools() {
+		dst := netip.AddrPortFrom(c.Hosts[0].Addr, uint16(port))
+		if tool == "ip6tables" {
+			dst = netip.AddrPortFrom(c.Hosts[0].Addr6, uint16(port))
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
+		sendTo(t, c.Hosts[2], dst, inner, 10)
+		if err := testbed.Eventually(5*time.Second, func() error {
+			if n := peerDrops(t, c.Hosts[0], tool); n < 10 {
+				return fmt.Errorf("%s FLANNELU-PEERS dropped %d datagrams of the stranger's 10 to %v", tool, n, dst)
+			}
+			return nil
+		}); err != nil {
+			t.Fatalf("family %d: %v", i, err)
+		}
 	}
 	if after, _ := n1.Metric(unknownPeer); after != before {
 		t.Errorf("unknown_peer moved %v -> %v: the stranger's datagrams reached flannelu", before, after)
 	}
 	// Host 3 joins: both chains let it in and its pods are reached.
 	withPod(t, c, 3, "--iptables-peer-filter")
-	waitPeerChain(t, c.Hosts[0], c.Hosts[1].Addr.String(), c.Hosts[2].Addr.String())
+	waitPeerChains(t, c, st, 2, 3)
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[0].Addr)
-	// Host 2 dies; once its 4 s lease expires it is out of the chain.
+	if st.v6 {
+		waitPing(t, c.Hosts[0].Pods[0], c.Hosts[2].Pods[0].Addr6)
+	}
+	// Host 2 dies; once its 4 s lease expires it is out of the chains.
 	c.Nodes[2].Proc.Signal(syscall.SIGKILL)
-	waitPeerChain(t, c.Hosts[0], c.Hosts[2].Addr.String())
+	waitPeerChains(t, c, st, 3)
 	// Without the flag, a restart removes the filter it left.
 	if err := n1.Stop(); err != nil {
 		t.Fatal(err)
 	}
 	startNode(t, c, 1)
-	if err := testbed.Eventually(10*time.Second, func() error {
-		if out, err := c.Hosts[0].Run("iptables", "-S", "INPUT"); err != nil || strings.Contains(out, "FLANNELU-PEERS") {
-			return fmt.Errorf("after a start without the flag, INPUT still jumps to the filter: %v\n%s", err, out)
+	for _, tool := range st.tools() {
+		if err := testbed.Eventually(10*time.Second, func() error {
+			if out, err := c.Hosts[0].Run(tool, "-S", "INPUT"); err != nil || strings.Contains(out, "FLANNELU-PEERS") {
+				return fmt.Errorf("after a start without the flag, %s INPUT still jumps to the filter: %v\n%s", tool, err, out)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -113,3 +113,15 @@ func linkMAC(h *testbed.Host, dev string) (string, error) {
 	}
 	return links[0].Address, nil
 }
+
+// tools is iptables for IPv4 and ip6tables for IPv6, for each family of s.
+func (s stack) tools() []string {
+	var out []string
+	if s.v4 {
+		out = append(out, "iptables")
+	}
+	if s.v6 {
+		out = append(out, "ip6tables")
+	}
+	return out
+}

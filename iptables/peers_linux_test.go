@@ -69,3 +69,28 @@ func TestPeerFilter(t *testing.T) {
 	check("after Purge", []string{"-P INPUT ACCEPT", "-P FORWARD DROP", "-P OUTPUT ACCEPT", foreignFwd})
 	inNS(t, ns, Options{}, func(r *Runner) error { return r.Purge(Peers(8285, nil)) }) // nothing there: fine
 }
+
+// The IPv6 peer filter is the same chain in ip6tables, with /128 sources;
+// it leaves iptables alone, and Purge takes it away.
+func TestPeerFilter6(t *testing.T) {
+	ns := newNamespace6(t)
+	inNS(t, ns, Options{IPv6: true}, func(r *Runner) error {
+		return r.Update(Peers6(8285, addrs("2001:db8:0:1::2", "2001:db8:0:1::3")))
+	})
+	want := []string{"-P INPUT ACCEPT", "-P FORWARD DROP", "-P OUTPUT ACCEPT", "-N FLANNELU-PEERS",
+		`-A INPUT -p udp -m udp --dport 8285 -m comment --comment "flannelu peers" -j FLANNELU-PEERS`,
+		foreignFwd6,
+		`-A FLANNELU-PEERS -s 2001:db8:0:1::2/128 -m comment --comment "flannelu peers" -j RETURN`,
+		`-A FLANNELU-PEERS -s 2001:db8:0:1::3/128 -m comment --comment "flannelu peers" -j RETURN`,
+		`-A FLANNELU-PEERS -m comment --comment "flannelu peers" -j DROP`}
+	if got := strings.Split(strings.TrimSpace(ns.Exec(t, "ip6tables", "-S")), "\n"); !slices.Equal(got, want) {
+		t.Fatalf("ip6tables -S:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if got := ns.Exec(t, "iptables", "-S", "INPUT"); strings.Contains(got, PeerChain) {
+		t.Errorf("the IPv6 filter touched iptables:\n%s", got)
+	}
+	inNS(t, ns, Options{IPv6: true}, func(r *Runner) error { return r.Purge(Peers6(0, nil)) })
+	if got := ns.Exec(t, "ip6tables", "-S"); strings.Contains(got, PeerChain) {
+		t.Errorf("after Purge:\n%s", got)
+	}
+}

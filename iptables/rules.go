@@ -141,8 +141,19 @@ func Forward(network netip.Prefix) Set {
 // from the peers' public addresses go on through INPUT (RETURN, so the
 // host's own firewall still decides), every other datagram to the port is
 // dropped. flannel's wire carries no authentication, so the outer source
-// address is all there is to filter on (see README).
+// address is all there is to filter on (see README). The peers are IPv4
+// addresses; Peers6 is the same filter for ip6tables.
 func Peers(port int, peers []netip.Addr) Set {
+	return peerSet(port, peers, false)
+}
+
+// Peers6 is Peers for the IPv6 underlay (ip6tables): the peers' public
+// IPv6 addresses.
+func Peers6(port int, peers []netip.Addr) Set {
+	return peerSet(port, peers, true)
+}
+
+func peerSet(port int, peers []netip.Addr, v6 bool) Set {
 	comment := []string{"-m", "comment", "--comment", peerComment}
 	jump := Rule{Chain: "INPUT", Insert: true,
 		Spec: append([]string{"-p", "udp", "--dport", strconv.Itoa(port)}, append(comment, "-j", PeerChain)...)}
@@ -151,5 +162,5 @@ func Peers(port int, peers []netip.Addr) Set {
 		rules = append(rules, Rule{Chain: PeerChain, Spec: append([]string{"-s", netip.PrefixFrom(a, a.BitLen()).String()}, append(comment, "-j", "RETURN")...)})
 	}
 	rules = append(rules, Rule{Chain: PeerChain, Spec: append(comment, "-j", "DROP")})
-	return Set{Name: "peers", Table: "filter", Chain: PeerChain, Rules: rules, Exact: true}
+	return Set{Name: "peers", Table: "filter", Chain: PeerChain, IPv6: v6, Rules: rules, Exact: true}
 }

@@ -102,7 +102,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.setNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the node's NetworkUnavailable condition to False once the network runs (Kubernetes mode)")
 	fs.BoolVar(&o.version, "version", false, "print version and exit")
 
-	fs.BoolVar(&o.peerFilter, "iptables-peer-filter", false, "flannelu: drop UDP to the backend's port (udp, vxlan) unless it comes from a current peer's public IP (iptables INPUT chain FLANNELU-PEERS; flannel's wire cannot be authenticated, see README)")
+	fs.BoolVar(&o.peerFilter, "iptables-peer-filter", false, "flannelu: drop UDP to the backend's port (udp, vxlan) unless it comes from a current peer's public IP (INPUT chain FLANNELU-PEERS in iptables, and ip6tables on an IPv6 network; flannel's wire cannot be authenticated, see README)")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "flannelu: TTL of the etcd lease behind the subnet (flanneld: fixed 24h)")
 	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", 10*time.Second, "flannelu: how often the vxlan and host-gw backends restore kernel state")
 	fs.BoolVar(&o.trace, "trace", false, "flannelu: print one line per forwarded or dropped packet (udp backend, rate-limited)")

@@ -96,7 +96,9 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	if filter != nil {
-		ipt = append(ipt, filter.r)
+		for _, fam := range filter.families {
+			ipt = append(ipt, fam.r)
+		}
 	}
 	stage = "running"
 	ho.serve(o, cfg, lease, be)
