@@ -91,10 +91,11 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	return n, nil
 }
 
-// WriteBatch sends each msgs[i].Buf[:N] as one datagram to msgs[i].Addr
-// and returns how many were sent. With GSO (Offloads), consecutive
-// messages to the same Addr of equal N (the last may be shorter) go in one
-// sendmsg; the wire still carries one datagram per message. When a message
+// WriteBatch sends each msgs[i].Head and Buf[:N] as one datagram to
+// msgs[i].Addr and returns how many were sent. With GSO (Offloads),
+// consecutive messages to the same Addr of equal Len (the last may be
+// shorter) go in one sendmsg, whose iovecs are each message's Head and
+// Buf[:N] in turn; the wire still carries one datagram per message. When a message
 // is refused (an invalid Addr or N, EMSGSIZE above the path MTU with DF
 // set, ...) WriteBatch returns the count before it and the error: msgs[n]
 // is the refused one, and the caller may drop it and send msgs[n+1:].
@@ -216,7 +217,7 @@ func (op *recvOp) release(n int) {
 // A group is the run of messages one mmsghdr carries (one without GSO).
 type sendOp struct {
 	hdrs   []unix.Mmsghdr
-	iovs   []unix.Iovec
+	iovs   []unix.Iovec // up to two per message: Head, Buf[:N]
 	names  []sockaddr
 	oob    []byte
 	once   poller.Attempt
@@ -230,31 +231,37 @@ type sendOp struct {
 func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 	if len(msgs) > len(op.hdrs) {
 		op.hdrs = make([]unix.Mmsghdr, len(msgs))
-		op.iovs = make([]unix.Iovec, len(msgs))
+		op.iovs = make([]unix.Iovec, 2*len(msgs))
 		op.names = make([]sockaddr, len(msgs))
 		op.oob = make([]byte, len(msgs)*segmentCmsgSpace)
 		op.ends = make([]int, len(msgs))
 	}
-	g := 0
+	g, iov := 0, 0
 	for i := 0; i < len(msgs); g++ {
 		end := i + 1
 		if gso {
 			end = groupEnd(msgs, i)
 		}
+		first := iov
 		for j := i; j < end; j++ {
-			setIovec(&op.iovs[j], msgs[j].Buf[:msgs[j].N])
+			if len(msgs[j].Head) > 0 {
+				setIovec(&op.iovs[iov], msgs[j].Head)
+				iov++
+			}
+			setIovec(&op.iovs[iov], msgs[j].Buf[:msgs[j].N])
+			iov++
 		}
 		namelen := putSockaddr(&op.names[g], msgs[i].Addr, v6)
 		h := &op.hdrs[g]
 		*h = unix.Mmsghdr{Hdr: unix.Msghdr{
 			Name:    (*byte)(unsafe.Pointer(&op.names[g])),
 			Namelen: namelen,
-			Iov:     &op.iovs[i],
+			Iov:     &op.iovs[first],
 		}}
-		h.Hdr.SetIovlen(end - i)
+		h.Hdr.SetIovlen(iov - first)
 		if end-i > 1 {
 			oob := op.oob[g*segmentCmsgSpace : (g+1)*segmentCmsgSpace]
-			putSegmentCmsg(oob, uint16(msgs[i].N))
+			putSegmentCmsg(oob, uint16(msgs[i].Len()))
 			h.Hdr.Control = &oob[0]
 			h.Hdr.SetControllen(len(oob))
 		}
@@ -266,20 +273,22 @@ func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 
 // groupEnd returns the end of the GSO run starting at msgs[i]: same
 // destination, same size (a shorter one ends the run), within the
-// kernel's segment and byte limits.
+// kernel's segment and byte limits. Its iovecs, two per message at most
+// (128), stay far below the kernel's UIO_MAXIOV (1024).
 func groupEnd(msgs []Message, i int) int {
-	size, dst := msgs[i].N, msgs[i].Addr
+	size, dst := msgs[i].Len(), msgs[i].Addr
 	if size == 0 {
 		return i + 1
 	}
 	total, j := size, i+1
 	for ; j < len(msgs) && j-i < maxGSOSegments; j++ {
 		m := &msgs[j]
-		if m.Addr != dst || m.N == 0 || m.N > size || total+m.N > maxGSOBytes {
+		n := m.Len()
+		if m.Addr != dst || n == 0 || n > size || total+n > maxGSOBytes {
 			break
 		}
-		total += m.N
-		if m.N < size {
+		total += n
+		if n < size {
 			return j + 1
 		}
 	}
@@ -331,7 +340,7 @@ func (op *sendOp) groupLen(g int) int {
 }
 
 func (op *sendOp) release(n int) {
-	for i := range n {
+	for i := range 2 * n {
 		op.iovs[i].Base = nil
 	}
 }

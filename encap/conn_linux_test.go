@@ -121,7 +121,9 @@ func checkReceived(tb testing.TB, got, sent []Message, src netip.AddrPort) {
 	}
 }
 
-func TestBatchRoundTrip(t *testing.T) {
+// bothWays runs test on a fresh pair twice: with the sender's UDP GSO
+// off, and on (skipped where the kernel has none).
+func bothWays(t *testing.T, test func(t *testing.T, a, b *Conn, gso bool)) {
 	for _, gso := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "gso"}[gso], func(t *testing.T) {
 			_, a, b := pair(t)
@@ -132,15 +134,21 @@ func TestBatchRoundTrip(t *testing.T) {
 			} else {
 				a.gso.Store(false)
 			}
-			sizes := []int{1, 1472, 20, 0, 1400, 1400, 1400, 700, 1472, 64, 64, 64, 64, 64, 64, 65}
-			sent := outgoing(hostB, sizes)
-			n, err := a.WriteBatch(sent)
-			if n != len(sent) || err != nil {
-				t.Fatalf("WriteBatch = %d, %v; want %d, nil", n, err, len(sent))
-			}
-			checkReceived(t, readAll(t, b, len(sent), 2048), sent, hostA)
+			test(t, a, b, gso)
 		})
 	}
+}
+
+func TestBatchRoundTrip(t *testing.T) {
+	bothWays(t, func(t *testing.T, a, b *Conn, gso bool) {
+		sizes := []int{1, 1472, 20, 0, 1400, 1400, 1400, 700, 1472, 64, 64, 64, 64, 64, 64, 65}
+		sent := outgoing(hostB, sizes)
+		n, err := a.WriteBatch(sent)
+		if n != len(sent) || err != nil {
+			t.Fatalf("WriteBatch = %d, %v; want %d, nil", n, err, len(sent))
+		}
+		checkReceived(t, readAll(t, b, len(sent), 2048), sent, hostA)
+	})
 }
 
 func TestGSOCoalescesEqualSizedRun(t *testing.T) {
@@ -158,6 +166,46 @@ func TestGSOCoalescesEqualSizedRun(t *testing.T) {
 	}
 	// The receiver (no GRO) still sees ten datagrams of the original sizes.
 	checkReceived(t, readAll(t, b, len(sent), 2048), sent, hostA)
+}
+
+// withHeads gives each of msgs a Head of headLen bytes cut from the front
+// of its Buf, as the udp backend sends a segment's rewritten headers
+// before its payload, and returns the whole datagrams the receiver must
+// see.
+func withHeads(msgs []Message, headLen int) [][]byte {
+	whole := make([][]byte, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		whole[i] = m.Buf[:m.N]
+		h := min(headLen, m.N)
+		m.Head, m.Buf, m.N = m.Buf[:h:h], m.Buf[h:], m.N-h
+	}
+	return whole
+}
+
+// TestHeadsGoBeforeTheirBufs sends datagrams gathered from a Head and a
+// Buf each, with and without GSO: the receiver sees each Head followed
+// by its Buf as one datagram, and with GSO a run of equal-sized ones
+// (counted with their heads) still goes in one sendmsg.
+func TestHeadsGoBeforeTheirBufs(t *testing.T) {
+	bothWays(t, func(t *testing.T, a, b *Conn, gso bool) {
+		sent := outgoing(hostB, []int{1472, 1472, 1472, 1472, 1472, 900})
+		whole := withHeads(sent, 52)
+		sent[1].Head, sent[1].Buf = nil, whole[1] // a message without a head joins the run
+		sent[1].N = len(whole[1])
+		if n, err := a.WriteBatch(sent); n != len(sent) || err != nil {
+			t.Fatalf("WriteBatch = %d, %v", n, err)
+		}
+		if want := map[bool]int{false: len(sent), true: 1}[gso]; a.tx.groups != want {
+			t.Fatalf("%d sendmsg headers, want %d", a.tx.groups, want)
+		}
+		got := readAll(t, b, len(sent), 2048)
+		for i := range got {
+			if !bytes.Equal(got[i].Buf[:got[i].N], whole[i]) {
+				t.Errorf("datagram %d: %d bytes, want the %d of its head and payload", i, got[i].N, len(whole[i]))
+			}
+		}
+	})
 }
 
 func TestReadBatchReturnsSeveralReadyDatagrams(t *testing.T) {
@@ -305,8 +353,9 @@ func TestSocketBufferIsForcedAsRoot(t *testing.T) {
 
 func TestBatchesDoNotAllocate(t *testing.T) {
 	_, a, b := pair(t)
-	sent := outgoing(hostB, []int{1400, 1400, 1400, 1400, 1400, 1400, 1400, 100})
-	in := incoming(8, 2048)
+	sent := outgoing(hostB, []int{1400, 1400, 1400, 1400, 1400, 1400, 1400, 100, 1400, 1400, 1400, 200})
+	withHeads(sent[8:], 40) // segments sent from a header slot and a payload slice
+	in := incoming(len(sent), 2048)
 	round := func() {
 		if n, err := a.WriteBatch(sent); n != len(sent) || err != nil {
 			t.Fatalf("WriteBatch = %d, %v", n, err)
@@ -321,6 +370,6 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 	}
 	round()
 	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
-		t.Fatalf("WriteBatch+ReadBatch of 8 allocated %.1f times per run, want 0", allocs)
+		t.Fatalf("WriteBatch+ReadBatch of %d allocated %.1f times per run, want 0", len(sent), allocs)
 	}
 }

@@ -52,8 +52,14 @@ type Config struct {
 }
 
 // Message is one datagram. ReadBatch fills Buf[:N] and sets Addr to the
-// sender; WriteBatch sends Buf[:N] to Addr. The caller owns Buf.
+// sender; WriteBatch sends Head followed by Buf[:N] to Addr. The caller
+// owns Head and Buf.
 type Message struct {
+	// Head, when not empty, goes on the wire before Buf[:N] in the same
+	// datagram, gathered by the kernel from where it lies (a segment's
+	// rewritten headers before its payload, which stays in the buffer it
+	// was read into). ReadBatch ignores it.
+	Head []byte
 	Buf  []byte
 	N    int
 	Addr netip.AddrPort
@@ -76,3 +82,6 @@ func (m *Message) Datagram(i int) ([]byte, bool) {
 	}
 	return m.Buf[start:min(start+m.GSOSize, m.N)], true
 }
+
+// Len is the size of the datagram WriteBatch sends for m: Head and Buf[:N].
+func (m *Message) Len() int { return len(m.Head) + m.N }

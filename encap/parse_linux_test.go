@@ -69,6 +69,8 @@ func TestGroupEnd(t *testing.T) {
 		{"other destination breaks run", []Message{msg(100, a), msg(100, b)}, 1},
 		{"empty message alone", []Message{msg(0, a), msg(0, a)}, 1},
 		{"byte limit", []Message{msg(40000, a), msg(40000, a)}, 1},
+		{"heads count in the size", []Message{msg(100, a), {Head: make([]byte, 40), Buf: make([]byte, 60), N: 60, Addr: a}, msg(100, a)}, 3},
+		{"a longer head breaks the run", []Message{msg(100, a), {Head: make([]byte, 41), Buf: make([]byte, 60), N: 60, Addr: a}}, 1},
 	}
 	for _, c := range cases {
 		if got := groupEnd(c.msgs, 0); got != c.want {
@@ -84,9 +86,10 @@ func TestGroupEnd(t *testing.T) {
 	}
 }
 
-// FuzzGroupEnd decodes a batch description (size, destination per message)
-// and checks every GSO run obeys the kernel's rules: one destination, equal
-// sizes with only the last shorter, within the segment and byte limits.
+// FuzzGroupEnd decodes a batch description (size, destination and head
+// length per message) and checks every GSO run obeys the kernel's rules:
+// one destination, equal sizes (heads counted) with only the last
+// shorter, within the segment and byte limits.
 func FuzzGroupEnd(f *testing.F) {
 	f.Add([]byte{100, 0, 100, 0, 50, 0, 50, 1})
 	f.Add([]byte{0, 0, 255, 1, 255, 1, 255, 1})
@@ -95,7 +98,11 @@ func FuzzGroupEnd(f *testing.F) {
 		var msgs []Message
 		for i := 0; i+1 < len(desc); i += 2 {
 			n := int(desc[i]) * 200 // up to 51000 bytes, to reach the byte limit
-			msgs = append(msgs, Message{Buf: make([]byte, n), N: n, Addr: dsts[desc[i+1]&1]})
+			m := Message{Buf: make([]byte, n), N: n, Addr: dsts[desc[i+1]&1]}
+			if head := int(desc[i+1] >> 1); head > 0 {
+				m.Head = make([]byte, head)
+			}
+			msgs = append(msgs, m)
 		}
 		for i := 0; i < len(msgs); {
 			end := groupEnd(msgs, i)
@@ -104,12 +111,12 @@ func FuzzGroupEnd(f *testing.F) {
 			}
 			total := 0
 			for j := i; j < end; j++ {
-				total += msgs[j].N
-				if msgs[j].Addr != msgs[i].Addr || msgs[j].N > msgs[i].N || (j < end-1 && msgs[j].N != msgs[i].N) {
+				total += msgs[j].Len()
+				if msgs[j].Addr != msgs[i].Addr || msgs[j].Len() > msgs[i].Len() || (j < end-1 && msgs[j].Len() != msgs[i].Len()) {
 					t.Fatalf("run [%d,%d) mixes sizes or destinations at %d", i, end, j)
 				}
 			}
-			if end-i > 1 && (total > maxGSOBytes || msgs[i].N == 0) {
+			if end-i > 1 && (total > maxGSOBytes || msgs[i].Len() == 0) {
 				t.Fatalf("run [%d,%d) of %d bytes breaks the GSO limits", i, end, total)
 			}
 			i = end
