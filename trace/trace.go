@@ -210,6 +210,13 @@ func newTracer(opts Options) (*Tracer, error) {
 // constant or long-lived string: the tracer keeps a reference until the
 // line is written.
 func (t *Tracer) Packet(dir drop.Direction, pkt []byte, peer netip.AddrPort, verdict string) {
+	t.PacketParts(dir, nil, pkt, peer, verdict)
+}
+
+// PacketParts is Packet for a packet that lies in two pieces, head then
+// rest (a segment's rewritten headers and its payload, still in the
+// super-packet it was cut from): the trace shows them as one packet.
+func (t *Tracer) PacketParts(dir drop.Direction, head, rest []byte, peer netip.AddrPort, verdict string) {
 	if t.closed.Load() {
 		return
 	}
@@ -232,9 +239,10 @@ func (t *Tracer) Packet(dir drop.Direction, pkt []byte, peer netip.AddrPort, ver
 		dir:     dir,
 		peer:    peer,
 		verdict: verdict,
-		origLen: len(pkt),
-		data:    s.buf[:copy(s.buf, pkt)],
+		origLen: len(head) + len(rest),
 	}
+	n := copy(s.buf, head)
+	s.rec.data = s.buf[:n+copy(s.buf[n:], rest)]
 	t.full <- i // never blocks: full has room for every slot index
 }
 

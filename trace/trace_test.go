@@ -136,9 +136,14 @@ func TestPcapRoundTrip(t *testing.T) {
 	big := append(echoReply(t), make([]byte, 200)...) // longer than snaplen
 	pkts := [][]byte{tcpSYN(t), echoReply(t), dnsUDP(t), {1, 2, 3}, big}
 	var times []time.Time
-	for _, p := range pkts {
+	for i, p := range pkts {
 		times = append(times, clk.now())
-		tr.Packet(drop.Outside, p, peer, Forwarded)
+		if i%2 == 0 && len(p) <= snaplen {
+			tr.Packet(drop.Outside, p, peer, Forwarded)
+		} else { // in two pieces, as a split segment: the same record
+			cut := min(20, len(p))
+			tr.PacketParts(drop.Outside, p[:cut], p[cut:], peer, Forwarded)
+		}
 		clk.add(1500 * time.Microsecond)
 	}
 	if err := tr.Close(); err != nil {
