@@ -38,6 +38,9 @@ func recvWithin(t *testing.T, fd int, what string) []byte {
 	}
 	buf := make([]byte, 2048)
 	n, err := unix.Read(fd, buf)
+	for err == unix.EINTR { // a socket with a receive timeout is not restarted after a signal (Go's preemption)
+		n, err = unix.Read(fd, buf)
+	}
 	if err != nil {
 		t.Fatalf("%s: nothing arrived: %v", what, err)
 	}
