@@ -75,14 +75,9 @@ func TestCoalesceRestoresSplitSuperPacket(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
 		s := spec{v6: v6, seq: 4242, ack: 1, id: 300, psh: true, tsVal: 7, payload: pattern(44 * 1436)}
 		orig, oh := superPacket(t, s, 1436)
-		out, sizes := buffers(64, 2000), make([]int, 64)
-		n, err := Split(orig, oh, out, sizes, 0)
-		if err != nil || n != 44 {
-			t.Fatalf("Split = %d, %v", n, err)
-		}
-		segs := make([][]byte, n)
-		for i := range n {
-			segs[i] = out[i][:sizes[i]]
+		segs, err := splitJoined(t, orig, oh)
+		if err != nil || len(segs) != 44 {
+			t.Fatalf("Split = %d, %v", len(segs), err)
 		}
 		ws := coalesce(t, NewCoalescer(CoalescerOptions{MaxBatch: 64}), segs)
 		if len(ws) != 1 {

@@ -33,24 +33,40 @@ func FuzzSplit(f *testing.F) {
 		_ = h.Encode(none)
 		f.Add(none, p)
 	}
-	out, sizes := buffers(64, 4096), make([]int, 64)
+	heads, payloads := headSlots(64), make([][]byte, 64)
 	f.Fuzz(func(t *testing.T, hb, pkt []byte) {
 		var h packet.VirtioNetHdr
 		if err := h.Decode(hb); err != nil {
 			return
 		}
-		n, err := Split(pkt, h, out, sizes, 3)
-		if err != nil {
-			if n != 0 {
-				t.Fatalf("%d packets with error %v", n, err)
+		if h.GSOType&^packet.GSOECNBit == packet.GSONone {
+			got := append([]byte(nil), pkt...)
+			if CompleteChecksum(got, h) == nil {
+				checkCompleted(t, pkt, h, got)
 			}
 			return
 		}
-		if h.GSOType&^packet.GSOECNBit == packet.GSONone {
-			checkCompleted(t, pkt, h, out[0][3:3+sizes[0]])
+		orig := append([]byte(nil), pkt...)
+		n, err := Split(pkt, h, heads, payloads)
+		if err != nil {
+			if n != 0 {
+				t.Fatalf("%d segments with error %v", n, err)
+			}
 			return
 		}
-		checkSegments(t, pkt, out[:n], sizes[:n], 3)
+		if !bytes.Equal(pkt, orig) {
+			t.Fatalf("Split changed the super-packet")
+		}
+		segs := make([][]byte, n)
+		for i := range n {
+			segs[i] = append(append([]byte(nil), heads[i]...), payloads[i]...)
+		}
+		checkSegments(t, pkt, segs)
+		for i, want := range copySplit(pkt, h) {
+			if i >= n || !bytes.Equal(segs[i], want) {
+				t.Fatalf("segment %d differs from the copying split's", i)
+			}
+		}
 	})
 }
 
@@ -81,7 +97,7 @@ func checkCompleted(t *testing.T, pkt []byte, h packet.VirtioNetHdr, got []byte)
 
 // checkSegments verifies every segment independently of Split's own
 // parsing and that their payloads concatenate to the super-packet's.
-func checkSegments(t *testing.T, pkt []byte, out [][]byte, sizes []int, off int) {
+func checkSegments(t *testing.T, pkt []byte, segs [][]byte) {
 	v6 := pkt[0]>>4 == 6
 	l4Off := 40
 	if !v6 {
@@ -92,8 +108,7 @@ func checkSegments(t *testing.T, pkt []byte, out [][]byte, sizes []int, off int)
 		hdrLen = l4Off + int(pkt[l4Off+12]>>4)*4
 	}
 	var payload []byte
-	for i := range out {
-		seg := out[i][off : off+sizes[i]]
+	for i, seg := range segs {
 		if !v6 && packet.Checksum(seg[:l4Off], 0) != 0 {
 			t.Fatalf("segment %d: IPv4 header checksum", i)
 		}
@@ -151,7 +166,6 @@ func FuzzCoalesce(f *testing.F) {
 	f.Add([]byte{8, 0, 0, 8, 0, 0, 8, 0, 4, 12, 0, 0, 12, 0, 0}, []byte{0x45, 0}, true)
 	f.Add([]byte{0, 0, 0, 0, 1, 0, 0, 4, 0, 0x50, 0, 0, 0, 0, 0, 0x20, 0, 0}, []byte{0x60}, false)
 	c := NewCoalescer(CoalescerOptions{MaxBatch: 8})
-	out, sizes := buffers(128, 2048), make([]int, 128)
 	f.Fuzz(func(t *testing.T, ops, raw []byte, udp bool) {
 		pkts := script(t, ops)
 		pkts = append(pkts, raw)
@@ -167,14 +181,12 @@ func FuzzCoalesce(f *testing.F) {
 			if v6 := p[0]>>4 == 6; binary.BigEndian.Uint16(p[h.CsumStart+h.CsumOffset:]) != partialSum(p, v6, int(h.CsumStart)) {
 				t.Fatalf("partial checksum of the super-packet")
 			}
-			n, err := Split(p, h, out, sizes, 0)
+			segs, err := splitJoined(t, p, h)
 			if err != nil {
 				t.Fatalf("kernel-side split of our super-packet: %v", err)
 			}
-			checkSegments(t, p, out[:n], sizes[:n], 0)
-			for i := range n {
-				got = append(got, append([]byte(nil), out[i][:sizes[i]]...))
-			}
+			checkSegments(t, p, segs)
+			got = append(got, segs...)
 		}
 		comparePerFlow(t, pkts, got)
 	})

@@ -129,19 +129,6 @@ func setIPv4Checksum(hdr []byte) {
 	binary.BigEndian.PutUint16(hdr[10:12], packet.Checksum(hdr, 0))
 }
 
-// l4Checksum returns the full checksum for the L4 segment seg of a packet
-// with addresses from ip, computed with the checksum field (at csumOff)
-// zeroed. 0 is sent as 0xffff, which means the same in ones' complement and
-// for UDP is required (0 means "no checksum").
-func l4Checksum(seg []byte, ip ipInfo, csumOff int, src, dst []byte) uint16 {
-	seg[csumOff], seg[csumOff+1] = 0, 0
-	c := packet.Checksum(seg, packet.PseudoSum(ip.proto, src, dst, len(seg)))
-	if c == 0 {
-		c = 0xffff
-	}
-	return c
-}
-
 // addrs returns the source and destination addresses inside pkt, which has
 // the same IP header layout as the packet ip was parsed from.
 func addrs(pkt []byte, ip ipInfo) (src, dst []byte) {

@@ -8,35 +8,40 @@ import (
 	"github.com/flannelu/flannelu/packet"
 )
 
-// Split turns one packet read from an IFF_VNET_HDR TUN (pkt, without its
-// virtio header, which the caller decoded into hdr) into plain IP packets
-// ready for the wire.
+// MaxHeaderLen is the longest IP plus TCP/UDP header of a segment: an IPv4
+// header with options and a TCP header with options, 60 bytes each. A
+// header slot of Split needs this much capacity.
+const MaxHeaderLen = 60 + 60
+
+// Split cuts a GSO super-packet read from an IFF_VNET_HDR TUN (pkt, without
+// its virtio header, which the caller decoded into hdr; GSOType TCPv4,
+// TCPv6 or UDP_L4, optionally with the ECN bit) into wire packets without
+// copying its payload: wire packet i is heads[i] followed by payloads[i].
 //
-// For a GSO packet (GSOType TCPv4, TCPv6 or UDP_L4, optionally with the ECN
-// bit) it writes segments of at most hdr.GSOSize payload bytes: segment i to
-// out[i][offset:offset+sizes[i]]. Each segment gets the headers of pkt with
-// the IP length fixed, IPv4 ID = ID+i and header checksum recomputed, TCP
-// sequence advanced by the payload before it, FIN and PSH only on the last
-// and CWR only on the first segment, UDP length fixed, and a full L4
-// checksum. A packet.GSONone packet is copied to out[0] and, if packet.FlagNeedsCsum is
-// set, its checksum is completed (CompleteChecksum).
+// Split writes segment i's headers into heads[i] (its memory, up to its
+// capacity, which must hold the super-packet's headers: MaxHeaderLen is
+// always enough) and sets heads[i] to them; payloads[i] becomes the slice
+// of pkt holding the segment's at most hdr.GSOSize payload bytes (the last
+// may be shorter). Each header is the super-packet's with the IP length
+// fixed, IPv4 ID = ID+i and header checksum recomputed, TCP sequence
+// advanced by the payload before it, FIN and PSH only on the last and CWR
+// only on the first segment, UDP length fixed, and a full L4 checksum
+// (the payload summed where it lies, the headers' share once per
+// super-packet: see shared).
 //
-// len(sizes) must be >= the number of segments, and so must len(out), each
-// out[i] having at least offset+sizes[i] bytes; otherwise Split returns an
-// error before writing anything. pkt is only read and must not overlap any
-// out[i]. Split returns the number of packets written; a malformed packet
-// (bad lengths, unsupported GSO type, hdr.HdrLen past the end, GSOSize 0)
-// gives an error and no packets. It does not allocate.
-func Split(pkt []byte, hdr packet.VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
-	if offset < 0 {
-		return 0, fmt.Errorf("offload: negative offset %d", offset)
-	}
+// pkt is only read, must not overlap any heads[i], and must stay unchanged
+// while the payloads are in use. With fewer than the number of segments in
+// heads or payloads Split returns ErrNoRoom; a malformed packet (bad
+// lengths, no or an unsupported GSO type, hdr.HdrLen past the end, GSOSize
+// 0) gives an error. In both cases nothing is written. Split returns the
+// number of segments and does not allocate.
+func Split(pkt []byte, hdr packet.VirtioNetHdr, heads, payloads [][]byte) (int, error) {
 	if int(hdr.HdrLen) > len(pkt) {
 		return 0, fmt.Errorf("offload: hdr_len %d past the end of a %d-byte packet", hdr.HdrLen, len(pkt))
 	}
 	gso := hdr.GSOType &^ packet.GSOECNBit
 	if gso == packet.GSONone {
-		return splitNone(pkt, hdr, out, sizes, offset)
+		return 0, errors.New("offload: not a GSO packet")
 	}
 	if hdr.GSOSize == 0 {
 		return 0, errors.New("offload: GSO packet with gso_size 0")
@@ -56,23 +61,57 @@ func Split(pkt []byte, hdr packet.VirtioNetHdr, out [][]byte, sizes []int, offse
 		return 0, err
 	}
 	hdrLen := ip.l4Off + l4Len
-	payload := len(pkt) - hdrLen
 	gsoSize := int(hdr.GSOSize)
-	n := max(1, (payload+gsoSize-1)/gsoSize)
-	if err := checkRoom(n, hdrLen, payload, gsoSize, out, sizes, offset); err != nil {
+	n := max(1, (len(pkt)-hdrLen+gsoSize-1)/gsoSize)
+	if err := checkRoom(n, hdrLen, heads, payloads); err != nil {
 		return 0, err
 	}
+	sums := sharedSums(pkt[:hdrLen], ip)
 	for i := range n {
 		start := hdrLen + i*gsoSize
-		end := min(start+gsoSize, len(pkt))
-		seg := out[i][offset : offset+hdrLen+end-start]
-		copy(seg, pkt[:hdrLen])
-		copy(seg[hdrLen:], pkt[start:end])
-		fixSegment(seg, ip, i, n, i*gsoSize)
-		sizes[i] = len(seg)
+		head := heads[i][:hdrLen]
+		copy(head, pkt[:hdrLen])
+		payloads[i] = pkt[start:min(start+gsoSize, len(pkt))]
+		fixHead(head, payloads[i], ip, sums, i, n, i*gsoSize)
+		heads[i] = head
 	}
 	return n, nil
 }
+
+// shared is what the checksums of every segment of one super-packet have
+// in common: the sums of its headers with the words that differ between
+// segments (and the checksum fields) taken out. Ones' complement sums add
+// in any order, so a segment's checksum is its shared sum plus its own
+// values of those words plus its payload: per segment only the payload
+// is summed in full. Measured (BenchmarkSplitTSO4, 44 segments) the
+// header sums were 40 % of Split's time when summed per segment.
+type shared struct {
+	ip uint64 // IPv4 header without total length, ID and checksum
+	l4 uint64 // pseudo-header without the length; L4 header without sequence number, flags word (TCP), length (UDP) and checksum
+}
+
+// sharedSums computes shared for the super-packet headers hdr. It does not
+// trust the checksum fields: it takes out whatever they hold.
+func sharedSums(hdr []byte, ip ipInfo) shared {
+	var s shared
+	if !ip.v6 {
+		h := hdr[:ip.l4Off]
+		s.ip = packet.Sum(h, 0) + not16(h[2:]) + not16(h[4:]) + not16(h[10:])
+	}
+	l4 := hdr[ip.l4Off:]
+	src, dst := addrs(hdr, ip)
+	s.l4 = packet.Sum(l4, packet.PseudoSum(ip.proto, src, dst, 0))
+	if ip.proto == protoTCP {
+		s.l4 += not16(l4[4:]) + not16(l4[6:]) + not16(l4[12:]) + not16(l4[tcpCsumOffset:])
+	} else {
+		s.l4 += not16(l4[4:]) + not16(l4[udpCsumOffset:])
+	}
+	return s
+}
+
+// not16 is the ones' complement of the 16-bit word at b: adding it
+// subtracts the word from a ones' complement sum.
+func not16(b []byte) uint64 { return uint64(^binary.BigEndian.Uint16(b)) }
 
 func checkGSOType(gso uint8, ip ipInfo) error {
 	switch {
@@ -105,33 +144,39 @@ func checkCsumFields(hdr packet.VirtioNetHdr, ip ipInfo) error {
 	return nil
 }
 
-// ErrNoRoom says Split has fewer output buffers than the super-packet has
+// ErrNoRoom says Split has fewer header slots than the super-packet has
 // segments: the caller can flush what it holds and call again with more.
 // It is a plain sentinel so that this expected case allocates nothing.
-var ErrNoRoom = errors.New("offload: more segments than output buffers")
+var ErrNoRoom = errors.New("offload: more segments than header slots")
 
-func checkRoom(n, hdrLen, payload, gsoSize int, out [][]byte, sizes []int, offset int) error {
-	if len(out) < n || len(sizes) < n {
+func checkRoom(n, hdrLen int, heads, payloads [][]byte) error {
+	if len(heads) < n || len(payloads) < n {
 		return ErrNoRoom
 	}
 	for i := range n {
-		need := offset + hdrLen + min(gsoSize, payload-i*gsoSize)
-		if len(out[i]) < need {
-			return fmt.Errorf("offload: out[%d] has %d bytes, segment needs %d", i, len(out[i]), need)
+		if cap(heads[i]) < hdrLen {
+			return fmt.Errorf("offload: header slot %d holds %d bytes, headers are %d", i, cap(heads[i]), hdrLen)
 		}
 	}
 	return nil
 }
 
-// fixSegment rewrites the headers of seg, segment i of n whose payload
-// starts payloadOff bytes into the super-packet's payload.
-func fixSegment(seg []byte, ip ipInfo, i, n, payloadOff int) {
-	if !ip.v6 {
-		id := binary.BigEndian.Uint16(seg[4:6]) + uint16(i)
-		binary.BigEndian.PutUint16(seg[4:6], id)
+// fixHead rewrites head, the headers of segment i of n whose payload
+// starts payloadOff bytes into the super-packet's payload, and completes
+// its checksums from sums (sharedSums) and the words it changed.
+func fixHead(head, payload []byte, ip ipInfo, sums shared, i, n, payloadOff int) {
+	total := len(head) + len(payload)
+	if ip.v6 {
+		binary.BigEndian.PutUint16(head[4:6], uint16(total-packet.IPv6HeaderLen))
+	} else {
+		id := binary.BigEndian.Uint16(head[4:6]) + uint16(i)
+		binary.BigEndian.PutUint16(head[2:4], uint16(total))
+		binary.BigEndian.PutUint16(head[4:6], id)
+		binary.BigEndian.PutUint16(head[10:12], ^packet.Fold(sums.ip+uint64(total)+uint64(id)))
 	}
-	setIPLength(seg, ip, len(seg)) // also the IPv4 header checksum
-	l4 := seg[ip.l4Off:]
+	l4 := head[ip.l4Off:]
+	l4Len := total - ip.l4Off
+	sum := sums.l4 + uint64(l4Len) // the pseudo-header's length
 	csumOff := udpCsumOffset
 	if ip.proto == protoTCP {
 		csumOff = tcpCsumOffset
@@ -143,28 +188,18 @@ func fixSegment(seg []byte, ip ipInfo, i, n, payloadOff int) {
 		if i != 0 {
 			l4[13] &^= tcpCWR
 		}
+		sum += uint64(seq>>16) + uint64(seq&0xffff) + uint64(binary.BigEndian.Uint16(l4[12:14]))
 	} else {
-		binary.BigEndian.PutUint16(l4[4:6], uint16(len(l4)))
+		binary.BigEndian.PutUint16(l4[4:6], uint16(l4Len))
+		sum += uint64(l4Len)
 	}
-	src, dst := addrs(seg, ip)
-	binary.BigEndian.PutUint16(l4[csumOff:], l4Checksum(l4, ip, csumOff, src, dst))
-}
-
-func splitNone(pkt []byte, hdr packet.VirtioNetHdr, out [][]byte, sizes []int, offset int) (int, error) {
-	if len(out) < 1 || len(sizes) < 1 {
-		return 0, errors.New("offload: no room for one packet")
+	// 0 is sent as 0xffff, which means the same in ones' complement and
+	// for UDP is required (0 means "no checksum").
+	c := packet.Checksum(payload, sum)
+	if c == 0 {
+		c = 0xffff
 	}
-	if len(out[0]) < offset+len(pkt) {
-		return 0, fmt.Errorf("offload: out[0] has %d bytes, packet needs %d", len(out[0]), offset+len(pkt))
-	}
-	if err := checkPartial(pkt, hdr); err != nil {
-		return 0, err
-	}
-	dst := out[0][offset : offset+len(pkt)]
-	copy(dst, pkt)
-	completeChecksum(dst, hdr)
-	sizes[0] = len(dst)
-	return 1, nil
+	binary.BigEndian.PutUint16(l4[csumOff:], c)
 }
 
 // CompleteChecksum finishes, in place, the checksum of a packet.GSONone packet read
@@ -173,14 +208,6 @@ func splitNone(pkt []byte, hdr packet.VirtioNetHdr, out [][]byte, sizes []int, o
 // exactly as the kernel's skb_checksum_help does. Without the flag it does
 // nothing. It errors when the offsets point outside pkt.
 func CompleteChecksum(pkt []byte, hdr packet.VirtioNetHdr) error {
-	if err := checkPartial(pkt, hdr); err != nil {
-		return err
-	}
-	completeChecksum(pkt, hdr)
-	return nil
-}
-
-func checkPartial(pkt []byte, hdr packet.VirtioNetHdr) error {
 	if hdr.Flags&packet.FlagNeedsCsum == 0 {
 		return nil
 	}
@@ -188,17 +215,11 @@ func checkPartial(pkt []byte, hdr packet.VirtioNetHdr) error {
 		return fmt.Errorf("offload: checksum at %d+%d past the end of a %d-byte packet",
 			hdr.CsumStart, hdr.CsumOffset, len(pkt))
 	}
-	return nil
-}
-
-func completeChecksum(pkt []byte, hdr packet.VirtioNetHdr) {
-	if hdr.Flags&packet.FlagNeedsCsum == 0 {
-		return
-	}
 	start, at := int(hdr.CsumStart), int(hdr.CsumStart)+int(hdr.CsumOffset)
 	c := packet.Checksum(pkt[start:], 0)
 	if c == 0 {
 		c = 0xffff
 	}
 	binary.BigEndian.PutUint16(pkt[at:], c)
+	return nil
 }

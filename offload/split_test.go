@@ -5,26 +5,108 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/flannelu/flannelu/packet"
 )
 
 const mss = 1448
 
-// splitAll splits and verifies every produced packet; it returns what a
-// receiver sees.
+// headSlots is n header slots of MaxHeaderLen bytes, as the udp backend
+// keeps them.
+func headSlots(n int) [][]byte { return buffers(n, MaxHeaderLen) }
+
+// splitJoined splits pkt and returns each wire packet as one slice: its
+// header slot followed by its payload, as the kernel copies them from a
+// sendmsg's iovecs.
+func splitJoined(tb testing.TB, pkt []byte, h packet.VirtioNetHdr) ([][]byte, error) {
+	tb.Helper()
+	heads, payloads := headSlots(64), make([][]byte, 64)
+	n, err := Split(pkt, h, heads, payloads)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, n)
+	for i := range n {
+		out[i] = append(append([]byte(nil), heads[i]...), payloads[i]...)
+	}
+	return out, nil
+}
+
+// splitAll splits, checks every wire packet against copySplit byte for
+// byte, verifies each independently, and returns what a receiver sees.
 func splitAll(t *testing.T, pkt []byte, h packet.VirtioNetHdr) []decoded {
 	t.Helper()
-	out, sizes := buffers(64, 2000), make([]int, 64)
-	n, err := Split(pkt, h, out, sizes, 4)
+	segs, err := splitJoined(t, pkt, h)
 	if err != nil {
 		t.Fatalf("Split: %v", err)
 	}
-	ds := make([]decoded, n)
-	for i := range n {
-		ds[i] = verify(t, out[i][4:4+sizes[i]])
+	want := copySplit(pkt, h)
+	if len(segs) != len(want) {
+		t.Fatalf("%d segments, the copying split made %d", len(segs), len(want))
+	}
+	ds := make([]decoded, len(segs))
+	for i, seg := range segs {
+		equalBytes(t, "segment against the copying split", seg, want[i])
+		ds[i] = verify(t, seg)
 	}
 	return ds
+}
+
+// copySplit is how Split segmented until it stopped copying payloads
+// (before this package wrote headers into slots): per segment a
+// contiguous copy of the super-packet's headers and the segment's payload,
+// the fields fixed in place, the IPv4 header checksum and the L4 checksum
+// summed over the contiguous result, here with the test's hand-built
+// pseudo-header. Split's header slot followed by its payload slice must
+// equal it byte for byte.
+func copySplit(pkt []byte, h packet.VirtioNetHdr) [][]byte {
+	v6 := pkt[0]>>4 == 6
+	l4Off := 40
+	if !v6 {
+		l4Off = int(pkt[0]&0xf) * 4
+	}
+	udp := pkt[protoField(v6)] == protoUDP
+	hdrLen, csumOff := l4Off+8, 6
+	if !udp {
+		hdrLen, csumOff = l4Off+int(pkt[l4Off+12]>>4)*4, 16
+	}
+	var out [][]byte
+	for start := hdrLen; ; start += int(h.GSOSize) {
+		end := min(start+int(h.GSOSize), len(pkt))
+		seg := append(append([]byte(nil), pkt[:hdrLen]...), pkt[start:end]...)
+		i, last := len(out), end == len(pkt)
+		if v6 {
+			binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)-40))
+		} else {
+			binary.BigEndian.PutUint16(seg[2:], uint16(len(seg)))
+			binary.BigEndian.PutUint16(seg[4:], binary.BigEndian.Uint16(seg[4:])+uint16(i))
+			seg[10], seg[11] = 0, 0
+			binary.BigEndian.PutUint16(seg[10:], packet.Checksum(seg[:l4Off], 0))
+		}
+		l4 := seg[l4Off:]
+		if udp {
+			binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
+		} else {
+			binary.BigEndian.PutUint32(l4[4:], binary.BigEndian.Uint32(l4[4:])+uint32(start-hdrLen))
+			if !last {
+				l4[13] &^= tcpFIN | tcpPSH
+			}
+			if i > 0 {
+				l4[13] &^= tcpCWR
+			}
+		}
+		l4[csumOff], l4[csumOff+1] = 0, 0
+		c := packet.Checksum(append(pseudoHeader(seg, v6, l4Off), l4...), 0)
+		if c == 0 {
+			c = 0xffff
+		}
+		binary.BigEndian.PutUint16(l4[csumOff:], c)
+		out = append(out, seg)
+		if last {
+			return out
+		}
+	}
 }
 
 func TestSplitTSO4(t *testing.T) {
@@ -62,11 +144,14 @@ func TestSplitTSO4(t *testing.T) {
 }
 
 func TestSplitFINOnlyOnLast(t *testing.T) {
-	pkt, h := superPacket(t, spec{fin: true, payload: pattern(2*mss + 1)}, mss)
-	ds := splitAll(t, pkt, h)
-	for i, d := range ds {
-		if d.tcp.FIN != (i == len(ds)-1) {
-			t.Errorf("segment %d of %d: FIN=%t", i, len(ds), d.tcp.FIN)
+	for _, v6 := range []bool{false, true} {
+		pkt, h := superPacket(t, spec{v6: v6, fin: true, psh: true, cwr: true, payload: pattern(2*mss + 1)}, mss)
+		ds := splitAll(t, pkt, h)
+		for i, d := range ds {
+			last := i == len(ds)-1
+			if d.tcp.FIN != last || d.tcp.PSH != last || d.tcp.CWR != (i == 0) {
+				t.Errorf("v6=%t segment %d of %d: FIN=%t PSH=%t CWR=%t", v6, i, len(ds), d.tcp.FIN, d.tcp.PSH, d.tcp.CWR)
+			}
 		}
 	}
 }
@@ -107,39 +192,51 @@ func TestSplitUSO(t *testing.T) {
 }
 
 func TestSplitPayloadWithinOneSegment(t *testing.T) {
-	// A GSO packet no longer than gso_size still gets a full checksum.
+	// A GSO packet no longer than gso_size still gets a full checksum, and
+	// one whose payload is an exact multiple has no empty last segment.
 	pkt, h := superPacket(t, spec{payload: pattern(500)}, mss)
 	if ds := splitAll(t, pkt, h); len(ds) != 1 || len(ds[0].payload) != 500 {
 		t.Fatalf("got %d segments", len(ds))
 	}
+	pkt, h = superPacket(t, spec{v6: true, payload: pattern(3 * mss)}, mss)
+	if ds := splitAll(t, pkt, h); len(ds) != 3 || len(ds[2].payload) != mss {
+		t.Fatalf("exact multiple: got %d segments", len(ds))
+	}
 }
 
-func TestSplitNeedsCsumOnly(t *testing.T) {
+// TestSplitCopiesNoPayload holds Split to its point: every payload is a
+// slice of the super-packet itself, and only header slots are written.
+func TestSplitCopiesNoPayload(t *testing.T) {
+	pkt, h := superPacket(t, spec{tsVal: 1, payload: pattern(10 * mss)}, mss)
+	orig := append([]byte(nil), pkt...)
+	heads, payloads := headSlots(16), make([][]byte, 16)
+	n, err := Split(pkt, h, heads, payloads)
+	if err != nil || n != 10 {
+		t.Fatalf("Split = %d, %v", n, err)
+	}
+	for i := range n {
+		want := unsafe.Pointer(&pkt[int(h.HdrLen)+i*mss])
+		if unsafe.Pointer(unsafe.SliceData(payloads[i])) != want {
+			t.Fatalf("payload %d is not the super-packet's own bytes", i)
+		}
+	}
+	equalBytes(t, "super-packet after Split", pkt, orig)
+}
+
+func TestCompleteChecksum(t *testing.T) {
 	for _, s := range []spec{{payload: pattern(999)}, {udp: true, payload: pattern(77)}, {v6: true, payload: pattern(10)}} {
 		pkt, h := superPacket(t, s, 0)
 		h.GSOType, h.GSOSize = packet.GSONone, 0
-		ds := splitAll(t, pkt, h)
-		if len(ds) != 1 {
-			t.Fatalf("%d packets, want 1", len(ds))
-		}
-		equalBytes(t, "payload", ds[0].payload, s.payload)
-
-		// In place, the same.
 		if err := CompleteChecksum(pkt, h); err != nil {
 			t.Fatal(err)
 		}
-		verify(t, pkt)
+		equalBytes(t, "payload", verify(t, pkt).payload, s.payload)
 	}
-}
-
-func TestSplitPlainPacketCopiedUnchanged(t *testing.T) {
-	pkt := build(t, spec{payload: pattern(300)})
-	out, sizes := buffers(1, 400), make([]int, 1)
-	n, err := Split(pkt, packet.VirtioNetHdr{}, out, sizes, 0)
-	if err != nil || n != 1 {
-		t.Fatalf("Split = %d, %v", n, err)
+	pkt, h := superPacket(t, spec{payload: pattern(10)}, 0)
+	h.GSOType, h.CsumStart = packet.GSONone, uint16(len(pkt)-1)
+	if err := CompleteChecksum(pkt, h); err == nil || !strings.Contains(err.Error(), "past the end") {
+		t.Fatalf("NEEDS_CSUM past the end: %v", err)
 	}
-	equalBytes(t, "copy", out[0][:sizes[0]], pkt)
 }
 
 func TestSplitErrors(t *testing.T) {
@@ -150,41 +247,39 @@ func TestSplitErrors(t *testing.T) {
 		return p, h
 	}
 	cases := []struct {
-		name string
-		f    func(p []byte, h *packet.VirtioNetHdr)
-		nOut int
-		size int
-		want string
+		name  string
+		f     func(p []byte, h *packet.VirtioNetHdr)
+		slots int
+		size  int
+		want  string
 	}{
-		{"hdr_len past the end", func(p []byte, h *packet.VirtioNetHdr) { h.HdrLen = uint16(len(p) + 1) }, 8, 2000, "hdr_len"},
-		{"gso_size 0", func(p []byte, h *packet.VirtioNetHdr) { h.GSOSize = 0 }, 8, 2000, "gso_size 0"},
-		{"IP version 5", func(p []byte, h *packet.VirtioNetHdr) { p[0] = 0x55 }, 8, 2000, "IP version 5"},
-		{"TCPV6 on IPv4", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSOTCPv6 }, 8, 2000, "does not match"},
-		{"UFO", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSOUDP }, 8, 2000, "UFO"},
-		{"unknown GSO type", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = 9 }, 8, 2000, "GSO type 9"},
-		{"IPv4 total length", func(p []byte, h *packet.VirtioNetHdr) { p[2]++ }, 8, 2000, "total length"},
-		{"IHL below 5", func(p []byte, h *packet.VirtioNetHdr) { p[0] = 0x44 }, 8, 2000, "header length"},
-		{"TCP data offset past end", func(p []byte, h *packet.VirtioNetHdr) { p[32] = 0x40 }, 8, 2000, "data offset"},
-		{"fragment", func(p []byte, h *packet.VirtioNetHdr) { p[6] |= 0x20 }, 8, 2000, "fragment"},
-		{"csum_start elsewhere", func(p []byte, h *packet.VirtioNetHdr) { h.CsumStart = 24 }, 8, 2000, "csum_start"},
-		{"too few buffers", func(p []byte, h *packet.VirtioNetHdr) {}, 2, 2000, "more segments than output buffers"},
-		{"buffers too small", func(p []byte, h *packet.VirtioNetHdr) {}, 8, 1000, "segment needs"},
-		{"NEEDS_CSUM past the end", func(p []byte, h *packet.VirtioNetHdr) {
-			h.GSOType, h.CsumStart = packet.GSONone, uint16(len(p)-1)
-		}, 8, 70000, "past the end"},
+		{"hdr_len past the end", func(p []byte, h *packet.VirtioNetHdr) { h.HdrLen = uint16(len(p) + 1) }, 8, MaxHeaderLen, "hdr_len"},
+		{"no GSO", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSONone }, 8, MaxHeaderLen, "not a GSO packet"},
+		{"gso_size 0", func(p []byte, h *packet.VirtioNetHdr) { h.GSOSize = 0 }, 8, MaxHeaderLen, "gso_size 0"},
+		{"IP version 5", func(p []byte, h *packet.VirtioNetHdr) { p[0] = 0x55 }, 8, MaxHeaderLen, "IP version 5"},
+		{"TCPV6 on IPv4", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSOTCPv6 }, 8, MaxHeaderLen, "does not match"},
+		{"UFO", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = packet.GSOUDP }, 8, MaxHeaderLen, "UFO"},
+		{"unknown GSO type", func(p []byte, h *packet.VirtioNetHdr) { h.GSOType = 9 }, 8, MaxHeaderLen, "GSO type 9"},
+		{"IPv4 total length", func(p []byte, h *packet.VirtioNetHdr) { p[2]++ }, 8, MaxHeaderLen, "total length"},
+		{"IHL below 5", func(p []byte, h *packet.VirtioNetHdr) { p[0] = 0x44 }, 8, MaxHeaderLen, "header length"},
+		{"TCP data offset past end", func(p []byte, h *packet.VirtioNetHdr) { p[32] = 0x40 }, 8, MaxHeaderLen, "data offset"},
+		{"fragment", func(p []byte, h *packet.VirtioNetHdr) { p[6] |= 0x20 }, 8, MaxHeaderLen, "fragment"},
+		{"csum_start elsewhere", func(p []byte, h *packet.VirtioNetHdr) { h.CsumStart = 24 }, 8, MaxHeaderLen, "csum_start"},
+		{"too few header slots", func(p []byte, h *packet.VirtioNetHdr) {}, 2, MaxHeaderLen, "more segments than header slots"},
+		{"header slots too small", func(p []byte, h *packet.VirtioNetHdr) {}, 8, 39, "headers are 40"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p, h := mod(c.f)
-			out, sizes := buffers(c.nOut, c.size), make([]int, c.nOut)
-			n, err := Split(p, h, out, sizes, 0)
+			heads, payloads := buffers(c.slots, c.size), make([][]byte, c.slots)
+			n, err := Split(p, h, heads, payloads)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Split = %d, %v; want an error about %q", n, err, c.want)
 			}
 			if n != 0 {
-				t.Fatalf("Split returned %d packets with an error", n)
+				t.Fatalf("Split returned %d segments with an error", n)
 			}
-			if !bytes.Equal(out[0][:64], make([]byte, 64)) {
+			if !bytes.Equal(heads[0], make([]byte, c.size)) || payloads[0] != nil {
 				t.Fatalf("Split wrote output before failing")
 			}
 		})
@@ -193,10 +288,10 @@ func TestSplitErrors(t *testing.T) {
 
 func TestSplitTruncatedPacketsNeverPanic(t *testing.T) {
 	pkt, h := superPacket(t, spec{v6: true, payload: pattern(2 * mss)}, mss)
-	out, sizes := buffers(4, 2000), make([]int, 4)
+	heads, payloads := headSlots(4), make([][]byte, 4)
 	for n := range len(pkt) {
 		h.HdrLen = 0
-		if _, err := Split(pkt[:n], h, out, sizes, 0); err == nil {
+		if _, err := Split(pkt[:n], h, heads, payloads); err == nil {
 			t.Fatalf("truncated to %d bytes: no error", n)
 		}
 	}
@@ -204,16 +299,16 @@ func TestSplitTruncatedPacketsNeverPanic(t *testing.T) {
 
 func TestSplitDoesNotAllocate(t *testing.T) {
 	pkt, h := superPacket(t, spec{payload: pattern(44 * mss)}, mss)
-	out, sizes := buffers(64, 2000), make([]int, 64)
+	heads, payloads := headSlots(64), make([][]byte, 64)
 	allocs := testing.AllocsPerRun(50, func() {
-		if _, err := Split(pkt, h, out, sizes, 10); err != nil {
+		if _, err := Split(pkt, h, heads, payloads); err != nil {
 			t.Fatal(err)
 		}
 	})
 	if allocs != 0 {
 		t.Fatalf("Split allocates %.1f times per super-packet", allocs)
 	}
-	if binary.BigEndian.Uint16(out[43][10+2:]) != uint16(40+mss) {
+	if binary.BigEndian.Uint16(heads[43][2:]) != uint16(40+mss) || len(payloads[43]) != mss {
 		t.Fatalf("last segment not written")
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/flannelu/flannelu/poller"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/tun"
 )
 
 // rig is one udp backend in its own namespace: own lease 198.18.1.0/24 on
@@ -160,11 +161,41 @@ func forwardWithoutAllocs(t *testing.T, r *rig, inner []byte) {
 		if a := testing.AllocsPerRun(50, outside); a != 0 {
 			t.Errorf("outside (UDP -> TUN): %.1f allocations per batch, want 0", a)
 		}
+		if r.b.vnet {
+			splitWithoutAllocs(t, r, p, &pace, isIPv6(inner))
+		}
 	})
 	inPkts, _ := r.b.drops.Forwarded(drop.Inside)
 	outPkts, _ := r.b.drops.Forwarded(drop.Outside)
 	if inPkts < 8*50 || outPkts < 8*50 {
 		t.Fatalf("forwarded inside %d, outside %d packets; want at least %d each (did the batches move packets?)", inPkts, outPkts, 8*50)
+	}
+}
+
+// splitWithoutAllocs holds the offload path's cutting of super-packets
+// to zero allocations: the pod sends with UDP_SEGMENT, so the TUN hands
+// the worker USO super-packets of 7 datagrams each, which it cuts into
+// header slots and payload slices and sends with UDP_SEGMENT again.
+func splitWithoutAllocs(t *testing.T, r *rig, p *poller.Poller, pace *pace, v6 bool) {
+	t.Helper()
+	uso := map[bool]tun.Offload{false: tun.OffloadUSO4, true: tun.OffloadUSO6}[v6]
+	if !r.b.dev.Offloads().Has(uso) {
+		t.Skip("the TUN takes no UDP super-packets (USO needs Linux 6.2)")
+	}
+	if err := unix.SetsockoptInt(r.pod, unix.SOL_UDP, unix.UDP_SEGMENT, 1200); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 6*1200+100)
+	super := func() {
+		for i := 0; i < 2; i++ {
+			unix.Write(r.pod, big)
+		}
+		r.turnUntil(t, p, pace, drop.Inside, 2*7)
+	}
+	super()
+	checkSplit(t, r)
+	if a := testing.AllocsPerRun(50, super); a != 0 {
+		t.Errorf("inside, super-packets (TUN -> split -> UDP GSO): %.1f allocations per batch, want 0", a)
 	}
 }
 

@@ -111,7 +111,7 @@ func FuzzInsidePacket(f *testing.F) {
 	_, w := dualStack(f)
 	f.Fuzz(func(t *testing.T, pkt []byte) {
 		w.in.nicmp = 0
-		peer, ok := w.in.routeOne(pkt, w.in.routes.Snapshot())
+		peer, ok := w.in.route(pkt, len(pkt), w.in.routes.Snapshot())
 		switch {
 		case ok && isIPv6(pkt):
 			ip, err := packet.ParseIPv6(pkt)

@@ -9,6 +9,7 @@ import (
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/routetable"
+	"github.com/flannelu/flannelu/trace"
 )
 
 // batch moves up to k packets (what is ready) from the TUN to the socket.
@@ -28,26 +29,41 @@ func (in *inside) batch(k int) error {
 	return nil
 }
 
-// queue routes one packet and, if it goes out, puts it in in.msgs[out]; it
-// returns the new count. A dropped packet is counted (and answered with an
-// ICMP error where that helps the sender).
+// queue routes one packet and, if it goes out, queues it (push); it
+// returns the new IPv4 count. A dropped packet is counted (and answered
+// with an ICMP error where that helps the sender).
 func (in *inside) queue(pkt []byte, snap *routetable.Snapshot, out int) int {
-	peer, ok := in.routeOne(pkt, snap)
+	peer, ok := in.route(pkt, len(pkt), snap)
 	if !ok {
 		return out
 	}
-	switch in.underlay(peer, pkt) {
-	case viaIPv6:
-		in.queue6(pkt, peer)
-		return out
-	case viaNone:
+	via := in.underlay(peer, pkt)
+	if via == viaNone {
 		in.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
 		return out
 	}
-	m := &in.msgs[out]
-	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peer.AddrPort()}
-	in.traceForwarded(drop.Inside, pkt, m.Addr)
-	return out + 1
+	return in.push(nil, pkt, peer, via, out)
+}
+
+// push puts one datagram, head (nil for a whole packet, a segment's
+// headers otherwise) then payload, in the queue of the underlay via: the
+// IPv4 one, in.msgs[out], whose new count it returns, or the IPv6 one
+// that send6 sends.
+func (in *inside) push(head, payload []byte, peer *routetable.Peer, via via, out int) int {
+	var m *encap.Message
+	if via == viaIPv6 {
+		m = &in.msgs6[in.nout6]
+		in.nout6++
+		*m = encap.Message{Head: head, Buf: payload, N: len(payload), Addr: peer.AddrPort6()}
+	} else {
+		m = &in.msgs[out]
+		out++
+		*m = encap.Message{Head: head, Buf: payload, N: len(payload), Addr: peer.AddrPort()}
+	}
+	if t := in.tracer; t != nil {
+		t.PacketParts(drop.Inside, head, payload, m.Addr, trace.Forwarded)
+	}
+	return out
 }
 
 // flushICMP writes the ICMP errors the batch produced into the TUN.
@@ -67,11 +83,14 @@ func (in *inside) flushICMP() {
 	in.nicmp = 0
 }
 
-// routeOne decides one packet's fate: its peer, or false when it is dropped
-// (counted, and answered with an ICMP error where that helps the sender).
-func (in *inside) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.Peer, bool) {
+// route decides the fate of pkt, which goes on the wire in packets of at
+// most wire bytes (pkt itself, or the segments of a super-packet, which
+// share its IP header): its peer, or false when it is dropped (counted
+// once, and answered with an ICMP error where that helps the sender). It
+// lowers pkt's TTL.
+func (in *inside) route(pkt []byte, wire int, snap *routetable.Snapshot) (*routetable.Peer, bool) {
 	if isIPv6(pkt) && in.own6.IsValid() {
-		return in.routeOne6(pkt, snap)
+		return in.route6(pkt, wire, snap)
 	}
 	ip, err := packet.ParseIPv4(pkt)
 	if err != nil {
@@ -96,7 +115,7 @@ func (in *inside) routeOne(pkt []byte, snap *routetable.Snapshot) (*routetable.P
 	// Errors about a known peer come from the far end of the tunnel, the
 	// peer's TUN address, for the same reason.
 	far := peer.Subnet.Addr().As4()
-	if len(pkt) > in.mtu {
+	if wire > in.mtu {
 		if ip.DF {
 			in.answer(replyFragNeeded, ip, pkt, far)
 		}
@@ -177,9 +196,9 @@ func (in *inside) sendOn(conn *encap.Conn, msgs []encap.Message) {
 	defer func() { in.drops.AddForwarded(drop.Inside, pkts, bytes) }()
 	for len(msgs) > 0 {
 		n, err := conn.WriteBatch(msgs)
-		for _, m := range msgs[:n] {
+		for i := range msgs[:n] {
 			pkts++
-			bytes += uint64(m.N)
+			bytes += uint64(msgs[i].Len())
 		}
 		if err != nil {
 			if isClosed(err) {

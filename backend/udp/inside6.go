@@ -4,7 +4,6 @@ import (
 	"net/netip"
 
 	"github.com/flannelu/flannelu/drop"
-	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
@@ -12,10 +11,10 @@ import (
 // isIPv6 reports whether pkt claims to be IPv6 (version nibble 6).
 func isIPv6(pkt []byte) bool { return len(pkt) > 0 && pkt[0]>>4 == 6 }
 
-// routeOne6 is routeOne for an IPv6 packet: its peer by the IPv6 route
-// table, or false when it is dropped (counted, and answered with an ICMPv6
-// error the pod receives). Extension headers are passed through.
-func (in *inside) routeOne6(pkt []byte, snap *routetable.Snapshot) (*routetable.Peer, bool) {
+// route6 is route for an IPv6 packet: its peer by the IPv6 route table,
+// or false when it is dropped (counted, and answered with an ICMPv6 error
+// the pod receives). Extension headers are passed through.
+func (in *inside) route6(pkt []byte, wire int, snap *routetable.Snapshot) (*routetable.Peer, bool) {
 	ip, err := packet.ParseIPv6(pkt)
 	if err != nil {
 		in.count(drop.Inside, drop.Malformed, pkt, netip.AddrPort{})
@@ -30,7 +29,7 @@ func (in *inside) routeOne6(pkt []byte, snap *routetable.Snapshot) (*routetable.
 		return nil, false
 	}
 	far := peer.Subnet6.Addr().As16() // the far end of the tunnel, as for IPv4
-	if len(pkt) > in.mtu6 {
+	if wire > in.mtu6 {
 		// IPv6 routers never fragment: the sender always hears.
 		in.answer6(replyFragNeeded, ip, pkt, far)
 		in.count(drop.Inside, drop.TooBig, pkt, netip.AddrPort{})
@@ -93,15 +92,7 @@ func (in *inside) underlay(peer *routetable.Peer, pkt []byte) via {
 	return viaNone
 }
 
-// queue6 queues pkt for the IPv6 socket; sendBatch sends it.
-func (in *inside) queue6(pkt []byte, peer *routetable.Peer) {
-	m := &in.msgs6[in.nout6]
-	*m = encap.Message{Buf: pkt, N: len(pkt), Addr: peer.AddrPort6()}
-	in.nout6++
-	in.traceForwarded(drop.Inside, pkt, m.Addr)
-}
-
-// send6 sends what queue6 queued.
+// send6 sends what push queued for the IPv6 socket.
 func (in *inside) send6() {
 	if in.nout6 == 0 {
 		return

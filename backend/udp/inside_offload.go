@@ -13,7 +13,7 @@ import (
 
 // batchOffload is batch for a TUN opened with IFF_VNET_HDR:
 // each frame starts with a virtio-net header and may be a TCP or UDP
-// super-packet of up to 64 KiB. Super-packets are split here into packets
+// super-packet of up to 64 KiB. Super-packets are cut here into packets
 // of at most the overlay MTU (the wire stays flanneld's: one inner packet
 // per datagram), and the socket sends each peer's run of equal-sized
 // datagrams with one UDP_SEGMENT sendmsg. It allocates nothing.
@@ -48,15 +48,19 @@ func (in *inside) batchOffload(k int) error {
 	return nil
 }
 
-// splitAndQueue splits one super-packet into the free segment buffers and
-// queues each segment. When the buffers run out it first sends what is
-// queued, which keeps the order of every flow.
+// splitAndQueue cuts one super-packet into segments, each its rewritten
+// headers in a header slot and its payload left where the TUN read put
+// it (the kernel gathers the two from the sendmsg's iovecs: no payload
+// is copied here), and queues them. The segments share one IP header, so
+// the super-packet is routed once: one lookup, one MTU check of its
+// largest segment, one TTL check. When the slots run out it first sends
+// what is queued, which keeps the order of every flow.
 func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *routetable.Snapshot, out int) int {
-	k, err := offload.Split(pkt, hdr, in.segs[in.segUsed:], in.segSizes[in.segUsed:], headroom)
+	k, err := offload.Split(pkt, hdr, in.heads[in.segUsed:], in.payloads[in.segUsed:])
 	if errors.Is(err, offload.ErrNoRoom) && in.segUsed > 0 {
 		in.sendBatch(in.msgs[:out])
 		out, in.segUsed = 0, 0
-		k, err = offload.Split(pkt, hdr, in.segs, in.segSizes, headroom)
+		k, err = offload.Split(pkt, hdr, in.heads, in.payloads)
 	}
 	if err != nil {
 		reason := drop.Malformed
@@ -66,9 +70,26 @@ func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *route
 		in.count(drop.Inside, reason, pkt, netip.AddrPort{})
 		return out
 	}
-	for j := in.segUsed; j < in.segUsed+k; j++ {
-		out = in.queue(in.segs[j][headroom:headroom+in.segSizes[j]], snap, out)
+	heads, payloads := in.heads[in.segUsed:in.segUsed+k], in.payloads[in.segUsed:in.segUsed+k]
+	peer, ok := in.route(pkt, len(heads[0])+len(payloads[0]), snap)
+	if !ok {
+		return out
 	}
 	in.segUsed += k
+	via := in.underlay(peer, pkt)
+	if via == viaNone {
+		in.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
+		return out
+	}
+	for i, head := range heads {
+		// route lowered the super-packet's TTL, whose header Split
+		// had already copied: each segment's header gets the same.
+		if isIPv6(head) {
+			packet.DecrementHopLimit(head)
+		} else {
+			packet.DecrementTTL(head)
+		}
+		out = in.push(head, payloads[i], peer, via, out)
+	}
 	return out
 }

@@ -59,7 +59,7 @@ func TestInsideVerdicts(t *testing.T) {
 			r.w.in.nicmp = 0
 			r.w.in.limit = icmpLimiter{}
 			orig := append([]byte(nil), tc.pkt...)
-			peer, ok := r.w.in.routeOne(tc.pkt, r.b.routes.Snapshot())
+			peer, ok := r.w.in.route(tc.pkt, len(tc.pkt), r.b.routes.Snapshot())
 			if ok != tc.forward {
 				t.Fatalf("forwarded = %v, want %v", ok, tc.forward)
 			}

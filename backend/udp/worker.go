@@ -67,16 +67,18 @@ type inside struct {
 
 	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
-	msgs  []encap.Message // what goes out over IPv4, pointing into bufs or segs
+	msgs  []encap.Message // what goes out over IPv4, pointing into bufs and heads
 	msgs6 []encap.Message // what goes out over IPv6
 	nout6 int
 	icmp  [][]byte // ICMP errors to write back into the TUN
 	nicmp int
 	limit icmpLimiter
 
-	// offload mode: segments of split super-packets
-	segs     [][]byte
-	segSizes []int
+	// offload mode: segments of split super-packets, their rewritten
+	// headers in heads (MaxHeaderLen slots) and their payloads slices of
+	// bufs; segUsed of them are queued
+	heads    [][]byte
+	payloads [][]byte
 	segUsed  int
 }
 
@@ -130,8 +132,8 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 	if e.vnet {
 		in.msgs = make([]encap.Message, n+segSlots)
 		in.msgs6 = make([]encap.Message, n+segSlots)
-		in.segs = makeBufs(segSlots, headroom+e.mtu)
-		in.segSizes = make([]int, segSlots)
+		in.heads = makeBufs(segSlots, offload.MaxHeaderLen)
+		in.payloads = make([][]byte, segSlots)
 	}
 	return in
 }
