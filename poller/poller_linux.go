@@ -2,6 +2,7 @@ package poller
 
 import (
 	"runtime"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -16,33 +17,75 @@ const (
 	// waits through the scheduler instead (an idle daemon then sleeps
 	// with no P held and no timer).
 	coldAfter = 20 * time.Millisecond
-	// yieldEvery bounds how long a busy loop keeps the P to itself.
+	// yieldEvery bounds how long a busy loop keeps the P to itself while
+	// every P is held by a hot Poller (see maybeYield).
 	yieldEvery = time.Millisecond
+	// yieldAnyway bounds it otherwise, below the 10 ms after which the
+	// runtime's sysmon preempts a goroutine that has not been through the
+	// scheduler, or, finding it in a system call (the data path's reads
+	// and writes), takes its P away and then polls every 20 µs for a
+	// while (BENCHMARKS.md, round three).
+	yieldAnyway = 5 * time.Millisecond
 )
 
-// Poller waits on a fixed set of descriptors. It is used by one goroutine,
-// which should be locked to its OS thread (runtime.LockOSThread) so that
-// the raw wait's P is the one that thread holds. It allocates nothing per
-// Wait.
+// hotPollers counts the Pollers of the process that wait raw (hot): each
+// holds a P that the rest of the program cannot use meanwhile.
+var hotPollers atomic.Int32
+
+// Poller waits on a fixed set of descriptors. It is used by one goroutine;
+// a raw wait keeps that goroutine on its OS thread. It allocates nothing
+// per Wait.
 type Poller struct {
 	fds       []unix.PollFd
 	hot       unix.Timespec // the raw wait's timeout
 	left      unix.Timespec // ppoll's copy of it
 	quiet     int           // raw waits in a row that found nothing
 	coldAfter int           // ... before the next wait is a cold one
+	counted   bool          // this Poller is in hotPollers
 	lastYield time.Time
+	lastCheck time.Time     // when maybeYield last compared hot Pollers and Ps
+	busyPoll  time.Duration // SetBusyPoll
+	lastReady time.Time     // when the last Wait found a descriptor ready (busy polling only)
 }
 
 // New returns a Poller for readability of fds (the caller keeps them open
-// and non-blocking for the Poller's lifetime).
+// and non-blocking for the Poller's lifetime, and calls Close at its end).
 func New(fds ...int) *Poller {
 	p := &Poller{hot: unix.NsecToTimespec(int64(hotTimeout)), coldAfter: int(coldAfter / hotTimeout),
 		lastYield: time.Now()}
 	for _, fd := range fds {
 		p.fds = append(p.fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 	}
+	p.count(true)
 	return p
 }
+
+// Close ends the Poller's share of the process's hot waits. The
+// descriptors are the caller's.
+func (p *Poller) Close() { p.count(false) }
+
+// count keeps hotPollers: whether this Poller now waits raw.
+func (p *Poller) count(hot bool) {
+	if hot == p.counted {
+		return
+	}
+	p.counted = hot
+	if hot {
+		hotPollers.Add(1)
+	} else {
+		hotPollers.Add(-1)
+	}
+}
+
+// SetBusyPoll makes each Wait within d of the last Wait that found a
+// descriptor ready check the descriptors without sleeping, handing the
+// CPU to any other runnable thread between checks (sched_yield), before
+// it sleeps; 0 (the default) turns it off, and d is capped at
+// MaxBusyPoll. While traffic flows this trades CPU time for the wake-up
+// of a sleeping thread, which on a virtual machine whose idle vCPUs halt
+// costs tens of microseconds (BENCHMARKS.md, round three); an idle
+// Poller does not poll, as the window only follows a ready descriptor.
+func (p *Poller) SetBusyPoll(d time.Duration) { p.busyPoll = min(max(d, 0), MaxBusyPoll) }
 
 // Ready reports whether the i-th descriptor (in New's order) was readable,
 // or in error, hung up or invalid (a read then says which), at the last
@@ -66,6 +109,10 @@ func (p *Poller) Writable(i int) bool { return p.fds[i].Revents&unix.POLLOUT != 
 // Wait blocks until at least one descriptor is ready. It returns only
 // errors of ppoll itself (EINTR is handled).
 func (p *Poller) Wait() error {
+	if p.spin() {
+		p.ready()
+		return nil
+	}
 	for {
 		var n uintptr
 		var errno unix.Errno
@@ -75,7 +122,9 @@ func (p *Poller) Wait() error {
 			n, _, errno = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
 				uintptr(unsafe.Pointer(&p.left)), 0, 0, 0)
 		} else {
+			p.count(false)
 			n, _, errno = unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)), 0, 0, 0, 0)
+			p.count(true)
 		}
 		switch {
 		case errno == unix.EINTR:
@@ -85,13 +134,63 @@ func (p *Poller) Wait() error {
 			return errno
 		case n == 0:
 			p.quiet++
-			p.yield()
+			p.maybeYield()
 		default:
-			p.quiet = 0
-			if time.Since(p.lastYield) >= yieldEvery {
-				p.yield()
-			}
+			p.ready()
 			return nil
+		}
+	}
+}
+
+// ready notes a Wait that found a descriptor ready.
+func (p *Poller) ready() {
+	p.quiet = 0
+	if p.busyPoll > 0 {
+		p.lastReady = time.Now()
+	}
+	p.maybeYield()
+}
+
+// spin checks the descriptors without sleeping until one is ready (true)
+// or the busy-poll window after the last ready Wait closes.
+func (p *Poller) spin() bool {
+	if p.busyPoll == 0 || p.quiet != 0 {
+		return false
+	}
+	var zero unix.Timespec
+	deadline := p.lastReady.Add(p.busyPoll)
+	for time.Now().Before(deadline) {
+		n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
+			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		if errno != 0 {
+			return false // Wait's own ppoll handles it
+		}
+		if n > 0 {
+			return true
+		}
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	}
+	return false
+}
+
+// maybeYield yields (see yield) once the P has been kept yieldEvery while
+// every P of the process is held by a hot Poller, so that nothing else of
+// the program runs meanwhile (GOMAXPROCS 1 with one worker), and
+// yieldAnyway otherwise. A yield while a P is free is a futex wake-up of
+// an idle thread (the scheduler's wakep), which then often takes the
+// goroutine over: at every millisecond, that was one per round trip of a
+// ping-pong (BENCHMARKS.md, round three).
+func (p *Poller) maybeYield() {
+	now := time.Now()
+	since := now.Sub(p.lastYield)
+	switch {
+	case since >= yieldAnyway:
+		p.yield()
+	case since >= yieldEvery && now.Sub(p.lastCheck) >= yieldEvery:
+		// runtime.GOMAXPROCS takes the scheduler's lock: once a millisecond.
+		p.lastCheck = now
+		if int(hotPollers.Load()) >= runtime.GOMAXPROCS(0) {
+			p.yield()
 		}
 	}
 }

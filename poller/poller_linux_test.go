@@ -64,17 +64,120 @@ func TestWaitWakes(t *testing.T) {
 }
 
 // TestWaitAllocatesNothing: a Wait with a descriptor ready allocates
-// nothing.
+// nothing, busy polling or not.
 func TestWaitAllocatesNothing(t *testing.T) {
+	for _, busyPoll := range []time.Duration{0, MaxBusyPoll} {
+		a := eventfd(t)
+		p := New(a)
+		p.SetBusyPoll(busyPoll)
+		signal(t, a)
+		if n := testing.AllocsPerRun(100, func() {
+			if err := p.Wait(); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Fatalf("busy poll %v: %.1f allocations per Wait, want 0", busyPoll, n)
+		}
+		p.Close()
+	}
+}
+
+// threadCPU is the CPU time the calling OS thread has used.
+func threadCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ts.Nano())
+}
+
+// TestBusyPollSeesReadyAndIsBounded: within the busy-poll window after a
+// ready Wait, a descriptor already ready is reported at once, and with
+// none ready the polling gives up when the window closes, having used at
+// most about the window's CPU time (an unbounded or unyielding spin
+// would use the 50 ms the test then sleeps in the Poller's wait).
+func TestBusyPollSeesReadyAndIsBounded(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	a, b := eventfd(t), eventfd(t)
+	p := New(a, b)
+	defer p.Close()
+	p.SetBusyPoll(MaxBusyPoll)
+	p.lastReady = time.Now()
+	signal(t, b)
+	if !p.spin() || p.Ready(0) || !p.Ready(1) {
+		t.Fatalf("spin with b ready: Ready(0) = %v, Ready(1) = %v; want b reported", p.Ready(0), p.Ready(1))
+	}
+	drain(b)
+
+	p.lastReady = time.Now()
+	start := time.Now()
+	if p.spin() {
+		t.Fatal("spin reported a descriptor ready, none was")
+	}
+	if waited := time.Since(start); waited < MaxBusyPoll {
+		t.Fatalf("spin gave up after %v, before its %v window closed", waited, MaxBusyPoll)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		unix.Write(a, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	}()
+	p.lastReady = time.Now()
+	before := threadCPU(t)
+	if err := p.Wait(); err != nil || !p.Ready(0) {
+		t.Fatalf("Wait: %v, Ready(0) = %v; want a ready", err, p.Ready(0))
+	}
+	used := threadCPU(t) - before
+	t.Logf("CPU time of a Wait of 50 ms with a %v busy-poll window: %v", MaxBusyPoll, used)
+	if used > 15*time.Millisecond {
+		t.Fatalf("a Wait of 50 ms used %v of CPU, want about the %v window", used, MaxBusyPoll)
+	}
+}
+
+// TestBusyPollLimit: SetBusyPoll caps the window at MaxBusyPoll and takes
+// a negative one for off.
+func TestBusyPollLimit(t *testing.T) {
+	p := New(eventfd(t))
+	defer p.Close()
+	for _, c := range []struct{ set, want time.Duration }{{time.Second, MaxBusyPoll}, {-time.Second, 0}, {50 * time.Microsecond, 50 * time.Microsecond}} {
+		if p.SetBusyPoll(c.set); p.busyPoll != c.want {
+			t.Errorf("SetBusyPoll(%v): window %v, want %v", c.set, p.busyPoll, c.want)
+		}
+	}
+}
+
+// TestHotPollersCounted: a Poller counts among the P-holding (hot) ones
+// from New until it waits through the scheduler (cold), again when that
+// wait returns, and no more after Close; maybeYield relies on the
+// count to yield only when no P is left for the rest of the program.
+func TestHotPollersCounted(t *testing.T) {
+	before := hotPollers.Load()
 	a := eventfd(t)
 	p := New(a)
-	signal(t, a)
-	if n := testing.AllocsPerRun(100, func() {
-		if err := p.Wait(); err != nil {
-			t.Fatal(err)
-		}
-	}); n != 0 {
-		t.Fatalf("%.1f allocations per Wait, want 0", n)
+	if got := hotPollers.Load(); got != before+1 {
+		t.Fatalf("after New: %d hot pollers, want %d", got, before+1)
 	}
-	drain(a)
+	p.quiet = p.coldAfter
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	deadline := time.Now().Add(5 * time.Second)
+	for hotPollers.Load() != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("in a cold wait: %d hot pollers, want %d", hotPollers.Load(), before)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	signal(t, a)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := hotPollers.Load(); got != before+1 {
+		t.Fatalf("after the cold wait returned: %d hot pollers, want %d", got, before+1)
+	}
+	p.Close()
+	p.Close()
+	if got := hotPollers.Load(); got != before {
+		t.Fatalf("after Close (twice): %d hot pollers, want %d", got, before)
+	}
 }

@@ -205,13 +205,18 @@ func (r *rig) hold(t *testing.T, fn func(p *poller.Poller)) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	with := func(fds ...int) {
+		p := poller.New(fds...)
+		defer p.Close()
+		fn(p)
+	}
 	err := r.w.in.q.Hold(func(tunFD, closing int) {
 		err := r.w.out.conn.Hold(func(sock int) {
 			if r.w.out6 == nil {
-				fn(poller.New(tunFD, sock, closing))
+				with(tunFD, sock, closing)
 				return
 			}
-			if err := r.w.out6.conn.Hold(func(sock6 int) { fn(poller.New(tunFD, sock, closing, sock6)) }); err != nil {
+			if err := r.w.out6.conn.Hold(func(sock6 int) { with(tunFD, sock, closing, sock6) }); err != nil {
 				t.Error(err)
 			}
 		})

@@ -5,6 +5,7 @@ package udp
 import (
 	"errors"
 	"net/netip"
+	"time"
 )
 
 // deviceLayout is what configureDevice would give the TUN.
@@ -21,7 +22,7 @@ func configureDevice(deviceLayout) error {
 }
 
 // run fails: Start never succeeds here, so Run never calls it.
-func (w *worker) run() error {
+func (w *worker) run(time.Duration) error {
 	return errors.New("udp backend: the forwarding loop is only supported on Linux")
 }
 

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/flannelu/flannelu/poller"
 )
@@ -25,17 +26,17 @@ const (
 // flanneld's locked, 0.88-1.06x unlocked, shared layout; BENCHMARKS.md).
 // Where one packet is ready it reads one; the batch calls (multi-packet
 // TUN reads, recvmmsg of many) are taken while a descriptor stays ready
-// from one wait to the next.
-func (w *worker) run() error {
+// from one wait to the next. busyPoll is the poller's SetBusyPoll.
+func (w *worker) run(busyPoll time.Duration) error {
 	var err error
 	held := w.in.q.Hold(func(tunFD, closing int) {
 		held := w.out.conn.Hold(func(sock int) {
 			if w.out6 == nil {
-				err = w.loop(poller.New(tunFD, sock, closing))
+				err = w.loop(poller.New(tunFD, sock, closing), busyPoll)
 				return
 			}
 			held6 := w.out6.conn.Hold(func(sock6 int) {
-				err = w.loop(poller.New(tunFD, sock, closing, sock6))
+				err = w.loop(poller.New(tunFD, sock, closing, sock6), busyPoll)
 			})
 			if held6 != nil && !isClosed(held6) {
 				err = held6
@@ -51,8 +52,10 @@ func (w *worker) run() error {
 	return err
 }
 
-// loop runs turns until one says stop.
-func (w *worker) loop(p *poller.Poller) error {
+// loop runs turns until one says stop, then closes p.
+func (w *worker) loop(p *poller.Poller, busyPoll time.Duration) error {
+	defer p.Close()
+	p.SetBusyPoll(busyPoll)
 	var pace pace
 	for {
 		stop, err := w.turn(p, &pace)

@@ -6,15 +6,24 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/poller"
 )
 
 // runLoop starts the rig worker's loop (one goroutine, one OS thread) and
-// returns where its result arrives.
-func (r *rig) runLoop() <-chan error {
+// returns where its result arrives; busyPoll is Options.BusyPoll.
+func (r *rig) runLoop(busyPoll time.Duration) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- r.w.run() }()
+	go func() { done <- r.w.run(busyPoll) }()
 	return done
 }
+
+// busyPolls are the loop's two ways to wait for the next packet: asleep
+// at once, or polling for the longest window first.
+var busyPolls = []struct {
+	name string
+	d    time.Duration
+}{{"sleep", 0}, {"busy-poll", poller.MaxBusyPoll}}
 
 // stopped waits for the loop's end: it must end, and cleanly.
 func stopped(t *testing.T, done <-chan error) {
@@ -50,28 +59,35 @@ func recvWithin(t *testing.T, fd int, what string) []byte {
 // TestLoopForwardsBothDirections runs the one worker loop and sends
 // through it both ways, alternately, as a ping-pong does: a pod's datagram
 // comes out at the peer's socket as flannel's encapsulation, and the
-// peer's datagram reaches a local pod's socket.
+// peer's datagram reaches a local pod's socket; with and without busy
+// polling.
 func TestLoopForwardsBothDirections(t *testing.T) {
 	for _, offloads := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "offload"}[offloads], func(t *testing.T) {
-			r := newRig(t, offloads)
-			r.ns.IP(t, "addr", "add", "198.18.1.7/32", "dev", "lo")
-			local := r.localPod(t, netip.MustParseAddrPort("198.18.1.7:7777"))
-			done := r.runLoop()
-			for i := 0; i < 20; i++ {
-				unix.Write(r.pod, []byte("ping"))
-				if got := recvWithin(t, r.peer, "peer socket"); len(got) != 20+8+4 || got[9] != unix.IPPROTO_UDP {
-					t.Fatalf("round %d: the peer got % x, want an IPv4/UDP packet with a 4-byte payload", i, got)
-				}
-				unix.Write(r.peer, innerPacket(t, "198.18.2.5", "198.18.1.7", 100))
-				if got := recvWithin(t, local, "local pod"); len(got) != 100-28 {
-					t.Fatalf("round %d: the local pod got %d bytes, want %d", i, len(got), 100-28)
-				}
-			}
-			r.b.close()
-			stopped(t, done)
-		})
+		for _, bp := range busyPolls {
+			t.Run(map[bool]string{false: "plain", true: "offload"}[offloads]+"/"+bp.name, func(t *testing.T) {
+				forwardBothWays(t, offloads, bp.d)
+			})
+		}
 	}
+}
+
+func forwardBothWays(t *testing.T, offloads bool, busyPoll time.Duration) {
+	r := newRig(t, offloads)
+	r.ns.IP(t, "addr", "add", "198.18.1.7/32", "dev", "lo")
+	local := r.localPod(t, netip.MustParseAddrPort("198.18.1.7:7777"))
+	done := r.runLoop(busyPoll)
+	for i := 0; i < 20; i++ {
+		unix.Write(r.pod, []byte("ping"))
+		if got := recvWithin(t, r.peer, "peer socket"); len(got) != 20+8+4 || got[9] != unix.IPPROTO_UDP {
+			t.Fatalf("round %d: the peer got % x, want an IPv4/UDP packet with a 4-byte payload", i, got)
+		}
+		unix.Write(r.peer, innerPacket(t, "198.18.2.5", "198.18.1.7", 100))
+		if got := recvWithin(t, local, "local pod"); len(got) != 100-28 {
+			t.Fatalf("round %d: the local pod got %d bytes, want %d", i, len(got), 100-28)
+		}
+	}
+	r.b.close()
+	stopped(t, done)
 }
 
 // localPod binds a UDP socket in the rig's namespace, as a pod listening
@@ -100,13 +116,13 @@ func (r *rig) localPod(t *testing.T, at netip.AddrPort) int {
 func TestLoopEndsWhenClosed(t *testing.T) {
 	t.Run("tun", func(t *testing.T) {
 		r := newRig(t, false)
-		done := r.runLoop()
+		done := r.runLoop(0)
 		r.b.dev.Close()
 		stopped(t, done)
 	})
 	t.Run("socket", func(t *testing.T) {
 		r := newRig(t, false)
-		done := r.runLoop()
+		done := r.runLoop(0)
 		r.b.conns[0].Close()
 		stopped(t, done)
 	})
@@ -114,13 +130,20 @@ func TestLoopEndsWhenClosed(t *testing.T) {
 
 // TestLoopIdleUsesNoCPU: after a burst of traffic, an idle loop sleeps:
 // the whole test process uses well under 0.2 s of CPU in 10 s (a loop
-// that spun, or woke every millisecond, would use far more).
+// that spun, or woke every millisecond, would use far more), busy
+// polling or not: its window follows a packet only.
 func TestLoopIdleUsesNoCPU(t *testing.T) {
 	if testing.Short() {
-		t.Skip("takes 10 s")
+		t.Skip("takes 10 s per way of waiting")
 	}
+	for _, bp := range busyPolls {
+		t.Run(bp.name, func(t *testing.T) { idleCPU(t, bp.d) })
+	}
+}
+
+func idleCPU(t *testing.T, busyPoll time.Duration) {
 	r := newRig(t, false)
-	done := r.runLoop()
+	done := r.runLoop(busyPoll)
 	for i := 0; i < 100; i++ {
 		unix.Write(r.pod, []byte("burst"))
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/drop"
@@ -65,6 +66,11 @@ type Options struct {
 	// subnet; see sourceOK). Sources inside Network that are not the
 	// sender's are refused either way.
 	ForeignSources bool
+	// BusyPoll is how long after a packet each worker checks its TUN
+	// queue and sockets without sleeping before it sleeps (poller's
+	// SetBusyPoll: CPU time for the wake-up of a sleeping thread); 0, the
+	// default, never.
+	BusyPoll time.Duration
 	// Inherit, when set, is a running predecessor's device and sockets
 	// (its HandOff): Start takes them over instead of opening its own, and
 	// Workers and Offload are theirs.
@@ -263,7 +269,7 @@ func (b *Backend) Run(ctx context.Context) error {
 	for i, q := range b.dev.Queues() {
 		w := newWorker(b, q, connAt(b.conns, i), connAt(b.conns6, i))
 		wg.Add(1)
-		go func() { defer wg.Done(); errs <- w.run() }()
+		go func() { defer wg.Done(); errs <- w.run(b.opts.BusyPoll) }()
 	}
 	b.log.Info(Forwarding, "workers", len(b.dev.Queues()))
 	defer b.log.Info(StoppedForwarding)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/kube"
+	"github.com/flannelu/flannelu/poller"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -56,6 +57,7 @@ type options struct {
 	traceRate         int
 	logLevel          string
 	udpWorkers        int
+	udpBusyPoll       time.Duration
 	udpOffload        bool
 	udpForeignSources bool
 	cpuProfile        string
@@ -114,6 +116,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "flannelu: write a Go CPU profile to this file until exit (debugging)")
 	fs.StringVar(&o.handOverSocket, "handover-socket", "", "flannelu: Unix socket on which a flannelu started later on this host takes over from this one without a lost packet (upgrades; see README); default flannelu.sock beside --subnet-file (/run/flannel/flannelu.sock), \"none\" to disable")
 	fs.StringVar(&o.afterHandOver, "after-handover", afterHandOverExit, "flannelu: what a flannelu does once a successor took over: exit (status 0), or wait, serving /healthz, until a signal stops it (a Kubernetes pod, whose container would be restarted)")
+	fs.DurationVar(&o.udpBusyPoll, "udp-busy-poll", 0, "flannelu: udp backend checks for the next packet without sleeping for this long after each one, yielding the CPU between checks (at most 1ms; 0: off): CPU time for lower latency where waking an idle CPU is slow, e.g. virtual machines (see BENCHMARKS.md)")
 	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend, each a TUN queue and a socket (0: automatic, one; see BENCHMARKS.md)")
 	return fs
 }
@@ -182,6 +185,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--after-handover %q: must be exit or wait", o.afterHandOver)
 	case o.udpWorkers < 0 || o.udpWorkers > 64:
 		return fmt.Errorf("--udp-workers %d: must be between 0 and 64", o.udpWorkers)
+	case o.udpBusyPoll < 0 || o.udpBusyPoll > poller.MaxBusyPoll:
+		return fmt.Errorf("--udp-busy-poll %v: must be between 0 and %v", o.udpBusyPoll, poller.MaxBusyPoll)
 	}
 	if _, err := kube.NewAnnotations(o.kubeAnnotationPrefix); err != nil {
 		return fmt.Errorf("--kube-annotation-prefix: %w", err)

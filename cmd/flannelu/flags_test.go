@@ -91,6 +91,8 @@ func TestBadFlagsGetAClearError(t *testing.T) {
 		{[]string{"--kube-annotation-prefix", "a/b/c"}, nil, "--kube-annotation-prefix: annotation prefix \"a/b/c\": at most one slash"},
 		{nil, map[string]string{"FLANNELD_KUBE_ANNOTATION_PREFIX": "nodots"}, "--kube-annotation-prefix: annotation prefix \"nodots/\": must be a domain name"},
 		{[]string{"--udp-workers", "100"}, nil, "--udp-workers 100"},
+		{[]string{"--udp-busy-poll", "2ms"}, nil, "--udp-busy-poll 2ms: must be between 0 and 1ms"},
+		{[]string{"--udp-busy-poll", "-1us"}, nil, "--udp-busy-poll -1µs"},
 		{nil, map[string]string{"FLANNELD_HEALTHZ_PORT": "many"}, `FLANNELD_HEALTHZ_PORT="many"`},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 	}
