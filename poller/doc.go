@@ -1,5 +1,5 @@
 // Package poller waits for any of a few non-blocking descriptors to become
-// ready, from one goroutine locked to its OS thread, the way flanneld's C
+// ready, from one goroutine, the way flanneld's C
 // proxy waits in poll(2) on its TUN and socket, and without Go's scheduler
 // in the way while traffic flows.
 //
@@ -12,9 +12,12 @@
 // both layouts. A raw wait has two costs that the Poller bounds: the rest
 // of the program runs on that P only when the waiting goroutine yields,
 // and an idle process would keep a P busy and sysmon ticking. So the
-// Poller waits raw while descriptors keep becoming ready, yields at least
-// every millisecond, and after a quiet spell waits once through the
-// scheduler, which costs nothing while the daemon is idle.
+// Poller waits raw while descriptors keep becoming ready, yields every
+// millisecond when no P is left for the rest of the program and every
+// 5 ms otherwise (before sysmon steps in), and after a quiet spell waits
+// once through the scheduler, which costs nothing while the daemon is
+// idle. Opt-in busy polling (SetBusyPoll) checks the descriptors without
+// sleeping for a bounded window after each ready one.
 //
 // Linux only.
 package poller
