@@ -26,6 +26,9 @@ const (
 	// and writes), takes its P away and then polls every 20 µs for a
 	// while (BENCHMARKS.md, round three).
 	yieldAnyway = 5 * time.Millisecond
+	// floodedWithin: a raw wait that returned this soon found a
+	// descriptor ready without sleeping (see flooded).
+	floodedWithin = 5 * time.Microsecond
 )
 
 // hotPollers counts the Pollers of the process that wait raw (hot): each
@@ -43,7 +46,10 @@ type Poller struct {
 	coldAfter int           // ... before the next wait is a cold one
 	counted   bool          // this Poller is in hotPollers
 	lastYield time.Time
-	lastCheck time.Time     // when maybeYield last compared hot Pollers and Ps
+	lastCheck time.Time // when maybeYield last compared hot Pollers and Ps
+	// flooded: the last Wait found a descriptor ready at once, as under
+	// a stream of packets; maybeYield then yields every yieldEvery.
+	flooded   bool
 	busyPoll  time.Duration // SetBusyPoll
 	lastReady time.Time     // when the last Wait found a descriptor ready (busy polling only)
 }
@@ -110,13 +116,15 @@ func (p *Poller) Writable(i int) bool { return p.fds[i].Revents&unix.POLLOUT != 
 // errors of ppoll itself (EINTR is handled).
 func (p *Poller) Wait() error {
 	if p.spin() {
+		p.flooded = false
 		p.ready()
 		return nil
 	}
 	for {
 		var n uintptr
 		var errno unix.Errno
-		if p.quiet < p.coldAfter {
+		raw := p.quiet < p.coldAfter
+		if raw {
 			// ppoll writes the time left back into its argument.
 			p.left = p.hot
 			n, _, errno = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
@@ -136,6 +144,7 @@ func (p *Poller) Wait() error {
 			p.quiet++
 			p.maybeYield()
 		default:
+			p.flooded = raw && p.left.Nano() > p.hot.Nano()-int64(floodedWithin)
 			p.ready()
 			return nil
 		}
@@ -174,17 +183,19 @@ func (p *Poller) spin() bool {
 }
 
 // maybeYield yields (see yield) once the P has been kept yieldEvery while
-// every P of the process is held by a hot Poller, so that nothing else of
-// the program runs meanwhile (GOMAXPROCS 1 with one worker), and
-// yieldAnyway otherwise. A yield while a P is free is a futex wake-up of
-// an idle thread (the scheduler's wakep), which then often takes the
-// goroutine over: at every millisecond, that was one per round trip of a
-// ping-pong (BENCHMARKS.md, round three).
+// packets stream in (flooded) or every P of the process is held by a hot
+// Poller, so that nothing else of the program runs meanwhile (GOMAXPROCS
+// 1 with one worker), and yieldAnyway otherwise. A yield while a P is
+// free is a futex wake-up of an idle thread (the scheduler's wakep),
+// which then often takes the goroutine over: at every millisecond, that
+// was one per round trip of a ping-pong (BENCHMARKS.md, round three).
+// Under a stream the same hand-over lets the goroutine move off a busy
+// CPU: without it, 64-byte UDP lost more at the sender's TUN queue.
 func (p *Poller) maybeYield() {
 	now := time.Now()
 	since := now.Sub(p.lastYield)
 	switch {
-	case since >= yieldAnyway:
+	case since >= yieldAnyway, since >= yieldEvery && p.flooded:
 		p.yield()
 	case since >= yieldEvery && now.Sub(p.lastCheck) >= yieldEvery:
 		// runtime.GOMAXPROCS takes the scheduler's lock: once a millisecond.

@@ -181,3 +181,37 @@ func TestHotPollersCounted(t *testing.T) {
 		t.Fatalf("after Close (twice): %d hot pollers, want %d", got, before)
 	}
 }
+
+// TestFloodedOnlyWhenReadyAtOnce: a raw Wait that finds a descriptor
+// already ready marks the Poller flooded (maybeYield then yields every
+// millisecond, as under a stream of packets); one that had to sleep for
+// it does not. A preemption inside the ready wait, or a signal just after
+// a wait began, can blur one Wait, so each kind is tried up to ten times.
+func TestFloodedOnlyWhenReadyAtOnce(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	a := eventfd(t)
+	p := New(a)
+	defer p.Close()
+	seen := func(want bool, prepare func()) {
+		t.Helper()
+		for range 10 {
+			prepare()
+			if err := p.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			drain(a)
+			if p.flooded == want {
+				return
+			}
+		}
+		t.Fatalf("10 Waits, none with flooded = %v", want)
+	}
+	seen(true, func() { signal(t, a) })
+	seen(false, func() {
+		go func() {
+			time.Sleep(300 * time.Microsecond)
+			unix.Write(a, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+		}()
+	})
+}
