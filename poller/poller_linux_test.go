@@ -182,11 +182,12 @@ func TestHotPollersCounted(t *testing.T) {
 	}
 }
 
-// TestFloodedOnlyWhenReadyAtOnce: a raw Wait that finds a descriptor
-// already ready marks the Poller flooded (maybeYield then yields every
-// millisecond, as under a stream of packets); one that had to sleep for
-// it does not. A preemption inside the ready wait, or a signal just after
-// a wait began, can blur one Wait, so each kind is tried up to ten times.
+// TestFloodedOnlyWhenReadyAtOnce: raw Waits that find a descriptor
+// already ready, floodedAfter in a row, mark the Poller flooded
+// (maybeYield then yields every millisecond, as under a stream of
+// packets); one that had to sleep for it ends that. A preemption inside a
+// ready wait, or a signal just after a wait began, can blur one Wait, so
+// each kind gets ten Waits more than it needs.
 func TestFloodedOnlyWhenReadyAtOnce(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -195,22 +196,25 @@ func TestFloodedOnlyWhenReadyAtOnce(t *testing.T) {
 	defer p.Close()
 	seen := func(want bool, prepare func()) {
 		t.Helper()
-		for range 10 {
+		for range floodedAfter + 10 {
 			prepare()
 			if err := p.Wait(); err != nil {
 				t.Fatal(err)
 			}
 			drain(a)
-			if p.flooded == want {
+			if p.flooded() == want {
 				return
 			}
 		}
-		t.Fatalf("10 Waits, none with flooded = %v", want)
+		t.Fatalf("%d Waits, none with flooded = %v", floodedAfter+10, want)
 	}
 	seen(true, func() { signal(t, a) })
 	seen(false, func() {
 		go func() {
-			time.Sleep(300 * time.Microsecond)
+			// The kernel's sleep: a Go timer may fire only when the
+			// Poller's own 1 ms timeout lets the runtime look.
+			ts := unix.NsecToTimespec(int64(300 * time.Microsecond))
+			unix.Nanosleep(&ts, nil)
 			unix.Write(a, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		}()
 	})
