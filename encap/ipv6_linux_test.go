@@ -90,72 +90,9 @@ func TestIPv6BatchRoundTrip(t *testing.T) {
 
 func TestIPv6SocketRefusesIPv4Destinations(t *testing.T) {
 	a, b := pair6(t)
-	sent := outgoing(hostB6, []int{10, 20})
-	sent[1].Addr = hostB
-	if n, err := a.WriteBatch(sent); n != 1 || err == nil {
-		t.Fatalf("WriteBatch = %d, %v; want 1 and an error for the IPv4 destination", n, err)
-	}
-	checkReceived(t, readAll(t, b, 1, 2048), sent[:1], hostA6)
-}
-
-// TestIPv6SelfPolled: the udp backend's IPv6 sockets are SelfPolled: one
-// binds its IPv6 address (IPv6-only, beside the IPv4 socket on the same
-// port) and receives a datagram with its IPv6 sender.
-func TestIPv6SelfPolled(t *testing.T) {
-	a, _, ns := pair6NS(t)
-	var b *Conn
-	var err error
-	ns.In(t, func() {
-		b, err = Listen(Config{Addr: netip.MustParseAddrPort("[2001:db8:0:1::2]:8286"), SelfPolled: true})
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if b.LocalAddr().String() != "[2001:db8:0:1::2]:8286" {
-		t.Fatalf("LocalAddr %v", b.LocalAddr())
-	}
-	if n, err := a.WriteBatch(outgoing(b.LocalAddr(), []int{100})); n != 1 || err != nil {
-		t.Fatalf("WriteBatch = %d, %v", n, err)
-	}
-	in := incoming(4, 2048)
-	err = b.Hold(func(fd int) {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
-			t.Fatalf("poll = %d, %v; want the socket readable", n, err)
-		}
-		if n, err := b.ReadBatch(in); n != 1 || err != nil || in[0].N != 100 || in[0].Addr != hostA6 {
-			t.Fatalf("ReadBatch = %d, %v, %d bytes from %v; want 100 bytes from %v", n, err, in[0].N, in[0].Addr, hostA6)
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// An IPv6 socket changes hands as an IPv4 one does: the successor's
-// self-polled Conn is on the same address and reads what waited in it.
-func TestAdoptIPv6Socket(t *testing.T) {
-	a, b := pair6(t)
-	sent := outgoing(hostB6, []int{10, 20, 30})
-	if n, err := a.WriteBatch(sent); n != len(sent) || err != nil {
-		t.Fatalf("WriteBatch = %d, %v", n, err)
-	}
-	f, err := b.DupFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.Close() // the old owner leaves
-	next, err := Adopt(Config{SelfPolled: true}, f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer next.Close()
-	if next.LocalAddr() != hostB6 {
-		t.Errorf("adopted socket on %v, want %v", next.LocalAddr(), hostB6)
-	}
+	next, sent := handOverQueued(t, a, b, Config{SelfPolled: true})
 	in := incoming(8, 2048)
-	err = next.Hold(func(fd int) {
+	err := next.Hold(func(fd int) {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		if n, err := unix.Poll(fds, 5000); n != 1 || err != nil {
 			t.Fatalf("poll = %d, %v; want the socket readable", n, err)
