@@ -1,11 +1,17 @@
 package poller
 
 import (
+	"fmt"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // eventfd returns a non-blocking eventfd closed at the end of the test.
@@ -94,9 +100,9 @@ func threadCPU(t *testing.T) time.Duration {
 
 // TestBusyPollSeesReadyAndIsBounded: within the busy-poll window after a
 // ready Wait, a descriptor already ready is reported at once, and with
-// none ready the polling gives up when the window closes, having used at
-// most about the window's CPU time (an unbounded or unyielding spin
-// would use the 50 ms the test then sleeps in the Poller's wait).
+// none ready the polling gives up when the window closes and the thread
+// sleeps in ppoll, having used at most about the window's CPU time (an
+// unbounded spin never sleeps, and the wait for that sleep fails).
 func TestBusyPollSeesReadyAndIsBounded(t *testing.T) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -119,20 +125,40 @@ func TestBusyPollSeesReadyAndIsBounded(t *testing.T) {
 	if waited := time.Since(start); waited < MaxBusyPoll {
 		t.Fatalf("spin gave up after %v, before its %v window closed", waited, MaxBusyPoll)
 	}
-	go func() {
-		time.Sleep(50 * time.Millisecond)
+	asleep := make(chan error, 1)
+	go func(tid int) {
+		// Once the Wait's thread blocks in ppoll, its busy polling is
+		// over: only then does the descriptor become ready.
+		asleep <- testbed.Eventually(5*time.Second, func() error { return blockedInPPoll(tid) })
 		unix.Write(a, []byte{1, 0, 0, 0, 0, 0, 0, 0})
-	}()
+	}(unix.Gettid())
 	p.lastReady = time.Now()
 	before := threadCPU(t)
 	if err := p.Wait(); err != nil || !p.Ready(0) {
 		t.Fatalf("Wait: %v, Ready(0) = %v; want a ready", err, p.Ready(0))
 	}
 	used := threadCPU(t) - before
-	t.Logf("CPU time of a Wait of 50 ms with a %v busy-poll window: %v", MaxBusyPoll, used)
-	if used > 15*time.Millisecond {
-		t.Fatalf("a Wait of 50 ms used %v of CPU, want about the %v window", used, MaxBusyPoll)
+	if err := <-asleep; err != nil {
+		t.Fatalf("the Wait never slept: %v", err)
 	}
+	t.Logf("CPU time of a Wait that polled, then slept, with a %v busy-poll window: %v", MaxBusyPoll, used)
+	if used > 15*time.Millisecond {
+		t.Fatalf("a Wait that polled, then slept, used %v of CPU, want about the %v window", used, MaxBusyPoll)
+	}
+}
+
+// blockedInPPoll says whether thread tid of this process sleeps in ppoll
+// (/proc's syscall file names the call a blocked thread is in; a thread
+// that runs, a zero-timeout ppoll included, shows "running").
+func blockedInPPoll(tid int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+	if err != nil {
+		return err
+	}
+	if f := strings.Fields(string(b)); len(f) == 0 || f[0] != strconv.Itoa(unix.SYS_PPOLL) {
+		return fmt.Errorf("thread %d is not blocked in ppoll: %q", tid, strings.TrimSpace(string(b)))
+	}
+	return nil
 }
 
 // TestBusyPollLimit: SetBusyPoll caps the window at MaxBusyPoll and takes
@@ -161,12 +187,13 @@ func TestHotPollersCounted(t *testing.T) {
 	p.quiet = p.coldAfter
 	done := make(chan error, 1)
 	go func() { done <- p.Wait() }()
-	deadline := time.Now().Add(5 * time.Second)
-	for hotPollers.Load() != before {
-		if time.Now().After(deadline) {
-			t.Fatalf("in a cold wait: %d hot pollers, want %d", hotPollers.Load(), before)
+	if err := testbed.Eventually(5*time.Second, func() error {
+		if got := hotPollers.Load(); got != before {
+			return fmt.Errorf("in a cold wait: %d hot pollers, want %d", got, before)
 		}
-		time.Sleep(time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	signal(t, a)
 	if err := <-done; err != nil {
