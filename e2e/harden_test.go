@@ -125,9 +125,14 @@ func (pc *pcapture) until(src string, n int) []*layers.IPv4 {
 	}); err != nil {
 		pc.t.Fatal(err)
 	}
+	pc.stop()
+	return pc.packets()
+}
+
+// stop ends tcpdump and waits until it has written its last packets.
+func (pc *pcapture) stop() {
 	pc.p.Signal(syscall.SIGINT)
 	pc.p.Wait(10 * time.Second) //nolint:errcheck // tcpdump's exit status says nothing here
-	return pc.packets()
 }
 
 // countOthers counts the packets whose source is not src.

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -146,8 +145,7 @@ func checkTooBig6(t *testing.T, c *testbed.Cluster) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pc.p.Signal(syscall.SIGINT)
-	pc.p.Wait(10 * time.Second) //nolint:errcheck // tcpdump's exit status says nothing here
+	pc.stop()
 	far := c.Nodes[2].Env.IPv6Subnet.Masked().Addr()
 	if src := netip.AddrFrom16([16]byte(ptb[8:24])); src != far || binary.BigEndian.Uint32(ptb[44:48]) != 1452 {
 		t.Errorf("packet too big from %v with MTU %d, want from %v (flannelu, the tunnel's far end) with 1452", src, binary.BigEndian.Uint32(ptb[44:48]), far)
@@ -177,8 +175,7 @@ func checkUnderlays(t *testing.T, c *testbed.Cluster) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	pc.p.Signal(syscall.SIGINT)
-	pc.p.Wait(10 * time.Second) //nolint:errcheck // tcpdump's exit status says nothing here
+	pc.stop()
 	if seen = innerFamilies(pc.file); seen["6 in 4"]+seen["4 in 6"] != 0 {
 		t.Errorf("datagrams by inner in outer family: %v, want none across families", seen)
 	}
