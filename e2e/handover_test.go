@@ -163,6 +163,9 @@ func startPair(t *testing.T, c *testbed.Cluster) {
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr)
 }
 
+// inodeRe is the socket inode in a line of ss -e.
+var inodeRe = regexp.MustCompile(`\bino:(\d+)`)
+
 // udpSockets lists the UDP sockets bound to flannel's port on h, one
 // "address inode" line each, sorted.
 func udpSockets(t *testing.T, h *testbed.Host) string {
@@ -177,7 +180,7 @@ func udpSockets(t *testing.T, h *testbed.Host) string {
 			continue // a warning of ss's, such as "Failed to find cgroup2 mount"
 		}
 		f := strings.Fields(line)
-		ino := regexp.MustCompile(`\bino:(\d+)`).FindStringSubmatch(line)
+		ino := inodeRe.FindStringSubmatch(line)
 		if len(f) < 4 || ino == nil {
 			t.Fatalf("ss line without a local address and inode: %q", line)
 		}
