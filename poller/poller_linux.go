@@ -10,12 +10,16 @@ import (
 )
 
 const (
-	// hotTimeout bounds one raw wait: the longest the rest of the program
-	// waits for this P while no descriptor is ready.
+	// hotTimeout bounds one raw wait while no P is left for the rest of
+	// the program (see timed): the longest it then waits for this P while
+	// no descriptor is ready. With a P free the raw wait has no timeout:
+	// any timeout, 1 ms or 20 ms alike, cost 18 µs per round trip of the
+	// ping-pong in the shared layout (BENCHMARKS.md, round four).
 	hotTimeout = time.Millisecond
 	// coldAfter is how long no descriptor may be ready before the Poller
 	// waits through the scheduler instead (an idle daemon then sleeps
-	// with no P held and no timer).
+	// with no P held and no timer). An untimed raw wait learns it at the
+	// runtime's preemption signal (see Wait), 10-20 ms apart.
 	coldAfter = 20 * time.Millisecond
 	// yieldEvery bounds how long a busy loop keeps the P to itself while
 	// every P is held by a hot Poller (see maybeYield).
@@ -26,8 +30,8 @@ const (
 	// and writes), takes its P away and then polls every 20 µs for a
 	// while (BENCHMARKS.md, round three).
 	yieldAnyway = 5 * time.Millisecond
-	// floodedWithin: a raw wait that returned this soon found a
-	// descriptor ready without sleeping (see flooded).
+	// floodedWithin: a wait that returned this soon found a descriptor
+	// ready without sleeping (see flooded).
 	floodedWithin = 5 * time.Microsecond
 	// floodedAfter is how many such waits in a row make a stream: in a
 	// ping-pong a reply is sometimes there already when the forwarder
@@ -45,29 +49,33 @@ var hotPollers atomic.Int32
 // per Wait.
 type Poller struct {
 	fds       []unix.PollFd
-	hot       unix.Timespec // the raw wait's timeout
+	hot       unix.Timespec // the raw wait's timeout, when it has one (timed)
 	left      unix.Timespec // ppoll's copy of it
-	quiet     int           // raw waits in a row that found nothing
+	quiet     int           // timed raw waits in a row that found nothing
 	coldAfter int           // ... before the next wait is a cold one
 	counted   bool          // this Poller is in hotPollers
+	noFreeP   bool          // at the last check every P was held by a hot Poller
+	idleCold  time.Duration // coldAfter, for an untimed wait (tests lengthen it)
 	lastYield time.Time
 	lastCheck time.Time // when maybeYield last compared hot Pollers and Ps
 	// atOnce counts the Waits in a row that found a descriptor ready at
 	// once (see flooded).
 	atOnce    int
 	busyPoll  time.Duration // SetBusyPoll
-	lastReady time.Time     // when the last Wait found a descriptor ready (busy polling only)
+	lastReady time.Time     // when the last Wait found a descriptor ready
 }
 
 // New returns a Poller for readability of fds (the caller keeps them open
 // and non-blocking for the Poller's lifetime, and calls Close at its end).
 func New(fds ...int) *Poller {
+	now := time.Now()
 	p := &Poller{hot: unix.NsecToTimespec(int64(hotTimeout)), coldAfter: int(coldAfter / hotTimeout),
-		lastYield: time.Now()}
+		lastYield: now, lastReady: now, idleCold: coldAfter}
 	for _, fd := range fds {
 		p.fds = append(p.fds, unix.PollFd{Fd: int32(fd), Events: unix.POLLIN})
 	}
 	p.count(true)
+	p.noFreeP = noFreeP()
 	return p
 }
 
@@ -122,51 +130,67 @@ func (p *Poller) Writable(i int) bool { return p.fds[i].Revents&unix.POLLOUT != 
 func (p *Poller) Wait() error {
 	if p.spin() {
 		p.atOnce = 0
-		p.ready()
+		p.ready(time.Now())
 		return nil
 	}
 	for {
 		var n uintptr
 		var errno unix.Errno
+		start := time.Now()
 		raw := p.quiet < p.coldAfter
-		if raw {
+		switch {
+		case raw && p.timed():
 			// ppoll writes the time left back into its argument.
 			p.left = p.hot
 			n, _, errno = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
 				uintptr(unsafe.Pointer(&p.left)), 0, 0, 0)
-		} else {
+		case raw:
+			n, _, errno = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
+				0, 0, 0, 0)
+		default:
 			p.count(false)
 			n, _, errno = unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)), 0, 0, 0, 0)
 			p.count(true)
 		}
 		switch {
 		case errno == unix.EINTR:
-			// Most often sysmon's preemption signal or a GC stop: yield.
+			// Most often the runtime's preemption signal (sysmon's after
+			// 10 ms on the P, or a GC stopping the world): yield. For an
+			// untimed raw wait it is also the moment to go cold.
 			p.yield()
+			if raw && p.lastYield.Sub(p.lastReady) >= p.idleCold {
+				p.quiet = p.coldAfter
+			}
 		case errno != 0:
 			return errno
 		case n == 0:
 			p.quiet++
-			p.maybeYield()
+			p.maybeYield(time.Now())
 		default:
-			if raw && p.left.Nano() > p.hot.Nano()-int64(floodedWithin) {
+			now := time.Now()
+			if raw && now.Sub(start) < floodedWithin {
 				p.atOnce++
 			} else {
 				p.atOnce = 0
 			}
-			p.ready()
+			p.ready(now)
 			return nil
 		}
 	}
 }
 
-// ready notes a Wait that found a descriptor ready.
-func (p *Poller) ready() {
+// timed reports whether a raw wait needs a timeout: when no P is left for
+// the rest of the program, so that it runs at least every hotTimeout, or
+// when the runtime would not interrupt the wait with a signal (GODEBUG
+// asyncpreemptoff=1), which a garbage collection's stop of the world and
+// the untimed wait's own return to cold rely on.
+func (p *Poller) timed() bool { return p.noFreeP || !preemptSignals }
+
+// ready notes a Wait that found a descriptor ready at now.
+func (p *Poller) ready(now time.Time) {
 	p.quiet = 0
-	if p.busyPoll > 0 {
-		p.lastReady = time.Now()
-	}
-	p.maybeYield()
+	p.lastReady = now
+	p.maybeYield(now)
 }
 
 // spin checks the descriptors without sleeping until one is ready (true)
@@ -200,8 +224,7 @@ func (p *Poller) spin() bool {
 // was one per round trip of a ping-pong (BENCHMARKS.md, round three).
 // Under a stream the same hand-over lets the goroutine move off a busy
 // CPU: without it, 64-byte UDP lost more at the sender's TUN queue.
-func (p *Poller) maybeYield() {
-	now := time.Now()
+func (p *Poller) maybeYield(now time.Time) {
 	since := now.Sub(p.lastYield)
 	switch {
 	case since >= yieldAnyway, since >= yieldEvery && p.flooded():
@@ -209,7 +232,7 @@ func (p *Poller) maybeYield() {
 	case since >= yieldEvery && now.Sub(p.lastCheck) >= yieldEvery:
 		// runtime.GOMAXPROCS takes the scheduler's lock: once a millisecond.
 		p.lastCheck = now
-		if int(hotPollers.Load()) >= runtime.GOMAXPROCS(0) {
+		if p.noFreeP = noFreeP(); p.noFreeP {
 			p.yield()
 		}
 	}
@@ -225,3 +248,6 @@ func (p *Poller) yield() {
 	runtime.Gosched()
 	p.lastYield = time.Now()
 }
+
+// noFreeP reports whether every P of the process is held by a hot Poller.
+func noFreeP() bool { return int(hotPollers.Load()) >= runtime.GOMAXPROCS(0) }

@@ -45,6 +45,7 @@ func TestWaitWakes(t *testing.T) {
 		t.Run(map[bool]string{false: "hot", true: "cold"}[cold], func(t *testing.T) {
 			a, b := eventfd(t), eventfd(t)
 			p := New(a, b)
+			defer p.Close()
 			if cold {
 				p.quiet = p.coldAfter
 			}
@@ -239,10 +240,160 @@ func TestFloodedOnlyWhenReadyAtOnce(t *testing.T) {
 	seen(false, func() {
 		go func() {
 			// The kernel's sleep: a Go timer may fire only when the
-			// Poller's own 1 ms timeout lets the runtime look.
+			// runtime gets to look (with GOMAXPROCS 1, at the Poller's
+			// 1 ms timeout).
 			ts := unix.NsecToTimespec(int64(300 * time.Microsecond))
 			unix.Nanosleep(&ts, nil)
 			unix.Write(a, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		}()
 	})
+}
+
+// withGOMAXPROCS runs the test with n Ps.
+func withGOMAXPROCS(t *testing.T, n int) {
+	t.Helper()
+	old := runtime.GOMAXPROCS(n)
+	t.Cleanup(func() { runtime.GOMAXPROCS(old) })
+}
+
+// waitInBackground starts p.Wait on a goroutine locked to its thread and
+// returns that thread's id and the Wait's result.
+func waitInBackground(p *Poller) (tid int, done <-chan error) {
+	tids, errs := make(chan int, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		tids <- unix.Gettid()
+		errs <- p.Wait()
+	}()
+	return <-tids, errs
+}
+
+// ppollTimeout is the timeout argument (a pointer, "0x0" for none) of the
+// ppoll thread tid of this process is blocked in.
+func ppollTimeout(tid int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 4 || f[0] != strconv.Itoa(unix.SYS_PPOLL) {
+		return "", fmt.Errorf("thread %d is not blocked in ppoll: %q", tid, strings.TrimSpace(string(b)))
+	}
+	return f[3], nil
+}
+
+// TestHotWaitUntimedWhileAPIsFree: with a P left for the rest of the
+// program, a hot Wait sleeps in ppoll with no timeout (no timer armed
+// and cancelled per wake-up), and a garbage collection still stops the
+// world meanwhile: the runtime's preemption signal ends the wait, which
+// yields and waits again, still hot, until its descriptor is ready.
+func TestHotWaitUntimedWhileAPIsFree(t *testing.T) {
+	if !preemptSignals {
+		t.Skip("GODEBUG asyncpreemptoff is set: every raw wait is timed")
+	}
+	withGOMAXPROCS(t, 2)
+	a := eventfd(t)
+	p := New(a)
+	defer p.Close()
+	p.idleCold = time.Hour // stay hot: the GC must get the P from a raw wait
+	before := hotPollers.Load()
+	if p.noFreeP {
+		t.Fatalf("%d hot Pollers hold both Ps: a test leaked one", before)
+	}
+	tid, done := waitInBackground(p)
+	if err := testbed.Eventually(5*time.Second, func() error {
+		timeout, err := ppollTimeout(tid)
+		if err == nil && timeout != "0x0" {
+			return fmt.Errorf("ppoll's timeout is %s, want none (0x0)", timeout)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC() // hangs (the test times out) if the raw wait kept its P
+	if err := testbed.Eventually(5*time.Second, func() error { return blockedInPPoll(tid) }); err != nil {
+		t.Fatalf("after the GC: %v", err)
+	}
+	if got := hotPollers.Load(); got != before {
+		t.Fatalf("after the GC: %d hot pollers, want %d (the wait stays hot)", got, before)
+	}
+	signal(t, a)
+	if err := <-done; err != nil || !p.Ready(0) {
+		t.Fatalf("Wait: %v, Ready(0) = %v; want a ready", err, p.Ready(0))
+	}
+}
+
+// TestHotWaitTimedWithoutAFreeP: with every P held by a hot Poller (two
+// of them here for GOMAXPROCS 2; the other only counted, so that this
+// test's goroutine can look), a raw wait has its hotTimeout, so the rest
+// of the program runs at least that often.
+func TestHotWaitTimedWithoutAFreeP(t *testing.T) {
+	withGOMAXPROCS(t, 2)
+	for hotPollers.Load() < 1 {
+		other := New(eventfd(t))
+		t.Cleanup(other.Close)
+	}
+	a := eventfd(t)
+	p := New(a)
+	defer p.Close()
+	p.idleCold = time.Hour
+	p.coldAfter = 1 << 30
+	tid, done := waitInBackground(p)
+	if err := testbed.Eventually(5*time.Second, func() error {
+		timeout, err := ppollTimeout(tid)
+		if err == nil && timeout == "0x0" {
+			return fmt.Errorf("ppoll has no timeout, want %v", hotTimeout)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	signal(t, a)
+	if err := <-done; err != nil || !p.Ready(0) {
+		t.Fatalf("Wait: %v, Ready(0) = %v; want a ready", err, p.Ready(0))
+	}
+}
+
+// TestUntimedWaitGoesCold: a hot Wait with no timeout whose descriptor
+// stays quiet still becomes a cold one (no P held) once coldAfter has
+// passed, at one of the runtime's preemption signals (10-20 ms apart),
+// and returns when the descriptor becomes ready.
+func TestUntimedWaitGoesCold(t *testing.T) {
+	if !preemptSignals {
+		t.Skip("GODEBUG asyncpreemptoff is set: every raw wait is timed")
+	}
+	withGOMAXPROCS(t, 2)
+	before := hotPollers.Load()
+	a := eventfd(t)
+	p := New(a)
+	defer p.Close()
+	start := time.Now()
+	_, done := waitInBackground(p)
+	if err := testbed.Eventually(5*time.Second, func() error {
+		if got := hotPollers.Load(); got != before {
+			return fmt.Errorf("%d hot pollers, want %d: the quiet wait is still hot", got, before)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("went cold %v after the wait began (coldAfter %v)", time.Since(start), coldAfter)
+	signal(t, a)
+	if err := <-done; err != nil || !p.Ready(0) {
+		t.Fatalf("Wait: %v, Ready(0) = %v; want a ready", err, p.Ready(0))
+	}
+}
+
+// TestAsyncPreemptOff reads GODEBUG as the runtime does.
+func TestAsyncPreemptOff(t *testing.T) {
+	for godebug, want := range map[string]bool{
+		"": false, "asyncpreemptoff=1": true, "asyncpreemptoff=0": false,
+		"gctrace=1,asyncpreemptoff=1": true, "asyncpreemptoff=1,asyncpreemptoff=0": false,
+		"asyncpreemptoff=2": true, "xasyncpreemptoff=1": false,
+	} {
+		if got := asyncPreemptOff(godebug); got != want {
+			t.Errorf("asyncPreemptOff(%q) = %v, want %v", godebug, got, want)
+		}
+	}
 }
