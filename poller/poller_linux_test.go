@@ -188,14 +188,7 @@ func TestHotPollersCounted(t *testing.T) {
 	p.quiet = p.coldAfter
 	done := make(chan error, 1)
 	go func() { done <- p.Wait() }()
-	if err := testbed.Eventually(5*time.Second, func() error {
-		if got := hotPollers.Load(); got != before {
-			return fmt.Errorf("in a cold wait: %d hot pollers, want %d", got, before)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitHotPollers(t, before, "in a cold wait")
 	signal(t, a)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -247,6 +240,20 @@ func TestFloodedOnlyWhenReadyAtOnce(t *testing.T) {
 			unix.Write(a, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 		}()
 	})
+}
+
+// waitHotPollers waits until the process has want hot Pollers; what says
+// what it means if it never does.
+func waitHotPollers(t *testing.T, want int32, what string) {
+	t.Helper()
+	if err := testbed.Eventually(5*time.Second, func() error {
+		if got := hotPollers.Load(); got != want {
+			return fmt.Errorf("%s: %d hot pollers, want %d", what, got, want)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // withGOMAXPROCS runs the test with n Ps.
@@ -370,14 +377,7 @@ func TestUntimedWaitGoesCold(t *testing.T) {
 	defer p.Close()
 	start := time.Now()
 	_, done := waitInBackground(p)
-	if err := testbed.Eventually(5*time.Second, func() error {
-		if got := hotPollers.Load(); got != before {
-			return fmt.Errorf("%d hot pollers, want %d: the quiet wait is still hot", got, before)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	waitHotPollers(t, before, "the quiet wait is still hot")
 	t.Logf("went cold %v after the wait began (coldAfter %v)", time.Since(start), coldAfter)
 	signal(t, a)
 	if err := <-done; err != nil || !p.Ready(0) {
