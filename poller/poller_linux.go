@@ -142,11 +142,9 @@ func (p *Poller) Wait() error {
 		case raw && p.timed():
 			// ppoll writes the time left back into its argument.
 			p.left = p.hot
-			n, _, errno = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
-				uintptr(unsafe.Pointer(&p.left)), 0, 0, 0)
+			n, errno = p.rawPPoll(&p.left)
 		case raw:
-			n, _, errno = unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
-				0, 0, 0, 0)
+			n, errno = p.rawPPoll(nil)
 		default:
 			p.count(false)
 			n, _, errno = unix.Syscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)), 0, 0, 0, 0)
@@ -179,6 +177,14 @@ func (p *Poller) Wait() error {
 	}
 }
 
+// rawPPoll waits in ppoll for p's descriptors as a raw system call (the
+// thread keeps its P), up to timeout, or with no timeout if it is nil.
+func (p *Poller) rawPPoll(timeout *unix.Timespec) (uintptr, unix.Errno) {
+	n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
+		uintptr(unsafe.Pointer(timeout)), 0, 0, 0)
+	return n, errno
+}
+
 // timed reports whether a raw wait needs a timeout: when no P is left for
 // the rest of the program, so that it runs at least every hotTimeout, or
 // when the runtime would not interrupt the wait with a signal (GODEBUG
@@ -202,8 +208,7 @@ func (p *Poller) spin() bool {
 	var zero unix.Timespec
 	deadline := p.lastReady.Add(p.busyPoll)
 	for time.Now().Before(deadline) {
-		n, _, errno := unix.RawSyscall6(unix.SYS_PPOLL, uintptr(unsafe.Pointer(&p.fds[0])), uintptr(len(p.fds)),
-			uintptr(unsafe.Pointer(&zero)), 0, 0, 0)
+		n, errno := p.rawPPoll(&zero)
 		if errno != 0 {
 			return false // Wait's own ppoll handles it
 		}

@@ -152,14 +152,22 @@ func TestBusyPollSeesReadyAndIsBounded(t *testing.T) {
 // (/proc's syscall file names the call a blocked thread is in; a thread
 // that runs, a zero-timeout ppoll included, shows "running").
 func blockedInPPoll(tid int) error {
+	_, err := ppollArgs(tid)
+	return err
+}
+
+// ppollArgs are the arguments of the ppoll thread tid of this process is
+// blocked in, as /proc's syscall file gives them (hexadecimal).
+func ppollArgs(tid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if f := strings.Fields(string(b)); len(f) == 0 || f[0] != strconv.Itoa(unix.SYS_PPOLL) {
-		return fmt.Errorf("thread %d is not blocked in ppoll: %q", tid, strings.TrimSpace(string(b)))
+	f := strings.Fields(string(b))
+	if len(f) < 4 || f[0] != strconv.Itoa(unix.SYS_PPOLL) {
+		return nil, fmt.Errorf("thread %d is not blocked in ppoll: %q", tid, strings.TrimSpace(string(b)))
 	}
-	return nil
+	return f[1:], nil
 }
 
 // TestBusyPollLimit: SetBusyPoll caps the window at MaxBusyPoll and takes
@@ -279,15 +287,11 @@ func waitInBackground(p *Poller) (tid int, done <-chan error) {
 // ppollTimeout is the timeout argument (a pointer, "0x0" for none) of the
 // ppoll thread tid of this process is blocked in.
 func ppollTimeout(tid int) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/self/task/%d/syscall", tid))
+	args, err := ppollArgs(tid)
 	if err != nil {
 		return "", err
 	}
-	f := strings.Fields(string(b))
-	if len(f) < 4 || f[0] != strconv.Itoa(unix.SYS_PPOLL) {
-		return "", fmt.Errorf("thread %d is not blocked in ppoll: %q", tid, strings.TrimSpace(string(b)))
-	}
-	return f[3], nil
+	return args[2], nil // fds, nfds, timeout
 }
 
 // TestHotWaitUntimedWhileAPIsFree: with a P left for the rest of the
