@@ -16,14 +16,13 @@
 // millisecond when no P is left for the rest of the program and every
 // 5 ms otherwise (before sysmon steps in), and after a quiet spell waits
 // once through the scheduler, which costs nothing while the daemon is
-// idle. A raw wait has a timeout (1 ms) only while no P is left for the
-// rest of the program; otherwise it has none, because a timer armed and
-// cancelled at every wait cost 18 µs per round trip of a ping-pong here
-// (BENCHMARKS.md, round four), and the runtime's own preemption signal
-// (sysmon's after 10 ms on the P, or a garbage collection stopping the
-// world) ends such a wait: it yields then, and turns cold once the
-// descriptors have been quiet for the cold spell. With GODEBUG
-// asyncpreemptoff=1 no signal comes, and every raw wait is timed.
+// idle. A raw wait has no timeout, because a timer armed and cancelled at
+// every wait cost 18 µs per round trip of a ping-pong here (BENCHMARKS.md,
+// rounds four and five), and the runtime's own preemption signal (sysmon's
+// after 10 ms on the P, or a garbage collection stopping the world) ends
+// such a wait: it yields then, and turns cold once the descriptors have
+// been quiet for the cold spell. With GODEBUG asyncpreemptoff=1 no signal
+// comes, and every raw wait has a 1 ms timeout.
 // Opt-in busy polling (SetBusyPoll) checks the descriptors without
 // sleeping for a bounded window after each ready one.
 //

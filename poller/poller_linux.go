@@ -10,11 +10,11 @@ import (
 )
 
 const (
-	// hotTimeout bounds one raw wait while no P is left for the rest of
-	// the program (see timed): the longest it then waits for this P while
-	// no descriptor is ready. With a P free the raw wait has no timeout:
-	// any timeout, 1 ms or 20 ms alike, cost 18 µs per round trip of the
-	// ping-pong in the shared layout (BENCHMARKS.md, round four).
+	// hotTimeout bounds one raw wait when the runtime sends no preemption
+	// signals (see timed). Otherwise a raw wait has no timeout: any
+	// timeout, 1 ms or 20 ms alike, cost 18 µs per round trip of the
+	// ping-pong in the shared layout, and about 5 % of it with GOMAXPROCS
+	// 1 in the pinned one (BENCHMARKS.md, rounds four and five).
 	hotTimeout = time.Millisecond
 	// coldAfter is how long no descriptor may be ready before the Poller
 	// waits through the scheduler instead (an idle daemon then sleeps
@@ -185,12 +185,14 @@ func (p *Poller) rawPPoll(timeout *unix.Timespec) (uintptr, unix.Errno) {
 	return n, errno
 }
 
-// timed reports whether a raw wait needs a timeout: when no P is left for
-// the rest of the program, so that it runs at least every hotTimeout, or
-// when the runtime would not interrupt the wait with a signal (GODEBUG
-// asyncpreemptoff=1), which a garbage collection's stop of the world and
-// the untimed wait's own return to cold rely on.
-func (p *Poller) timed() bool { return p.noFreeP || !preemptSignals }
+// timed reports whether a raw wait needs a timeout: only when the runtime
+// would not interrupt it with a signal (GODEBUG asyncpreemptoff=1). The
+// rest of the program relies on that signal to get the P from an untimed
+// wait: a garbage collection stopping the world at once, and any other
+// goroutine, when no P is left for it (GOMAXPROCS 1), within sysmon's
+// 10 ms. That delay only lasts while the data path is quiet but not yet
+// cold (coldAfter); while packets flow the loop yields every yieldEvery.
+func (p *Poller) timed() bool { return !preemptSignals }
 
 // ready notes a Wait that found a descriptor ready at now.
 func (p *Poller) ready(now time.Time) {

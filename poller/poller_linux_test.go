@@ -3,6 +3,7 @@ package poller
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -163,6 +164,26 @@ func ppollArgs(tid int) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parsePPollArgs(tid, b)
+}
+
+// ppollArgsFromOutside is ppollArgs read by another process: with
+// GOMAXPROCS 1 a goroutine of this one runs only while the raw wait has
+// given up the P, so it can never see the thread in ppoll itself. The
+// shell reads the file until it shows ppoll (at most 20000 reads): by
+// then the test's goroutine is blocked waiting for it, and the runtime
+// has handed the P back to the wait.
+func ppollArgsFromOutside(tid int) ([]string, error) {
+	const script = `for i in $(seq 20000); do read -r l < "$1"; case "$l" in "$2 "*) break;; esac; done; echo "$l"`
+	path := fmt.Sprintf("/proc/%d/task/%d/syscall", os.Getpid(), tid)
+	b, err := exec.Command("sh", "-c", script, "sh", path, strconv.Itoa(unix.SYS_PPOLL)).Output()
+	if err != nil {
+		return nil, err
+	}
+	return parsePPollArgs(tid, b)
+}
+
+func parsePPollArgs(tid int, b []byte) ([]string, error) {
 	f := strings.Fields(string(b))
 	if len(f) < 4 || f[0] != strconv.Itoa(unix.SYS_PPOLL) {
 		return nil, fmt.Errorf("thread %d is not blocked in ppoll: %q", tid, strings.TrimSpace(string(b)))
@@ -335,30 +356,46 @@ func TestHotWaitUntimedWhileAPIsFree(t *testing.T) {
 	}
 }
 
-// TestHotWaitTimedWithoutAFreeP: with every P held by a hot Poller (two
-// of them here for GOMAXPROCS 2; the other only counted, so that this
-// test's goroutine can look), a raw wait has its hotTimeout, so the rest
-// of the program runs at least that often.
-func TestHotWaitTimedWithoutAFreeP(t *testing.T) {
-	withGOMAXPROCS(t, 2)
-	for hotPollers.Load() < 1 {
-		other := New(eventfd(t))
-		t.Cleanup(other.Close)
+// TestHotWaitUntimedWithoutAFreeP: with GOMAXPROCS 1 a hot Wait holds the
+// only P and still sleeps with no timeout; the rest of the program runs
+// all the same, at the runtime's preemption signals: this test's own
+// goroutine (which reads the wait's arguments), a timer's, and a garbage
+// collection.
+func TestHotWaitUntimedWithoutAFreeP(t *testing.T) {
+	if !preemptSignals {
+		t.Skip("GODEBUG asyncpreemptoff is set: every raw wait is timed")
 	}
+	withGOMAXPROCS(t, 1)
 	a := eventfd(t)
 	p := New(a)
 	defer p.Close()
-	p.idleCold = time.Hour
-	p.coldAfter = 1 << 30
+	p.idleCold = time.Hour // stay hot: everything else must get the P from a raw wait
+	if !p.noFreeP {
+		t.Fatalf("GOMAXPROCS 1 and a hot Poller: want no free P")
+	}
 	tid, done := waitInBackground(p)
-	if err := testbed.Eventually(5*time.Second, func() error {
-		timeout, err := ppollTimeout(tid)
-		if err == nil && timeout == "0x0" {
-			return fmt.Errorf("ppoll has no timeout, want %v", hotTimeout)
+	untimed := func() error {
+		args, err := ppollArgsFromOutside(tid)
+		if err == nil && args[2] != "0x0" {
+			return fmt.Errorf("ppoll's timeout is %s, want none (0x0)", args[2])
 		}
 		return err
-	}); err != nil {
+	}
+	if err := testbed.Eventually(10*time.Second, untimed); err != nil {
 		t.Fatal(err)
+	}
+	start := time.Now()
+	fired := make(chan time.Duration, 1)
+	time.AfterFunc(time.Millisecond, func() { fired <- time.Since(start) })
+	select {
+	case late := <-fired:
+		t.Logf("a 1 ms timer fired after %v", late)
+	case <-time.After(5 * time.Second):
+		t.Fatal("a timer did not fire while the raw wait held the only P")
+	}
+	runtime.GC() // hangs (the test times out) if the raw wait kept its P
+	if err := testbed.Eventually(10*time.Second, untimed); err != nil {
+		t.Fatalf("after the GC: %v", err)
 	}
 	signal(t, a)
 	if err := <-done; err != nil || !p.Ready(0) {
