@@ -212,6 +212,7 @@ func (r *rig) hold(t *testing.T, fn func(p *poller.Poller)) {
 	}
 	err := r.w.in.q.Hold(func(tunFD, closing int) {
 		err := r.w.out.conn.Hold(func(sock int) {
+			defer r.w.hold(tunFD, sock)()
 			if r.w.out6 == nil {
 				with(tunFD, sock, closing)
 				return

@@ -31,6 +31,7 @@ func (w *worker) run(busyPoll time.Duration) error {
 	var err error
 	held := w.in.q.Hold(func(tunFD, closing int) {
 		held := w.out.conn.Hold(func(sock int) {
+			defer w.hold(tunFD, sock)()
 			if w.out6 == nil {
 				err = w.loop(poller.New(tunFD, sock, closing), busyPoll)
 				return

@@ -61,6 +61,11 @@ func (o *outside) flushCoalesced() {
 	if o.npkts == 0 {
 		return
 	}
+	if o.npkts == 1 && o.writeLone() {
+		o.pkts[0] = nil
+		o.npkts = 0
+		return
+	}
 	var bytes uint64
 	for _, p := range o.pkts[:o.npkts] {
 		bytes += uint64(len(p))

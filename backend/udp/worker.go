@@ -80,6 +80,11 @@ type inside struct {
 	heads    [][]byte
 	payloads [][]byte
 	segUsed  int
+
+	// the IPv4 socket while the loop holds it (-1 otherwise), for a lone
+	// datagram's sendto (lone_linux.go), and its destination
+	sock int
+	dst  loneAddr
 }
 
 // outside is the UDP to TUN half: everything its goroutine writes.
@@ -96,6 +101,8 @@ type outside struct {
 	pkts  [][]byte
 	npkts int
 	co    *offload.Coalescer
+
+	tunFD int // the TUN queue while the loop holds it (-1 otherwise), for a lone packet's write
 }
 
 // newWorker allocates a worker's buffers. A nil q (tests of the per-packet
@@ -128,6 +135,7 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
 		msgs: make([]encap.Message, n), msgs6: make([]encap.Message, n),
 		icmp: makeBufs(n, headroom+max(packet.MaxICMPErrorLen, packet.MaxICMPv6ErrorLen)),
+		sock: -1,
 	}
 	if e.vnet {
 		in.msgs = make([]encap.Message, n+segSlots)
@@ -141,7 +149,7 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 // newOutside allocates the outside half; coalesceUDP lets its coalescer
 // merge UDP datagrams too (the TUN accepts USO super-packets).
 func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) *outside {
-	o := &outside{env: e, conn: conn, q: q}
+	o := &outside{env: e, conn: conn, q: q, tunFD: -1}
 	readBatch := n
 	if e.vnet {
 		readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
@@ -171,6 +179,17 @@ func (o *outside) step(k int) error {
 		return o.batchOffload(min(k, len(o.msgs)))
 	}
 	return o.batch(min(k, len(o.msgs)))
+}
+
+// hold lends the halves the descriptors the loop holds (run keeps them
+// open meanwhile) for the one-packet system calls, until release. The
+// inside half gets the socket only if it is its IPv4 one.
+func (w *worker) hold(tunFD, sock int) (release func()) {
+	if w.in.conn != nil && w.in.conn == w.out.conn {
+		w.in.sock = sock
+	}
+	w.out.tunFD = tunFD
+	return func() { w.in.sock, w.out.tunFD = -1, -1 }
 }
 
 func makeBufs(n, size int) [][]byte {
