@@ -205,25 +205,10 @@ func (r *rig) hold(t *testing.T, fn func(p *poller.Poller)) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	with := func(fds ...int) {
+	err := r.w.withHeld(func(fds ...int) {
 		p := poller.New(fds...)
 		defer p.Close()
 		fn(p)
-	}
-	err := r.w.in.q.Hold(func(tunFD, closing int) {
-		err := r.w.out.conn.Hold(func(sock int) {
-			defer r.w.hold(tunFD, sock)()
-			if r.w.out6 == nil {
-				with(tunFD, sock, closing)
-				return
-			}
-			if err := r.w.out6.conn.Hold(func(sock6 int) { with(tunFD, sock, closing, sock6) }); err != nil {
-				t.Error(err)
-			}
-		})
-		if err != nil {
-			t.Error(err)
-		}
 	})
 	if err != nil {
 		t.Fatal(err)

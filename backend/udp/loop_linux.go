@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,28 +30,31 @@ const (
 // from one wait to the next. busyPoll is the poller's SetBusyPoll.
 func (w *worker) run(busyPoll time.Duration) error {
 	var err error
-	held := w.in.q.Hold(func(tunFD, closing int) {
-		held := w.out.conn.Hold(func(sock int) {
-			defer w.hold(tunFD, sock)()
-			if w.out6 == nil {
-				err = w.loop(poller.New(tunFD, sock, closing), busyPoll)
-				return
-			}
-			held6 := w.out6.conn.Hold(func(sock6 int) {
-				err = w.loop(poller.New(tunFD, sock, closing, sock6), busyPoll)
-			})
-			if held6 != nil && !isClosed(held6) {
-				err = held6
-			}
-		})
-		if held != nil && !isClosed(held) {
-			err = held
-		}
-	})
+	held := w.withHeld(func(fds ...int) { err = w.loop(poller.New(fds...), busyPoll) })
 	if held != nil && !isClosed(held) {
 		return held
 	}
 	return err
+}
+
+// withHeld runs fn with the worker's descriptors held open, in the
+// poller's order (pollTUN, pollSocket, pollClosing, then pollSocket6 on a
+// dual-stack host), and lent to the halves for the one-packet system
+// calls (hold) meanwhile. It returns the error of the Hold that failed,
+// in which case fn did not run.
+func (w *worker) withHeld(fn func(fds ...int)) error {
+	var sockErr, sock6Err error
+	tunErr := w.in.q.Hold(func(tunFD, closing int) {
+		sockErr = w.out.conn.Hold(func(sock int) {
+			defer w.hold(tunFD, sock)()
+			if w.out6 == nil {
+				fn(tunFD, sock, closing)
+				return
+			}
+			sock6Err = w.out6.conn.Hold(func(sock6 int) { fn(tunFD, sock, closing, sock6) })
+		})
+	})
+	return errors.Join(tunErr, sockErr, sock6Err)
 }
 
 // loop runs turns until one says stop, then closes p.

@@ -56,16 +56,22 @@ func (o *outside) dropRun(m *encap.Message, reason drop.Reason) {
 	}
 }
 
-// flushCoalesced merges the packets gathered so far and writes them.
+// flushCoalesced writes the packets gathered so far: a lone one as it is
+// (writeLone), more merged by the coalescer.
 func (o *outside) flushCoalesced() {
 	if o.npkts == 0 {
 		return
 	}
-	if o.npkts == 1 && o.writeLone() {
-		o.pkts[0] = nil
-		o.npkts = 0
-		return
+	if o.npkts > 1 || !o.writeLone() {
+		o.writeCoalesced()
 	}
+	clear(o.pkts[:o.npkts]) // keep no reference into the receive buffers
+	o.npkts = 0
+}
+
+// writeCoalesced merges the packets gathered and writes each merge with
+// one writev.
+func (o *outside) writeCoalesced() {
 	var bytes uint64
 	for _, p := range o.pkts[:o.npkts] {
 		bytes += uint64(len(p))
@@ -75,6 +81,4 @@ func (o *outside) flushCoalesced() {
 	// A refused write loses the packets merged into it; count it as one,
 	// the forwarded count stays an upper bound in that rare case.
 	o.drops.AddForwarded(drop.Outside, uint64(o.npkts-failed), bytes)
-	clear(o.pkts[:o.npkts]) // keep no reference into the receive buffers
-	o.npkts = 0
 }
