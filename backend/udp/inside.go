@@ -184,7 +184,11 @@ func (in *inside) icmpWritten(n int) {
 // sendBatch sends msgs on the IPv4 socket, then what is queued for the
 // IPv6 one (send6).
 func (in *inside) sendBatch(msgs []encap.Message) {
-	if len(msgs) == 1 && in.nout6 == 0 && in.sendLone(&msgs[0]) {
+	switch {
+	case len(msgs) == 1 && in.nout6 == 0 && in.sendLone(&msgs[0]):
+		return
+	case len(msgs) == 0 && in.nout6 == 1 && in.sendLone(&in.msgs6[0]):
+		in.nout6 = 0
 		return
 	}
 	in.sendOn(in.conn, msgs)

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -13,8 +14,8 @@ import (
 
 // A lone packet, what each turn of a request-response exchange carries,
 // goes out with the plainest system call on the descriptor the loop
-// holds: sendto for a datagram to an IPv4 peer, write for a packet into
-// the TUN. The batch calls (sendmmsg through encap.Conn, writev of the
+// holds: sendto for a datagram (to a peer of either family), write for a
+// packet into the TUN (from either socket's half). The batch calls (sendmmsg through encap.Conn, writev of the
 // coalescer's parts through tun.Queue) add message headers, iovecs and a
 // RawControl per call that one packet does not need. Measured in the
 // pinned layout (BENCHMARKS.md, round five): forwarder CPU per round
@@ -23,26 +24,44 @@ import (
 // refuses (a full socket buffer, an unreachable peer) takes the batch
 // path after it, which waits for room or counts the drop.
 
-// loneAddr is a lone datagram's destination, kept in the inside half so
-// that sendto's argument does not escape to the heap.
-type loneAddr = unix.RawSockaddrInet4
+// loneAddr holds a lone datagram's destination, kept in the inside half
+// so that sendto's argument does not escape to the heap: a sockaddr_in6,
+// which is larger than a sockaddr_in, serves both families.
+type loneAddr = unix.RawSockaddrInet6
 
-// sendLone sends m, a whole packet to an IPv4 peer, with sendto, and
-// reports whether it went.
+// sendLone sends m, a whole packet, with sendto on the held socket of its
+// peer's family (sock for IPv4, sock6 for IPv6), and reports whether it
+// went.
 func (in *inside) sendLone(m *encap.Message) bool {
-	if in.sock < 0 || m.Head != nil || m.N == 0 || !m.Addr.Addr().Is4() {
+	if m.Head != nil || m.N == 0 {
 		return false
 	}
-	in.dst.Family = unix.AF_INET
-	in.dst.Addr = m.Addr.Addr().As4()
-	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.dst.Port))[:], m.Addr.Port())
-	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(in.sock), uintptr(unsafe.Pointer(&m.Buf[0])), uintptr(m.N),
-		0, uintptr(unsafe.Pointer(&in.dst)), unix.SizeofSockaddrInet4)
+	sock, size := in.loneDst(m.Addr)
+	if sock < 0 {
+		return false
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(sock), uintptr(unsafe.Pointer(&m.Buf[0])), uintptr(m.N),
+		0, uintptr(unsafe.Pointer(&in.dst)), size)
 	if errno != 0 {
 		return false
 	}
 	in.drops.AddForwarded(drop.Inside, 1, uint64(m.N))
 	return true
+}
+
+// loneDst writes ap into in.dst and returns the held socket of its family
+// (-1 when there is none) and the address's length.
+func (in *inside) loneDst(ap netip.AddrPort) (sock int, size uintptr) {
+	addr := ap.Addr()
+	if addr.Is4() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&in.dst))
+		sa.Family, sa.Addr = unix.AF_INET, addr.As4()
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
+		return in.sock, unix.SizeofSockaddrInet4
+	}
+	in.dst = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: addr.As16()}
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.dst.Port))[:], ap.Port())
+	return in.sock6, unix.SizeofSockaddrInet6
 }
 
 // writeLone writes the one packet gathered (o.pkts[0]) into the TUN with

@@ -46,12 +46,15 @@ func (w *worker) withHeld(fn func(fds ...int)) error {
 	var sockErr, sock6Err error
 	tunErr := w.in.q.Hold(func(tunFD, closing int) {
 		sockErr = w.out.conn.Hold(func(sock int) {
-			defer w.hold(tunFD, sock)()
 			if w.out6 == nil {
+				defer w.hold(tunFD, sock, -1)()
 				fn(tunFD, sock, closing)
 				return
 			}
-			sock6Err = w.out6.conn.Hold(func(sock6 int) { fn(tunFD, sock, closing, sock6) })
+			sock6Err = w.out6.conn.Hold(func(sock6 int) {
+				defer w.hold(tunFD, sock, sock6)()
+				fn(tunFD, sock, closing, sock6)
+			})
 		})
 	})
 	return errors.Join(tunErr, sockErr, sock6Err)

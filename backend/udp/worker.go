@@ -81,10 +81,10 @@ type inside struct {
 	payloads [][]byte
 	segUsed  int
 
-	// the IPv4 socket while the loop holds it (-1 otherwise), for a lone
-	// datagram's sendto (lone_linux.go), and its destination
-	sock int
-	dst  loneAddr
+	// the IPv4 and IPv6 sockets while the loop holds them (-1 otherwise),
+	// for a lone datagram's sendto (lone_linux.go), and its destination
+	sock, sock6 int
+	dst         loneAddr
 }
 
 // outside is the UDP to TUN half: everything its goroutine writes.
@@ -135,7 +135,7 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
 		msgs: make([]encap.Message, n), msgs6: make([]encap.Message, n),
 		icmp: makeBufs(n, headroom+max(packet.MaxICMPErrorLen, packet.MaxICMPv6ErrorLen)),
-		sock: -1,
+		sock: -1, sock6: -1,
 	}
 	if e.vnet {
 		in.msgs = make([]encap.Message, n+segSlots)
@@ -182,14 +182,34 @@ func (o *outside) step(k int) error {
 }
 
 // hold lends the halves the descriptors the loop holds (run keeps them
-// open meanwhile) for the one-packet system calls, until release. The
-// inside half gets the socket only if it is its IPv4 one.
-func (w *worker) hold(tunFD, sock int) (release func()) {
-	if w.in.conn != nil && w.in.conn == w.out.conn {
-		w.in.sock = sock
-	}
+// open meanwhile) for the one-packet system calls, until release: the
+// TUN queue to each outside half, and each socket to the inside half if
+// it sends on it. sock6 is the second outside half's socket, -1 without
+// one.
+func (w *worker) hold(tunFD, sock, sock6 int) (release func()) {
+	w.in.lend(w.out.conn, sock)
 	w.out.tunFD = tunFD
-	return func() { w.in.sock, w.out.tunFD = -1, -1 }
+	if w.out6 != nil {
+		w.in.lend(w.out6.conn, sock6)
+		w.out6.tunFD = tunFD
+	}
+	return func() {
+		w.in.sock, w.in.sock6, w.out.tunFD = -1, -1, -1
+		if w.out6 != nil {
+			w.out6.tunFD = -1
+		}
+	}
+}
+
+// lend gives the inside half fd, conn's descriptor, if it sends on conn.
+func (in *inside) lend(conn *encap.Conn, fd int) {
+	switch {
+	case conn == nil:
+	case conn == in.conn:
+		in.sock = fd
+	case conn == in.conn6:
+		in.sock6 = fd
+	}
 }
 
 func makeBufs(n, size int) [][]byte {
