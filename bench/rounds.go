@@ -12,8 +12,9 @@ import (
 // over the rounds of the round-trip percentiles, of the per-round ratios
 // against flanneld's udp backend and kernel vxlan (paths measured
 // back to back, so the ratio is steadier than either value), and with
-// -perf of what the forwarders did per round trip; then every round's
-// p50 / p99 with the load average it started at.
+// -perf of what the forwarders did per round trip; the same for TCP
+// throughput when it was measured; then every round's p50 / p99 with the
+// load average it started at.
 func roundsMarkdown(rep *report) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n%d interleaved rounds (each round starts one path later), round trips per run: %d.\n\n",
@@ -47,6 +48,7 @@ func roundsMarkdown(rep *report) string {
 		"forwarding processes per round trip, from perf stat --per-thread; threads woken: those with at least\n" +
 		"one context switch per 10 round trips.\n")
 	b.WriteString(callsTable(rep))
+	b.WriteString(tcpRoundsTable(rep, dens))
 	b.WriteString("\n| round | load (1, 5, 15 min) |")
 	for _, p := range rep.Paths {
 		fmt.Fprintf(&b, " %s p50 / p99 |", p.Path)
@@ -85,13 +87,18 @@ func fwd(f func(*forwarderStats) float64) func(pathResult) (float64, bool) {
 
 // spread is "median (min-max)" of path i's value over the rounds.
 func spread(rounds []roundResult, i int, value func(pathResult) (float64, bool)) string {
+	return spreadOf(rounds, i, value, "%.1f")
+}
+
+// spreadOf is spread with the values printed in format.
+func spreadOf(rounds []roundResult, i int, value func(pathResult) (float64, bool), format string) string {
 	var vs []float64
 	for _, r := range rounds {
 		if v, ok := value(r.Paths[i]); ok {
 			vs = append(vs, v)
 		}
 	}
-	return medianRange(vs, "%.1f")
+	return medianRange(vs, format)
 }
 
 // ratioSpread is spread of path i's value over path j's, round by round.
@@ -174,4 +181,39 @@ func median(rounds []roundResult, i int, value func(pathResult) (float64, bool))
 		return "—"
 	}
 	return fmt.Sprintf("%.2f", medianOf(vs))
+}
+
+var (
+	gbps1 = tcp1(func(r *iperfResult) float64 { return r.Gbps })
+	gbps4 = tcp4(func(r *iperfResult) float64 { return r.Gbps })
+)
+
+// tcpRoundsTable is the TCP throughput of each path over the rounds
+// (medians and ranges, and of the per-round ratios to dens), or nothing
+// when no round measured TCP: one round moves a ratio like udp / vxlan by
+// about 0.1 on a shared machine, so a target is judged on the median.
+func tcpRoundsTable(rep *report, dens []string) string {
+	measured := false
+	for _, r := range rep.Rounds {
+		for _, p := range r.Paths {
+			measured = measured || p.TCP1 != nil
+		}
+	}
+	if !measured {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("\nTCP (Gbit/s), median (min-max) over the rounds; the ratios are per round:\n\n| path | 1 stream | 4 streams |")
+	for _, d := range dens {
+		fmt.Fprintf(&b, " 1 stream / %s |", d)
+	}
+	b.WriteString("\n|---|" + strings.Repeat("--:|", 2+len(dens)) + "\n")
+	for i, p := range rep.Paths {
+		fmt.Fprintf(&b, "| %s | %s | %s |", p.Path, spreadOf(rep.Rounds, i, gbps1, "%.2f"), spreadOf(rep.Rounds, i, gbps4, "%.2f"))
+		for _, d := range dens {
+			fmt.Fprintf(&b, " %s |", ratioSpread(rep.Rounds, i, slices.Index(pathNames(rep.Paths), d), gbps1))
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
