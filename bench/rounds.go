@@ -92,13 +92,18 @@ func spread(rounds []roundResult, i int, value func(pathResult) (float64, bool))
 
 // spreadOf is spread with the values printed in format.
 func spreadOf(rounds []roundResult, i int, value func(pathResult) (float64, bool), format string) string {
+	return medianRange(valuesOf(rounds, i, value), format)
+}
+
+// valuesOf is path i's value in each round that has one.
+func valuesOf(rounds []roundResult, i int, value func(pathResult) (float64, bool)) []float64 {
 	var vs []float64
 	for _, r := range rounds {
 		if v, ok := value(r.Paths[i]); ok {
 			vs = append(vs, v)
 		}
 	}
-	return medianRange(vs, format)
+	return vs
 }
 
 // ratioSpread is spread of path i's value over path j's, round by round.
@@ -171,12 +176,7 @@ func callsTable(rep *report) string {
 
 // median is path i's median value over the rounds.
 func median(rounds []roundResult, i int, value func(pathResult) (float64, bool)) string {
-	var vs []float64
-	for _, r := range rounds {
-		if v, ok := value(r.Paths[i]); ok {
-			vs = append(vs, v)
-		}
-	}
+	vs := valuesOf(rounds, i, value)
 	if len(vs) == 0 {
 		return "—"
 	}

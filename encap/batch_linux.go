@@ -251,7 +251,7 @@ func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 			setIovec(&op.iovs[iov], msgs[j].Buf[:msgs[j].N])
 			iov++
 		}
-		namelen := putSockaddr(&op.names[g], msgs[i].Addr, v6)
+		namelen := PutSockaddr(&op.names[g], msgs[i].Addr, v6)
 		h := &op.hdrs[g]
 		*h = unix.Mmsghdr{Hdr: unix.Msghdr{
 			Name:    (*byte)(unsafe.Pointer(&op.names[g])),

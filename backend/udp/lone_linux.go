@@ -1,8 +1,6 @@
 package udp
 
 import (
-	"encoding/binary"
-	"net/netip"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -15,9 +13,10 @@ import (
 // A lone packet, what each turn of a request-response exchange carries,
 // goes out with the plainest system call on the descriptor the loop
 // holds: sendto for a datagram (to a peer of either family), write for a
-// packet into the TUN (from either socket's half). The batch calls (sendmmsg through encap.Conn, writev of the
-// coalescer's parts through tun.Queue) add message headers, iovecs and a
-// RawControl per call that one packet does not need. Measured in the
+// packet into the TUN (from either socket's half). The batch calls
+// (sendmmsg through encap.Conn, writev of the coalescer's parts through
+// tun.Queue) add message headers, iovecs and a RawControl per call that
+// one packet does not need. Measured in the
 // pinned layout (BENCHMARKS.md, round five): forwarder CPU per round
 // trip 189 against 209 µs and p50 against flanneld-udp 0.93x against
 // 0.99x, medians of 12 interleaved pairs. Anything the plain call
@@ -36,32 +35,22 @@ func (in *inside) sendLone(m *encap.Message) bool {
 	if m.Head != nil || m.N == 0 {
 		return false
 	}
-	sock, size := in.loneDst(m.Addr)
+	v6 := !m.Addr.Addr().Is4()
+	sock := in.sock
+	if v6 {
+		sock = in.sock6
+	}
 	if sock < 0 {
 		return false
 	}
+	size := encap.PutSockaddr(&in.dst, m.Addr, v6)
 	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(sock), uintptr(unsafe.Pointer(&m.Buf[0])), uintptr(m.N),
-		0, uintptr(unsafe.Pointer(&in.dst)), size)
+		0, uintptr(unsafe.Pointer(&in.dst)), uintptr(size))
 	if errno != 0 {
 		return false
 	}
 	in.drops.AddForwarded(drop.Inside, 1, uint64(m.N))
 	return true
-}
-
-// loneDst writes ap into in.dst and returns the held socket of its family
-// (-1 when there is none) and the address's length.
-func (in *inside) loneDst(ap netip.AddrPort) (sock int, size uintptr) {
-	addr := ap.Addr()
-	if addr.Is4() {
-		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&in.dst))
-		sa.Family, sa.Addr = unix.AF_INET, addr.As4()
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], ap.Port())
-		return in.sock, unix.SizeofSockaddrInet4
-	}
-	in.dst = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: addr.As16()}
-	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&in.dst.Port))[:], ap.Port())
-	return in.sock6, unix.SizeofSockaddrInet6
 }
 
 // writeLone writes the one packet gathered (o.pkts[0]) into the TUN with

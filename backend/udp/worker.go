@@ -201,13 +201,13 @@ func (w *worker) hold(tunFD, sock, sock6 int) (release func()) {
 	}
 }
 
-// lend gives the inside half fd, conn's descriptor, if it sends on conn.
+// lend gives the inside half fd, conn's descriptor (an outside half's,
+// never nil), if it sends on conn.
 func (in *inside) lend(conn *encap.Conn, fd int) {
-	switch {
-	case conn == nil:
-	case conn == in.conn:
+	switch conn {
+	case in.conn:
 		in.sock = fd
-	case conn == in.conn6:
+	case in.conn6:
 		in.sock6 = fd
 	}
 }
