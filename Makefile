@@ -20,8 +20,8 @@ all: build
 deps:
 	@./scripts/deps.sh
 
-# flanneld v0.20.2 (cgo, udp backend) for the bench's flanneld-udp path and
-# its test, into bin/flanneld-v0.20.2 when missing: minutes once, then free.
+# flanneld v0.20.2 (the bench's flanneld-udp path, mixed clusters) and v0.28.9
+# (migration, rollback, nftables, flag parity) into bin/ when missing: minutes once.
 flanneld: deps
 	@./scripts/flanneld.sh
 
