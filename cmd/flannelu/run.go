@@ -54,7 +54,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err := useNodePublicIP(ctx, mgr, o, log); err != nil {
 		return err
 	}
-	ext, err := lookupExtIface(o, familiesOf(cfg))
+	ext, err := lookupExtIface(o, familiesOf(cfg), log)
 	if err != nil {
 		return err
 	}
