@@ -102,8 +102,8 @@ func New(o Options) (*Tables, error) {
 	return t, nil
 }
 
-// chains are flanneld's chains of one family, in its order: forward,
-// then postrtg.
+// chains are flanneld's chains of one family, in its order (nft lists
+// them so): postrtg (its masquerade set-up comes first), then forward.
 func chains(family knftables.Family, f Family, masq, forward, random bool) []chain {
 	if !f.Network.IsValid() {
 		return nil
@@ -111,21 +111,6 @@ func chains(family knftables.Family, f Family, masq, forward, random bool) []cha
 	ip := string(family) // "ip" or "ip6": also the address match keyword
 	n := f.Network.Masked().String()
 	var out []chain
-	if forward {
-		out = append(out, chain{
-			Chain: knftables.Chain{
-				Name:     ForwardChain,
-				Comment:  knftables.PtrTo("chain to accept flannel traffic"),
-				Type:     knftables.PtrTo(knftables.FilterType),
-				Hook:     knftables.PtrTo(knftables.ForwardHook),
-				Priority: knftables.PtrTo(knftables.FilterPriority),
-			},
-			rules: []string{
-				knftables.Concat(ip, "saddr", n, "accept"),
-				knftables.Concat(ip, "daddr", n, "accept"),
-			},
-		})
-	}
 	if masq {
 		s := f.Subnet.Masked().String()
 		mcast := "224.0.0.0/4"
@@ -156,6 +141,21 @@ func chains(family knftables.Family, f Family, masq, forward, random bool) []cha
 				knftables.Concat(ip, "saddr", n, ip, "daddr", "!=", mcast, masquerade),
 				// Host traffic into the overlay.
 				knftables.Concat(ip, "saddr", "!=", n, ip, "daddr", n, masquerade),
+			},
+		})
+	}
+	if forward {
+		out = append(out, chain{
+			Chain: knftables.Chain{
+				Name:     ForwardChain,
+				Comment:  knftables.PtrTo("chain to accept flannel traffic"),
+				Type:     knftables.PtrTo(knftables.FilterType),
+				Hook:     knftables.PtrTo(knftables.ForwardHook),
+				Priority: knftables.PtrTo(knftables.FilterPriority),
+			},
+			rules: []string{
+				knftables.Concat(ip, "saddr", n, "accept"),
+				knftables.Concat(ip, "daddr", n, "accept"),
 			},
 		})
 	}
@@ -260,6 +260,9 @@ func (t *Tables) Check(ctx context.Context) error {
 	for _, tb := range t.fams {
 		if tb.handles != nil && tb.intact(ctx) {
 			continue
+		}
+		if ctx.Err() != nil {
+			return ctx.Err() // stopping: the listing failed for that
 		}
 		t.log.Info("nftables rules missing or changed, setting the table up again", "table", tb.name)
 		if err := tb.setup(ctx); err != nil {

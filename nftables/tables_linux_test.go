@@ -17,13 +17,6 @@ import (
 // (read from a running flanneld; handles removed).
 const wantRuleset = `table ip flannel-ipv4 {
 	comment "rules for flannel-ipv4"
-	chain forward {
-		comment "chain to accept flannel traffic"
-		type filter hook forward priority filter; policy accept;
-		ip saddr 198.18.0.0/16 accept
-		ip daddr 198.18.0.0/16 accept
-	}
-
 	chain postrtg {
 		comment "chain to manage traffic masquerading by flannel"
 		type nat hook postrouting priority srcnat; policy accept;
@@ -33,6 +26,13 @@ const wantRuleset = `table ip flannel-ipv4 {
 		ip saddr != 198.18.40.0/24 ip daddr 198.18.0.0/16 return
 		ip saddr 198.18.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random
 		ip saddr != 198.18.0.0/16 ip daddr 198.18.0.0/16 masquerade fully-random
+	}
+
+	chain forward {
+		comment "chain to accept flannel traffic"
+		type filter hook forward priority filter; policy accept;
+		ip saddr 198.18.0.0/16 accept
+		ip daddr 198.18.0.0/16 accept
 	}
 }
 table ip6 flannel-ipv6 {

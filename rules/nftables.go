@@ -38,7 +38,11 @@ func (m *nftManager) Setup(ctx context.Context) error {
 }
 
 func (m *nftManager) Run(ctx context.Context) {
-	every(ctx, m.o.Resync, func() { m.record(m.tables.Check(ctx)) }) //nolint:errcheck // recorded
+	every(ctx, m.o.Resync, func() {
+		if err := m.tables.Check(ctx); ctx.Err() == nil {
+			m.record(err) //nolint:errcheck // recorded
+		}
+	})
 }
 
 func (m *nftManager) record(err error) error {
