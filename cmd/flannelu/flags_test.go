@@ -232,7 +232,7 @@ func TestEnvironmentAsFlanneldReadsIt(t *testing.T) {
 		"FLANNELD_IP_BLACKHOLE_ROUTE": "true",
 		"FLANNELD_V":                  "2",
 		"FLANNELD_KUBE_SUBNET_MGR":    "true",
-		"EVENT_QUEUE_DEPTH":           "5000",
+		"EVENT_QUEUE_DEPTH":           "100",
 		"CONT_WHEN_CACHE_NOT_READY":   "true",
 	}), io.Discard)
 	if err != nil {
@@ -244,8 +244,12 @@ func TestEnvironmentAsFlanneldReadsIt(t *testing.T) {
 	if got := strings.Join(o.ifaceRegexes, " | "); got != "^eth{0,1}$" || o.ifaceCanReach != "198.51.100.7" || !o.blackholeRoute || o.level() != -2 {
 		t.Errorf("regexes %q, can-reach %q, blackhole %v, level %v", got, o.ifaceCanReach, o.blackholeRoute, o.level())
 	}
-	if !o.contWhenCacheNotReady || !strings.Contains(strings.Join(o.warnings(), "\n"), "EVENT_QUEUE_DEPTH=5000 is not used") {
+	if !o.contWhenCacheNotReady || !strings.Contains(strings.Join(o.warnings(), "\n"), "EVENT_QUEUE_DEPTH=100 is not used") {
 		t.Errorf("CONT_WHEN_CACHE_NOT_READY %v, warnings %q", o.contWhenCacheNotReady, o.warnings())
+	}
+	// The manifest's 5000 is flanneld's default: nothing to say.
+	if o, err := parseOptions([]string{"--kube-subnet-mgr"}, envOf(map[string]string{"EVENT_QUEUE_DEPTH": "5000"}), io.Discard); err != nil || len(o.warnings()) != 0 {
+		t.Errorf("EVENT_QUEUE_DEPTH=5000: %v, %q", err, o.warnings())
 	}
 	// flanneld's own check of EVENT_QUEUE_DEPTH, in Kubernetes mode only.
 	bad := map[string]string{"EVENT_QUEUE_DEPTH": "lots"}

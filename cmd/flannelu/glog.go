@@ -8,6 +8,9 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// flanneldEventQueueDepth is flanneld's default EVENT_QUEUE_DEPTH.
+const flanneldEventQueueDepth = 5000
+
 // glogFlags are glog's flags that flanneld copies from klog.
 var glogFlags = []string{"v", "vmodule", "log_backtrace_at"}
 
@@ -60,7 +63,9 @@ func (o *options) warnings() []string {
 	if o.glogBacktraceAt != "" {
 		w = append(w, "-log_backtrace_at applies to the Kubernetes client's log lines (klog) only; no flannelu line prints a stack trace")
 	}
-	if o.kubeSubnetMgr && o.eventQueueDepth != "" {
+	// flanneld's default depth (a value of 0 or less means it too) needs
+	// no word: flannelu's queue never drops an event either.
+	if n, _ := strconv.Atoi(o.eventQueueDepth); o.kubeSubnetMgr && n > 0 && n != flanneldEventQueueDepth {
 		w = append(w, "EVENT_QUEUE_DEPTH="+o.eventQueueDepth+" is not used: flannelu has no fixed-depth event queue to size; its node queue (client-go's workqueue) holds each changed node once, however many change")
 	}
 	return w
