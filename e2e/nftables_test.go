@@ -52,6 +52,12 @@ func TestNFTablesWithFlanneldV028(t *testing.T) {
 		}
 	})
 	t.Run("ready", func(t *testing.T) { checkReady(t, n1, "rules: in place") })
+	t.Run("metrics", func(t *testing.T) {
+		checkMetrics(t, n1, "flannelu_malformed_leases_total", "flannelu_nftables_resync_failures_total")
+		if v, err := n1.Metric("flannelu_nftables_resync_failures_total"); err != nil || v != 0 {
+			t.Errorf("flannelu_nftables_resync_failures_total %v (%v), want 0", v, err)
+		}
+	})
 	t.Run("pods reach each other", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2)) })
 	t.Run("a pod reaching outside the overlay is masqueraded", func(t *testing.T) {
 		if src := sourceSeen(t, h1.Pods[0], h2.NS, h2.Addr, 7711); src != h1.Addr {
