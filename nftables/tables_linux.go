@@ -141,9 +141,26 @@ func (tb *table) hasFullyRandom() bool {
 
 // Setup writes both tables now: each in one transaction, its chains
 // emptied and filled, so the rules change without a gap.
-func (t *Tables) Setup(ctx context.Context) error {
+func (t *Tables) Setup(ctx context.Context) error { return t.sync(ctx, true) }
+
+// Check sets a table up again when one of its chains (or the table) is
+// gone or its rules changed since the last setup; nil when every rule is
+// in place after it.
+func (t *Tables) Check(ctx context.Context) error { return t.sync(ctx, false) }
+
+// sync sets up every table (all), or those that are not intact.
+func (t *Tables) sync(ctx context.Context, all bool) error {
 	var errs []error
 	for _, tb := range t.fams {
+		if !all {
+			if tb.handles != nil && tb.intact(ctx) {
+				continue
+			}
+			if ctx.Err() != nil {
+				return ctx.Err() // stopping: the listing failed for that
+			}
+			t.log.Info("nftables rules missing or changed, setting the table up again", "table", tb.name)
+		}
 		if err := tb.setup(ctx); err != nil {
 			errs = append(errs, err)
 		}
@@ -215,26 +232,6 @@ func (tb *table) listHandles(ctx context.Context) (map[string][]int, error) {
 		}
 	}
 	return out, nil
-}
-
-// Check sets a table up again when one of its chains (or the table) is
-// gone or its rules changed since the last setup; nil when every rule is
-// in place after it.
-func (t *Tables) Check(ctx context.Context) error {
-	var errs []error
-	for _, tb := range t.fams {
-		if tb.handles != nil && tb.intact(ctx) {
-			continue
-		}
-		if ctx.Err() != nil {
-			return ctx.Err() // stopping: the listing failed for that
-		}
-		t.log.Info("nftables rules missing or changed, setting the table up again", "table", tb.name)
-		if err := tb.setup(ctx); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // intact reports whether every chain still holds the rules of the last
