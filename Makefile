@@ -69,12 +69,16 @@ test-race:
 test-386:
 	GOARCH=386 $(GO) test -count=1 -timeout 5m ./packet/ ./offload/ ./routetable/ ./drop/ ./trace/ ./encap/ ./tun/ ./backend/udp/
 
+# Built, then run (not go run, which exits 1 whatever the demo's status):
+# Ctrl-C tears the cluster down and the demo exits 130 (SIGTERM: 143).
 demo: deps build
-	$(GO) run ./cmd/demo -flannelu $(BIN)
+	$(GO) build -o bin/demo ./cmd/demo
+	bin/demo -flannelu $(BIN)
 
 # The same cluster in Kubernetes mode, on a real kube-apiserver.
 demo-kube: deps build kube-apiserver
-	$(GO) run ./cmd/demo -flannelu $(BIN) -store kube
+	$(GO) build -o bin/demo ./cmd/demo
+	bin/demo -flannelu $(BIN) -store kube
 
 # Go micro benchmarks of the data path parts, then the end-to-end harness.
 bench-go:
