@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +29,7 @@ func TestDemoInterrupted(t *testing.T) {
 	root, demo := repoRoot(t), buildDemo(t)
 
 	killed := startDemo(t, root, demo)
-	killed.waitFor("=== Pod-to-pod pings")
+	killed.waitFor("=== Starting flannelu on each host") // namespaces, etcd and the directory exist
 	killedProcs := descendants(killed.pid())
 	killed.cmd.Process.Kill() //nolint:errcheck // it runs: waitFor saw it
 	<-killed.done
@@ -61,10 +60,10 @@ func TestDemoInterrupted(t *testing.T) {
 			select {
 			case <-r.done:
 			case <-time.After(2 * time.Minute):
-				t.Fatalf("the demo did not exit within 2 minutes of %v:\n%s", tc.sig, r.out.String())
+				t.Fatalf("the demo did not exit within 2 minutes of %v:\n%s", tc.sig, r.output())
 			}
 			t.Logf("exit %d, %v after %v", r.cmd.ProcessState.ExitCode(), time.Since(start).Round(100*time.Millisecond), tc.sig)
-			out := r.out.String()
+			out := r.output()
 			if code, want := r.cmd.ProcessState.ExitCode(), 128+int(tc.sig); code != want {
 				t.Errorf("exit status %d after %v, want %d:\n%s", code, tc.sig, want, out)
 			}
@@ -90,7 +89,7 @@ func TestDemoInterrupted(t *testing.T) {
 type demoRun struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	log  string        // its output, as it comes
 	done chan struct{} // closed when it exited
 }
 
@@ -98,14 +97,18 @@ type demoRun struct {
 // cleanup stops it if the test did not (SIGINT, then SIGKILL and a sweep).
 func startDemo(t *testing.T, root, demo string) *demoRun {
 	t.Helper()
-	r := &demoRun{t: t, out: &lockedBuffer{}, done: make(chan struct{})}
+	r := &demoRun{t: t, log: filepath.Join(t.TempDir(), "demo.out"), done: make(chan struct{})}
+	out, err := os.Create(r.log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	r.cmd = exec.Command(demo, "-flannelu", flannelu, "-iperf-seconds", "10")
 	r.cmd.Dir = root
-	r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+	r.cmd.Stdout, r.cmd.Stderr = out, out
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { r.cmd.Wait(); close(r.done) }() //nolint:errcheck // the status is read from ProcessState
+	go func() { r.cmd.Wait(); out.Close(); close(r.done) }() //nolint:errcheck // the status is read from ProcessState
 	t.Cleanup(func() {
 		select {
 		case <-r.done:
@@ -129,7 +132,7 @@ func (r *demoRun) pid() int { return r.cmd.Process.Pid }
 // waitFor waits until the demo has printed s.
 func (r *demoRun) waitFor(s string) {
 	r.t.Helper()
-	r.waitUntil("its output has "+strconv.Quote(s), func() bool { return strings.Contains(r.out.String(), s) })
+	r.waitUntil("its output has "+strconv.Quote(s), func() bool { return strings.Contains(r.output(), s) })
 }
 
 // waitForProcess waits until a process named comm with arg on its command
@@ -151,11 +154,11 @@ func (r *demoRun) waitUntil(what string, cond func() bool) {
 	for deadline := time.Now().Add(2 * time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-r.done:
-			r.t.Fatalf("the demo exited before %s:\n%s", what, r.out.String())
+			r.t.Fatalf("the demo exited before %s:\n%s", what, r.output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("the demo did not get to where %s in 2 minutes:\n%s", what, r.out.String())
+			r.t.Fatalf("the demo did not get to where %s in 2 minutes:\n%s", what, r.output())
 		}
 	}
 }
@@ -252,21 +255,8 @@ func descendants(root int) []proc {
 	return out
 }
 
-// lockedBuffer is a bytes.Buffer that a process writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+// output is what the demo printed so far.
+func (r *demoRun) output() string {
+	b, _ := os.ReadFile(r.log)
+	return string(b)
 }
