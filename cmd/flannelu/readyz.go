@@ -31,7 +31,7 @@ const (
 const (
 	condLease     = "lease"
 	condStore     = "store"
-	condSubnetEnv = "subnet.env"
+	condSubnetEnv = "subnet file"
 	condRules     = "rules"
 	condBackend   = "backend"
 )
@@ -46,8 +46,7 @@ type readiness struct {
 	mu    sync.Mutex
 	conds []condition
 
-	backend   atomic.Int32 // backendWaiting, backendRunning or backendStopped
-	subnetEnv atomic.Bool  // written
+	backend atomic.Int32 // backendWaiting, backendRunning or backendStopped
 }
 
 // condition is one named part of readiness: check is nil while it holds
@@ -58,7 +57,8 @@ type condition struct {
 }
 
 // newReadiness has every condition, in the order of /readyz's lines;
-// those the start has not reached yet say so.
+// those the start has not reached yet say so until it sets them (the
+// subnet file's and the rules').
 func newReadiness(store subnet.Store) *readiness {
 	r := &readiness{}
 	lease, reach := func() error { return nil }, func() error { return nil }
@@ -67,12 +67,7 @@ func newReadiness(store subnet.Store) *readiness {
 	}
 	r.set(condLease, "held", lease)
 	r.set(condStore, "reachable", reach)
-	r.set(condSubnetEnv, "written", func() error {
-		if !r.subnetEnv.Load() {
-			return errString("not written yet")
-		}
-		return nil
-	})
+	r.set(condSubnetEnv, "written", func() error { return errString("not written yet") })
 	r.set(condRules, "in place", func() error { return errString("not set up yet") })
 	r.set(condBackend, "running", func() error {
 		switch r.backend.Load() {

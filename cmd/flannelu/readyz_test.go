@@ -27,10 +27,10 @@ func TestReadyz(t *testing.T) {
 	mgr := subnet.NewManager(srv.Client(), subnet.Options{Logger: discardLogger(), RequestTimeout: 500 * time.Millisecond})
 	r := newReadiness(mgr)
 	if code, body := readyz(r); code != http.StatusServiceUnavailable ||
-		body != "lease: held\nstore: reachable\nsubnet.env: not written yet\nrules: not set up yet\nbackend: waiting for the first list of peers\n" {
+		body != "lease: held\nstore: reachable\nsubnet file: not written yet\nrules: not set up yet\nbackend: waiting for the first list of peers\n" {
 		t.Fatalf("at start: %d %q", code, body)
 	}
-	r.subnetEnv.Store(true)
+	r.set(condSubnetEnv, "written", func() error { return nil })
 	rulesErr := errors.New("iptables: exit status 4")
 	r.set(condRules, "in place", func() error { return rulesErr })
 	r.backend.Store(backendRunning)
@@ -38,7 +38,7 @@ func TestReadyz(t *testing.T) {
 		t.Fatalf("rules failed: %d %q", code, body)
 	}
 	rulesErr = nil
-	if code, body := readyz(r); code != http.StatusOK || body != "lease: held\nstore: reachable\nsubnet.env: written\nrules: in place\nbackend: running\n" {
+	if code, body := readyz(r); code != http.StatusOK || body != "lease: held\nstore: reachable\nsubnet file: written\nrules: in place\nbackend: running\n" {
 		t.Fatalf("all ready: %d %q", code, body)
 	}
 	srv.Stop()

@@ -91,11 +91,9 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
-	if err := subnet.WriteEnv(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq)); err != nil {
-		return fmt.Errorf("write %s: %w", o.subnetFile, err)
-	}
-	ready.subnetEnv.Store(true)
-	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
+	envFile := newSubnetFile(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq), reg, log)
+	envFile.write() // a failure is retried in runLoops
+	ready.set(condSubnetEnv, "written", envFile.Err)
 	valid := subnet.NewValidator(subnet.ValidatorOptions{Config: cfg, Own: lease,
 		OwnAddrs: []netip.Addr{ext.IfaceAddr, ext.IfaceV6Addr}, Metrics: reg, Logger: log})
 	filter, err := newPeerFilter(o, cfg, reg, log)
@@ -112,7 +110,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	}
 	stage = "running"
 	ho.serve(o, cfg, lease, be)
-	return runLoops(ctx, o, reg, ready, mgr, cfg, lease, be, valid, keep, filter, ho, log)
+	return runLoops(ctx, o, reg, ready, mgr, cfg, lease, be, valid, keep, filter, ho, envFile, log)
 }
 
 // setUpRules sets flanneld's masquerade and forward rules up with the tool
@@ -173,12 +171,12 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the watcher (its events through valid,
+// runLoops runs the lease keeper, the retry of a failed subnet.env write, the watcher (its events through valid,
 // the accepted peers into filter when it is not nil), the health server
 // (with reg on /metrics), the keepers of rules and routes (keep may be empty) and the
 // backend; the first fatal error stops them all.
 func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *readiness, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, keep keepers, filter *peerFilter, ho *handOver, log *slog.Logger) error {
+	valid *subnet.Validator, keep keepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// work is all but the health server, which a process that handed over
@@ -197,6 +195,7 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 	}
 	goFatal := func(name string, fn func(context.Context) error) { goFatalIn(work, name, fn) }
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
+	goFatal("subnet file", func(ctx context.Context) error { envFile.keep(ctx); return nil })
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
 	// of a restart for the truth and delete every peer's entries.
