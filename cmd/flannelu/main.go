@@ -40,9 +40,11 @@ func realMain(args []string) int {
 		fmt.Fprintln(os.Stderr, version)
 		return 0
 	}
-	level, _ := parseLogLevel(opts.logLevel) // validated with the flags
-	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}), logline.DefaultMax))
+	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: opts.level()}), logline.DefaultMax))
 	slog.SetDefault(log)
+	for _, w := range opts.warnings() {
+		log.Warn(w)
+	}
 
 	if opts.cpuProfile != "" {
 		stopProfile, err := startCPUProfile(opts.cpuProfile)

@@ -29,7 +29,9 @@ func TestSubnetFileRetries(t *testing.T) {
 	reg := metrics.NewRegistry()
 	env := subnet.Env{Network: netip.MustParsePrefix("198.18.0.0/16"), Subnet: netip.MustParsePrefix("198.18.40.0/24"), MTU: 1472}
 	f := newSubnetFile(filepath.Join(dir, "subnet.env"), env, reg, slog.New(slog.NewTextHandler(&log, nil)))
-	r := &readiness{subnetFile: f}
+	r := newReadiness(nil)
+	r.set(condSubnetEnv, "written", f.Err)
+	r.set(condRules, "in place", func() error { return nil })
 	r.backend.Store(backendRunning)
 	if code, body := readyz(r); code != http.StatusServiceUnavailable || !strings.Contains(body, "subnet file: not written yet") {
 		t.Fatalf("before the first write: %d %q", code, body)
@@ -61,7 +63,7 @@ func TestSubnetFileRetries(t *testing.T) {
 	if back, err := subnet.ReadEnv(filepath.Join(dir, "subnet.env")); err != nil || back != env {
 		t.Fatalf("written file: %+v, %v", back, err)
 	}
-	if code, body := readyz(r); code != http.StatusOK || body != "lease: held\nstore: reachable\nbackend: running\nsubnet file: written\n" {
+	if code, body := readyz(r); code != http.StatusOK || body != "lease: held\nstore: reachable\nsubnet file: written\nrules: in place\nbackend: running\n" {
 		t.Fatalf("once written: %d %q", code, body)
 	}
 	var scrape bytes.Buffer
