@@ -163,6 +163,9 @@ func (s *Store) config(ctx context.Context) (*subnet.Config, error) {
 	return s.GetConfig(ctx)
 }
 
+// LeaseKey is this host's node name: WatchLeases names leases by node.
+func (s *Store) LeaseKey(subnet.Lease) string { return s.node }
+
 // MalformedLeases counts peer nodes skipped because their podCIDRs or
 // flannel annotations could not be parsed, once per node resourceVersion.
 func (s *Store) MalformedLeases() uint64 { return s.malformed.Load() }

@@ -39,6 +39,10 @@ type Store interface {
 	// MalformedLeases counts peer leases skipped because they could not be
 	// parsed, once per stored revision.
 	MalformedLeases() uint64
+	// LeaseKey is the name (Event.Key) under which WatchLeases reports
+	// this host's lease own: its etcd key, its Kubernetes node's name.
+	// Any other key with the same subnets is a peer claiming them.
+	LeaseKey(own Lease) string
 }
 
 var _ Store = (*Manager)(nil)

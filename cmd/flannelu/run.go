@@ -88,8 +88,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return fmt.Errorf("write %s: %w", o.subnetFile, err)
 	}
 	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
-	valid := subnet.NewValidator(subnet.ValidatorOptions{Config: cfg, Own: lease,
-		OwnAddrs: []netip.Addr{ext.IfaceAddr, ext.IfaceV6Addr}, Metrics: reg, Logger: log})
+	valid := newValidator(cfg, lease, mgr, be, ext, reg, log)
 	ipt := newIPTables(o, cfg, lease, prev, reg, log)
 	filter, err := newPeerFilter(o, cfg, reg, log)
 	if err != nil {
