@@ -45,6 +45,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	reg := metrics.NewRegistry()
 	reg.CounterFunc("flannelu_malformed_leases_total",
 		"Peer leases skipped because they could not be parsed: an etcd key or value, or a node's podCIDR or flannel annotations.", mgr.MalformedLeases)
+	exportStoreHealth(reg, mgr)
 	stage = "waiting for the network config"
 	cfg, err := waitForConfig(ctx, mgr, log)
 	if err != nil {
@@ -246,6 +247,9 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, errHandedOver) {
+		if errors.Is(err, subnet.ErrHostRemoved) {
+			withdrawPeers(be, valid, log)
+		}
 		return err
 	}
 	return nil
