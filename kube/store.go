@@ -235,7 +235,7 @@ func (s *Store) checkPeerOverwrites(n *v1.Node, cfg *subnet.Config) {
 		s.badOverwrite[n.Name] = msg
 	}
 	s.warnMu.Unlock()
-	if !seen {
+	if !seen && msg != "" {
 		s.malformed.Add(1)
 		s.log.Warn("peer node's public IP overwrite is not an address; using the public IP it published", "node", n.Name,
 			"public_ip", n.Annotations[s.ann.PublicIP], "error", msg)
