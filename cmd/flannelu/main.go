@@ -36,7 +36,8 @@ func realMain(args []string) int {
 		return 2
 	}
 	if opts.version {
-		fmt.Println(version)
+		// As flanneld prints its version: the version alone, on stderr.
+		fmt.Fprintln(os.Stderr, version)
 		return 0
 	}
 	level, _ := parseLogLevel(opts.logLevel) // validated with the flags

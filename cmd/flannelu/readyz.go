@@ -26,11 +26,13 @@ const (
 )
 
 // readiness answers /readyz: 200 only while the lease is held, the store
-// answers and the backend runs; the body has one line per part, so a 503
+// answers, the backend runs and subnet.env is written; the body has one line per part, so a 503
 // says which part is not ready. /healthz stays flanneld's "running".
 type readiness struct {
 	store   subnet.Store
 	backend atomic.Int32
+	// subnetFile, when set, is ready once subnet.env is written.
+	subnetFile interface{ Err() error }
 }
 
 func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
@@ -58,6 +60,9 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 		be = errString("stopped")
 	}
 	part("backend", be, "running")
+	if r.subnetFile != nil {
+		part("subnet file", r.subnetFile.Err(), "written")
+	}
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

@@ -85,10 +85,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err := be.Start(ctx, lease); err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	if err := subnet.WriteEnv(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq)); err != nil {
-		return fmt.Errorf("write %s: %w", o.subnetFile, err)
-	}
-	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
+	envFile := newSubnetFile(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq), reg, log)
+	envFile.write() // a failure is retried in runLoops
 	valid := newValidator(cfg, lease, mgr, be, ext, reg, log)
 	ipt := newIPTables(o, cfg, lease, prev, reg, log)
 	filter, err := newPeerFilter(o, cfg, reg, log)
@@ -102,7 +100,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	}
 	stage = "running"
 	ho.serve(o, cfg, lease, be)
-	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, ipt, filter, ho, log)
+	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, ipt, filter, ho, envFile, log)
 }
 
 // newIPTables returns the runners that keep flanneld's masquerade and
@@ -176,12 +174,12 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the watcher (its events through valid,
+// runLoops runs the lease keeper, the retry of a failed subnet.env write, the watcher (its events through valid,
 // the accepted peers into filter when it is not nil), the health server
 // (with reg on /metrics), the iptables resync (ipt may be empty) and the
 // backend; the first fatal error stops them all.
 func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, ho *handOver, log *slog.Logger) error {
+	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// work is all but the health server, which a process that handed over
@@ -199,8 +197,9 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		}()
 	}
 	goFatal := func(name string, fn func(context.Context) error) { goFatalIn(work, name, fn) }
-	ready := &readiness{store: mgr}
+	ready := &readiness{store: mgr, subnetFile: envFile}
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
+	goFatal("subnet file", func(ctx context.Context) error { envFile.keep(ctx); return nil })
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
 	// of a restart for the truth and delete every peer's entries.
