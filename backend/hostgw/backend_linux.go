@@ -138,10 +138,11 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 	return nil
 }
 
-// HandleEvents applies peer lease changes. A lease of another backend
-// type is logged and ignored, as flanneld does. Each family is routed on
-// its own: a dual-stack peer without a usable PublicIPv6 keeps its IPv4
-// route.
+// HandleEvents applies peer lease changes, of leases the daemon's
+// subnet.Validator accepted (inside the network, overlapping no other, a
+// usable public address). A lease of another backend type is logged and
+// ignored, as flanneld does. Each family is routed on its own: a
+// dual-stack peer without a PublicIPv6 keeps its IPv4 route.
 func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -163,7 +164,7 @@ func (f *family) handle(ev subnet.Event, foreign bool) {
 		}
 		return
 	}
-	if err := f.check(ev.Lease); err != nil {
+	if err := kernel.CheckPeer(f.network, ev.Lease); err != nil {
 		f.b.peerErrors.Add(1)
 		f.b.log.Warn("ignoring peer lease", "subnet", f.fam.Subnet(ev.Lease), "family", f.fam.String(), "error", err)
 		if known {
@@ -175,16 +176,6 @@ func (f *family) handle(ev subnet.Event, foreign bool) {
 	p := &peer{subnet: key, gateway: f.fam.PublicIP(ev.Lease)}
 	f.peers[key] = p
 	f.program(p) // replaces a changed peer's route in place
-}
-
-func (f *family) check(l subnet.Lease) error {
-	if err := kernel.CheckPeer(f.network, l); err != nil {
-		return err
-	}
-	if f.fam.Subnet(l).Masked() == f.own {
-		return fmt.Errorf("subnet %v is this host's own lease", f.own)
-	}
-	return nil
 }
 
 func (f *family) route(p *peer) *netlink.Route {

@@ -275,7 +275,7 @@ func TestNodeSyncTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	client, err := kube.NewClient(cfg)
+	client, err := kube.NewClient(cfg, discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -46,6 +46,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	reg := metrics.NewRegistry()
 	reg.CounterFunc("flannelu_malformed_leases_total",
 		"Peer leases skipped because they could not be parsed: an etcd key or value, or a node's podCIDR or flannel annotations.", mgr.MalformedLeases)
+	exportStoreHealth(reg, mgr)
 	stage = "waiting for the network config"
 	cfg, err := waitForConfig(ctx, mgr, log)
 	if err != nil {
@@ -94,8 +95,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	envFile := newSubnetFile(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq), reg, log)
 	envFile.write() // a failure is retried in runLoops
 	ready.set(condSubnetEnv, "written", envFile.Err)
-	valid := subnet.NewValidator(subnet.ValidatorOptions{Config: cfg, Own: lease,
-		OwnAddrs: []netip.Addr{ext.IfaceAddr, ext.IfaceV6Addr}, Metrics: reg, Logger: log})
+	valid := newValidator(cfg, lease, mgr, be, ext, reg, log)
 	filter, err := newPeerFilter(o, cfg, reg, log)
 	if err != nil {
 		return err
@@ -242,6 +242,9 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, errHandedOver) {
+		if errors.Is(err, subnet.ErrHostRemoved) {
+			withdrawPeers(be, valid, log)
+		}
 		return err
 	}
 	return nil

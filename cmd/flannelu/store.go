@@ -8,8 +8,34 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/kube"
+	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/outage"
 	"github.com/flannelu/flannelu/subnet"
 )
+
+// outageTracked is a store whose requests report to an outage tracker:
+// both (etcd's Manager, the Kubernetes Store), with one mechanism.
+type outageTracked interface{ Outage() *outage.Tracker }
+
+// exportStoreHealth puts the store's reachability on /metrics: a gauge, 1
+// while it answers and 0 during an outage (as /readyz's "store" line), and
+// the count of requests it did not answer.
+func exportStoreHealth(reg *metrics.Registry, store subnet.Store) {
+	s, ok := store.(outageTracked)
+	if !ok {
+		return
+	}
+	t := s.Outage()
+	reg.GaugeFunc("flannelu_store_reachable",
+		"1 while the store (etcd or the Kubernetes API) answers, 0 during an outage.", func() float64 {
+			if t.Down() {
+				return 0
+			}
+			return 1
+		})
+	reg.CounterFunc("flannelu_store_request_failures_total",
+		"Requests to the store (etcd or the Kubernetes API) that got no answer: no connection, a timeout, or a server that could not serve.", t.Failures)
+}
 
 // openStore returns the store the flags choose: the Kubernetes API
 // (--kube-subnet-mgr) or etcd. closeStore releases it.
@@ -38,7 +64,7 @@ func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.St
 	if err != nil {
 		return nil, nil, err
 	}
-	client, err := kube.NewClient(cfg)
+	client, err := kube.NewClient(cfg, log)
 	if err != nil {
 		return nil, nil, err
 	}
