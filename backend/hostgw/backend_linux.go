@@ -219,6 +219,14 @@ func (f *family) remove(p *peer) {
 	f.b.log.Debug("peer route removed", "subnet", p.subnet)
 }
 
+// Reconcile runs one reconcile pass now (backend.Reconciler): the routes
+// of peers it was not given go, missing ones are added.
+func (b *Backend) Reconcile(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reconcile()
+}
+
 // Run reconciles every ReconcileInterval until ctx is done and returns
 // nil, leaving the routes in place. One pass covers both families.
 func (b *Backend) Run(ctx context.Context) error {
@@ -256,7 +264,7 @@ func (f *family) reconcile() error {
 	for i := range routes {
 		r := &routes[i]
 		dst, ok := kernel.Prefix(r.Dst)
-		if !ok || r.Gw == nil || r.Protocol == unix.RTPROT_KERNEL || dst == f.own || !kernel.Owned(f.network, dst) {
+		if !ok || r.Gw == nil || !kernel.Flannels(r) || dst == f.own || !kernel.Owned(f.network, dst) {
 			continue // not ours
 		}
 		if p, ok := missing[dst]; ok && r.Gw.Equal(kernel.IP(p.gateway)) {

@@ -171,6 +171,15 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 	return nil
 }
 
+// Reconcile runs one reconcile pass now (backend.Reconciler): the routes,
+// neighbours and fdb entries of peers it was not given go, missing ones
+// are added.
+func (b *Backend) Reconcile(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reconcile()
+}
+
 // Run reconciles every ReconcileInterval until ctx is done and returns
 // nil, leaving the kernel state in place. One pass covers both families.
 func (b *Backend) Run(ctx context.Context) error {

@@ -67,6 +67,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer ho.close()
+	removeLeftovers(cfg, ext, log)
 	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType, o))
 	if err != nil {
 		return err
@@ -227,6 +228,7 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 		case <-ctx.Done():
 			return nil
 		}
+		reconcileAtStart(ctx, be, log)
 		ready.backend.Store(backendRunning)
 		defer ready.backend.Store(backendStopped)
 		close(running)
