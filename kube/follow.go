@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/tools/cache"
@@ -17,6 +18,21 @@ type follower struct {
 	queue workqueue.TypedRateLimitingInterface[string]
 	reg   cache.ResourceEventHandlerRegistration
 	s     *Store
+	// depth, when set, records the queue's length now and at most (the
+	// watch's queue: flannelu_store_queue_depth and _max).
+	depth *queueDepth
+}
+
+// queueDepth is a queue's length, now and the most it has been.
+type queueDepth struct{ now, max atomic.Int64 }
+
+func (d *queueDepth) set(n int) {
+	if d == nil {
+		return
+	}
+	d.now.Store(int64(n))
+	for m := d.max.Load(); int64(n) > m && !d.max.CompareAndSwap(m, int64(n)); m = d.max.Load() {
+	}
 }
 
 // retryMin and retryMax bound the delay before a failed step on a node
@@ -39,6 +55,7 @@ func (s *Store) follow(only string) (*follower, error) {
 		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
 		if err == nil && (only == "" || key == only) {
 			f.queue.Add(key)
+			f.depth.set(f.queue.Len())
 		}
 	}
 	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -70,7 +87,9 @@ func (f *follower) next(ctx context.Context) ([]string, bool) {
 		return nil, false
 	}
 	f.queue.Done(name)
-	return append([]string{name}, f.queued()...), true
+	names := append([]string{name}, f.queued()...)
+	f.depth.set(0)
+	return names, true
 }
 
 // queued returns the names queued now, without waiting.

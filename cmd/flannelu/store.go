@@ -21,6 +21,12 @@ type outageTracked interface{ Outage() *outage.Tracker }
 // while it answers and 0 during an outage (as /readyz's "store" line), and
 // the count of requests it did not answer.
 func exportStoreHealth(reg *metrics.Registry, store subnet.Store) {
+	if q, ok := store.(interface{ QueueDepth() (now, most int64) }); ok {
+		reg.GaugeFunc("flannelu_store_queue_depth", "Changed nodes waiting to be read (Kubernetes mode): each node is queued once however often it changed.",
+			func() float64 { n, _ := q.QueueDepth(); return float64(n) })
+		reg.GaugeFunc("flannelu_store_queue_depth_max", "The most changed nodes that waited to be read at once since the first list was handled (Kubernetes mode).",
+			func() float64 { _, m := q.QueueDepth(); return float64(m) })
+	}
 	s, ok := store.(outageTracked)
 	if !ok {
 		return
