@@ -110,7 +110,16 @@ func (s *Store) listWatch() *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			s.countRelist(o)
-			return s.client.ListNodes(ctx, o)
+			list, err := s.client.ListNodes(ctx, o)
+			if err == nil {
+				// Slimmed here, a page at a time, rather than by the
+				// informer once it has the whole list: the full nodes of
+				// a page are garbage before the next page is decoded.
+				for i := range list.Items {
+					list.Items[i] = *s.slimNode(&list.Items[i])
+				}
+			}
+			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			if o.SendInitialEvents != nil && *o.SendInitialEvents {

@@ -25,6 +25,11 @@ func (s *Store) slim(obj any) (any, error) {
 	if !ok {
 		return obj, nil // a tombstone: its node was slimmed when cached
 	}
+	return s.slimNode(n), nil
+}
+
+// slimNode is slim of one node, a new object.
+func (s *Store) slimNode(n *v1.Node) *v1.Node {
 	out := &v1.Node{
 		TypeMeta: n.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion,
@@ -44,5 +49,5 @@ func (s *Store) slim(obj any) (any, error) {
 			out.Status.Conditions = []v1.NodeCondition{*c}
 		}
 	}
-	return out, nil
+	return out
 }

@@ -228,7 +228,7 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 		case <-ctx.Done():
 			return nil
 		}
-		reconcileAtStart(ctx, be, log)
+		afterFirstSnapshot(ctx, be, log)
 		ready.backend.Store(backendRunning)
 		defer ready.backend.Store(backendStopped)
 		close(running)
