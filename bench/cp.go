@@ -231,7 +231,7 @@ func (r *cpRun) setUp() (err error) {
 	for i, kind := range r.cfg.daemons {
 		h := r.cluster.Hosts[i+1]
 		d := &cpDaemon{kind: kind, host: h}
-		if d.proxy, err = newEtcdProxy(r.cluster.Hosts[0], 23790+i, testbed.ListenAddr(r.cluster.Hosts[0].Addr, testbed.EtcdPort)); err != nil {
+		if d.proxy, err = testbed.NewEtcdProxy(r.cluster.Hosts[0], 23790+i, testbed.ListenAddr(r.cluster.Hosts[0].Addr, testbed.EtcdPort)); err != nil {
 			return err
 		}
 		if kube {
@@ -249,7 +249,7 @@ func (r *cpRun) tearDown() {
 	for _, d := range r.daemons {
 		d.stop()
 		if d.proxy != nil {
-			d.proxy.close()
+			d.proxy.Close()
 		}
 	}
 	if r.cluster != nil {
@@ -329,10 +329,10 @@ func (r *cpRun) runCombo(c combo) comboResult {
 	for i, d := range r.daemons {
 		res.Daemons[i].Startup = r.startUp(d, c, peers, res.Daemons[i])
 	}
-	if c.nodes > 0 && r.cfg.phase("burst") {
+	if r.cfg.phase("burst") {
 		r.burst(c, res.Daemons)
 	}
-	if r.cfg.phase("steady") && r.cfg.steady > 0 {
+	if c.nodes > 0 && r.cfg.phase("steady") && r.cfg.steady > 0 {
 		r.steadyState(c, peers, res.Daemons)
 	}
 	if c.nodes > 0 && c.store == "etcd" && r.cfg.phase("compaction") {
@@ -380,7 +380,7 @@ func ifaceIndex(h *testbed.Host) int {
 // peer's route (or route-table entry), memory, CPU, requests made.
 func (r *cpRun) startUp(d *cpDaemon, c combo, peers []testbed.Peer, dr *daemonResult) *startupResult {
 	s := &startupResult{Load: loadAvg()}
-	callsBefore := d.proxy.calls.Load()
+	callsBefore := d.proxy.Calls()
 	if err := r.start(d, c, "start"); err != nil {
 		dr.Errors = append(dr.Errors, err.Error())
 		return s
@@ -413,7 +413,7 @@ func (r *cpRun) startUp(d *cpDaemon, c combo, peers []testbed.Peer, dr *daemonRe
 		s.Requests = r.audit.count(d.host.Addr.String(), d.started.Add(-time.Second), end)
 		s.RequestsTotal = total(s.Requests)
 	} else {
-		s.RequestsTotal = int(d.proxy.calls.Load() - callsBefore)
+		s.RequestsTotal = int(d.proxy.Calls() - callsBefore)
 	}
 	dr.Errors = append(dr.Errors, d.obs.errors()...)
 	return s

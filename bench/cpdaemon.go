@@ -28,7 +28,7 @@ var allDaemons = []string{daemonFlannelu, daemonV020, daemonV028}
 type cpDaemon struct {
 	kind       string
 	host       *testbed.Host
-	proxy      *etcdProxy // etcd store: its connection to etcd
+	proxy      *testbed.EtcdProxy // etcd store: its connection to etcd
 	proc       *testbed.Proc
 	subnetFile string
 	obs        *observer
@@ -67,7 +67,7 @@ func (r *cpRun) start(d *cpDaemon, c combo, tag string) error {
 		args = append([]string{"env", "NODE_NAME=" + h.Name}, args...)
 		args = append(args, "--kube-subnet-mgr", "--kubeconfig-file", r.cluster.Kubeconfig, "--net-config-path", r.cluster.NetConfPath)
 	} else {
-		args = append(args, "--etcd-endpoints", "http://"+d.proxy.addr)
+		args = append(args, "--etcd-endpoints", "http://"+d.proxy.Addr)
 	}
 	args = append(args, "--iface", h.Iface, "--subnet-file", d.subnetFile)
 	if d.kind == daemonFlannelu {

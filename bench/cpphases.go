@@ -135,7 +135,7 @@ func (r *cpRun) steadyState(c combo, peers []testbed.Peer, results []*daemonResu
 	before := make([]procStat, len(r.daemons))
 	calls := make([]int64, len(r.daemons))
 	for i, d := range r.daemons {
-		before[i], calls[i] = d.stat(), d.proxy.calls.Load()
+		before[i], calls[i] = d.stat(), d.proxy.Calls()
 	}
 	maxSec := make([]float64, len(r.daemons))
 	stop := make(chan struct{})
@@ -179,7 +179,7 @@ func (r *cpRun) steadyState(c combo, peers []testbed.Peer, results []*daemonResu
 			s.Requests = r.audit.count(d.host.Addr.String(), start, end)
 			s.RequestsTotal = total(s.Requests)
 		} else {
-			s.RequestsTotal = int(d.proxy.calls.Load() - calls[i])
+			s.RequestsTotal = int(d.proxy.Calls() - calls[i])
 		}
 		s.RequestsPerHour = float64(s.RequestsTotal) / hours
 		results[i].Steady = s
@@ -226,7 +226,7 @@ func (r *cpRun) compaction(c combo, peers []testbed.Peer, results []*daemonResul
 	added := r.newPeers(n)
 	load := loadAvg()
 	for _, d := range r.daemons {
-		d.proxy.pause()
+		d.proxy.Pause()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -248,11 +248,11 @@ func (r *cpRun) compaction(c combo, peers []testbed.Peer, results []*daemonResul
 	calls := make([]int64, len(r.daemons))
 	for i, d := range r.daemons {
 		if d.proc != nil {
-			before[i], calls[i] = d.stat(), d.proxy.calls.Load()
+			before[i], calls[i] = d.stat(), d.proxy.Calls()
 			_, offs[i] = d.logLines(0)
 		}
-		d.proxy.cut()
-		d.proxy.resume()
+		d.proxy.Cut()
+		d.proxy.Resume()
 	}
 	t0 := time.Now()
 	for i, d := range r.daemons {
@@ -278,7 +278,7 @@ func (r *cpRun) compaction(c combo, peers []testbed.Peer, results []*daemonResul
 		}
 		cr.LogLines, _ = d.logLines(offs[i])
 		cr.CPUSec = d.stat().CPUSec - before[i].CPUSec
-		cr.Calls = d.proxy.calls.Load() - calls[i]
+		cr.Calls = d.proxy.Calls() - calls[i]
 		cr.Exited = d.proc.Exited()
 	}
 }

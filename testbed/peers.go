@@ -184,6 +184,12 @@ func (g *Peers) CreateAll(ctx context.Context, peers []Peer) error {
 	return g.each(ctx, peers, g.Create)
 }
 
+// ChangeAll rewrites peers' leases (Change) with Workers requests at a
+// time: after a change of Backend, every peer publishes the new type.
+func (g *Peers) ChangeAll(ctx context.Context, peers []Peer) error {
+	return g.each(ctx, peers, g.Change)
+}
+
 // DeleteAll deletes peers with Workers requests at a time.
 func (g *Peers) DeleteAll(ctx context.Context, peers []Peer) error {
 	return g.each(ctx, peers, g.Delete)
@@ -273,7 +279,7 @@ func (g *Peers) node(p Peer) *v1.Node {
 			ProviderID: "fake://" + p.Name},
 		Status: v1.NodeStatus{
 			Capacity: res, Allocatable: res,
-			Addresses: []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: addr}, {Type: v1.NodeHostName, Address: p.Name}},
+			Addresses:       []v1.NodeAddress{{Type: v1.NodeInternalIP, Address: addr}, {Type: v1.NodeHostName, Address: p.Name}},
 			DaemonEndpoints: v1.NodeDaemonEndpoints{KubeletEndpoint: v1.DaemonEndpoint{Port: 10250}},
 			NodeInfo: v1.NodeSystemInfo{MachineID: fmt.Sprintf("%032x", p.Index), SystemUUID: fmt.Sprintf("ec2%029x", p.Index),
 				BootID: fmt.Sprintf("%08x-0000-4000-8000-%012x", p.Index, p.Index), KernelVersion: "6.1.0-28-cloud-amd64",
@@ -282,8 +288,8 @@ func (g *Peers) node(p Peer) *v1.Node {
 		},
 	}
 	for _, c := range []struct {
-		typ            v1.NodeConditionType
-		status         v1.ConditionStatus
+		typ             v1.NodeConditionType
+		status          v1.ConditionStatus
 		reason, message string
 	}{
 		{v1.NodeMemoryPressure, v1.ConditionFalse, "KubeletHasSufficientMemory", "kubelet has sufficient memory available"},
