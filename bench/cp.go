@@ -158,9 +158,6 @@ type cpRun struct {
 	network netip.Prefix
 	daemons []*cpDaemon
 	report  *cpReport
-	// next is the index of the next peer the generator creates: burst and
-	// compaction peers never reuse a subnet of the run.
-	next int
 }
 
 // cpNetwork is the overlay: /29 subnets give 8,192 peers in the /16.
@@ -220,7 +217,6 @@ func (r *cpRun) setUp() (err error) {
 		return err
 	}
 	r.peers = &testbed.Peers{Network: r.network, SubnetLen: cpSubnetLen, Etcd: r.cluster.Client, Workers: 16}
-	r.next = 1
 	if kube {
 		rc := r.cluster.KubeAPI.RESTConfig(testbed.AdminUser)
 		rc.QPS, rc.Burst = 5000, 5000
@@ -285,16 +281,6 @@ func (r *cpRun) configure(c combo) error {
 	return err
 }
 
-// newPeers returns the next n peers of the generator.
-func (r *cpRun) newPeers(n int) []testbed.Peer {
-	out := make([]testbed.Peer, n)
-	for i := range out {
-		out[i] = r.peers.Peer(r.next)
-		r.next++
-	}
-	return out
-}
-
 func subnetsOf(peers []testbed.Peer) []netip.Prefix {
 	out := make([]netip.Prefix, len(peers))
 	for i, p := range peers {
@@ -308,13 +294,13 @@ func subnetsOf(peers []testbed.Peer) []netip.Prefix {
 func (r *cpRun) runCombo(c combo) comboResult {
 	res := comboResult{Store: c.store, Backend: c.backend, Nodes: c.nodes, Load: loadAvg()}
 	r.peers.Store, r.peers.Backend = c.store, c.backend
-	r.next = 1
+	r.peers.Restart()
 	defer r.cleanUp(c, &res)
 	if err := r.configure(c); err != nil {
 		res.Error = err.Error()
 		return res
 	}
-	peers := r.newPeers(c.nodes)
+	peers := r.peers.Next(c.nodes)
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -355,11 +341,7 @@ func (r *cpRun) cleanUp(c combo, res *comboResult) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	var all []testbed.Peer
-	for i := 1; i < r.next; i++ {
-		all = append(all, r.peers.Peer(i))
-	}
-	if err := r.peers.DeleteAll(ctx, all); err != nil {
+	if err := r.peers.DeleteAll(ctx, r.peers.Made()); err != nil {
 		res.Error += " clean-up: " + err.Error()
 	}
 }

@@ -79,7 +79,7 @@ func quantile(sorted []float64, q float64) float64 {
 // watching, waits until each has routed them, then deletes them as fast
 // and waits until each has removed them.
 func (r *cpRun) burst(c combo, results []*daemonResult) {
-	joins := r.newPeers(r.cfg.burst)
+	joins := r.peers.Next(r.cfg.burst)
 	subnets := subnetsOf(joins)
 	load := loadAvg()
 	sent, err := paced(joins, r.cfg.burstTime, r.peers.Create)
@@ -223,7 +223,7 @@ func (r *cpRun) compaction(c combo, peers []testbed.Peer, results []*daemonResul
 	const changes = 50
 	n := min(changes, len(peers))
 	gone := peers[:n]
-	added := r.newPeers(n)
+	added := r.peers.Next(n)
 	load := loadAvg()
 	for _, d := range r.daemons {
 		d.proxy.Pause()

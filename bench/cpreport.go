@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -21,15 +20,7 @@ const (
 
 // cpReport is one control-plane run.
 type cpReport struct {
-	Date     string        `json:"date"`
-	Command  string        `json:"command"`
-	CPU      string        `json:"cpu"`
-	Cores    int           `json:"cores"`
-	MemGiB   float64       `json:"mem_gib"`
-	Kernel   string        `json:"kernel"`
-	Go       string        `json:"go"`
-	Flannelu string        `json:"flannelu"`
-	LoadAvg  string        `json:"load_avg_at_start"`
+	machine
 	Settings cpSettings    `json:"settings"`
 	Combos   []comboResult `json:"combos"`
 	End      string        `json:"end,omitempty"`
@@ -123,9 +114,7 @@ type compactionResult struct {
 
 func newCPReport(c *cpConfig) *cpReport {
 	return &cpReport{
-		Date: time.Now().UTC().Format("2006-01-02 15:04 UTC"), Command: c.command, CPU: cpuModel(),
-		Cores: runtime.NumCPU(), MemGiB: memGiB(), Kernel: firstLine("/proc/sys/kernel/osrelease"),
-		Go: runtime.Version(), Flannelu: flanneluVersion(c.flannelu), LoadAvg: loadAvg(),
+		machine: newMachine(c.command, c.flannelu),
 		Settings: cpSettings{Nodes: c.nodes, Daemons: c.daemons, Phases: c.phases, Burst: c.burst,
 			BurstSeconds: c.burstTime.Seconds(), SteadySeconds: c.steady.Seconds(),
 			SteadyPeriodSecs: c.steadyPeriod.Seconds(), SubnetLen: cpSubnetLen},
@@ -190,20 +179,18 @@ func load1(l string) string { f, _, _ := strings.Cut(l, " "); return f }
 func writeStartupTable(b *strings.Builder, rep *cpReport) {
 	b.WriteString("### Start-up into a cluster of N\n\n")
 	b.WriteString("| store | backend | N | daemon | subnet.env (s) | full peer state (s) | RSS at full state (MB) | RSS 2 s later (MB) | CPU (s) | requests | load |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, c := range rep.Combos {
-		for _, d := range c.Daemons {
-			s := d.Startup
-			if s == nil {
-				continue
-			}
-			full := fmt.Sprintf("%.2f", s.FullS)
-			if !s.Complete {
-				full = fmt.Sprintf("incomplete (%d missing)", s.Missing)
-			}
-			fmt.Fprintf(b, "| %s | %s | %d | %s | %.2f | %s | %.1f | %.1f | %.2f | %d | %s |\n", c.Store, c.Backend, c.Nodes, d.Daemon,
-				s.EnvS, full, s.Stat.RSSMB, s.Settled.RSSMB, s.Settled.CPUSec, s.RequestsTotal, load1(s.Load))
+	eachDaemon(rep, func(c comboResult, d *daemonResult) {
+		s := d.Startup
+		if s == nil {
+			return
 		}
-	}
+		full := fmt.Sprintf("%.2f", s.FullS)
+		if !s.Complete {
+			full = fmt.Sprintf("incomplete (%d missing)", s.Missing)
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %s | %.2f | %s | %.1f | %.1f | %.2f | %d | %s |\n", c.Store, c.Backend, c.Nodes, d.Daemon,
+			s.EnvS, full, s.Stat.RSSMB, s.Settled.RSSMB, s.Settled.CPUSec, s.RequestsTotal, load1(s.Load))
+	})
 	b.WriteString("\n")
 }
 
@@ -214,21 +201,19 @@ func writeBurstTable(b *strings.Builder, rep *cpReport) {
 	fmt.Fprintf(b, "### Burst: %d joins in %.0f s, then %d deletions, into N\n\n", rep.Settings.Burst, rep.Settings.BurstSeconds, rep.Settings.Burst)
 	b.WriteString("Latency from the generator's request to the watcher's kernel (or route table). Lost: never seen within the timeout; repeated: programmed more than once.\n\n")
 	b.WriteString("| store | backend | N | daemon | join p50 (ms) | join p99 (ms) | join max (ms) | delete p50 (ms) | delete p99 (ms) | lost | repeated | max queue | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, c := range rep.Combos {
-		for _, d := range c.Daemons {
-			x := d.Burst
-			if x == nil {
-				continue
-			}
-			q := "—"
-			if x.QueueMax >= 0 {
-				q = fmt.Sprintf("%.0f", x.QueueMax)
-			}
-			fmt.Fprintf(b, "| %s | %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %d / %d | %d / %d | %s | %s |\n", c.Store, c.Backend, c.Nodes,
-				d.Daemon, x.JoinP50, x.JoinP99, x.JoinMax, x.DeleteP50, x.DeleteP99, x.JoinLost, x.DeleteLost,
-				x.JoinRepeated, x.DeleteRepeated, q, load1(x.Load))
+	eachDaemon(rep, func(c comboResult, d *daemonResult) {
+		x := d.Burst
+		if x == nil {
+			return
 		}
-	}
+		q := "—"
+		if x.QueueMax >= 0 {
+			q = fmt.Sprintf("%.0f", x.QueueMax)
+		}
+		fmt.Fprintf(b, "| %s | %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %d / %d | %d / %d | %s | %s |\n", c.Store, c.Backend, c.Nodes,
+			d.Daemon, x.JoinP50, x.JoinP99, x.JoinMax, x.DeleteP50, x.DeleteP99, x.JoinLost, x.DeleteLost,
+			x.JoinRepeated, x.DeleteRepeated, q, load1(x.Load))
+	})
 	b.WriteString("\n")
 }
 
@@ -239,16 +224,14 @@ func writeSteadyTable(b *strings.Builder, rep *cpReport) {
 	fmt.Fprintf(b, "### Steady state (%.0f s; Kubernetes: every peer's node gets an annotation update once per %.0f s)\n\n",
 		rep.Settings.SteadySeconds, rep.Settings.SteadyPeriodSecs)
 	b.WriteString("| store | backend | N | daemon | updates | CPU (s) | max CPU in 1 s (s) | RSS (MB) | requests | requests per node per hour | by verb | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, c := range rep.Combos {
-		for _, d := range c.Daemons {
-			s := d.Steady
-			if s == nil {
-				continue
-			}
-			fmt.Fprintf(b, "| %s | %s | %d | %s | %d | %.2f | %.2f | %.1f | %d | %.1f | %s | %s |\n", c.Store, c.Backend, c.Nodes, d.Daemon,
-				s.Updates, s.CPUSec, s.MaxCPUPerSecond, s.Stat.RSSMB, s.RequestsTotal, s.RequestsPerHour, verbs(s.Requests), load1(s.Load))
+	eachDaemon(rep, func(c comboResult, d *daemonResult) {
+		s := d.Steady
+		if s == nil {
+			return
 		}
-	}
+		fmt.Fprintf(b, "| %s | %s | %d | %s | %d | %.2f | %.2f | %.1f | %d | %.1f | %s | %s |\n", c.Store, c.Backend, c.Nodes, d.Daemon,
+			s.Updates, s.CPUSec, s.MaxCPUPerSecond, s.Stat.RSSMB, s.RequestsTotal, s.RequestsPerHour, verbs(s.Requests), load1(s.Load))
+	})
 	b.WriteString("\n")
 }
 
@@ -272,22 +255,20 @@ func writeCompactionTable(b *strings.Builder, rep *cpReport) {
 	b.WriteString("### etcd compaction under the running watch\n\n")
 	b.WriteString("Each daemon's etcd connection held while 50 leases are deleted and 50 added and etcd is compacted at its revision, then dropped: the watch resumes from a compacted revision. Catch-up: until the kernel (route table) shows the 100 changes; then 10 s of log lines, CPU and etcd calls.\n\n")
 	b.WriteString("| backend | N | daemon | catch-up (s) | log lines in 10 s | CPU in 10 s (s) | etcd calls in 10 s | load |\n|---|---|---|---|---|---|---|---|\n")
-	for _, c := range rep.Combos {
-		for _, d := range c.Daemons {
-			x := d.Compaction
-			if x == nil {
-				continue
-			}
-			catch := fmt.Sprintf("%.2f", x.CatchUpS)
-			if !x.Complete {
-				catch = "never"
-			}
-			if x.Exited {
-				catch += " (exited)"
-			}
-			fmt.Fprintf(b, "| %s | %d | %s | %s | %d | %.2f | %d | %s |\n", c.Backend, c.Nodes, d.Daemon, catch, x.LogLines, x.CPUSec, x.Calls, load1(x.Load))
+	eachDaemon(rep, func(c comboResult, d *daemonResult) {
+		x := d.Compaction
+		if x == nil {
+			return
 		}
-	}
+		catch := fmt.Sprintf("%.2f", x.CatchUpS)
+		if !x.Complete {
+			catch = "never"
+		}
+		if x.Exited {
+			catch += " (exited)"
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %d | %.2f | %d | %s |\n", c.Backend, c.Nodes, d.Daemon, catch, x.LogLines, x.CPUSec, x.Calls, load1(x.Load))
+	})
 	b.WriteString("\n")
 }
 
@@ -315,6 +296,15 @@ func oneLine(s string) string {
 		s = s[:400] + "…"
 	}
 	return s
+}
+
+// eachDaemon calls f for every daemon of every cluster, in order.
+func eachDaemon(rep *cpReport, f func(comboResult, *daemonResult)) {
+	for _, c := range rep.Combos {
+		for _, d := range c.Daemons {
+			f(c, d)
+		}
+	}
 }
 
 func (rep *cpReport) has(f func(*daemonResult) bool) bool {

@@ -40,7 +40,6 @@ type scaleCluster struct {
 	h     *testbed.Host // host 2
 	peers *testbed.Peers
 	live  []testbed.Peer // the peers that exist now
-	next  int            // the next peer index
 }
 
 func scaleConfig(backend string) string {
@@ -68,7 +67,7 @@ func TestScale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &scaleCluster{c: c, h: c.Hosts[1], next: 1,
+	s := &scaleCluster{c: c, h: c.Hosts[1],
 		peers: &testbed.Peers{Network: scaleNetwork, SubnetLen: 29, Etcd: c.Client, Kube: kube, Workers: 8}}
 	// Each store goes through the backends in an order that changes
 	// backend between two runs: udp to vxlan (flannel0 must go), vxlan to
@@ -107,7 +106,7 @@ func (s *scaleCluster) use(t *testing.T, store, backend string) {
 	first, same := s.peers.Store != store, s.peers.Backend == backend
 	s.peers.Store, s.peers.Backend = store, backend
 	if first {
-		s.live = s.newPeers(scalePeers)
+		s.live = s.peers.Next(scalePeers)
 		if err := s.peers.CreateAll(ctx, s.live); err != nil {
 			t.Fatal(err)
 		}
@@ -119,15 +118,6 @@ func (s *scaleCluster) use(t *testing.T, store, backend string) {
 	if err := s.peers.ChangeAll(ctx, s.live); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func (s *scaleCluster) newPeers(n int) []testbed.Peer {
-	out := make([]testbed.Peer, n)
-	for i := range out {
-		out[i] = s.peers.Peer(s.next)
-		s.next++
-	}
-	return out
 }
 
 // start starts flannelu on host 2 with the store, its periodic reconcile
@@ -157,11 +147,7 @@ func (s *scaleCluster) clear(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	var all []testbed.Peer
-	for i := 1; i < s.next; i++ {
-		all = append(all, s.peers.Peer(i))
-	}
-	if err := s.peers.DeleteAll(ctx, all); err != nil {
+	if err := s.peers.DeleteAll(ctx, s.peers.Made()); err != nil {
 		t.Fatal(err)
 	}
 	s.live = nil
@@ -189,7 +175,7 @@ func (s *scaleCluster) downtime(t *testing.T, store, backend, prev string) {
 	for i := range changed {
 		changed[i] = s.peers.Changed(changed[i])
 	}
-	joined := s.newPeers(50)
+	joined := s.peers.Next(50)
 	if err := s.peers.DeleteAll(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +358,7 @@ func (s *scaleCluster) compaction(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	gone := s.live[:50]
-	joined := s.newPeers(50)
+	joined := s.peers.Next(50)
 	if err := s.peers.DeleteAll(ctx, gone); err != nil {
 		t.Fatal(err)
 	}
@@ -394,7 +380,7 @@ func (s *scaleCluster) compaction(t *testing.T) {
 	}
 	// One more lease, applied through the resumed watch: by then a relist
 	// loop would have logged again.
-	late := s.newPeers(1)
+	late := s.peers.Next(1)
 	if err := s.peers.CreateAll(ctx, late); err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +441,7 @@ func (s *scaleCluster) burst(t *testing.T, store string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	joins := s.newPeers(300)
+	joins := s.peers.Next(300)
 	if err := s.peers.CreateAll(ctx, joins); err != nil {
 		t.Fatal(err)
 	}

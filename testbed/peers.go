@@ -43,7 +43,31 @@ type Peers struct {
 	// Workers is how many requests run at once in CreateAll and
 	// DeleteAll; default 16.
 	Workers int
+	made    int // peers Next handed out
 }
+
+// Next returns the next n peers never handed out before (from peer 1):
+// a later join never reuses a subnet of the run.
+func (g *Peers) Next(n int) []Peer {
+	out := make([]Peer, n)
+	for i := range out {
+		g.made++
+		out[i] = g.Peer(g.made)
+	}
+	return out
+}
+
+// Made returns every peer Next handed out, for a clean-up.
+func (g *Peers) Made() []Peer {
+	out := make([]Peer, g.made)
+	for i := range out {
+		out[i] = g.Peer(i + 1)
+	}
+	return out
+}
+
+// Restart makes Next start from peer 1 again.
+func (g *Peers) Restart() { g.made = 0 }
 
 // Peer is one fake host.
 type Peer struct {
