@@ -74,7 +74,29 @@ func (s *Store) follow(only string) (*follower, error) {
 // synced waits until the informer has listed the nodes and replayed them
 // into the queue; false when ctx ended first.
 func (f *follower) synced(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), f.reg.HasSynced)
+	return WaitSynced(ctx, f.reg.HasSynced)
+}
+
+// syncPoll is how often WaitSynced looks: client-go's WaitForCacheSync
+// looks every 100 ms, flanneld every second, and a start-up waits for
+// the informer three times (the daemon, the lease, the peers): up to a
+// second of a start that otherwise takes a few hundred milliseconds.
+const syncPoll = 5 * time.Millisecond
+
+// WaitSynced waits until synced reports true (an informer's or a handler
+// registration's HasSynced, a cheap read) and returns true, or false once
+// ctx has ended.
+func WaitSynced(ctx context.Context, synced func() bool) bool {
+	t := time.NewTicker(syncPoll)
+	defer t.Stop()
+	for !synced() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // next blocks until names are queued and returns all of them, or returns

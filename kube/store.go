@@ -281,7 +281,7 @@ func (s *Store) cachedNode(name string) *v1.Node {
 // registered yet), which flannel v0.28 takes over --public-ip. It waits
 // for the informer's first list.
 func (s *Store) NodePublicIPs(ctx context.Context) (ip4, ip6 netip.Addr, err error) {
-	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+	if !WaitSynced(ctx, s.informer.HasSynced) {
 		return ip4, ip6, ctx.Err()
 	}
 	if n := s.cachedNode(s.node); n != nil {
