@@ -128,7 +128,7 @@ func parseFlags(args []string) (*config, error) {
 		roundTrips: *rts, quick: *quick, write: *write, jsonOut: *jsonOut, name: *name,
 		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra), pin: *pin,
 		measure: splitList(*measure), perf: *perf, rounds: *rounds, cp: cp}
-	if cfg.jsonOut == "" && cfg.write != "" {
+	if cfg.jsonOut == "" && cfg.write != "" && !cfg.measures(controlPlane) { // its own: cpFlags.config
 		cfg.jsonOut = filepath.Join("bench", map[bool]string{false: "results.json", true: "results-pinned.json"}[cfg.pin])
 	}
 	var err error
