@@ -38,6 +38,10 @@ const (
 	IPIP
 )
 
+// OuterHeaderLen is the outer IPv4 header an IPIP socket writes: no
+// options.
+const OuterHeaderLen = 20
+
 func (e Encapsulation) String() string {
 	if e == IPIP {
 		return "IPIP"

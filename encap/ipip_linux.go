@@ -8,10 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// OuterHeaderLen is the outer IPv4 header an IPIP socket writes: no
-// options.
-const OuterHeaderLen = 20
-
 // The IPIP socket is a raw IPv4 socket of protocol 4 with IP_HDRINCL: it
 // writes the outer header itself, because the kernel's ipip device (as
 // flanneld creates flannel.ipip: ttl inherit, nopmtudisc, tos 0) derives

@@ -146,13 +146,16 @@ func (b *Backend) newRouters() error {
 		}
 		b.kernel.nl, opts.Netlink = nl, nl
 	}
+	// The plain routes' keeper runs without DirectRouting too, with no
+	// peers: its reconcile then removes the routes an earlier run with
+	// DirectRouting (or the host-gw backend) left.
+	direct, err := hostgw.New(&ext, opts)
+	if err != nil {
+		return err
+	}
+	b.direct, b.routers = direct, append(b.routers, direct)
 	if b.cfg.DirectRouting {
-		direct, err := hostgw.New(&ext, opts)
-		if err != nil {
-			return err
-		}
 		nl, index := b.kernel.nl, b.ext.Iface.Index
-		b.direct, b.routers = direct, append(b.routers, direct)
 		b.onLink = func(ip netip.Addr) bool {
 			on, err := kernel.OnLink(nl, kernel.IP(ip), index)
 			if err != nil {
