@@ -76,6 +76,9 @@ func (b *Backend) replaceExisting(want *netlink.Iptun) error {
 	if err != nil {
 		return fmt.Errorf("ipip backend: %s: %w", DeviceName, err)
 	}
+	if existing.Type() == "tuntap" && !b.kernelHasIPIP() {
+		return errNoIPIP // a userspace run's TUN, kept for the next one
+	}
 	if why := incompatible(existing, b.ext.IfaceAddr); why != "" {
 		if !ours(existing) {
 			return fmt.Errorf("ipip backend: %s isn't an ipip mode device (%s), please remove device and try again", DeviceName, why)
@@ -89,6 +92,24 @@ func (b *Backend) replaceExisting(want *netlink.Iptun) error {
 		}
 	}
 	return nil
+}
+
+// probeName is a device created and deleted at once to learn whether the
+// kernel has ipip when flannel.ipip exists as a TUN: the kernel answers
+// "exists" before "unknown kind".
+const probeName = "flannelu-ipip"
+
+// kernelHasIPIP reports whether the kernel can create an ipip device.
+func (b *Backend) kernelHasIPIP() bool {
+	nl := b.kernel.nl
+	err := nl.LinkAdd(&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: probeName}})
+	if err == nil || errors.Is(err, unix.EEXIST) {
+		if probe, err := nl.LinkByName(probeName); err == nil {
+			nl.LinkDel(probe) //nolint:errcheck // a probe left behind is harmless and deleted next time
+		}
+		return true
+	}
+	return false
 }
 
 // incompatible says why an existing flannel.ipip is not flanneld's device
