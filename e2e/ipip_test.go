@@ -105,6 +105,16 @@ func TestIPIP(t *testing.T) {
 	})
 }
 
+// TestIPIPKubernetes checks the ipip backend once in Kubernetes mode:
+// flanneld's annotations (backend-type ipip, backend-data null, public-ip)
+// and pods of three nodes reaching each other.
+func TestIPIPKubernetes(t *testing.T) {
+	testbed.RequireRoot(t)
+	k := newKubeCluster(t, "ipip", ipv4)
+	t.Run("annotations and subnet.env as flanneld writes them", k.checkAnnotations)
+	t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })
+}
+
 // routeHost3 moves host 3 to 198.51.100.3/24, routed by the switch
 // namespace (198.51.100.254 on its bridge).
 func routeHost3(t *testing.T, c *testbed.Cluster) {
