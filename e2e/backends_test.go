@@ -102,6 +102,7 @@ func TestExtension(t *testing.T) {
 		if n2.Proc.Exited() {
 			t.Fatalf("flannelu on host 2 exited after the failing command:%s", testbed.Tail(n2.Proc.Log, 10))
 		}
+		checkMetrics(t, n2, append(commonFamilies, "flannelu_extension_command_failures_total")...)
 	})
 }
 

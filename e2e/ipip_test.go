@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,18 @@ func TestIPIP(t *testing.T) {
 	p3 := c.Hosts[2].Pods[0]
 	t.Run("three hosts: full mesh ping", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
 	t.Run("a peer speaking IPIP as the kernel's ipip device", func(t *testing.T) { checkKernelStylePeer(t, c, p1) })
+	t.Run("metrics", func(t *testing.T) {
+		want := slices.Concat(commonFamilies, []string{"flannelu_peer_errors_total"})
+		for _, f := range udpFamilies {
+			if f != "flannelu_trace_dropped_records_total" { // --trace only
+				want = append(want, f)
+			}
+		}
+		checkMetrics(t, c.Nodes[1], want...)
+		if v, err := c.Nodes[1].Metric(`flannelu_forwarded_packets_total{direction="outside"}`); err != nil || v < 6 {
+			t.Errorf("host 1 forwarded %v packets from peers (%v): the udp backend's counters count the ipip path", v, err)
+		}
+	})
 
 	restartIPIP(t, c, `,"DirectRouting":true`, args)
 	t.Run("DirectRouting: a plain route to the peer on the link, the tunnel to the routed one", func(t *testing.T) {

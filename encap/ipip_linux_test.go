@@ -191,21 +191,5 @@ func TestIPIPBatchesDoNotAllocate(t *testing.T) {
 	}
 	sent := ipipMessages(hostB.Addr(), pkts...)
 	withHeads(sent[8:], 40)
-	in := incoming(len(sent), 2048)
-	round := func() {
-		if n, err := a.WriteBatch(sent); n != len(sent) || err != nil {
-			t.Fatalf("WriteBatch = %d, %v", n, err)
-		}
-		for got := 0; got < len(sent); {
-			n, err := b.ReadBatch(in)
-			if err != nil {
-				t.Fatalf("ReadBatch: %v", err)
-			}
-			got += n
-		}
-	}
-	round()
-	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
-		t.Fatalf("IPIP WriteBatch+ReadBatch of %d allocated %.1f times per run, want 0", len(sent), allocs)
-	}
+	batchesAllocateNothing(t, a, b, sent)
 }
