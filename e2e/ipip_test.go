@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -115,6 +116,23 @@ func TestIPIP(t *testing.T) {
 		}
 		fullMesh(t, allPods(c, 1, 2, 3))
 		checkIPIPWire(t, c, 1, p1, p2, true)
+	})
+	t.Run("a second flannelu on a host: the first leaves before it opens the device", func(t *testing.T) {
+		old := c.Nodes[1]
+		next, err := c.Start(c.Hosts[0].NS, "flannelu-host1-next", old.Args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := waitLeft(old.Proc); err != nil {
+			t.Fatal(err)
+		}
+		if err := next.WaitLog(regexp.MustCompile(`msg=forwarding`), 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		waitPing(t, p1, p3.Addr)
+		if next.Exited() {
+			t.Fatalf("the second flannelu exited:%s", testbed.Tail(next.Log, 10))
+		}
 	})
 }
 
