@@ -374,7 +374,7 @@ func TestEtcdOutage(t *testing.T) {
 	n1, n2 := twoNodes(t, c)
 	nodes := []*testbed.Node{n1, n2}
 	for _, n := range nodes {
-		waitReadyz(t, n, http.StatusOK, "lease: held\nstore: reachable\nbackend: running\n")
+		waitReadyz(t, n, http.StatusOK, "lease: held\nstore: reachable\nsubnet file: written\nrules: in place\nbackend: running\n")
 	}
 	stopPing := pinger(t, c, "ping-outage", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
 	if err := c.Etcd.Proc.Stop(); err != nil {

@@ -116,6 +116,9 @@ func (s *Store) countRelist(o metav1.ListOptions) {
 	}
 }
 
+// HasSynced reports whether the informer has listed the nodes once.
+func (s *Store) HasSynced() bool { return s.informer.HasSynced() }
+
 // Relists counts the informer's full lists of the nodes after its first
 // sync: how often it recovered from a watch it could not resume.
 func (s *Store) Relists() int64 { return s.relists.Load() }

@@ -134,6 +134,20 @@ func assertLayout(t *testing.T, ns *kerneltest.Namespace, want layout) {
 	}
 }
 
+// TestBackendMTUIsTheUnderlays: Backend.MTU is the underlay MTU, as
+// flanneld v0.28 reads it: flannel.1 and the pods get MTU - 50.
+func TestBackendMTUIsTheUnderlays(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan","MTU":1400}`, own1)
+	var links []struct {
+		MTU int `json:"mtu"`
+	}
+	ns.JSON(t, &links, "ip", "link", "show", "flannel.1")
+	if len(links) != 1 || links[0].MTU != 1350 || b.MTU() != 1350 {
+		t.Fatalf("flannel.1 %+v, subnet.env MTU %d; want both 1400-50", links, b.MTU())
+	}
+}
+
 var (
 	peer2 = [3]string{"198.18.2.0/24", "192.0.2.2", "02:00:5e:00:02:02"}
 	peer3 = [3]string{"198.18.3.0/24", "203.0.113.3", "02:00:5e:00:03:03"}

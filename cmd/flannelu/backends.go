@@ -19,6 +19,7 @@ import (
 // does not have is an error at start-up, never a silent no-op.
 // inherit is a predecessor's udp device and sockets (nil: open new ones).
 func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, reg *metrics.Registry, log *slog.Logger, inherit *udp.Inherited) (backend.Backend, error) {
+	warnUnusedOptions(o, cfg.BackendType, log)
 	// vxlan and host-gw tag their own log lines with backend=<type>;
 	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {

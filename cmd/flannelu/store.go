@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
@@ -57,8 +58,41 @@ func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.St
 		cancel()
 		return nil, nil, err
 	}
+	if err := waitNodeSync(ctx, s, nodeSyncTimeout, o.contWhenCacheNotReady, log); err != nil {
+		cancel()
+		return nil, nil, err
+	}
 	log.Info("Kubernetes subnet manager", "node", node, "api_server", cfg.Host, "net_config", o.netConfigPath)
 	return s, cancel, nil
+}
+
+// nodeSyncTimeout is flanneld's nodeControllerSyncTimeout.
+const nodeSyncTimeout = 10 * time.Minute
+
+// waitNodeSync waits, as flanneld v0.28 does, until the node informer has
+// listed the nodes; past timeout it is an error, unless cont
+// (CONT_WHEN_CACHE_NOT_READY=true): then the start goes on, and what
+// needs the nodes (the lease, the peers) waits for them on its own.
+func waitNodeSync(ctx context.Context, s interface{ HasSynced() bool }, timeout time.Duration, cont bool, log *slog.Logger) error {
+	log.Info("waiting for the node informer to sync", "timeout", timeout)
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(min(time.Second, timeout/4+1))
+	defer tick.Stop()
+	for !s.HasSynced() {
+		if time.Now().After(deadline) {
+			if cont {
+				log.Error("node informer not synced in time; going on (CONT_WHEN_CACHE_NOT_READY=true)", "timeout", timeout)
+				return nil
+			}
+			return fmt.Errorf("node informer not synced within %v (set CONT_WHEN_CACHE_NOT_READY=true to go on regardless)", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // useNodePublicIP takes the node's node-public-ip and node-public-ipv6
