@@ -157,7 +157,9 @@ func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) 
 	o := &outside{env: e, conn: conn, q: q, tunFD: -1}
 	readBatch := n
 	if e.vnet {
-		readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
+		if e.encap != encap.IPIP {
+			readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
+		}
 		o.pkts = make([][]byte, n)
 		o.co = offload.NewCoalescer(offload.CoalescerOptions{MaxBatch: n, UDP: coalesceUDP})
 	}
