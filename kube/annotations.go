@@ -194,12 +194,14 @@ func (a Annotations) Published(attrs subnet.LeaseAttrs, n *v1.Node) map[string]s
 		a.SubnetKubeManaged: "true",
 	}
 	// flanneld's rules: vxlan publishes its IPv4 side only with data;
-	// every other type always.
+	// every other type always. The IPv6 side: vxlan with data, host-gw
+	// with a public IPv6 address, wireguard with both.
 	if attrs.BackendType != "vxlan" || bd != "null" {
 		out[a.BackendData] = bd
 		out[a.PublicIP] = overwritten(n, a.PublicIPOverwrite, ipv4String(attrs.PublicIP))
 	}
-	if (attrs.BackendType == "vxlan" && v6bd != "null") || (attrs.BackendType == "host-gw" && attrs.PublicIPv6.IsValid()) {
+	if (attrs.BackendType == "vxlan" && v6bd != "null") || (attrs.BackendType == "host-gw" && attrs.PublicIPv6.IsValid()) ||
+		(attrs.BackendType == "wireguard" && v6bd != "null" && attrs.PublicIPv6.IsValid()) {
 		out[a.BackendV6Data] = v6bd
 		out[a.PublicIPv6] = overwritten(n, a.PublicIPv6Overwrite, attrs.PublicIPv6.String())
 	}

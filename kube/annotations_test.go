@@ -81,6 +81,8 @@ func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.1")
 	vx := json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`)
 	ip6, vx6 := netip.MustParseAddr("2001:db8:0:1::1"), json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}`)
+	wg := json.RawMessage(`{"PublicKey":"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=","Port":51820}`)
+	wg6 := json.RawMessage(`{"PublicKey":"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=","Port":51821}`)
 	p := "flannel.alpha.coreos.com/"
 	for _, c := range []struct {
 		name  string
@@ -101,6 +103,14 @@ func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
 		{"host-gw dual stack", subnet.LeaseAttrs{PublicIP: ip, PublicIPv6: ip6, BackendType: "host-gw"}, map[string]string{
 			p + "backend-type": "host-gw", p + "backend-data": "null", p + "public-ip": "192.0.2.1",
 			p + "backend-v6-data": "null", p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
+		// wireguard: BackendData (and BackendV6Data) {"PublicKey","Port"}.
+		{"wireguard dual stack", subnet.LeaseAttrs{PublicIP: ip, PublicIPv6: ip6, BackendType: "wireguard", BackendData: wg, BackendV6Data: wg6},
+			map[string]string{p + "backend-type": "wireguard", p + "backend-data": string(wg), p + "public-ip": "192.0.2.1",
+				p + "backend-v6-data": string(wg6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
+		// IPv6 only: flanneld's wireguard still writes its (empty) IPv4 side.
+		{"wireguard IPv6 only", subnet.LeaseAttrs{PublicIPv6: ip6, BackendType: "wireguard", BackendV6Data: wg6}, map[string]string{
+			p + "backend-type": "wireguard", p + "backend-data": "null", p + "public-ip": "0.0.0.0",
+			p + "backend-v6-data": string(wg6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
 		// IPv6 only: vxlan without IPv4 data publishes no IPv4 side.
 		{"vxlan IPv6 only", subnet.LeaseAttrs{PublicIPv6: ip6, BackendType: "vxlan", BackendV6Data: vx6}, map[string]string{
 			p + "backend-type": "vxlan", p + "backend-v6-data": string(vx6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},

@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/hostgw"
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/backend/vxlan"
+	"github.com/flannelu/flannelu/backend/wireguard"
 	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -63,6 +66,34 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			Logger:            log,
 			Metrics:           reg,
 		})
+	case wireguard.BackendType:
+		var network, network6 netip.Prefix
+		if cfg.EnableIPv4 {
+			network = cfg.Network
+		}
+		if cfg.EnableIPv6 {
+			network6 = cfg.IPv6Network
+		}
+		return wireguard.New(ext, wireguard.Options{
+			Network:     network,
+			IPv6Network: network6,
+			BackendJSON: cfg.Backend,
+			KeyFile:     wireguardKeyFile(o),
+			Logger:      log,
+			Metrics:     reg,
+		})
 	}
-	return nil, fmt.Errorf("backend type %q in the network config is not supported by flannelu (supported: udp, vxlan, host-gw)", cfg.BackendType)
+	return nil, fmt.Errorf("backend type %q in the network config is not supported by flannelu (supported: udp, vxlan, host-gw, wireguard)", cfg.BackendType)
+}
+
+// wireguardKeyFile is WIREGUARD_KEY_FILE, as in flanneld, else wgkey
+// beside --subnet-file: flanneld's /run/flannel/wgkey with the default
+// subnet file, and a file of its own for each host whose subnet file is
+// its own (test hosts on one machine), so that two hosts never share a
+// key.
+func wireguardKeyFile(o *options) string {
+	if f := os.Getenv(wireguard.KeyFileEnv); f != "" {
+		return f
+	}
+	return filepath.Join(filepath.Dir(o.subnetFile), "wgkey")
 }
