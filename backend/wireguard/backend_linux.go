@@ -142,6 +142,7 @@ func (b *Backend) Init(ctx context.Context) (subnet.LeaseAttrs, error) {
 	}
 	b.plan.own = key.PublicKey()
 	b.log.Info("WireGuard key", "file", b.opts.KeyFile, "created", created, "public_key", b.plan.own.String())
+	b.removeUnused()
 	for _, d := range b.devs {
 		if d == nil {
 			continue
@@ -165,6 +166,26 @@ func (b *Backend) Init(ctx context.Context) (subnet.LeaseAttrs, error) {
 		attrs.BackendV6Data = marshalLeaseData(b.plan.own, port)
 	}
 	return attrs, nil
+}
+
+// removeUnused deletes a device of flanneld's names that this mode does
+// not use and an earlier run (of another Mode, or another family set)
+// left: its address and route would still draw the network's traffic.
+func (b *Backend) removeUnused() {
+	for i, name := range []string{b.opts.DeviceName, b.opts.DeviceNameV6} {
+		if b.devs[i] != nil {
+			continue
+		}
+		link, err := b.nl.LinkByName(name)
+		if err != nil || (link.Type() != "tuntap" && link.Type() != "wireguard") {
+			continue
+		}
+		if err := b.nl.LinkDel(link); err != nil {
+			b.log.Warn("cannot delete a WireGuard device this mode does not use", "device", name, "error", err)
+			continue
+		}
+		b.log.Info("deleted a WireGuard device this mode does not use", "device", name, "mode", b.cfg.Mode)
+	}
 }
 
 // open opens one device with this host's key and its port; a device this
@@ -332,13 +353,7 @@ func (b *Backend) pruneStale() {
 			b.log.Error("cannot list the kept device's peers", "device", d.name, "error", err)
 			continue
 		}
-		keep := d.book.keys()
-		var cfgs []wgtypes.PeerConfig
-		for _, k := range have {
-			if !keep[k] {
-				cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: k, Remove: true})
-			}
-		}
+		cfgs := d.book.stale(have)
 		if len(cfgs) == 0 {
 			continue
 		}

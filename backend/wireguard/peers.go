@@ -225,13 +225,16 @@ func (b *peerBook) set(lease string, p *peer, s settings) (cfgs []wgtypes.PeerCo
 	return append(cfgs, p.config(s)), !had || old.key != p.key, nil
 }
 
-// keys are the public keys of the device's peers.
-func (b *peerBook) keys() map[wgtypes.Key]bool {
-	out := make(map[wgtypes.Key]bool, len(b.byKey))
-	for k := range b.byKey {
-		out[k] = true
+// stale removes, of the peers a device has, those no lease in the book
+// wants: what a kept device has left from before a restart.
+func (b *peerBook) stale(have []wgtypes.Key) []wgtypes.PeerConfig {
+	var cfgs []wgtypes.PeerConfig
+	for _, k := range have {
+		if _, ok := b.byKey[k]; !ok {
+			cfgs = append(cfgs, wgtypes.PeerConfig{PublicKey: k, Remove: true})
+		}
 	}
-	return out
+	return cfgs
 }
 
 func (p peer) config(s settings) wgtypes.PeerConfig {

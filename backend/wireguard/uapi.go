@@ -3,6 +3,7 @@ package wireguard
 import (
 	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -41,7 +42,10 @@ func uapiSet(cfg wgtypes.Config) string {
 			fmt.Fprintf(&b, "preshared_key=%s\n", hex.EncodeToString(p.PresharedKey[:]))
 		}
 		if p.Endpoint != nil {
-			fmt.Fprintf(&b, "endpoint=%s\n", p.Endpoint.AddrPort())
+			// As wgctrl writes it: an IPv4 address in its 16-byte form is
+			// still an IPv4 endpoint.
+			ap := p.Endpoint.AddrPort()
+			fmt.Fprintf(&b, "endpoint=%s\n", netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()))
 		}
 		if p.PersistentKeepaliveInterval != nil {
 			fmt.Fprintf(&b, "persistent_keepalive_interval=%d\n", int(p.PersistentKeepaliveInterval.Seconds()))
