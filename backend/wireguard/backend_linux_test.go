@@ -213,7 +213,6 @@ func checkLayout(t *testing.T, dev, addr, route string, mtu int) {
 	}
 }
 
-
 // TestKernelPathDecisions: which device a host gets. This kernel has no
 // WireGuard, so the kernel device itself cannot be made here: the test
 // checks that its refusal is read as such, and the choices around it.
