@@ -32,4 +32,5 @@ func (c *Conn) Drops() uint64                     { return 0 }
 // Adopt fails: see Listen.
 func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
 
-func (c *Conn) DupFile() (*os.File, error) { return nil, ErrUnsupported }
+func (c *Conn) DupFile() (*os.File, error)       { return nil, ErrUnsupported }
+func (c *Conn) Control(func(fd int) error) error { return ErrUnsupported }

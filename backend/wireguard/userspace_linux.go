@@ -13,7 +13,6 @@ import (
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
-	"golang.zx2c4.com/wireguard/conn"
 	wgdevice "golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
@@ -57,7 +56,7 @@ func openUserspace(name string, mtu int, log *slog.Logger) (*userDevice, error) 
 		return nil, fmt.Errorf("wireguard: TUN %s: %w", name, err)
 	}
 	d := &userDevice{name: name, log: log}
-	d.dev = wgdevice.NewDevice(tdev, conn.NewDefaultBind(), deviceLogger(log))
+	d.dev = wgdevice.NewDevice(tdev, newBind(), deviceLogger(log))
 	if d.uapi, err = ipc.UAPIListen(name, uapiFile); err != nil {
 		d.dev.Close()
 		os.Remove("/var/run/wireguard/" + name + ".sock")
