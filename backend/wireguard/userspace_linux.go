@@ -11,12 +11,13 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 	wgdevice "golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	fltun "github.com/flannelu/flannelu/tun"
 )
 
 // userDevice is WireGuard in this process: wireguard-go's device on its
@@ -50,7 +51,7 @@ func openUserspace(name string, mtu int, log *slog.Logger) (*userDevice, error) 
 		os.Remove("/var/run/wireguard/" + name + ".sock")
 		return nil, fmt.Errorf("wireguard: TUN %s: %w", name, err)
 	}
-	if err := setPersist(tdev.File()); err != nil {
+	if err := fltun.PersistFile(tdev.File()); err != nil {
 		tdev.Close()
 		os.Remove("/var/run/wireguard/" + name + ".sock")
 		return nil, fmt.Errorf("wireguard: TUN %s: %w", name, err)
@@ -64,20 +65,6 @@ func openUserspace(name string, mtu int, log *slog.Logger) (*userDevice, error) 
 	}
 	go d.serveUAPI()
 	return d, nil
-}
-
-// setPersist sets TUNSETPERSIST through the descriptor's raw connection
-// (File.Fd would make it blocking under wireguard-go's reads).
-func setPersist(f *os.File) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ioErr error
-	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETPERSIST, 1) }); err != nil {
-		return err
-	}
-	return os.NewSyscallError("ioctl TUNSETPERSIST", ioErr)
 }
 
 // serveUAPI answers wg(8) until the listener closes; each connection is

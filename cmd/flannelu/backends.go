@@ -25,14 +25,8 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 	switch cfg.BackendType {
 	case "udp":
 		// Unlike flanneld's, the udp backend carries IPv6 too (dual stack
-		// and IPv6-only): each family is set only when the config enables it.
-		var network, network6 netip.Prefix
-		if cfg.EnableIPv4 {
-			network = cfg.Network
-		}
-		if cfg.EnableIPv6 {
-			network6 = cfg.IPv6Network
-		}
+		// and IPv6-only).
+		network, network6 := enabledNetworks(cfg)
 		return udp.New(ext, udp.Options{
 			Network:     network,
 			Network6:    network6,
@@ -67,13 +61,7 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			Metrics:           reg,
 		})
 	case wireguard.BackendType:
-		var network, network6 netip.Prefix
-		if cfg.EnableIPv4 {
-			network = cfg.Network
-		}
-		if cfg.EnableIPv6 {
-			network6 = cfg.IPv6Network
-		}
+		network, network6 := enabledNetworks(cfg)
 		return wireguard.New(ext, wireguard.Options{
 			Network:     network,
 			IPv6Network: network6,
@@ -84,6 +72,18 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 		})
 	}
 	return nil, fmt.Errorf("backend type %q in the network config is not supported by flannelu (supported: udp, vxlan, host-gw, wireguard)", cfg.BackendType)
+}
+
+// enabledNetworks are the config's IPv4 and IPv6 networks, each zero when
+// the config does not enable its family.
+func enabledNetworks(cfg *subnet.Config) (network, network6 netip.Prefix) {
+	if cfg.EnableIPv4 {
+		network = cfg.Network
+	}
+	if cfg.EnableIPv6 {
+		network6 = cfg.IPv6Network
+	}
+	return network, network6
 }
 
 // wireguardKeyFile is WIREGUARD_KEY_FILE, as in flanneld, else wgkey
