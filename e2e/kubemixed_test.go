@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -84,21 +82,5 @@ func TestKubernetesModeWithFlanneld(t *testing.T) {
 	t.Run("full mesh ping across flannelu and flanneld", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
 }
 
-// flanneldBinary builds flanneld v0.20.2 where make flanneld puts it,
-// unless it is there already (make test builds it first).
-func flanneldBinary(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, flanneldBin)
-	if _, err := os.Stat(bin); err != nil {
-		cmd := exec.Command(filepath.Join(root, "scripts", "flanneld.sh"))
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("scripts/flanneld.sh: %v\n%s", err, out)
-		}
-	}
-	return bin
-}
+// flanneldBinary is flanneld v0.20.2, built if missing (flanneldBinaryOf).
+func flanneldBinary(t *testing.T) string { return flanneldBinaryOf(t, flanneldBin) }

@@ -40,7 +40,11 @@ func overlayMTUs(ext *backend.ExternalInterface, opts Options) (mtu, mtu6 int, e
 		}
 		return ext.Iface.MTU - otherOverhead
 	}
-	mtu, mtu6 = over(has4, encapOverhead, encapOverhead6), over(has6, encapOverhead6, encapOverhead)
+	overhead4 := encapOverhead
+	if opts.Encap == encap.IPIP {
+		overhead4 = encap.OuterHeaderLen
+	}
+	mtu, mtu6 = over(has4, overhead4, encapOverhead6), over(has6, encapOverhead6, overhead4)
 	if opts.Network.IsValid() && mtu < 576 {
 		return 0, 0, fmt.Errorf("udp backend: external MTU %d on %s leaves %d for the overlay, below 576", ext.Iface.MTU, ext.Iface.Name, mtu)
 	}
@@ -81,9 +85,9 @@ func (b *Backend) listen(local netip.AddrPort) error {
 	workers := len(b.dev.Queues())
 	open := func(addr netip.AddrPort, reuse bool, into *[]*encap.Conn) error {
 		for len(*into) < workers {
-			c, err := encap.Listen(encap.Config{Addr: addr, ReusePort: reuse, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
+			c, err := encap.Listen(encap.Config{Encap: b.opts.Encap, Addr: addr, ReusePort: reuse, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
 			if err != nil {
-				return fmt.Errorf("listen on UDP %v: %w", addr, err)
+				return fmt.Errorf("listen on %s %v: %w", b.opts.Encap, addr, err)
 			}
 			*into = append(*into, c)
 		}

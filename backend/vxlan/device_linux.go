@@ -149,7 +149,7 @@ func (v *vtep) start(own netip.Prefix) error {
 // ensureAddress keeps exactly the own lease's network address as a host
 // prefix (/32 or /128) among the device's addresses of its family.
 func (v *vtep) ensureAddress() error {
-	if err := kernel.EnsureOnlyAddress(v.b.nl, v.dev, v.fam, netip.PrefixFrom(v.own.Addr(), v.fam.Bits()), v.log); err != nil {
+	if err := kernel.EnsureAddress(v.b.nl, v.dev, netip.PrefixFrom(v.own.Addr(), v.fam.Bits()), v.log); err != nil {
 		return fmt.Errorf("vxlan: %w", err)
 	}
 	return nil

@@ -118,7 +118,7 @@ func (l *layout) apply(nl *netlink.Handle, log *slog.Logger) error {
 	for _, f := range l.families {
 		i := famIndex(f)
 		want := netip.PrefixFrom(l.own[i].Addr(), f.Bits())
-		if err := kernel.EnsureOnlyAddress(nl, l.link, f, want, log); err != nil {
+		if err := kernel.EnsureAddress(nl, l.link, want, log); err != nil {
 			return fmt.Errorf("wireguard: %w", err)
 		}
 	}

@@ -291,6 +291,11 @@ func (h *handOver) inherit(backendType string, o *options) *udp.Inherited {
 	if inh == nil && h.pred != nil && h.pred.state.Backend == "udp" {
 		h.dismiss("its udp flags differ (--udp-workers, --udp-offload): this one opens the device anew")
 	}
+	// ipip's userspace path holds a TUN queue and a raw socket too, and
+	// hands neither over: it leaves first (its kernel path loses nothing).
+	if h.pred != nil && h.pred.state.Backend == "ipip" {
+		h.dismiss("the ipip backend hands over no descriptors: this one opens the device anew")
+	}
 	return inh
 }
 
