@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/flannelu/flannelu/atomicfile"
 )
 
 // KeyFileEnv names the key file instead of the default, as in flanneld.
@@ -42,51 +43,10 @@ func LoadKey(path string) (key wgtypes.Key, created bool, err error) {
 	if key, err = wgtypes.GeneratePrivateKey(); err != nil {
 		return key, false, fmt.Errorf("wireguard: generate a private key: %w", err)
 	}
-	if err := writeKey(path, key, rerr == nil); err != nil { // rerr == nil: an empty file
+	// Written whole or not at all (atomicfile), so that no later start
+	// finds a partial key.
+	if err := atomicfile.WriteFile(path, []byte(key.String()), keyFileMode); err != nil {
 		return key, false, fmt.Errorf("wireguard: key file: %w", err)
 	}
 	return key, true, nil
-}
-
-// writeKey writes key to path atomically with mode 0400: a temporary file
-// in the same directory (made with its parents, 0755), written and synced,
-// then linked to path, which fails if path appeared meanwhile (another
-// process made its key first: LoadKey's caller then sees an error rather
-// than two keys), or renamed over it when replace (an empty file).
-func writeKey(path string, key wgtypes.Key, replace bool) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a link: the temporary name only
-	if err = f.Chmod(keyFileMode); err == nil {
-		_, err = f.WriteString(key.String())
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if replace {
-		err = os.Rename(tmp, path)
-	} else {
-		err = os.Link(tmp, path)
-	}
-	if err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: makes the new name durable
-		d.Close()
-	}
-	return nil
 }
