@@ -38,4 +38,5 @@ func (l *Lone) Send(int, Encapsulation, bool, *Message) bool { return false }
 // Adopt fails: see Listen.
 func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
 
-func (c *Conn) DupFile() (*os.File, error) { return nil, ErrUnsupported }
+func (c *Conn) DupFile() (*os.File, error)       { return nil, ErrUnsupported }
+func (c *Conn) Control(func(fd int) error) error { return ErrUnsupported }

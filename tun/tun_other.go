@@ -41,3 +41,6 @@ func (d *Device) SetPersist(bool) error         { return ErrUnsupported }
 func (d *Device) DupFiles() ([]*os.File, error) { return nil, ErrUnsupported }
 func (d *Device) VnetHdr() bool                 { return false }
 func (d *Device) StopReads() error              { return ErrUnsupported }
+
+// PersistFile fails: there is no TUN device here.
+func PersistFile(*os.File) error { return ErrUnsupported }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/backend/wireguard"
 	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/outage"
 	"github.com/flannelu/flannelu/rules"
@@ -67,6 +68,11 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer ho.close()
+	if cfg.BackendType == wireguard.BackendType {
+		// One process at a time holds the WireGuard device and its port:
+		// the running one leaves first and this one handshakes anew.
+		ho.dismiss("the wireguard device is held by one process at a time")
+	}
 	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType, o))
 	if err != nil {
 		return err
