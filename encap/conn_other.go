@@ -33,3 +33,6 @@ func (c *Conn) Drops() uint64                     { return 0 }
 func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
 
 func (c *Conn) DupFile() (*os.File, error) { return nil, ErrUnsupported }
+
+// Disarm fails: see Listen.
+func (c *Conn) Disarm() error { return ErrUnsupported }

@@ -37,12 +37,20 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 			err = &stoppedError{stage: stage}
 		}
 	}()
-	mgr, closeStore, err := openStore(ctx, o, log)
+	reg := metrics.NewRegistry()
+	var health *healthServer
+	if o.healthzPort > 0 {
+		health = newHealthServer(o, reg, log)
+		healthCtx, stopHealth := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); health.run(healthCtx) }()
+		defer func() { stopHealth(); <-done }()
+	}
+	mgr, storeID, closeStore, err := openStore(ctx, o, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	reg := metrics.NewRegistry()
 	reg.CounterFunc("flannelu_malformed_leases_total",
 		"Peer leases skipped because they could not be parsed: an etcd key or value, or a node's podCIDR or flannel annotations.", mgr.MalformedLeases)
 	stage = "waiting for the network config"
@@ -59,13 +67,16 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	logExtIface(log, ext)
-	stage = "taking over from the running flannelu"
-	ho, err := startHandOver(ctx, o, log)
+	// Nothing of the host's network is touched before this: a flannelu or
+	// a flanneld that runs here is taken over from or waited for.
+	stage = "waiting for the flannelu or flanneld running on this host"
+	ho, err := takeOver(ctx, o, identityOf(o, storeID, cfg, ext), log)
 	if err != nil {
 		return err
 	}
-	defer ho.close()
-	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType, o))
+	defer func() { ho.close(err) }()
+	stage = "setting up the backend"
+	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit())
 	if err != nil {
 		return err
 	}
@@ -101,8 +112,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		}
 	}
 	stage = "running"
-	ho.serve(o, cfg, lease, be)
-	return runLoops(ctx, o, reg, mgr, cfg, lease, be, valid, ipt, filter, ho, log)
+	return runLoops(ctx, o, health, mgr, cfg, lease, be, valid, ipt, filter, ho, log)
 }
 
 // newIPTables returns the runners that keep flanneld's masquerade and
@@ -177,15 +187,16 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 }
 
 // runLoops runs the lease keeper, the watcher (its events through valid,
-// the accepted peers into filter when it is not nil), the health server
-// (with reg on /metrics), the iptables resync (ipt may be empty) and the
-// backend; the first fatal error stops them all.
-func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
+// the accepted peers into filter when it is not nil), the iptables resync
+// (ipt may be empty) and the backend, and gives the health server (nil
+// without a health port) its readiness; the first fatal error stops them
+// all.
+func runLoops(ctx context.Context, o *options, health *healthServer, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
 	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, ho *handOver, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// work is all but the health server, which a process that handed over
-	// may keep serving (--after-handover=wait).
+	// work is all there is but the health server (run's), which a process
+	// that handed over keeps serving (--after-handover=wait).
 	work, stopWork := context.WithCancelCause(ctx)
 	defer stopWork(nil)
 	var wg sync.WaitGroup
@@ -223,8 +234,8 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 	if len(ipt) > 0 {
 		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
 	}
-	if o.healthzPort > 0 {
-		goFatalIn(ctx, "healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg, ready) })
+	if health != nil {
+		health.setReady(ready)
 	}
 	goFatal("backend", func(ctx context.Context) error {
 		select {
@@ -235,14 +246,16 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, mgr subnet
 		ready.backend.Store(backendRunning)
 		defer ready.backend.Store(backendStopped)
 		close(running)
+		log.Info("backend running", "backend", cfg.BackendType)
 		return be.Run(ctx)
 	})
 	// After the backend forwards: the predecessor leaves, and a successor
-	// may come. Hand-overs are a convenience: a failure is logged, not fatal.
+	// may come.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ho.run(work, running, func() { handedOver(o, cancel, stopWork, log) })
+		ho.run(work, running, lease, be, func() { handedOver(o, cancel, stopWork, log) },
+			func(err error) { cancel(fmt.Errorf("hand-over: %w", err)) })
 	}()
 	<-ctx.Done()
 	wg.Wait()
