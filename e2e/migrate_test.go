@@ -297,9 +297,6 @@ func lineDiff(a, b string) string {
 	return strings.Join(d, "\n")
 }
 
-// A ping stream with each reply's time (ping -D), 100 requests a second
-// from host 1's pod to host 2's.
-
 // stampedReply is ping -D's line for an echo reply.
 var stampedReply = regexp.MustCompile(`(?m)^\[(\d+)\.(\d+)\] \d+ bytes from \S+ icmp_seq=(\d+) [^\n]*ms$`)
 
@@ -316,30 +313,11 @@ func stampedReplies(b []byte) map[int]time.Time {
 	return replies
 }
 
-func lastStamped(b []byte) int {
-	last := 0
-	for seq := range stampedReplies(b) {
-		last = max(last, seq)
-	}
-	return last
-}
-
+// startStampedPing is startPing with each reply's time (ping -D), 100
+// requests a second.
 func startStampedPing(t *testing.T, c *testbed.Cluster, name string) *testbed.Proc {
 	t.Helper()
-	ping, err := c.Start(c.Hosts[0].Pods[0].NS, name, "ping", "-D", "-n", "-i", "0.01", c.Hosts[1].Pods[0].Addr.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ping.Stop() }) //nolint:errcheck // it may have ended
-	if err := waitStamped(ping, 100); err != nil {
-		t.Fatal(err)
-	}
-	return ping
-}
-
-func waitStamped(ping *testbed.Proc, seq int) error {
-	return ping.WaitOutput(eventDeadline, fmt.Sprintf("a reply to request %d", seq),
-		func(log []byte) bool { return lastStamped(log) >= seq })
+	return startPing(t, c, name, "-D", "-i", "0.01")
 }
 
 // outage is what a ping stream saw: the requests lost, and the longest
@@ -359,13 +337,8 @@ func (o outage) String() string {
 // stream and reads the outage off it.
 func stopStampedPing(t *testing.T, ping *testbed.Proc) outage {
 	t.Helper()
+	last := stopPing(t, ping, 100)
 	b, _ := os.ReadFile(ping.Log)
-	last := lastStamped(b) + 100
-	if err := waitStamped(ping, last); err != nil {
-		t.Fatal(err)
-	}
-	ping.Stop() //nolint:errcheck // SIGTERM ends it
-	b, _ = os.ReadFile(ping.Log)
 	return outageOf(stampedReplies(b), last)
 }
 
