@@ -146,10 +146,10 @@ func (m *migration) surge(t *testing.T) {
 // with the same flags. vxlan and host-gw lose nothing (flanneld takes the
 // kernel state as flannelu leaves it); udp's pods are cut off until
 // flanneld's own proxy runs, and flanneld must carry their traffic once
-// its backend runs: nothing flannelu left behind may stand in its way,
-// as the persistent flannel0 did (flanneld asks for "flannel%d" and got
-// flannel1, its route refused). The outage is then flanneld's start-up:
-// v0.28.9 sets up its nftables and iptables rules first.
+// its backend runs: nothing flannelu left behind may stand in its way (a
+// flannel0 left there turns flanneld's "flannel%d" into flannel1, whose
+// route is refused). The outage is then flanneld's start-up: v0.28.9
+// sets up its nftables and iptables rules first.
 func (m *migration) rollback(t *testing.T, bin string) {
 	ping := startStampedPing(t, m.c, fmt.Sprintf("ping-rollback-%d", m.steps))
 	if err := m.daemon.Stop(); err != nil {
