@@ -39,10 +39,22 @@ type Backend interface {
 	// route to the whole network) before any peer event arrives.
 	Start(ctx context.Context, own subnet.Lease) error
 	// HandleEvents applies peer lease changes: added, changed, removed.
+	// The daemon's subnet.Validator has accepted each lease: its subnets
+	// lie in the network and overlap no other's, its public address is
+	// usable, and its data passes the backend's DataChecker.
 	HandleEvents(ctx context.Context, events []subnet.Event)
 	// Run forwards or reconciles until ctx is done, then returns nil; any
 	// other return is a fatal error for the daemon. Kernel state (routes,
 	// neighbours, devices) is left in place on return so that a restart
 	// does not interrupt forwarding.
 	Run(ctx context.Context) error
+}
+
+// DataChecker is implemented by a backend that reads data of its own from
+// peer leases (vxlan: the VtepMAC). The daemon's subnet.Validator applies
+// it to every lease write, so a write the backend could not use is
+// refused, counted (bad_backend_data) and the peer's last valid value
+// kept, as for any invalid write, in every store.
+type DataChecker interface {
+	CheckLeaseData(l subnet.Lease) error
 }

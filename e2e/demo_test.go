@@ -23,14 +23,8 @@ const demoTimeout = 3 * time.Minute
 // FlannelIsUp condition), and leave no namespace behind.
 func TestDemo(t *testing.T) {
 	testbed.RequireRoot(t)
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	demo := filepath.Join(t.TempDir(), "demo")
-	if out, err := exec.Command("go", "build", "-o", demo, "github.com/flannelu/flannelu/cmd/demo").CombinedOutput(); err != nil {
-		t.Fatalf("build cmd/demo: %v\n%s", err, out)
-	}
+	root := repoRoot(t)
+	demo := buildDemo(t)
 	for _, tc := range []struct {
 		store string
 		want  []string
@@ -75,4 +69,25 @@ func runDemo(t *testing.T, root, demo string, args ...string) (string, int) {
 	}
 	t.Logf("demo %s: %v", strings.Join(args, " "), time.Since(start).Round(100*time.Millisecond))
 	return string(out), cmd.Process.Pid
+}
+
+// repoRoot is the repository's root, where the demo runs (as make demo
+// runs it).
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// buildDemo builds cmd/demo into the test's temporary directory.
+func buildDemo(t *testing.T) string {
+	t.Helper()
+	demo := filepath.Join(t.TempDir(), "demo")
+	if out, err := exec.Command("go", "build", "-o", demo, "github.com/flannelu/flannelu/cmd/demo").CombinedOutput(); err != nil {
+		t.Fatalf("build cmd/demo: %v\n%s", err, out)
+	}
+	return demo
 }

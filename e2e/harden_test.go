@@ -367,14 +367,15 @@ func waitReadyz(t *testing.T, n *testbed.Node, want int, body string) {
 // TestEtcdOutage stops etcd for -etcd-outage (30 s) while pods ping: each
 // node logs the outage when it starts (naming the endpoint), at most once
 // a minute while it lasts and when it ends (with its length); /readyz goes
-// 503 naming the store and back to 200; forwarding does not notice.
+// 503 naming the store and back to 200, flannelu_store_reachable 0 and back
+// to 1; forwarding does not notice.
 func TestEtcdOutage(t *testing.T) {
 	testbed.RequireRoot(t)
 	c := newCluster(t, "e2e-outage", 2, udpConfig)
 	n1, n2 := twoNodes(t, c)
 	nodes := []*testbed.Node{n1, n2}
 	for _, n := range nodes {
-		waitReadyz(t, n, http.StatusOK, "lease: held\nstore: reachable\nbackend: running\n")
+		waitReadyz(t, n, http.StatusOK, "lease: held\nstore: reachable\nsubnet file: written\nrules: in place\nbackend: running\n")
 	}
 	stopPing := pinger(t, c, "ping-outage", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
 	if err := c.Etcd.Proc.Stop(); err != nil {
@@ -387,6 +388,9 @@ func TestEtcdOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitReadyz(t, n, http.StatusServiceUnavailable, "store: etcd ("+c.Etcd.Endpoint+") unreachable for")
+		if v, err := n.Metric("flannelu_store_reachable"); err != nil || v != 0 {
+			t.Errorf("%s during the outage: flannelu_store_reachable %v, %v; want 0", n.Host.Name, v, err)
+		}
 	}
 	// The outage's length is the experiment's parameter, not a wait for
 	// an event.
@@ -402,6 +406,9 @@ func TestEtcdOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitReadyz(t, n, http.StatusOK, "store: reachable")
+		if v, err := n.Metric("flannelu_store_reachable"); err != nil || v != 1 {
+			t.Errorf("%s after the outage: flannelu_store_reachable %v, %v; want 1", n.Host.Name, v, err)
+		}
 		text, _ := os.ReadFile(n.Proc.Log)
 		repeats := strings.Count(string(text), `msg="etcd still unreachable"`)
 		if limit := int(etcdOutage.Minutes()) + 1; repeats > limit {

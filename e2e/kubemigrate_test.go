@@ -32,7 +32,7 @@ import (
 // the nodes' pods that loses nothing (vxlan).
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
-	flanneld := flanneldBinaryOf(t, flanneldToday)
+	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
 	c := newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-kroll", Hosts: 2},
 		Config: ipv4.kubeConfig("vxlan"),

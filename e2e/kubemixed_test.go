@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,12 +10,9 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
-// The flanneld versions scripts/flanneld.sh (make flanneld) builds into
-// bin/flanneld-<version>: v0.20.2 and today's kube-flannel, v0.28.9.
-const (
-	flanneldOld   = "v0.20.2"
-	flanneldToday = "v0.28.9"
-)
+// flanneldBin is where scripts/flanneld.sh (make flanneld) builds flanneld
+// v0.20.2.
+const flanneldBin = "bin/flanneld-v0.20.2"
 
 // TestKubernetesModeWithFlanneld runs flanneld v0.20.2 with
 // --kube-subnet-mgr on host 3 next to flannelu on hosts 1 and 2, on one
@@ -87,25 +82,5 @@ func TestKubernetesModeWithFlanneld(t *testing.T) {
 	t.Run("full mesh ping across flannelu and flanneld", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2, 3)) })
 }
 
-// flanneldBinary builds flanneld v0.20.2 where make flanneld puts it,
-// unless it is there already (make test builds it first).
-func flanneldBinary(t *testing.T) string { return flanneldBinaryOf(t, flanneldOld) }
-
-// flanneldBinaryOf is flanneldBinary for a version scripts/flanneld.sh
-// builds.
-func flanneldBinaryOf(t *testing.T, version string) string {
-	t.Helper()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, "bin", "flanneld-"+version)
-	if _, err := os.Stat(bin); err != nil {
-		cmd := exec.Command(filepath.Join(root, "scripts", "flanneld.sh"))
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("scripts/flanneld.sh: %v\n%s", err, out)
-		}
-	}
-	return bin
-}
+// flanneldBinary is flanneld v0.20.2, built if missing (flanneldBinaryOf).
+func flanneldBinary(t *testing.T) string { return flanneldBinaryOf(t, flanneldBin) }

@@ -15,6 +15,12 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
+// The flanneld versions the migration tests name.
+const (
+	flanneldOld   = "v0.20.2"
+	flanneldToday = "v0.28.9"
+)
+
 // TestFlanneldMigration walks the migration an operator walks, on host 1
 // of two (host 2 runs flannelu throughout), for each backend, with
 // flanneld and flannelu given the very same flags and subnet file:
@@ -27,7 +33,7 @@ import (
 // most a second.
 func TestFlanneldMigration(t *testing.T) {
 	testbed.RequireRoot(t)
-	today, old := flanneldBinaryOf(t, flanneldToday), flanneldBinaryOf(t, flanneldOld)
+	today, old := flanneldBinaryOf(t, flanneldV028Bin), flanneldBinaryOf(t, flanneldBin)
 	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
 			m := newMigration(t, backend, today)

@@ -43,7 +43,7 @@ func Adopt(cfg Config, f *os.File) (*Conn, error) {
 			pc.Close()
 			return nil, fmt.Errorf("encap: adopt socket: %T is not a UDP socket", pc)
 		}
-		return udpConn(cfg, udp)
+		return netConn(cfg, udp)
 	}
 	fd, local, err := dupUDP(f)
 	if err != nil {

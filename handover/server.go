@@ -47,7 +47,8 @@ type Server struct {
 	// there are none (the kernel backends share kernel state only).
 	Lend func() (*udp.Inherited, error)
 	// Leave is called once a successor forwards: this process stops
-	// forwarding and leaves everything to it. Run returns soon after.
+	// forwarding and leaves everything to it, and Leave returns once it
+	// has (the successor is told then). Run returns soon after.
 	Leave   func()
 	Timeout time.Duration // DefaultTimeout when zero
 	Log     *slog.Logger

@@ -198,28 +198,37 @@ func (r *Runner) Purge(s Set) error {
 	return nil
 }
 
-// Run ensures every kept set now and then every Resync until ctx ends.
-// A failure is logged and counted, never fatal: like flanneld, forwarding
-// does not depend on these rules. The rules stay in place when Run
-// returns, so a restart keeps traffic flowing.
+// Run ensures every kept set now and then every Resync until ctx ends
+// (Sync). A failure is logged and counted, never fatal: like flanneld,
+// forwarding does not depend on these rules. The rules stay in place when
+// Run returns, so a restart keeps traffic flowing.
 func (r *Runner) Run(ctx context.Context) {
 	t := time.NewTicker(r.opts.Resync)
 	defer t.Stop()
 	for {
-		r.mu.Lock()
-		for _, s := range r.sets {
-			if err := r.Ensure(s); err != nil {
-				r.failures.Add(1)
-				r.opts.Logger.Error("iptables rules not in place", "set", s.Name, "error", err)
-			}
-		}
-		r.mu.Unlock()
+		r.Sync() //nolint:errcheck // logged and counted
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// Sync ensures every kept set once; each failure is logged, counted and
+// returned.
+func (r *Runner) Sync() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var errs []error
+	for _, s := range r.sets {
+		if err := r.Ensure(s); err != nil {
+			r.failures.Add(1)
+			r.opts.Logger.Error("iptables rules not in place", "set", s.Name, "error", err)
+			errs = append(errs, fmt.Errorf("%s rules: %w", s.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Ensure leaves s alone when all of its rules exist; otherwise it tears the

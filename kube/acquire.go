@@ -29,7 +29,8 @@ const LeaseDuration = 24 * time.Hour
 // Where flanneld exits, it waits, watching the node through the informer:
 // for the node to be registered, and for a podCIDR (one log line naming
 // the node and the fix), then takes the lease. A podCIDR outside the
-// configured network, a patch refused by RBAC (the error names the
+// configured network, a public-ip-overwrite (public-ipv6-overwrite) that
+// is not an address, a patch refused by RBAC (the error names the
 // permission, after a few retries: a restarting API server refuses
 // everything for a moment) or ctx ending are errors; other API errors are
 // retried.
@@ -92,6 +93,10 @@ func (s *Store) tryAcquire(ctx context.Context, f *follower, cfg *subnet.Config,
 	l, err = ownLease(n, cfg)
 	if err != nil || !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
 		return l, waitPodCIDR, err
+	}
+	if err := s.ann.Overwrites(n, cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
+		return l, "", fmt.Errorf("%w; it would be published as the node's public IP, and peers would skip the node: "+
+			"set it to an address of this node, or remove it (kubectl annotate node %s <annotation>-)", err, s.node)
 	}
 	l.Attrs, l.Expiration = attrs, time.Now().Add(LeaseDuration)
 	want := s.ann.Published(attrs, n)

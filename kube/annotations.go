@@ -111,7 +111,10 @@ func PodCIDRs(n *v1.Node) (v4, v6 netip.Prefix, err error) {
 // of its podCIDRs and the attributes of its annotations, for the families
 // cfg enables. Anything missing or malformed is an error naming the
 // annotation; a node without the kube-subnet-manager annotation is not an
-// error here (see Managed).
+// error here (see Managed). One exception: a udp node (empty backend type)
+// of a dual-stack network without public-ipv6, as flanneld's udp backend
+// and earlier flannelu publish it, is a lease without PublicIPv6, whose
+// IPv4 half the udp backend uses (as it does the same lease in etcd).
 func (a Annotations) NodeLease(n *v1.Node, cfg *subnet.Config) (subnet.Lease, error) {
 	v4, v6, err := PodCIDRs(n)
 	if err != nil {
@@ -124,6 +127,11 @@ func (a Annotations) NodeLease(n *v1.Node, cfg *subnet.Config) (subnet.Lease, er
 		}
 	}
 	if cfg.EnableIPv6 {
+		_, published := n.Annotations[a.PublicIPv6]
+		if l.Attrs.BackendType == "" && cfg.EnableIPv4 && !published && v6.IsValid() {
+			l.IPv6Subnet = v6
+			return l, nil
+		}
 		if l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data, err = a.family(n, v6, a.PublicIPv6, a.BackendV6Data, false); err != nil {
 			return subnet.Lease{}, err
 		}
@@ -186,7 +194,11 @@ func (a Annotations) backendData(n *v1.Node, key string) (json.RawMessage, error
 // the backend type and data, the public IP (the node's public-ip-overwrite
 // instead, when a user set one), IPv6 likewise when the backend publishes
 // IPv6 data, and kube-subnet-manager "true". For udp (no BackendType, as
-// flanneld's udp backend) that is backend-type "" and backend-data "null".
+// flanneld's udp backend) that is backend-type "" and backend-data "null",
+// and on a dual-stack network public-ipv6 and backend-v6-data "null" (the
+// udp backend carries IPv6, flanneld's does not). An overwrite that is not
+// an address of its family is never published: the node keeps the public
+// IP it has (see Overwrites).
 func (a Annotations) Published(attrs subnet.LeaseAttrs, n *v1.Node) map[string]string {
 	bd, v6bd := rawOrNull(attrs.BackendData), rawOrNull(attrs.BackendV6Data)
 	out := map[string]string{
@@ -197,13 +209,50 @@ func (a Annotations) Published(attrs subnet.LeaseAttrs, n *v1.Node) map[string]s
 	// every other type always.
 	if attrs.BackendType != "vxlan" || bd != "null" {
 		out[a.BackendData] = bd
-		out[a.PublicIP] = overwritten(n, a.PublicIPOverwrite, ipv4String(attrs.PublicIP))
+		out[a.PublicIP] = a.publicIP(n, a.PublicIP, a.PublicIPOverwrite, ipv4String(attrs.PublicIP), true)
 	}
-	if (attrs.BackendType == "vxlan" && v6bd != "null") || (attrs.BackendType == "host-gw" && attrs.PublicIPv6.IsValid()) {
+	v6 := attrs.PublicIPv6.IsValid()
+	if (attrs.BackendType == "vxlan" && v6bd != "null") || ((attrs.BackendType == "host-gw" || attrs.BackendType == "") && v6) {
 		out[a.BackendV6Data] = v6bd
-		out[a.PublicIPv6] = overwritten(n, a.PublicIPv6Overwrite, attrs.PublicIPv6.String())
+		out[a.PublicIPv6] = a.publicIP(n, a.PublicIPv6, a.PublicIPv6Overwrite, attrs.PublicIPv6.String(), false)
 	}
 	return out
+}
+
+// publicIP is the public address to publish: the user's overwrite when it
+// is an address of the family; with an invalid one, the address the node
+// has now if that is one (the last valid value), else own.
+func (a Annotations) publicIP(n *v1.Node, key, overwriteKey, own string, is4 bool) string {
+	if _, set := n.Annotations[overwriteKey]; !set || n.Annotations[overwriteKey] == "" {
+		return own
+	}
+	if ip, err := a.address(n, overwriteKey, is4); err == nil {
+		return ip.String()
+	}
+	if ip, err := a.address(n, key, is4); err == nil {
+		return ip.String()
+	}
+	return own
+}
+
+// Overwrites checks the user's public-ip-overwrite (with v4) and
+// public-ipv6-overwrite (with v6) of a node: unset or empty (flanneld
+// ignores an empty one) is fine, anything else must be an address of its
+// family. The error names the annotation and the value.
+func (a Annotations) Overwrites(n *v1.Node, v4, v6 bool) error {
+	var errs []error
+	for _, o := range []struct {
+		key       string
+		is4, used bool
+	}{{a.PublicIPOverwrite, true, v4}, {a.PublicIPv6Overwrite, false, v6}} {
+		if !o.used || n.Annotations[o.key] == "" {
+			continue
+		}
+		if _, err := a.address(n, o.key, o.is4); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Differs lists the keys of want whose value on n is not the wanted one.
@@ -215,13 +264,6 @@ func Differs(n *v1.Node, want map[string]string) []string {
 		}
 	}
 	return keys
-}
-
-func overwritten(n *v1.Node, key, own string) string {
-	if v := n.Annotations[key]; v != "" {
-		return v
-	}
-	return own
 }
 
 // rawOrNull is what flanneld's json.RawMessage.MarshalJSON writes.

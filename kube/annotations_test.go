@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -210,6 +211,131 @@ func FuzzNodeLease(f *testing.F) {
 			t.Fatalf("round trip: %+v became %+v", l, l2)
 		}
 	})
+}
+
+// FuzzNodeAnnotations is the annotation parser's fuzz target, both
+// families and the user's overwrites: whatever a peer or a user writes on
+// a node, NodeLease, Overwrites and Published never panic; a lease that
+// parses has masked subnets and public addresses of their families; what
+// Published writes as public-ip (public-ipv6) is always an address of the
+// family, never an overwrite that is not one; and a parsed lease
+// published back parses as the same lease.
+func FuzzNodeAnnotations(f *testing.F) {
+	f.Add("192.0.2.2", "2001:db8:0:1::2", "", "", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`, `{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`,
+		"198.18.2.0/24", "2001:db8:100:2::/64", true)
+	f.Add("192.0.2.3", "", "zz", "", "", "null", "", "198.18.3.0/24", "2001:db8:100:3::/64", true)
+	f.Add("192.0.2.4", "2001:db8:0:1::4", "203.0.113.4", "192.0.2.4", "host-gw", "null", "null", "198.18.4.5/22", "2001:db8:100::/48", false)
+	f.Add("::ffff:192.0.2.5", "fe80::1%eth0", "2001:db8::5", "::ffff:1.2.3.4", "vxlan", "[1,2]", "{", "::ffff:198.18.0.0/120", "198.18.5.0/24", true)
+	f.Fuzz(func(t *testing.T, publicIP, publicIPv6, overwrite, overwrite6, typ, data, data6, cidr1, cidr2 string, dual bool) {
+		a := map[string]string{ann.SubnetKubeManaged: "true", ann.PublicIP: publicIP, ann.PublicIPv6: publicIPv6,
+			ann.BackendType: typ, ann.BackendData: data, ann.BackendV6Data: data6,
+			ann.PublicIPOverwrite: overwrite, ann.PublicIPv6Overwrite: overwrite6}
+		cidrs := []string{cidr1}
+		if cidr2 != "" {
+			cidrs = append(cidrs, cidr2)
+		}
+		n := node("fuzz", a, cidrs...)
+		cfg := &subnet.Config{EnableIPv4: true, EnableIPv6: dual}
+		oerr := ann.Overwrites(n, true, true)
+		for _, o := range []struct {
+			v    string
+			is4  bool
+			name string
+		}{{overwrite, true, "public-ip-overwrite"}, {overwrite6, false, "public-ipv6-overwrite"}} {
+			ip, err := netip.ParseAddr(o.v)
+			valid := err == nil && ip.Zone() == "" && ip.Is4() == o.is4 && !ip.Is4In6()
+			if o.v != "" && !valid && oerr == nil {
+				t.Fatalf("Overwrites accepted %s %q", o.name, o.v)
+			}
+		}
+		l, err := ann.NodeLease(n, cfg)
+		if err != nil {
+			return
+		}
+		if l.Subnet != l.Subnet.Masked() || !l.Subnet.Addr().Is4() || l.Attrs.PublicIP.IsValid() && !l.Attrs.PublicIP.Is4() {
+			t.Fatalf("IPv4 half %v via %v", l.Subnet, l.Attrs.PublicIP)
+		}
+		if dual && (l.IPv6Subnet != l.IPv6Subnet.Masked() || !l.IPv6Subnet.Addr().Is6() || l.IPv6Subnet.Addr().Is4In6() ||
+			l.Attrs.PublicIPv6.IsValid() && (!l.Attrs.PublicIPv6.Is6() || l.Attrs.PublicIPv6.Is4In6())) {
+			t.Fatalf("IPv6 half %v via %v", l.IPv6Subnet, l.Attrs.PublicIPv6)
+		}
+		pub := ann.Published(l.Attrs, n)
+		for key, is4 := range map[string]bool{ann.PublicIP: true, ann.PublicIPv6: false} {
+			v, ok := pub[key]
+			if !ok {
+				continue
+			}
+			if ip, err := netip.ParseAddr(v); err != nil || ip.Is4() != is4 || ip.Is4In6() || ip.Zone() != "" {
+				t.Fatalf("published %s=%q (overwrites %q, %q)", key, v, overwrite, overwrite6)
+			}
+		}
+		if l.Attrs.BackendType == "vxlan" && l.Attrs.BackendData == nil || dual && !l.Attrs.PublicIPv6.IsValid() ||
+			dual && !slices.Contains([]string{"vxlan", "host-gw", ""}, l.Attrs.BackendType) {
+			// As flanneld: no IPv4 side for vxlan without data; an IPv6
+			// side only for vxlan, host-gw (and udp, which carries IPv6
+			// here), and only with a public IPv6.
+			return
+		}
+		back := node("fuzz", ann.Published(l.Attrs, node("empty", nil)), cidrs...)
+		l2, err := ann.NodeLease(back, cfg)
+		if err != nil {
+			t.Fatalf("published lease does not parse: %v (annotations %v)", err, back.Annotations)
+		}
+		if l2.Subnet != l.Subnet || l2.IPv6Subnet != l.IPv6Subnet || !l2.Attrs.Equal(l.Attrs) {
+			t.Fatalf("round trip: %+v became %+v", l, l2)
+		}
+	})
+}
+
+// A public-ip-overwrite that is not an address is never published: the
+// node keeps the public IP it has (the last valid value), else its own.
+func TestInvalidOverwriteIsNotPublished(t *testing.T) {
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: netip.MustParseAddr("2001:db8:0:1::1"), BackendType: "host-gw"}
+	for _, bad := range []string{"garbage", "2001:db8::9", "192.0.2.300", " 192.0.2.9"} {
+		n := node("n", map[string]string{ann.PublicIPOverwrite: bad, ann.PublicIP: "203.0.113.7"})
+		if got := ann.Published(attrs, n)[ann.PublicIP]; got != "203.0.113.7" {
+			t.Errorf("overwrite %q: published public-ip %q, want the node's 203.0.113.7 kept", bad, got)
+		}
+		if got := ann.Published(attrs, node("n", map[string]string{ann.PublicIPOverwrite: bad}))[ann.PublicIP]; got != "192.0.2.1" {
+			t.Errorf("overwrite %q on a fresh node: published public-ip %q, want the host's 192.0.2.1", bad, got)
+		}
+		if err := ann.Overwrites(n, true, false); err == nil || !strings.Contains(err.Error(), ann.PublicIPOverwrite) {
+			t.Errorf("overwrite %q: Overwrites = %v, want an error naming the annotation", bad, err)
+		}
+	}
+	n := node("n", map[string]string{ann.PublicIPv6Overwrite: "192.0.2.9"})
+	if got := ann.Published(attrs, n)[ann.PublicIPv6]; got != "2001:db8:0:1::1" {
+		t.Errorf("IPv4 public-ipv6-overwrite: published public-ipv6 %q", got)
+	}
+	if ann.Overwrites(n, true, false) != nil || ann.Overwrites(n, true, true) == nil {
+		t.Error("an IPv6 overwrite is checked only when IPv6 is published")
+	}
+}
+
+// Dual stack on udp: the IPv6 side is published (flanneld's udp backend
+// has none); a udp node without it, as flanneld or an earlier flannelu
+// publish one, is a lease without PublicIPv6, not a malformed one.
+func TestUDPDualStack(t *testing.T) {
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: netip.MustParseAddr("2001:db8:0:1::1")}
+	got := ann.Published(attrs, node("n", nil))
+	want := map[string]string{ann.BackendType: "", ann.BackendData: "null", ann.PublicIP: "192.0.2.1",
+		ann.BackendV6Data: "null", ann.PublicIPv6: "2001:db8:0:1::1", ann.SubnetKubeManaged: "true"}
+	if !equalMaps(got, want) {
+		t.Fatalf("udp dual stack publishes %v\nwant %v", got, want)
+	}
+	dual := &subnet.Config{EnableIPv4: true, EnableIPv6: true}
+	l, err := ann.NodeLease(node("n", got, "198.18.1.0/24", "2001:db8:100:1::/64"), dual)
+	if err != nil || !l.Attrs.Equal(attrs) || l.IPv6Subnet.String() != "2001:db8:100:1::/64" {
+		t.Fatalf("read back: %+v %v", l, err)
+	}
+	old := node("n", map[string]string{ann.BackendType: "", ann.BackendData: "null", ann.PublicIP: "192.0.2.2"}, "198.18.2.0/24", "2001:db8:100:2::/64")
+	if l, err := ann.NodeLease(old, dual); err != nil || l.Attrs.PublicIPv6.IsValid() || l.IPv6Subnet.String() != "2001:db8:100:2::/64" {
+		t.Fatalf("udp node without public-ipv6: %+v %v", l, err)
+	}
+	old.Annotations[ann.BackendType] = "vxlan"
+	if _, err := ann.NodeLease(old, dual); err == nil {
+		t.Fatal("a vxlan node without public-ipv6 on a dual-stack network was read")
+	}
 }
 
 func equalMaps(a, b map[string]string) bool {

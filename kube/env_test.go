@@ -150,13 +150,13 @@ const netConf = `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`
 // it stops when the test ends.
 func (e *env) newStore(t *testing.T, user, nodeName string) (*Store, *storeLog) {
 	t.Helper()
-	client, err := NewClient(e.KubeAPI.RESTConfig(user))
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &storeLog{}
 	logger, counts := logtest.New(logs)
 	logs.Log = counts
+	client, err := NewClient(e.KubeAPI.RESTConfig(user), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	s, err := New(ctx, client, Options{

@@ -85,10 +85,25 @@ func TestManifestAsStored(t *testing.T) {
 	}
 	var env []string
 	for _, ev := range c.Env {
-		env = append(env, ev.Name+"="+ev.ValueFrom.FieldRef.FieldPath)
+		if ev.ValueFrom != nil {
+			env = append(env, ev.Name+"=<"+ev.ValueFrom.FieldRef.FieldPath+">")
+		} else {
+			env = append(env, ev.Name+"="+ev.Value)
+		}
 	}
-	if !slices.Equal(env, []string{"POD_NAME=metadata.name", "POD_NAMESPACE=metadata.namespace"}) {
-		t.Errorf("env %v", env)
+	if want := []string{"POD_NAME=<metadata.name>", "POD_NAMESPACE=<metadata.namespace>", "EVENT_QUEUE_DEPTH=5000", "CONT_WHEN_CACHE_NOT_READY=false"}; !slices.Equal(env, want) {
+		t.Errorf("env %v, want kube-flannel v0.28.9's %v", env, want)
+	}
+	// kube-flannel v0.28.9's port and probes.
+	probe := func(p *v1.Probe) string {
+		return fmt.Sprintf("%s %s delay %d period %d", p.HTTPGet.Path, p.HTTPGet.Port.String(), p.InitialDelaySeconds, p.PeriodSeconds)
+	}
+	if len(c.Ports) != 1 || c.Ports[0].Name != "healthz" || c.Ports[0].ContainerPort != 8081 ||
+		probe(c.LivenessProbe) != "/healthz healthz delay 10 period 30" || probe(c.ReadinessProbe) != "/readyz healthz delay 5 period 10" {
+		t.Errorf("ports %+v, liveness %s, readiness %s; want kube-flannel v0.28.9's", c.Ports, probe(c.LivenessProbe), probe(c.ReadinessProbe))
+	}
+	if req := c.Resources.Requests; req.Cpu().String() != "100m" || req.Memory().String() != "50Mi" {
+		t.Errorf("requests %v, want cpu 100m, memory 50Mi", req)
 	}
 	var inits [][]string
 	for _, ic := range spec.InitContainers {

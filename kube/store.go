@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/flannelu/flannelu/outage"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -48,10 +49,14 @@ type Store struct {
 	relists      atomic.Int64 // full lists of the nodes after the first sync
 	cfg          atomic.Pointer[subnet.Config]
 	written      atomic.Pointer[string] // resourceVersion of this store's last patch of its node
+	leaseTrouble atomic.Pointer[string] // what is wrong with the node's lease annotations; "" or nil: nothing
 
 	malformed atomic.Uint64
 	warnMu    sync.Mutex
 	warned    map[string]string // node name -> resourceVersion reported malformed
+	// badOverwrite is each peer node's invalid public IP overwrite
+	// reported (the error), so each is counted once.
+	badOverwrite map[string]string
 }
 
 var _ subnet.Store = (*Store)(nil)
@@ -80,6 +85,7 @@ func New(ctx context.Context, client *Client, opts Options) (*Store, error) {
 		setCondition: opts.SetNodeNetworkUnavailable,
 		log:          opts.Logger,
 		warned:       map[string]string{},
+		badOverwrite: map[string]string{},
 	}
 	s.informer = cache.NewSharedIndexInformerWithOptions(s.listWatch(), &v1.Node{},
 		cache.SharedIndexInformerOptions{ResyncPeriod: ResyncPeriod})
@@ -116,15 +122,21 @@ func (s *Store) countRelist(o metav1.ListOptions) {
 	}
 }
 
+// HasSynced reports whether the informer has listed the nodes once.
+func (s *Store) HasSynced() bool { return s.informer.HasSynced() }
+
 // Relists counts the informer's full lists of the nodes after its first
 // sync: how often it recovered from a watch it could not resume.
 func (s *Store) Relists() int64 { return s.relists.Load() }
 
 // watchError replaces client-go's default report of a failed list or
 // watch: the informer retries either way, but a refusal by RBAC names the
-// permission missing.
+// permission missing. An API server that does not answer is the outage
+// tracker's to log (once when it starts, once a minute, once when it
+// ends), not once per retry.
 func (s *Store) watchError(_ context.Context, _ *cache.Reflector, err error) {
 	switch {
+	case !answered(err):
 	case isForbidden(err):
 		// Also seen for a moment while a restarted API server fills its
 		// RBAC cache; the informer retries.
@@ -163,15 +175,43 @@ func (s *Store) config(ctx context.Context) (*subnet.Config, error) {
 	return s.GetConfig(ctx)
 }
 
+// Reachable is nil while the API server answers, else an error saying
+// for how long it has not and why (for /readyz).
+func (s *Store) Reachable() error { return s.client.reach.Err() }
+
+// Outage is the tracker every request to the API server reports to.
+func (s *Store) Outage() *outage.Tracker { return s.client.reach }
+
+// LeaseHeld is nil while the node carries this host's lease as published,
+// else what is being put right (for /readyz).
+func (s *Store) LeaseHeld() error {
+	if p := s.leaseTrouble.Load(); p != nil && *p != "" {
+		return errors.New(*p)
+	}
+	return nil
+}
+
+func (s *Store) setLeaseTrouble(msg string) { s.leaseTrouble.Store(&msg) }
+
+// LeaseKey is this host's node name: WatchLeases names leases by node.
+func (s *Store) LeaseKey(subnet.Lease) string { return s.node }
+
 // MalformedLeases counts peer nodes skipped because their podCIDRs or
 // flannel annotations could not be parsed, once per node resourceVersion.
 func (s *Store) MalformedLeases() uint64 { return s.malformed.Load() }
 
 // peerLease reads a managed node's lease, counting and logging (once per
-// resourceVersion) a malformed one instead of returning its error.
+// resourceVersion) a malformed one instead of returning its error. A
+// public-ip-overwrite that is not an address is counted and logged too
+// (once per value), but does not make the lease malformed: peers read the
+// public-ip the node's flannel published, which the bad overwrite must
+// not have replaced (flannelu refuses to publish one; an older flannel
+// that did publish it made public-ip malformed, and the node's last valid
+// lease stays).
 func (s *Store) peerLease(n *v1.Node, cfg *subnet.Config) (subnet.Lease, bool) {
 	l, err := s.ann.NodeLease(n, cfg)
 	if err == nil {
+		s.checkPeerOverwrites(n, cfg)
 		return l, true
 	}
 	s.warnMu.Lock()
@@ -183,6 +223,26 @@ func (s *Store) peerLease(n *v1.Node, cfg *subnet.Config) (subnet.Lease, bool) {
 		s.log.Warn("skipping malformed node lease", "node", n.Name, "resource_version", n.ResourceVersion, "error", err)
 	}
 	return subnet.Lease{}, false
+}
+
+func (s *Store) checkPeerOverwrites(n *v1.Node, cfg *subnet.Config) {
+	msg := ""
+	if err := s.ann.Overwrites(n, cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
+		msg = err.Error()
+	}
+	s.warnMu.Lock()
+	seen := s.badOverwrite[n.Name] == msg
+	if msg == "" {
+		delete(s.badOverwrite, n.Name)
+	} else {
+		s.badOverwrite[n.Name] = msg
+	}
+	s.warnMu.Unlock()
+	if !seen && msg != "" {
+		s.malformed.Add(1)
+		s.log.Warn("peer node's public IP overwrite is not an address; using the public IP it published", "node", n.Name,
+			"public_ip", n.Annotations[s.ann.PublicIP], "error", msg)
+	}
 }
 
 // cachedNode is the informer's copy of a node, nil when it has none.

@@ -48,7 +48,7 @@ func TestFlannelsClusterRoleIsEnough(t *testing.T) {
 	if _, err := e.KubeAdmin.CoreV1().Pods("kube-flannel").Create(ctxFor(t, 30*time.Second), pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	client, err := NewClient(e.KubeAPI.RESTConfig(testbed.FlannelUser))
+	client, err := NewClient(e.KubeAPI.RESTConfig(testbed.FlannelUser), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestFlannelsClusterRoleIsEnough(t *testing.T) {
 	keepCtx, stopKeep := context.WithCancel(context.Background())
 	kept := make(chan error, 1)
 	go func() { kept <- s.KeepLease(keepCtx, cfg, l) }()
-	if err := testbed.Eventually(30*time.Second, func() error { return networkAvailable(e.getNode(t, name)) }); err != nil {
+	if err := testbed.Eventually(30*time.Second, func() error { return flannelIsUp(e.getNode(t, name)) }); err != nil {
 		t.Error(err)
 	}
 
@@ -114,7 +114,7 @@ func (e *env) leased(t *testing.T, name, podCIDR string) (*Store, *storeLog, *su
 	return s, logs, cfg, l
 }
 
-func networkAvailable(n *v1.Node) error {
+func flannelIsUp(n *v1.Node) error {
 	for _, c := range n.Status.Conditions {
 		if c.Type == v1.NodeNetworkUnavailable {
 			if c.Status != v1.ConditionFalse || c.Reason != "FlannelIsUp" || c.Message != "Flannel is running on this node" {
@@ -250,7 +250,7 @@ func TestDeletedNodeLosesTheLease(t *testing.T) {
 	s, _, cfg, l := e.leased(t, name, "198.18.51.0/24")
 	kept := make(chan error, 1)
 	go func() { kept <- s.KeepLease(ctxFor(t, 2*time.Minute), cfg, l) }()
-	if err := testbed.Eventually(30*time.Second, func() error { return networkAvailable(e.getNode(t, name)) }); err != nil {
+	if err := testbed.Eventually(30*time.Second, func() error { return flannelIsUp(e.getNode(t, name)) }); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.deleteNode(name); err != nil {

@@ -97,6 +97,14 @@ func (t *Tracker) Err() error {
 	return fmt.Errorf("%s (%s) unreachable for %s: %w", t.what, t.where, t.now().Sub(t.since).Round(time.Second), t.lastErr)
 }
 
+// Down reports whether an outage is going on, without building Err's
+// message (for a gauge read at every scrape).
+func (t *Tracker) Down() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.since.IsZero()
+}
+
 // Failures is how many failed requests were reported in all.
 func (t *Tracker) Failures() uint64 {
 	t.mu.Lock()

@@ -15,7 +15,7 @@ func TestOutageLines(t *testing.T) {
 	tr := New(Options{What: "etcd", Where: "http://192.0.2.1:2379", Logger: slog.New(slog.NewTextHandler(&log, nil)),
 		Now: func() time.Time { return clock }})
 	tr.OK() // reachable: nothing to say
-	if tr.Err() != nil || log.Len() != 0 {
+	if tr.Err() != nil || tr.Down() || log.Len() != 0 {
 		t.Fatalf("healthy tracker: err %v, log %q", tr.Err(), log.String())
 	}
 	down := errors.New("connection refused")
@@ -23,8 +23,8 @@ func TestOutageLines(t *testing.T) {
 		clock = clock.Add(time.Second)
 		tr.Fail(clock.Add(-time.Second), down)
 	}
-	if err := tr.Err(); err == nil || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "2m30s") {
-		t.Fatalf("Err during the outage = %v", err)
+	if err := tr.Err(); err == nil || !tr.Down() || !strings.Contains(err.Error(), "connection refused") || !strings.Contains(err.Error(), "2m30s") {
+		t.Fatalf("Err during the outage = %v, Down %v", err, tr.Down())
 	}
 	tr.OK()
 	tr.OK()
@@ -43,7 +43,7 @@ func TestOutageLines(t *testing.T) {
 			t.Errorf("line %d = %q, want ...%q", i, l, want[i])
 		}
 	}
-	if tr.Err() != nil {
-		t.Fatalf("Err after recovery = %v", tr.Err())
+	if tr.Err() != nil || tr.Down() || tr.Failures() != 150 {
+		t.Fatalf("after recovery: Err %v, Down %v, Failures %d (want 150)", tr.Err(), tr.Down(), tr.Failures())
 	}
 }

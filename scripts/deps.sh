@@ -2,6 +2,7 @@
 # Installs what flannelu's tests, demo and benchmarks need on a fresh Debian
 # machine that already has Go: etcd (a real server for the tests), iperf3,
 # ping, tcpdump, iproute2, iptables (--ip-masq and the forward rules),
+# nftables (the same rules with "EnableNFTables": true, through knftables),
 # promtool (checks /metrics; Debian ships it only in the prometheus
 # package), the real CNI chain pods are created with: Debian's
 # containernetworking-plugins (bridge, host-local, portmap, loopback in
@@ -21,6 +22,7 @@ command -v ip      >/dev/null || need+=(iproute2)
 command -v ethtool >/dev/null || need+=(ethtool)
 command -v bridge  >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
+command -v nft     >/dev/null || need+=(nftables)
 command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
 command -v gcc     >/dev/null || need+=(gcc libc6-dev)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Config is the network config stored at <prefix>/config, after defaults
@@ -20,23 +21,29 @@ type Config struct {
 	IPv6SubnetLen                int
 	IPv6SubnetMin, IPv6SubnetMax netip.Addr
 
-	BackendType string          // Backend.Type; "udp" when Backend is absent
+	BackendType string          // Backend.Type in lower case (flanneld matches it so); "udp" when Backend is absent
 	Backend     json.RawMessage // the whole Backend object, for the backend's own options
+
+	// EnableNFTables: the masquerade and forward rules go in nftables
+	// (tables flannel-ipv4 and flannel-ipv6) instead of iptables, as
+	// flanneld v0.28 does.
+	EnableNFTables bool
 }
 
 // rawConfig mirrors flannel's JSON. Pointers tell "absent" from zero.
 type rawConfig struct {
-	EnableIPv4    *bool
-	EnableIPv6    bool
-	Network       string
-	SubnetLen     int
-	SubnetMin     string
-	SubnetMax     string
-	IPv6Network   string
-	IPv6SubnetLen int
-	IPv6SubnetMin string
-	IPv6SubnetMax string
-	Backend       json.RawMessage
+	EnableIPv4     *bool
+	EnableIPv6     bool
+	Network        string
+	SubnetLen      int
+	SubnetMin      string
+	SubnetMax      string
+	IPv6Network    string
+	IPv6SubnetLen  int
+	IPv6SubnetMin  string
+	IPv6SubnetMax  string
+	Backend        json.RawMessage
+	EnableNFTables bool
 }
 
 // family holds the bounds that differ between the IPv4 and IPv6 checks, so
@@ -104,7 +111,7 @@ func parseConfig(data []byte, networks func(*Config, *rawConfig) error) (*Config
 	if err := json.Unmarshal(data, &raw); err != nil {
 		return nil, fmt.Errorf("config: invalid JSON: %w", err)
 	}
-	c := &Config{EnableIPv4: raw.EnableIPv4 == nil || *raw.EnableIPv4, EnableIPv6: raw.EnableIPv6}
+	c := &Config{EnableIPv4: raw.EnableIPv4 == nil || *raw.EnableIPv4, EnableIPv6: raw.EnableIPv6, EnableNFTables: raw.EnableNFTables}
 	if !c.EnableIPv4 && !c.EnableIPv6 {
 		return nil, errors.New("config: EnableIPv4 and EnableIPv6 are both false: enable at least one")
 	}
@@ -130,7 +137,8 @@ func backendType(be json.RawMessage) (string, error) {
 	if bt.Type == "" {
 		return "", fmt.Errorf("config: Backend %s: Type is missing", be)
 	}
-	return bt.Type, nil
+	// flanneld's backend manager lower-cases the name: "VXLAN" is vxlan.
+	return strings.ToLower(bt.Type), nil
 }
 
 // check validates one family's network, subnet length and range, filling

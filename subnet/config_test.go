@@ -207,3 +207,18 @@ func FuzzParseKubeConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestParseConfigAsFlanneldV028: Backend.Type in any case names the
+// backend (flanneld lower-cases it), and EnableNFTables is read.
+func TestParseConfigAsFlanneldV028(t *testing.T) {
+	for in, want := range map[string]string{"VXLAN": "vxlan", "Host-GW": "host-gw", "udp": "udp"} {
+		c, err := ParseConfig([]byte(`{"Network":"198.18.0.0/16","Backend":{"Type":"` + in + `"}}`))
+		if err != nil || c.BackendType != want || c.EnableNFTables {
+			t.Errorf("Type %q: %v, %v (nftables %v), want %q", in, c, err, c != nil && c.EnableNFTables, want)
+		}
+	}
+	c, err := ParseKubeConfig([]byte(`{"Network":"198.18.0.0/16","EnableNFTables":true,"Backend":{"Type":"Vxlan"}}`))
+	if err != nil || !c.EnableNFTables || c.BackendType != "vxlan" {
+		t.Fatalf("net-conf.json with EnableNFTables: %+v, %v", c, err)
+	}
+}

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/flannelu/flannelu/atomicfile"
 )
 
 // Env is the content of subnet.env, which flannel's CNI plugin reads.
@@ -49,43 +50,16 @@ func MarshalEnv(e Env) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// WriteEnv writes subnet.env atomically: a temporary file in the same
-// directory (created with parents, 0755), fsynced, renamed over path with
-// mode 0644, then the directory fsynced. A reader sees the old file or the
-// new one, never a partial one.
+// WriteEnv writes subnet.env with mode 0644 through atomicfile: a reader
+// sees the old file or the new one, never a partial one, and a failed
+// write (a full disk) returns its error and leaves the old file as it was.
 func WriteEnv(path string, e Env) error {
 	data, err := MarshalEnv(e)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
 		return fmt.Errorf("subnet.env: %w", err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("subnet.env: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(data); err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("subnet.env: write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync() // best effort: makes the rename durable
-		d.Close()
 	}
 	return nil
 }

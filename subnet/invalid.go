@@ -6,7 +6,8 @@ package subnet
 type InvalidReason uint8
 
 const (
-	// OutsideNetwork: a subnet does not lie in Network (or IPv6Network).
+	// OutsideNetwork: a subnet does not lie strictly in Network (or
+	// IPv6Network), or has host bits set.
 	OutsideNetwork InvalidReason = iota
 	// WrongLength: a subnet's length is not SubnetLen (or IPv6SubnetLen);
 	// never in Kubernetes mode, where they are 0.
@@ -24,6 +25,10 @@ const (
 	// OverlapsPeer: a subnet overlaps that of a peer lease created
 	// earlier (see Validator).
 	OverlapsPeer
+	// BadBackendData: the backend cannot use the lease's BackendData or
+	// BackendV6Data (vxlan: a VtepMAC that is missing or not a unicast
+	// Ethernet address).
+	BadBackendData
 
 	numInvalidReasons // keep last
 )
@@ -39,6 +44,7 @@ var invalidLabels = [numInvalidReasons]string{
 	OwnPublicIP:    "own_public_ip",
 	OverlapsOwn:    "overlaps_own",
 	OverlapsPeer:   "overlaps_peer",
+	BadBackendData: "bad_backend_data",
 }
 
 // String is the reason's metric label, "unknown" outside the set.

@@ -122,6 +122,9 @@ func (m *Manager) GetConfig(ctx context.Context) (*Config, error) {
 // revision.
 func (m *Manager) MalformedLeases() uint64 { return m.malformed.Load() }
 
+// LeaseKey is own's etcd key, as WatchLeases reports it.
+func (m *Manager) LeaseKey(own Lease) string { return m.key(own.Subnet, own.IPv6Subnet) }
+
 func (m *Manager) key(sn, sn6 netip.Prefix) string { return m.subnetsDir + MakeSubnetKey(sn, sn6) }
 
 // parseKV turns a stored lease into a Lease. Expiration is left zero: only

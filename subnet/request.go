@@ -12,6 +12,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/flannelu/flannelu/outage"
 )
 
 // ErrUnavailable: the store did not answer (unreachable, no leader, timed
@@ -96,6 +98,9 @@ func answered(err error) bool {
 // Reachable is nil while etcd answers, else an error saying for how long
 // it has not and why (for /readyz).
 func (m *Manager) Reachable() error { return m.reach.Err() }
+
+// Outage is the tracker every etcd request reports to.
+func (m *Manager) Outage() *outage.Tracker { return m.reach }
 
 // get is a Get through do.
 func (m *Manager) get(ctx context.Context, key string, opts ...clientv3.OpOption) (resp *clientv3.GetResponse, err error) {

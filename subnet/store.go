@@ -2,8 +2,16 @@ package subnet
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 )
+
+// ErrHostRemoved: the store removed this host from the network for good
+// (its Kubernetes node was deleted). KeepLease returns an error matching
+// it; the daemon then withdraws the peer entries its backend made (routes,
+// neighbours, fdb entries) before it exits, since no lease of its will
+// come back to keep them current.
+var ErrHostRemoved = errors.New("this host was removed from the network")
 
 // Store is where the network config and the hosts' leases live: etcd
 // (Manager, flanneld's default) or the Kubernetes API (package kube,
@@ -22,7 +30,8 @@ type Store interface {
 	AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttrs, prev netip.Prefix) (Lease, error)
 	// KeepLease holds the lease until ctx ends (renewing it, or restoring
 	// what was published when someone changed it) and returns nil then; any
-	// other return means the lease is lost for good.
+	// other return means the lease is lost for good (ErrHostRemoved: and
+	// the host with it).
 	KeepLease(ctx context.Context, cfg *Config, lease Lease) error
 	// WatchLeases calls handle first with one batch of EventAdded for every
 	// lease that exists (possibly empty: the first call says "synced"),
@@ -39,6 +48,10 @@ type Store interface {
 	// MalformedLeases counts peer leases skipped because they could not be
 	// parsed, once per stored revision.
 	MalformedLeases() uint64
+	// LeaseKey is the name (Event.Key) under which WatchLeases reports
+	// this host's lease own: its etcd key, its Kubernetes node's name.
+	// Any other key with the same subnets is a peer claiming them.
+	LeaseKey(own Lease) string
 }
 
 var _ Store = (*Manager)(nil)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 
 	"github.com/flannelu/flannelu/metrics"
@@ -19,28 +20,43 @@ type ValidatorOptions struct {
 	// keeper looks after it), and no peer may overlap its subnets or use
 	// its public addresses.
 	Own Lease
+	// OwnKey is the store's name of this host's lease (Event.Key, see
+	// Store.LeaseKey): its events are the lease keeper's business. Empty:
+	// the lease whose subnets are Own's is this host's (etcd, where the
+	// subnets name the key).
+	OwnKey string
 	// OwnAddrs are more addresses of this host no peer may claim (the
 	// interface address when --public-ip differs from it).
 	OwnAddrs []netip.Addr
+	// CheckData is the backend's check of a peer's BackendData and
+	// BackendV6Data (vxlan: a unicast VtepMAC), nil when the backend reads
+	// none. A write failing it is invalid like any other (BadBackendData).
+	CheckData func(Lease) error
 	// Metrics receives flannelu_invalid_leases_total{reason}.
 	Metrics *metrics.Registry
 	Logger  *slog.Logger
 }
 
 // Validator stands between a Store's lease events and the backends, the
-// same for every store: a peer lease reaches the backends only if each
-// subnet the config enables lies in the network with the configured length,
-// its public address is a usable unicast address that is not this host's,
-// and its subnets overlap neither this host's nor a peer's that ranks
-// before it. Anything else is skipped with a warning naming the key, the
-// subnet and the reason, and counted per reason.
+// same for every store and every backend, which see only the leases it
+// accepted and so check none themselves: a peer lease reaches the backends
+// only if each subnet the config enables lies strictly inside the network
+// with the configured length, its public address is a usable unicast
+// address of its family that is not this host's, the backend can use its
+// data (CheckData), and its subnets overlap (are equal to, contain or lie
+// in) neither this host's nor those of a peer that ranks before it.
+// Anything else is skipped with a warning naming the key, the subnet and
+// the reason, and counted per reason.
 //
 // Rules, chosen so that every host decides alike from the same store:
-//   - Two leases claiming one subnet: the one created first keeps it
-//     (etcd's CreateRevision, the same on every host, so a hijacker writing
-//     over a live peer's subnet always loses); equal or unknown creation
-//     order falls back to key order. When the winner goes, the next in
-//     line is used.
+//   - Two leases with overlapping subnets (either family): the one created
+//     first keeps its subnet and the other is not used at all (etcd's
+//     CreateRevision; a Kubernetes node's creationTimestamp: both the same
+//     on every host and across restarts, so a hijacker writing over a live
+//     peer's subnet always loses, whatever order the events come in);
+//     equal or unknown creation order falls back to key order. A lease
+//     that lost blocks no other. When the winner goes, the next in line
+//     is used.
 //   - A key rewritten with an invalid value keeps its last valid value in
 //     the backends, with the write warned about and counted: the invalid
 //     value says nothing trustworthy about where the subnet is, the key's
@@ -51,10 +67,12 @@ type ValidatorOptions struct {
 // Filter must be called from one goroutine at a time (the watch handler);
 // Invalid may be called from any goroutine at any time.
 type Validator struct {
-	cfg      *Config
-	own      Lease
-	ownAddrs map[netip.Addr]bool
-	log      *slog.Logger
+	cfg       *Config
+	own       Lease
+	ownKey    string
+	ownAddrs  map[netip.Addr]bool
+	checkData func(Lease) error
+	log       *slog.Logger
 
 	invalid  [numInvalidReasons]atomic.Uint64
 	entries  map[string]*entry // every key with a valid value, by key
@@ -71,8 +89,8 @@ type entry struct {
 
 // NewValidator returns a Validator with no peers yet.
 func NewValidator(o ValidatorOptions) *Validator {
-	v := &Validator{cfg: o.Config, own: o.Own, log: o.Logger, ownAddrs: map[netip.Addr]bool{},
-		entries: map[string]*entry{}, accepted: map[string]Lease{}}
+	v := &Validator{cfg: o.Config, own: o.Own, ownKey: o.OwnKey, checkData: o.CheckData, log: o.Logger,
+		ownAddrs: map[netip.Addr]bool{}, entries: map[string]*entry{}, accepted: map[string]Lease{}}
 	if v.log == nil {
 		v.log = slog.Default()
 	}
@@ -119,7 +137,7 @@ func (v *Validator) Filter(evs []Event) []Event {
 
 func (v *Validator) apply(ev Event) {
 	key, l := ev.key(), ev.Lease
-	if l.Subnet == v.own.Subnet && l.IPv6Subnet == v.own.IPv6Subnet {
+	if v.isOwn(key, l) {
 		v.log.Debug("own lease event left to the lease keeper", "key", key, "type", ev.Type.String())
 		return
 	}
@@ -149,6 +167,14 @@ func (v *Validator) apply(ev Event) {
 	v.entries[key] = &entry{lease: l}
 }
 
+// isOwn reports whether the event is about this host's lease.
+func (v *Validator) isOwn(key string, l Lease) bool {
+	if v.ownKey != "" {
+		return key == v.ownKey
+	}
+	return l.Subnet == v.own.Subnet && l.IPv6Subnet == v.own.IPv6Subnet
+}
+
 // check is the part of validation that needs no other peer. The first
 // failing check names the reason.
 func (v *Validator) check(l Lease) (InvalidReason, error) {
@@ -163,10 +189,10 @@ func (v *Validator) check(l Lease) (InvalidReason, error) {
 			return r, err
 		}
 	}
-	if r, err := v.checkPublic(l.Attrs.PublicIP, c.EnableIPv4, "PublicIP"); err != nil {
+	if r, err := v.checkPublic(l.Attrs.PublicIP, c.EnableIPv4, false, "PublicIP"); err != nil {
 		return r, err
 	}
-	if r, err := v.checkPublic(l.Attrs.PublicIPv6, c.EnableIPv6 && !c.EnableIPv4, "PublicIPv6"); err != nil {
+	if r, err := v.checkPublic(l.Attrs.PublicIPv6, c.EnableIPv6 && !c.EnableIPv4, true, "PublicIPv6"); err != nil {
 		return r, err
 	}
 	if c.EnableIPv4 && l.Subnet.Overlaps(v.own.Subnet) {
@@ -174,6 +200,11 @@ func (v *Validator) check(l Lease) (InvalidReason, error) {
 	}
 	if c.EnableIPv6 && l.IPv6Subnet.Overlaps(v.own.IPv6Subnet) {
 		return OverlapsOwn, fmt.Errorf("subnet %s overlaps this host's %s", l.IPv6Subnet, v.own.IPv6Subnet)
+	}
+	if v.checkData != nil {
+		if err := v.checkData(l); err != nil {
+			return BadBackendData, err
+		}
 	}
 	return 0, nil
 }
@@ -186,17 +217,24 @@ func checkSubnet(sn, network netip.Prefix, bits int, netField, lenField string) 
 		return OutsideNetwork, fmt.Errorf("subnet %s is not inside %s %s", sn, netField, network)
 	case bits != 0 && sn.Bits() != bits: // 0: any (Kubernetes mode, see ParseKubeConfig)
 		return WrongLength, fmt.Errorf("subnet %s has length %d, %s is %d", sn, sn.Bits(), lenField, bits)
+	case sn.Bits() == network.Bits():
+		return OutsideNetwork, fmt.Errorf("subnet %s is the whole %s, not a subnet of it", sn, netField)
+	case sn.Masked() != sn:
+		return OutsideNetwork, fmt.Errorf("subnet %s has host bits set", sn)
 	}
 	return 0, nil
 }
 
-// checkPublic checks one public address; required says the config needs it.
-func (v *Validator) checkPublic(a netip.Addr, required bool, field string) (InvalidReason, error) {
+// checkPublic checks one public address of a family; required says the
+// config needs it.
+func (v *Validator) checkPublic(a netip.Addr, required, v6 bool, field string) (InvalidReason, error) {
 	switch {
 	case !a.IsValid() && required:
 		return BadPublicIP, fmt.Errorf("no %s", field)
 	case !a.IsValid():
 		return 0, nil
+	case a.Is4() == v6 || a.Is4In6():
+		return BadPublicIP, fmt.Errorf("%s %s is not an %s address", field, a, map[bool]string{false: "IPv4", true: "IPv6"}[v6])
 	case v.ownAddrs[a.Unmap()]:
 		return OwnPublicIP, fmt.Errorf("%s %s is this host's own address", field, a)
 	}
@@ -216,16 +254,18 @@ func (v *Validator) resolve() []Event {
 	slices.SortFunc(keys, func(a, b string) int {
 		return cmp.Or(cmp.Compare(v.entries[a].lease.Created, v.entries[b].lease.Created), cmp.Compare(a, b))
 	})
-	holder := map[netip.Prefix]string{} // subnet -> key holding it
+	held := newClaims()
 	next := make(map[string]Lease, len(keys))
 	for _, k := range keys {
 		e := v.entries[k]
-		if winner := v.holderOf(holder, e.lease); winner != "" {
+		if winner := v.holderOf(held, e.lease); winner != "" {
 			if e.lostTo != winner {
 				e.lostTo = winner
 				v.invalid[OverlapsPeer].Add(1)
+				w := v.entries[winner].lease
 				v.log.Warn("invalid peer lease ignored", "key", k, "subnet", e.lease.Subnet, "public_ip", e.lease.Attrs.PublicIP,
-					"reason", OverlapsPeer.String(), "error", fmt.Errorf("its subnet is held by the earlier lease %s", winner))
+					"reason", OverlapsPeer.String(), "error", fmt.Errorf("its subnet %s overlaps %s of the earlier lease %s",
+						v.subnets(e.lease), v.subnets(w), winner))
 			}
 			continue
 		}
@@ -233,7 +273,7 @@ func (v *Validator) resolve() []Event {
 			v.log.Info("peer lease used now that the lease holding its subnet is gone", "key", k, "subnet", e.lease.Subnet, "before", e.lostTo)
 			e.lostTo = ""
 		}
-		v.hold(holder, e.lease, k)
+		v.hold(held, e.lease, k)
 		next[k] = e.lease
 	}
 	evs := v.diff(next)
@@ -241,27 +281,75 @@ func (v *Validator) resolve() []Event {
 	return evs
 }
 
-// holderOf returns the key already holding one of l's enabled subnets. All
-// accepted subnets of a family have one length and are aligned, so two
-// overlap exactly when they are equal.
-func (v *Validator) holderOf(holder map[netip.Prefix]string, l Lease) string {
+// subnets names a lease's subnets of the enabled families, for a log line.
+func (v *Validator) subnets(l Lease) string {
+	var out []string
 	if v.cfg.EnableIPv4 {
-		if k := holder[l.Subnet]; k != "" {
+		out = append(out, l.Subnet.String())
+	}
+	if v.cfg.EnableIPv6 {
+		out = append(out, l.IPv6Subnet.String())
+	}
+	return strings.Join(out, ",")
+}
+
+// holderOf returns the key already holding a subnet that overlaps one of
+// l's enabled subnets.
+func (v *Validator) holderOf(held claims, l Lease) string {
+	if v.cfg.EnableIPv4 {
+		if k := held.overlapping(l.Subnet, v.cfg.Network.Bits()); k != "" {
 			return k
 		}
 	}
 	if v.cfg.EnableIPv6 {
-		return holder[l.IPv6Subnet]
+		return held.overlapping(l.IPv6Subnet, v.cfg.IPv6Network.Bits())
 	}
 	return ""
 }
 
-func (v *Validator) hold(holder map[netip.Prefix]string, l Lease, key string) {
+func (v *Validator) hold(held claims, l Lease, key string) {
 	if v.cfg.EnableIPv4 {
-		holder[l.Subnet] = key
+		held.hold(l.Subnet, v.cfg.Network.Bits(), key)
 	}
 	if v.cfg.EnableIPv6 {
-		holder[l.IPv6Subnet] = key
+		held.hold(l.IPv6Subnet, v.cfg.IPv6Network.Bits(), key)
+	}
+}
+
+// claims are the subnets accepted so far, which never overlap each other,
+// for finding the holder of any subnet that overlaps a new one in a few
+// map lookups: the new subnet overlaps a held one exactly when it equals
+// or lies in it (a held subnet is one of its prefixes) or contains it (it
+// is one of the held subnet's prefixes). Every subnet lies in the network,
+// so only prefixes down to the network's length are looked at: 8 for a
+// /24 in a /16, whatever the number of peers.
+type claims struct {
+	held   map[netip.Prefix]string // each held subnet -> its key
+	around map[netip.Prefix]string // each prefix strictly containing a held subnet -> the key of one
+}
+
+func newClaims() claims {
+	return claims{held: map[netip.Prefix]string{}, around: map[netip.Prefix]string{}}
+}
+
+// overlapping returns the key of a held subnet overlapping p, or "".
+// netBits is the network's prefix length.
+func (c claims) overlapping(p netip.Prefix, netBits int) string {
+	if k := c.around[p]; k != "" {
+		return k
+	}
+	for bits := p.Bits(); bits >= netBits; bits-- {
+		if k := c.held[netip.PrefixFrom(p.Addr(), bits).Masked()]; k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+func (c claims) hold(p netip.Prefix, netBits int, key string) {
+	c.held[p] = key
+	for bits := p.Bits() - 1; bits >= netBits; bits-- {
+		c.around[netip.PrefixFrom(p.Addr(), bits).Masked()] = key
 	}
 }
 

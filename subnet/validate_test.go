@@ -14,7 +14,11 @@ import (
 // 192.0.2.1, interface 192.0.2.100) and the buffer its log goes to.
 func validatorFor(t testing.TB, config string) (*Validator, *bytes.Buffer) {
 	t.Helper()
-	cfg, err := ParseConfig([]byte(config))
+	parse := ParseConfig
+	if strings.Contains(config, `"SubnetLen":0`) { // a podCIDR's length is kube-controller-manager's
+		parse = ParseKubeConfig
+	}
+	cfg, err := parse([]byte(config))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +37,10 @@ func validatorFor(t testing.TB, config string) (*Validator, *bytes.Buffer) {
 }
 
 const v4Config = `{"Network":"198.18.0.0/16","SubnetLen":24}`
+
+// kubeV4Config is v4Config as the Kubernetes store reads it
+// (ParseKubeConfig): SubnetLen 0, any podCIDR length.
+const kubeV4Config = `{"Network":"198.18.0.0/16","SubnetLen":0}`
 
 // put is an EventAdded for a lease in etcd's key form, created at rev.
 func put(subnet, ip string, rev int64) Event {
@@ -171,7 +179,7 @@ func TestValidatorOverlapFirstCreatedWins(t *testing.T) {
 	for _, order := range [][]Event{{early, late}, {late, early}} {
 		v, log := validatorFor(t, v4Config)
 		wantEvents(t, v.Filter(order), "added 198.18.7.0/24 192.0.2.7")
-		if v.Invalid(OverlapsPeer) != 1 || !strings.Contains(log.String(), "held by the earlier lease "+early.Key) {
+		if v.Invalid(OverlapsPeer) != 1 || !strings.Contains(log.String(), "overlaps 198.18.7.0/24 of the earlier lease "+early.Key) {
 			t.Fatalf("overlaps_peer = %d, log:\n%s", v.Invalid(OverlapsPeer), log)
 		}
 	}
@@ -258,8 +266,16 @@ func TestUsableUnicast(t *testing.T) {
 func FuzzValidator(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 1, 0, 1, 2, 2, 1, 0, 0, 0})
 	f.Add([]byte{0, 3, 7, 4, 0, 4, 7, 5, 2, 3, 7, 4, 0, 5, 1, 1})
+	f.Add([]byte{1, 0, 1, 3, 0, 0, 3, 8, 0, 1, 9, 0, 0, 2, 2, 1, 2, 1, 9, 0}) // Kubernetes: nested subnets
 	f.Fuzz(func(t *testing.T, ops []byte) {
-		v, _ := validatorFor(t, v4Config)
+		if len(ops) == 0 {
+			return
+		}
+		// The first byte picks the config: etcd's fixed SubnetLen, or
+		// Kubernetes mode's podCIDRs of any length, which can nest.
+		config := map[bool]string{false: v4Config, true: kubeV4Config}[ops[0]%2 == 1]
+		ops = ops[1:]
+		v, _ := validatorFor(t, config)
 		backend := map[string]Lease{}
 		for i := 0; i+4 <= len(ops) && i < 400; i += 4 {
 			ev := fuzzEvent(ops[i : i+4])
@@ -268,7 +284,7 @@ func FuzzValidator(f *testing.F) {
 			}
 			checkAccepted(t, v, backend)
 		}
-		fresh, _ := validatorFor(t, v4Config)
+		fresh, _ := validatorFor(t, config)
 		var all []Event
 		for k, e := range v.entries {
 			all = append(all, Event{Type: EventAdded, Lease: e.lease, Key: k})
@@ -285,7 +301,7 @@ func FuzzValidator(f *testing.F) {
 // small set so that collisions (same subnet, same key) are common.
 func fuzzEvent(b []byte) Event {
 	subnets := []string{"198.18.1.0/24", "198.18.2.0/24", "198.18.3.0/24", "198.18.2.0/25", "203.0.113.0/24",
-		"198.18.0.0/16", "198.18.7.0/24", "198.18.1.128/25"}
+		"198.18.0.0/16", "198.18.7.0/24", "198.18.1.128/25", "198.18.0.0/22", "198.18.2.128/26", "198.18.6.0/23"}
 	ips := []string{"192.0.2.2", "192.0.2.3", "127.0.0.1", "192.0.2.1", "192.0.2.66", "224.0.0.1", "198.51.100.4", "169.254.0.9"}
 	typ := []EventType{EventAdded, EventChanged, EventRemoved}[int(b[0])%3]
 	sn := netip.MustParsePrefix(subnets[int(b[2])%len(subnets)])
@@ -352,5 +368,145 @@ func TestValidatorKubernetesConfigTakesAnyLength(t *testing.T) {
 	wantEvents(t, v.Filter([]Event{put("203.0.113.0-24", "192.0.2.5", 7)}), "")
 	if v.Invalid(OutsideNetwork) != 1 || v.Invalid(WrongLength) != 0 {
 		t.Fatalf("outside_network %d, wrong_length %d; want 1 and 0:\n%s", v.Invalid(OutsideNetwork), v.Invalid(WrongLength), &log)
+	}
+}
+
+// Nested podCIDRs (Kubernetes mode, any length): a subnet that contains or
+// lies in an earlier lease's is refused like an equal one, in either
+// family and whatever order the events come in; one that overlaps only a
+// loser is used; when the winner goes, the loser comes in.
+func TestValidatorNestedSubnetsOlderWins(t *testing.T) {
+	node := func(name, sn, ip string, created int64) Event {
+		return Event{Type: EventAdded, Key: name, Lease: Lease{Subnet: netip.MustParsePrefix(sn), Attrs: attrs(ip), Created: created}}
+	}
+	for _, tc := range []struct {
+		name           string
+		older, younger Event
+	}{
+		{"the younger contains the older", node("node-8", "198.18.8.0/24", "192.0.2.8", 100), node("node-9", "198.18.8.0/22", "192.0.2.9", 200)},
+		{"the younger lies in the older", node("node-4", "198.18.4.0/23", "192.0.2.4", 100), node("node-5", "198.18.5.0/24", "192.0.2.5", 200)},
+		{"the older contains the younger", node("node-b", "198.18.8.0/22", "192.0.2.9", 100), node("node-a", "198.18.9.128/25", "192.0.2.8", 200)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := "added " + tc.older.Lease.Subnet.String() + " " + tc.older.Lease.Attrs.PublicIP.String()
+			for _, order := range [][]Event{{tc.older, tc.younger}, {tc.younger, tc.older}} {
+				v, log := validatorFor(t, kubeV4Config)
+				wantEvents(t, v.Filter(order), want)
+				if v.Invalid(OverlapsPeer) != 1 || !strings.Contains(log.String(), "key="+tc.younger.Key) {
+					t.Fatalf("overlaps_peer = %d, log:\n%s", v.Invalid(OverlapsPeer), log)
+				}
+			}
+			// One batch after the other, the younger first: it is used
+			// until the older one appears, then never again.
+			v, _ := validatorFor(t, kubeV4Config)
+			v.Filter([]Event{tc.younger})
+			wantEvents(t, v.Filter([]Event{tc.older}), "removed "+tc.younger.Lease.Subnet.String()+" "+tc.younger.Lease.Attrs.PublicIP.String()+", "+want)
+			wantEvents(t, v.Filter([]Event{del(tc.older)}), "removed "+tc.older.Lease.Subnet.String()+" "+tc.older.Lease.Attrs.PublicIP.String()+
+				", added "+tc.younger.Lease.Subnet.String()+" "+tc.younger.Lease.Attrs.PublicIP.String())
+		})
+	}
+	// A loser blocks nothing: 198.18.10.0/24 lies in the loser's /22 but
+	// not in the winner's /24, so it is used.
+	v, _ := validatorFor(t, kubeV4Config)
+	wantEvents(t, v.Filter([]Event{node("node-8", "198.18.8.0/24", "192.0.2.8", 100), node("node-9", "198.18.8.0/22", "192.0.2.9", 200),
+		node("node-10", "198.18.10.0/24", "192.0.2.10", 300)}),
+		"added 198.18.10.0/24 192.0.2.10, added 198.18.8.0/24 192.0.2.8")
+	// This host's own subnet nested in a peer's, or a peer's in it.
+	for _, sn := range []string{"198.18.0.0/22", "198.18.1.128/25"} {
+		v, _ := validatorFor(t, kubeV4Config)
+		wantEvents(t, v.Filter([]Event{node("node-x", sn, "192.0.2.20", 1)}), "")
+		if v.Invalid(OverlapsOwn) != 1 {
+			t.Errorf("%s over this host's 198.18.1.0/24: overlaps_own %d, want 1", sn, v.Invalid(OverlapsOwn))
+		}
+	}
+}
+
+func TestValidatorNestedIPv6(t *testing.T) {
+	v, log := validatorFor(t, `{"EnableIPv6":true,"Network":"198.18.0.0/16","IPv6Network":"2001:db8:100::/48","SubnetLen":0,"IPv6SubnetLen":0}`)
+	dual := func(name, sn, sn6, ip string, created int64) Event {
+		a := attrs(ip)
+		a.PublicIPv6 = netip.MustParseAddr("2001:db8:0:1::" + strings.TrimPrefix(ip, "192.0.2."))
+		return Event{Type: EventAdded, Key: name, Lease: Lease{Subnet: netip.MustParsePrefix(sn), IPv6Subnet: netip.MustParsePrefix(sn6), Attrs: a, Created: created}}
+	}
+	// Distinct IPv4 subnets; the younger's IPv6 subnet contains the older's.
+	wantEvents(t, v.Filter([]Event{dual("young", "198.18.9.0/24", "2001:db8:100:8::/62", "192.0.2.9", 2),
+		dual("old", "198.18.8.0/24", "2001:db8:100:9::/64", "192.0.2.8", 1)}), "added 198.18.8.0/24 192.0.2.8")
+	if v.Invalid(OverlapsPeer) != 1 || !strings.Contains(log.String(), "2001:db8:100:9::/64 of the earlier lease old") {
+		t.Fatalf("overlaps_peer = %d, log:\n%s", v.Invalid(OverlapsPeer), log)
+	}
+}
+
+// In a store that names leases by node (Kubernetes), a peer node with
+// exactly this host's subnet is a peer overlapping this host: refused,
+// logged and counted; only the event of this host's own key is the lease
+// keeper's.
+func TestValidatorOwnKey(t *testing.T) {
+	cfg, err := ParseKubeConfig([]byte(`{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	own := Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24"), Attrs: attrs("192.0.2.1")}
+	v := NewValidator(ValidatorOptions{Config: cfg, Own: own, OwnKey: "node-1", Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	mine := Event{Type: EventAdded, Key: "node-1", Lease: own}
+	claim := Event{Type: EventAdded, Key: "node-7", Lease: Lease{Subnet: own.Subnet, Attrs: attrs("192.0.2.7")}}
+	wantEvents(t, v.Filter([]Event{mine, claim}), "")
+	if v.Invalid(OverlapsOwn) != 1 || !strings.Contains(log.String(), "key=node-7") || strings.Contains(log.String(), "key=node-1") {
+		t.Fatalf("overlaps_own = %d, log:\n%s", v.Invalid(OverlapsOwn), &log)
+	}
+}
+
+// A write the backend cannot use (CheckData) is refused and counted as
+// bad_backend_data; over an accepted lease, the last valid value stays.
+func TestValidatorBackendData(t *testing.T) {
+	cfg, err := ParseConfig([]byte(v4Config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	v := NewValidator(ValidatorOptions{Config: cfg, Own: Lease{Subnet: netip.MustParsePrefix("198.18.1.0/24"), Attrs: attrs("192.0.2.1")},
+		Logger: slog.New(slog.NewTextHandler(&log, nil)),
+		CheckData: func(l Lease) error {
+			if string(l.Attrs.BackendData) != `{"ok":true}` {
+				return fmt.Errorf("BackendData %s is not ok", l.Attrs.BackendData)
+			}
+			return nil
+		}})
+	good := put("198.18.2.0-24", "192.0.2.2", 5)
+	good.Lease.Attrs.BackendData = []byte(`{"ok":true}`)
+	wantEvents(t, v.Filter([]Event{good}), "added 198.18.2.0/24 192.0.2.2")
+	for i, data := range []string{`{"ok":false}`, `[1,2]`, ``} {
+		bad := good
+		bad.Type = EventChanged
+		bad.Lease.Attrs.BackendData = []byte(data)
+		bad.Lease.Attrs.PublicIP = netip.MustParseAddr("192.0.2.22")
+		wantEvents(t, v.Filter([]Event{bad}), "")
+		if v.Invalid(BadBackendData) != uint64(i+1) {
+			t.Fatalf("%s: bad_backend_data = %d, want %d", data, v.Invalid(BadBackendData), i+1)
+		}
+	}
+	if !strings.Contains(log.String(), "keeping_public_ip=192.0.2.2") || v.Accepted()[good.Key].Attrs.PublicIP != good.Lease.Attrs.PublicIP {
+		t.Fatalf("the last valid value is not kept:\n%s", &log)
+	}
+}
+
+// Kubernetes mode takes podCIDRs of any length, but never the whole
+// network (every other subnet would lie in it), and public addresses must
+// be of their field's family.
+func TestValidatorKubernetesEdgeCases(t *testing.T) {
+	for _, tc := range []struct {
+		lease Lease
+		want  InvalidReason
+	}{
+		{Lease{Subnet: netip.MustParsePrefix("198.18.0.0/16"), Attrs: attrs("192.0.2.5")}, OutsideNetwork},
+		{Lease{Subnet: netip.PrefixFrom(netip.MustParseAddr("198.18.5.1"), 24), Attrs: attrs("192.0.2.5")}, OutsideNetwork},
+		{Lease{Subnet: netip.MustParsePrefix("198.18.5.0/24"), Attrs: LeaseAttrs{PublicIP: netip.MustParseAddr("2001:db8:0:1::5")}}, BadPublicIP},
+		{Lease{Subnet: netip.MustParsePrefix("198.18.5.0/24"), Attrs: LeaseAttrs{PublicIP: netip.MustParseAddr("::ffff:192.0.2.5")}}, BadPublicIP},
+	} {
+		v, _ := validatorFor(t, kubeV4Config)
+		wantEvents(t, v.Filter([]Event{{Type: EventAdded, Key: "k", Lease: tc.lease}}), "")
+		if v.Invalid(tc.want) != 1 {
+			t.Errorf("%v %v: not counted as %s", tc.lease.Subnet, tc.lease.Attrs.PublicIP, tc.want)
+		}
 	}
 }

@@ -27,7 +27,9 @@ type Options struct {
 	Direct bool
 	// MTU of the underlay links; 0 means 1500.
 	MTU int
-	// Dir holds logs and etcd data; default: a new temporary directory.
+	// Dir holds logs and etcd data; default: a new temporary directory
+	// named like the namespaces (OwnPrefix()+Name+"-..."), so that
+	// SweepStale finds it when this process is killed before Close.
 	Dir string
 	// PinHosts binds each host, and every command started in it or in its
 	// pods, to one CPU of its own (host i to CPU (i-1) mod NumCPU), so that
@@ -93,7 +95,7 @@ func New(opts Options) (b *Bed, err error) {
 	}
 	b = &Bed{Opts: opts, Dir: opts.Dir}
 	if b.Dir == "" {
-		if b.Dir, err = os.MkdirTemp("", "flannelu-"+opts.Name+"-"); err != nil {
+		if b.Dir, err = os.MkdirTemp("", OwnPrefix()+opts.Name+"-"); err != nil {
 			return nil, err
 		}
 	}

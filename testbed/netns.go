@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -210,19 +211,37 @@ func Sweep(prefix string) {
 	}
 }
 
-// SweepStale removes the namespaces left behind by test processes that were
-// killed before their cleanup ran: those named OwnPrefix() of a process
-// that no longer exists.
-func SweepStale() {
+// SweepStale removes what test processes killed before their cleanup left
+// behind: the namespaces named OwnPrefix() of a process that no longer
+// exists, with the processes in them, and the beds' temporary directories
+// named the same way. It returns what it removed.
+func SweepStale() (removed []string) {
 	for _, name := range namespaces() {
-		pid, _, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "-")
-		if _, err := strconv.Atoi(pid); !ok || err != nil || !strings.HasPrefix(name, Prefix) {
-			continue // not a name of this scheme: someone else's
-		}
-		if _, err := os.Stat("/proc/" + pid); errors.Is(err, fs.ErrNotExist) {
+		if stale(name) {
 			deleteNS(name)
+			removed = append(removed, "namespace "+name)
 		}
 	}
+	tmp := os.TempDir()
+	entries, _ := os.ReadDir(tmp)
+	for _, e := range entries {
+		if path := filepath.Join(tmp, e.Name()); e.IsDir() && stale(e.Name()) && os.RemoveAll(path) == nil {
+			removed = append(removed, "directory "+path)
+		}
+	}
+	return removed
+}
+
+// stale reports whether name is OwnPrefix() of a process that no longer
+// exists; a name of another scheme is someone else's, never stale.
+func stale(name string) bool {
+	rest, ok := strings.CutPrefix(name, Prefix)
+	pid, _, dash := strings.Cut(rest, "-")
+	if n, err := strconv.Atoi(pid); !ok || !dash || err != nil || n <= 0 {
+		return false
+	}
+	_, err := os.Stat("/proc/" + pid)
+	return errors.Is(err, fs.ErrNotExist)
 }
 
 // namespaces lists the names of the named network namespaces.

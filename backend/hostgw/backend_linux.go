@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -21,6 +22,9 @@ import (
 // Backend is the host-gw backend. Create it with New.
 type Backend struct {
 	ext      *backend.ExternalInterface
+	dev      *net.Interface // where the routes leave: Options.Device, else the external interface
+	onLink   bool
+	typ      string // the lease type accepted: Options.LeaseType, else BackendType
 	interval time.Duration
 	log      *slog.Logger
 	nl       *netlink.Handle
@@ -58,12 +62,18 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if ext == nil || ext.Iface == nil {
 		return nil, errors.New("host-gw: no external interface")
 	}
-	b := &Backend{ext: ext, interval: opts.ReconcileInterval, log: opts.Logger, nl: opts.Netlink,
-		peerErrors: kernel.PeerErrors(opts.Metrics)}
+	b := &Backend{ext: ext, dev: opts.Device, onLink: opts.OnLink, typ: opts.LeaseType, interval: opts.ReconcileInterval,
+		log: opts.Logger, nl: opts.Netlink, peerErrors: kernel.PeerErrors(opts.Metrics)}
+	if b.dev == nil {
+		b.dev = ext.Iface
+	}
+	if b.typ == "" {
+		b.typ = BackendType
+	}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
-	b.log = b.log.With("backend", BackendType, "iface", ext.Iface.Name)
+	b.log = b.log.With("backend", b.typ, "iface", b.dev.Name)
 	for _, f := range []struct {
 		fam           kernel.Family
 		network       netip.Prefix
@@ -138,15 +148,16 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 	return nil
 }
 
-// HandleEvents applies peer lease changes. A lease of another backend
-// type is logged and ignored, as flanneld does. Each family is routed on
-// its own: a dual-stack peer without a usable PublicIPv6 keeps its IPv4
-// route.
+// HandleEvents applies peer lease changes, of leases the daemon's
+// subnet.Validator accepted (inside the network, overlapping no other, a
+// usable public address). A lease of another backend type is logged and
+// ignored, as flanneld does. Each family is routed on its own: a
+// dual-stack peer without a PublicIPv6 keeps its IPv4 route.
 func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, ev := range events {
-		foreign := kernel.Foreign(ev, BackendType, b.log, b.peerErrors)
+		foreign := kernel.Foreign(ev, b.typ, b.log, b.peerErrors)
 		for _, f := range b.fams {
 			f.handle(ev, foreign)
 		}
@@ -163,7 +174,7 @@ func (f *family) handle(ev subnet.Event, foreign bool) {
 		}
 		return
 	}
-	if err := f.check(ev.Lease); err != nil {
+	if err := kernel.CheckPeer(f.network, ev.Lease); err != nil {
 		f.b.peerErrors.Add(1)
 		f.b.log.Warn("ignoring peer lease", "subnet", f.fam.Subnet(ev.Lease), "family", f.fam.String(), "error", err)
 		if known {
@@ -177,18 +188,12 @@ func (f *family) handle(ev subnet.Event, foreign bool) {
 	f.program(p) // replaces a changed peer's route in place
 }
 
-func (f *family) check(l subnet.Lease) error {
-	if err := kernel.CheckPeer(f.network, l); err != nil {
-		return err
-	}
-	if f.fam.Subnet(l).Masked() == f.own {
-		return fmt.Errorf("subnet %v is this host's own lease", f.own)
-	}
-	return nil
-}
-
 func (f *family) route(p *peer) *netlink.Route {
-	return &netlink.Route{LinkIndex: f.b.ext.Iface.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.gateway)}
+	r := &netlink.Route{LinkIndex: f.b.dev.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.gateway)}
+	if f.b.onLink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return r
 }
 
 // program installs the peer's route. A failure (typically ENETUNREACH:
@@ -254,7 +259,7 @@ func (f *family) reconcile() error {
 		return nil // not started
 	}
 	nl, log := f.b.nl, f.b.log
-	routes, err := kernel.Routes(nl, f.fam, f.b.ext.Iface.Index)
+	routes, err := kernel.Routes(nl, f.fam, f.b.dev.Index)
 	if err != nil {
 		return fmt.Errorf("host-gw: %w", err)
 	}

@@ -115,6 +115,8 @@ func TestReconcileWaitsOneIntervalAndStops(t *testing.T) {
 	}
 }
 
+// CheckPeer asks only for the half of the network's family; validity is
+// the subnet.Validator's (see its tests).
 func TestCheckPeerAndOwned(t *testing.T) {
 	network := netip.MustParsePrefix("198.18.0.0/16")
 	lease := func(sn, pub string) subnet.Lease {
@@ -131,8 +133,7 @@ func TestCheckPeerAndOwned(t *testing.T) {
 		t.Errorf("valid lease: %v", err)
 	}
 	for _, l := range []subnet.Lease{
-		lease("", "192.0.2.4"), lease("203.0.113.0/24", "192.0.2.4"), lease("198.18.0.0/16", "192.0.2.4"),
-		lease("198.18.4.1/24", "192.0.2.4"), lease("198.18.4.0/24", ""), lease("198.18.4.0/24", "0.0.0.0"),
+		lease("", "192.0.2.4"), lease("2001:db8:100:4::/64", "192.0.2.4"), lease("198.18.4.0/24", ""),
 		lease("198.18.4.0/24", "2001:db8::1"),
 	} {
 		if CheckPeer(network, l) == nil {
@@ -163,15 +164,8 @@ func TestCheckPeerIPv6(t *testing.T) {
 	}
 	for _, tc := range []struct{ sn, pub, want string }{
 		{"", "2001:db8:0:1::4", "no IPv6 subnet"},
-		{"2001:db8:200:4::/64", "2001:db8:0:1::4", "not inside"},
-		{"2001:db8:100::/48", "2001:db8:0:1::4", "not inside"},
-		{"2001:db8:100:4::1/64", "2001:db8:0:1::4", "host bits"},
 		{"2001:db8:100:4::/64", "", "not an IPv6 address"},
 		{"2001:db8:100:4::/64", "192.0.2.4", "not an IPv6 address"},
-		{"2001:db8:100:4::/64", "fe80::4", "link-local"},
-		{"2001:db8:100:4::/64", "::1", "loopback"},
-		{"2001:db8:100:4::/64", "ff02::1", "multicast"},
-		{"2001:db8:100:4::/64", "::", "unspecified"},
 	} {
 		err := CheckPeer(network, lease(tc.sn, tc.pub))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -198,8 +192,8 @@ func TestFamilyOfMappedAddress(t *testing.T) {
 }
 
 // FuzzCheckPeer: whatever a store hands over, CheckPeer never panics, and
-// a lease it accepts has a subnet of the network's family strictly inside
-// it, with no host bits, and a usable public address of that family.
+// a lease it accepts has a subnet and a public address of the network's
+// family.
 func FuzzCheckPeer(f *testing.F) {
 	f.Add("198.18.0.0/16", "198.18.4.0/24", "192.0.2.4", "", "")
 	f.Add("2001:db8:100::/48", "198.18.4.0/24", "192.0.2.4", "2001:db8:100:4::/64", "2001:db8:0:1::4")
@@ -219,8 +213,7 @@ func FuzzCheckPeer(f *testing.F) {
 			return
 		}
 		f := FamilyOf(n.Addr())
-		got, public := f.Subnet(l), f.PublicIP(l)
-		if !f.Contains(got.Addr()) || !Owned(n, got) || got.Masked() != got || !f.Contains(public) || subnet.UsableUnicast(public) != nil {
+		if got, public := f.Subnet(l), f.PublicIP(l); !f.Contains(got.Addr()) || !f.Contains(public) {
 			t.Fatalf("CheckPeer(%v) accepted %s half %v via %v", n, f, got, public)
 		}
 	})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 
+	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -11,7 +12,7 @@ import (
 // HandleEvents turns a batch of peer lease changes into one new route
 // table snapshot. A lease of another backend type is ignored with a
 // warning, as flanneld's backends do: that host listens for vxlan or
-// nothing, not for our UDP.
+// nothing, not for our UDP (or IPIP).
 func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -27,7 +28,7 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 		case ev.Type == subnet.EventRemoved:
 			delete(b.peers, id)
 			b.log.Info("peer removed", "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet, "public_ip", l.Attrs.PublicIP)
-		case l.Attrs.BackendType != "" && l.Attrs.BackendType != "udp":
+		case !b.carries(l.Attrs.BackendType):
 			b.log.Warn("ignoring a peer lease of another backend type", "subnet", id, "type", l.Attrs.BackendType)
 		case problem != "":
 			b.log.Warn("ignoring a peer lease "+problem, "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet)
@@ -56,6 +57,16 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 	if err := b.routes.Update(add, remove); err != nil {
 		b.log.Warn("some peers were not added to the route table", "error", err)
 	}
+}
+
+// carries reports whether a peer lease of backendType speaks this
+// backend's wire: flanneld's udp backend writes no type, the ipip one
+// "ipip".
+func (b *Backend) carries(backendType string) bool {
+	if b.opts.Encap == encap.IPIP {
+		return backendType == "ipip"
+	}
+	return backendType == "" || backendType == "udp"
 }
 
 // peerOf is the route-table entry of a lease: the subnets of the families

@@ -122,7 +122,7 @@ func (in *inside) route(pkt []byte, wire int, snap *routetable.Snapshot) (*route
 		in.count(drop.Inside, drop.TooBig, pkt, peer.AddrPort())
 		return nil, false
 	}
-	if !packet.DecrementTTL(pkt) {
+	if !in.keepTTL && !packet.DecrementTTL(pkt) {
 		in.answer(replyTimeExceeded, ip, pkt, far)
 		in.count(drop.Inside, drop.TTLExpired, pkt, peer.AddrPort())
 		return nil, false

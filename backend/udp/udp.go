@@ -4,6 +4,11 @@
 // wire format. The two directions are kept apart: inside (TUN to UDP) in
 // inside.go, outside (UDP to TUN) in outside.go; their IPv6 halves, which
 // flanneld's udp backend never had, in inside6.go and outside6.go.
+//
+// The same pipeline carries flannel's ipip encapsulation where the kernel
+// has no ipip device (Options.Encap, package backend/ipip): only the
+// socket and its header differ (package encap), and the inner TTL is left
+// alone, as the kernel's tunnel leaves it.
 package udp
 
 import (
@@ -18,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,10 +50,14 @@ const encapOverhead6 = 40 + 8
 
 // Options configure the backend.
 type Options struct {
+	// Encap is the wire format: encap.UDP (the udp backend, the default)
+	// or encap.IPIP (the ipip backend's userspace path: IPv4 only, one
+	// worker, BackendJSON not read, leases of type "ipip").
+	Encap       encap.Encapsulation
 	Network     netip.Prefix // the whole IPv4 overlay, routed into the TUN; zero for IPv6-only
 	Network6    netip.Prefix // the whole IPv6 overlay (IPv6Network), routed into the TUN; zero for IPv4-only
 	BackendJSON []byte       // the config's Backend object: {"Type":"udp","Port":8285}
-	DeviceName  string       // default flannel0
+	DeviceName  string       // default flannel0 (the ipip backend names it flannel.ipip)
 	Workers     int          // forwarding workers (TUN queues and sockets); 0: automatic
 	// Offload reads and writes TCP/UDP super-packets on the TUN
 	// (IFF_VNET_HDR), splits them for the wire and sends and receives
@@ -119,12 +129,20 @@ type Backend struct {
 // New checks the options; nothing is created before Start.
 func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	cfg := config{Port: DefaultPort}
+	if opts.Encap == encap.IPIP {
+		// Protocol 4 has no port; raw sockets cannot share the packets
+		// between workers (each gets a copy of every one).
+		cfg.Port, opts.Workers, opts.BackendJSON = 0, 1, nil
+		if opts.Network6.IsValid() {
+			return nil, errors.New("ipip backend: IP protocol 4 carries IPv4 only; use udp, vxlan or host-gw for IPv6")
+		}
+	}
 	if len(opts.BackendJSON) > 0 {
 		if err := json.Unmarshal(opts.BackendJSON, &cfg); err != nil {
 			return nil, fmt.Errorf("udp backend config %s: %w", opts.BackendJSON, err)
 		}
 	}
-	if cfg.Port < 1 || cfg.Port > 65535 {
+	if (cfg.Port < 1 && opts.Encap != encap.IPIP) || cfg.Port > 65535 {
 		return nil, fmt.Errorf("udp backend config: Port %d: must be between 1 and 65535", cfg.Port)
 	}
 	if err := checkNetworks(opts); err != nil {
@@ -203,7 +221,7 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 		}
 	}
 	gso, gro := b.firstConn().Offloads()
-	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.MTU(), "listen", b.listening(), "workers", workers,
+	b.log.Info(strings.ToLower(b.opts.Encap.String())+" forwarder ready", "device", b.dev.Name(), "mtu", b.MTU(), "listen", b.listening(), "workers", workers,
 		"tun_offloads", b.dev.Offloads(), "udp_gso", gso, "udp_gro", gro)
 	return nil
 }

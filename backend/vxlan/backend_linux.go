@@ -105,19 +105,21 @@ func (b *Backend) newVTEPs(opts Options) ([]*vtep, error) {
 // Config returns the parsed backend configuration.
 func (b *Backend) Config() Config { return b.cfg }
 
-// MTU is the overlay MTU for subnet.env: the configured MTU, else the
-// external MTU minus Overhead, as flanneld writes it (also in dual stack,
+// MTU is the overlay MTU for subnet.env and the device: the underlay MTU
+// (Backend.MTU, as flanneld v0.28 reads it, else the external
+// interface's) minus Overhead, as flanneld writes it (also in dual stack,
 // where flannel-v6.<VNI> has 20 bytes less and the kernel tells IPv6 pods
-// so with packet-too-big); for an IPv6-only network the external MTU
-// minus OverheadV6, so that no pod packet needs that round trip.
+// so with packet-too-big); for an IPv6-only network minus OverheadV6, so
+// that no pod packet needs that round trip.
 func (b *Backend) MTU() int {
+	underlay := b.ext.Iface.MTU
 	if b.cfg.MTU != 0 {
-		return b.cfg.MTU
+		underlay = b.cfg.MTU
 	}
 	if b.vteps[0].fam.Is6() {
-		return b.ext.Iface.MTU - OverheadV6
+		return underlay - OverheadV6
 	}
-	return b.ext.Iface.MTU - Overhead
+	return underlay - Overhead
 }
 
 // PeerErrors counts peer leases that could not be programmed or were

@@ -134,6 +134,20 @@ func assertLayout(t *testing.T, ns *kerneltest.Namespace, want layout) {
 	}
 }
 
+// TestBackendMTUIsTheUnderlays: Backend.MTU is the underlay MTU, as
+// flanneld v0.28 reads it: flannel.1 and the pods get MTU - 50.
+func TestBackendMTUIsTheUnderlays(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan","MTU":1400}`, own1)
+	var links []struct {
+		MTU int `json:"mtu"`
+	}
+	ns.JSON(t, &links, "ip", "link", "show", "flannel.1")
+	if len(links) != 1 || links[0].MTU != 1350 || b.MTU() != 1350 {
+		t.Fatalf("flannel.1 %+v, subnet.env MTU %d; want both 1400-50", links, b.MTU())
+	}
+}
+
 var (
 	peer2 = [3]string{"198.18.2.0/24", "192.0.2.2", "02:00:5e:00:02:02"}
 	peer3 = [3]string{"198.18.3.0/24", "203.0.113.3", "02:00:5e:00:03:03"}
@@ -291,15 +305,39 @@ func TestForeignAndMalformedLeasesIgnored(t *testing.T) {
 	hostgw := subnet.Lease{Subnet: netip.MustParsePrefix("198.18.4.0/24"),
 		Attrs: subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.4"), BackendType: "host-gw"}}
 	bad := vxLease("198.18.5.0/24", "192.0.2.5", "not-a-mac")
-	outside := vxLease("203.0.113.0/24", "192.0.2.6", "02:00:5e:00:06:06")
 	b.HandleEvents(context.Background(), []subnet.Event{
 		{Type: subnet.EventAdded, Lease: hostgw}, {Type: subnet.EventAdded, Lease: bad},
-		{Type: subnet.EventAdded, Lease: outside},
 		{Type: subnet.EventAdded, Lease: vxLease(peer2[0], peer2[1], peer2[2])},
 	})
 	assertLayout(t, ns, flannelLayout(peer2))
-	if n := b.PeerErrors(); n != 3 {
-		t.Errorf("PeerErrors = %d, want 3", n)
+	if n := b.PeerErrors(); n != 2 {
+		t.Errorf("PeerErrors = %d, want 2", n)
+	}
+}
+
+// CheckLeaseData is the rule the daemon's Validator applies to each write:
+// the probe's bad VtepMACs are refused there, before the backend sees them.
+func TestCheckLeaseData(t *testing.T) {
+	ns := node(t)
+	b, _ := running(t, ns, `{"Type":"vxlan"}`, own1)
+	withData := func(data string) subnet.Lease {
+		l := vxLease(peer2[0], peer2[1], peer2[2])
+		l.Attrs.BackendData = []byte(data)
+		return l
+	}
+	if err := b.CheckLeaseData(vxLease(peer2[0], peer2[1], peer2[2])); err != nil {
+		t.Fatalf("valid lease: %v", err)
+	}
+	for _, data := range []string{`{"VNI":1,"VtepMAC":"zz:zz:zz"}`, `{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`,
+		`{"VNI":1,"VtepMAC":"00:00:00:00:00:00"}`, `{"VNI":1}`, `[1,2]`, ``, `null`, `{"VNI":1,"VtepMAC":"02:00:5e:00:00:01:02:03"}`} {
+		if err := b.CheckLeaseData(withData(data)); err == nil {
+			t.Errorf("BackendData %s accepted", data)
+		}
+	}
+	hostgw := withData(`[1,2]`)
+	hostgw.Attrs.BackendType = "host-gw"
+	if err := b.CheckLeaseData(hostgw); err != nil {
+		t.Errorf("a host-gw lease's data is not vxlan's business: %v", err)
 	}
 }
 

@@ -32,7 +32,10 @@ type Config struct {
 	GBP           bool // VXLAN group-based policy extension
 	Learning      bool // kernel fdb learning; flannel programs the fdb itself, so off
 	DirectRouting bool // peers on the same link get a plain route, no encapsulation
-	MTU           int  // 0: external MTU - Overhead
+	// MTU is the underlay MTU, as flanneld v0.28 reads Backend.MTU: the
+	// device and the pods (subnet.env) get MTU - Overhead. 0: the
+	// external interface's MTU.
+	MTU int
 }
 
 // backendJSON mirrors the config object. Pointers tell "absent" from an
@@ -76,9 +79,9 @@ func ParseConfig(data []byte) (Config, error) {
 		}
 		cfg.Port = int(*raw.Port)
 	}
-	if raw.MTU != 0 && (raw.MTU < minMTU || raw.MTU > maxMTU) {
-		return Config{}, fmt.Errorf("vxlan: Backend.MTU %d out of range %d..%d (0 = external MTU - %d)",
-			raw.MTU, minMTU, maxMTU, Overhead)
+	if raw.MTU != 0 && (raw.MTU < minMTU+Overhead || raw.MTU > maxMTU) {
+		return Config{}, fmt.Errorf("vxlan: Backend.MTU %d out of range %d..%d (the underlay MTU, as flanneld v0.28 reads it: the device and pods get MTU - %d; 0 = the interface's MTU)",
+			raw.MTU, minMTU+Overhead, maxMTU, Overhead)
 	}
 	cfg.MTU = int(raw.MTU)
 	cfg.GBP, cfg.Learning, cfg.DirectRouting = raw.GBP, raw.Learning, raw.DirectRouting

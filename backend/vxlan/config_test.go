@@ -36,6 +36,7 @@ func TestParseConfigErrorsNameTheField(t *testing.T) {
 		{`{"Port":65536}`, "Port"},
 		{`{"Port":-5}`, "Port"},
 		{`{"MTU":40}`, "MTU"},
+		{`{"MTU":117}`, "MTU"}, // the device would get less than IPv4's 68
 		{`{"MTU":70000}`, "MTU"},
 		{`{"Type":"host-gw"}`, "Type"},
 		{`{"VNI":"1"}`, "VNI"},
@@ -95,7 +96,7 @@ func FuzzParseVxlanOptions(f *testing.F) {
 			return
 		}
 		if cfg.VNI < 0 || cfg.VNI > maxVNI || cfg.Port < 1 || cfg.Port > 65535 ||
-			(cfg.MTU != 0 && (cfg.MTU < minMTU || cfg.MTU > maxMTU)) {
+			(cfg.MTU != 0 && (cfg.MTU < minMTU+Overhead || cfg.MTU > maxMTU)) {
 			t.Fatalf("ParseConfig(%q) accepted out-of-range %+v", data, cfg)
 		}
 	})

@@ -22,7 +22,9 @@ type peer struct {
 	direct bool // DirectRouting and on our link: plain route, no vxlan entries
 }
 
-// HandleEvents applies peer lease changes in order. A lease of another
+// HandleEvents applies peer lease changes in order, of leases the daemon's
+// subnet.Validator accepted (inside the network, overlapping no other, a
+// usable public address, data CheckLeaseData takes). A lease of another
 // backend type is logged and ignored as flanneld does (a Changed event
 // turning a known peer into such a lease removes that peer: its old
 // entries can no longer be right). Each family is programmed on its own:
@@ -81,6 +83,33 @@ func (v *vtep) report(p peer, err error, what string) {
 	}
 	v.b.peerErrors.Add(1)
 	v.log.Error("peer "+what+" failed", "subnet", p.subnet, "public_ip", p.public, "error", err)
+}
+
+// CheckLeaseData is this backend's rule for a peer's data, which the
+// daemon's subnet.Validator applies to every write (an invalid one keeps
+// the peer's last valid value): a vxlan lease's BackendData must hold a
+// VNI in range and a unicast VtepMAC (not missing, zero or multicast) for
+// every family this backend carries; on a dual-stack network a missing
+// BackendV6Data is allowed (the peer gets its IPv4 entries only), an
+// invalid one is not. Leases of another backend type are left to
+// HandleEvents, which ignores them.
+func (b *Backend) CheckLeaseData(l subnet.Lease) error {
+	if l.Attrs.BackendType != BackendType {
+		return nil
+	}
+	for _, v := range b.vteps {
+		data := v.fam.BackendData(l)
+		if v.fam.Is6() && len(data) == 0 && len(b.vteps) > 1 {
+			continue
+		}
+		if _, err := ParseLeaseData(data); err != nil {
+			if v.fam.Is6() {
+				return fmt.Errorf("BackendV6Data: %w", err)
+			}
+			return err
+		}
+	}
+	return nil
 }
 
 // peerOf turns this family's half of a lease into desired state, or says

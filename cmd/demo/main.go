@@ -8,11 +8,14 @@
 // with podCIDRs as kube-controller-manager assigns them, flannelu with
 // --kube-subnet-mgr as flannel's service account, and the pods made with
 // the manifest's cni-conf.json. It removes everything when it ends, pods
-// with CNI DEL. Root only.
+// with CNI DEL, also when SIGINT or SIGTERM ends it at any step (exit
+// status 130 or 143), and at start what an earlier run killed outright
+// left behind. Root only.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -21,6 +24,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -46,14 +50,24 @@ func main() {
 		fmt.Fprintln(os.Stderr, "demo: needs root (network namespaces)")
 		os.Exit(1)
 	}
-	if err := demo(*bin, *backendType, *seconds, *cni, *store == "kube"); err != nil {
+	in := newInterrupt()
+	err := demo(in, *bin, *backendType, *seconds, *cni, *store == "kube")
+	if code := in.exitCode(); code != 0 {
+		os.Exit(code) // the step in progress failed because of the teardown
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func demo(bin, backendType string, iperfSeconds int, cni, kube bool) error {
+func demo(in *interrupt, bin, backendType string, iperfSeconds int, cni, kube bool) error {
 	config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"Backend":{"Type":%q}}`, backendType)
+	// What an earlier run killed before its teardown (SIGKILL, a crash)
+	// left behind: its namespaces, their processes, its directory.
+	for _, r := range testbed.SweepStale() {
+		fmt.Println("removed what an earlier run left:", r)
+	}
 	if kube {
 		step("Building three hosts (192.0.2.1-3 on one bridge), starting etcd and kube-apiserver on 192.0.2.1, " +
 			"applying deploy/kube-flannelu.yml")
@@ -71,11 +85,15 @@ func demo(bin, backendType string, iperfSeconds int, cni, kube bool) error {
 	if kube {
 		servers = "kube-apiserver and etcd"
 	}
-	defer func() {
-		step("Tearing down: CNI DEL of every pod, stopping flannelu, " + servers + ", removing every namespace")
+	in.teardown = sync.OnceFunc(func() {
+		step("Tearing down: CNI DEL of every pod, stopping flannelu, " + servers + ", removing every namespace and " + c.Dir)
 		c.Close()
-	}()
-	stopOnSignal(c)
+	})
+	defer in.teardown()
+	if !in.arm() {
+		return errInterrupted // a signal came while the cluster was being built
+	}
+	fmt.Printf("logs and data in %s\n", c.Dir)
 	if kube {
 		fmt.Printf("API server %s; flannelu connects as %s (flannel's ClusterRole)\nnet-conf.json: %s\n",
 			c.KubeAPI.URL, testbed.FlannelUser, config)
@@ -298,15 +316,69 @@ func nonZeroSamples(metrics string) string {
 	return strings.Join(keep, "\n") + "\n"
 }
 
-func stopOnSignal(c *testbed.Cluster) {
+var errInterrupted = errors.New("interrupted")
+
+// interrupt makes SIGINT and SIGTERM end the demo at any step with one
+// teardown, waited for, and exit status 128+signal (130, 143). The first
+// signal tears the cluster down at once, so the step in progress (an
+// iperf3 run, a wait for a ping) fails soon; main then waits for the same
+// teardown (sync.OnceFunc: a second caller blocks until the first
+// returns) and exits. A signal while the cluster is being built takes
+// effect when NewCluster returns. Later signals are reported and ignored,
+// so the teardown is never cut short.
+type interrupt struct {
+	teardown func() // set once the cluster exists
+
+	mu    sync.Mutex
+	sig   syscall.Signal // the first signal; 0 before
+	armed bool           // teardown is set: a signal runs it
+}
+
+func newInterrupt() *interrupt {
+	in := &interrupt{}
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
-	go func() {
-		<-ch
-		fmt.Println("\ninterrupted: cleaning up")
-		c.Close()
-		os.Exit(130)
-	}()
+	go in.watch(ch)
+	return in
+}
+
+func (in *interrupt) watch(ch <-chan os.Signal) {
+	for s := range ch {
+		in.mu.Lock()
+		first, armed := in.sig == 0, in.armed
+		if first {
+			in.sig = s.(syscall.Signal)
+		}
+		in.mu.Unlock()
+		switch {
+		case !first:
+			fmt.Printf("\n%v: still tearing down, please wait\n", s)
+		case armed:
+			fmt.Printf("\n%v: interrupted, tearing down\n", s)
+			go func() { in.teardown(); os.Exit(in.exitCode()) }()
+		default:
+			fmt.Printf("\n%v: interrupted, tearing down once the step in progress returns\n", s)
+		}
+	}
+}
+
+// arm lets a signal run the teardown from now on; it reports false when
+// a signal came before, and the caller returns at once.
+func (in *interrupt) arm() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.armed = true
+	return in.sig == 0
+}
+
+// exitCode is 128+signal once a signal came, else 0.
+func (in *interrupt) exitCode() int {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.sig == 0 {
+		return 0
+	}
+	return 128 + int(in.sig)
 }
 
 func step(s string) { fmt.Printf("\n=== %s\n", s) }

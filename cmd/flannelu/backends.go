@@ -1,12 +1,14 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"net/netip"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/backend/alloc"
+	"github.com/flannelu/flannelu/backend/extension"
 	"github.com/flannelu/flannelu/backend/hostgw"
+	"github.com/flannelu/flannelu/backend/ipip"
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/backend/vxlan"
 	"github.com/flannelu/flannelu/metrics"
@@ -17,35 +19,12 @@ import (
 // does not have is an error at start-up, never a silent no-op.
 // inherit is a predecessor's udp device and sockets (nil: open new ones).
 func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, reg *metrics.Registry, log *slog.Logger, inherit *udp.Inherited) (backend.Backend, error) {
+	warnUnusedOptions(o, cfg.BackendType, log)
 	// vxlan and host-gw tag their own log lines with backend=<type>;
 	// adding it here as well printed the attribute twice.
 	switch cfg.BackendType {
 	case "udp":
-		// Unlike flanneld's, the udp backend carries IPv6 too (dual stack
-		// and IPv6-only): each family is set only when the config enables it.
-		var network, network6 netip.Prefix
-		if cfg.EnableIPv4 {
-			network = cfg.Network
-		}
-		if cfg.EnableIPv6 {
-			network6 = cfg.IPv6Network
-		}
-		return udp.New(ext, udp.Options{
-			Network:     network,
-			Network6:    network6,
-			BackendJSON: cfg.Backend,
-			Workers:     o.udpWorkers,
-			BusyPoll:    o.udpBusyPoll,
-			Offload:     o.udpOffload,
-			Trace:       o.trace,
-			TracePcap:   o.tracePcap,
-			TraceRate:   o.traceRate,
-			Logger:      log.With("backend", cfg.BackendType),
-			Metrics:     reg,
-
-			ForeignSources: o.udpForeignSources,
-			Inherit:        inherit,
-		})
+		return udp.New(ext, forwarderOptions(cfg, o, reg, log, inherit))
 	case "vxlan":
 		return vxlan.New(ext, vxlan.Options{
 			Network:           cfg.Network,
@@ -63,6 +42,46 @@ func newBackend(cfg *subnet.Config, ext *backend.ExternalInterface, o *options, 
 			Logger:            log,
 			Metrics:           reg,
 		})
+	case ipip.BackendType:
+		// The userspace path takes nothing over from a predecessor
+		// (handover.go has it leave first).
+		fwd := forwarderOptions(cfg, o, reg, log, nil)
+		return ipip.New(ext, ipip.Options{Network: fwd.Network, IPv6Network: fwd.Network6, BackendJSON: cfg.Backend,
+			ReconcileInterval: o.reconcileInterval, Logger: log, Metrics: reg, Forwarder: fwd})
+	case extension.BackendType:
+		return extension.New(ext, extension.Options{Network: cfg.Network, BackendJSON: cfg.Backend, Logger: log, Metrics: reg})
+	case alloc.BackendType:
+		return alloc.New(ext, log), nil
 	}
-	return nil, fmt.Errorf("backend type %q in the network config is not supported by flannelu (supported: udp, vxlan, host-gw)", cfg.BackendType)
+	return nil, refuse(cfg.BackendType)
+}
+
+// forwarderOptions are the userspace forwarder's options: the udp
+// backend's, and the ipip backend's where the kernel has no ipip.
+func forwarderOptions(cfg *subnet.Config, o *options, reg *metrics.Registry, log *slog.Logger, inherit *udp.Inherited) udp.Options {
+	// Unlike flanneld's, the udp backend carries IPv6 too (dual stack and
+	// IPv6-only): each family is set only when the config enables it.
+	var network, network6 netip.Prefix
+	if cfg.EnableIPv4 {
+		network = cfg.Network
+	}
+	if cfg.EnableIPv6 {
+		network6 = cfg.IPv6Network
+	}
+	return udp.Options{
+		Network:     network,
+		Network6:    network6,
+		BackendJSON: cfg.Backend,
+		Workers:     o.udpWorkers,
+		BusyPoll:    o.udpBusyPoll,
+		Offload:     o.udpOffload,
+		Trace:       o.trace,
+		TracePcap:   o.tracePcap,
+		TraceRate:   o.traceRate,
+		Logger:      log.With("backend", cfg.BackendType),
+		Metrics:     reg,
+
+		ForeignSources: o.udpForeignSources,
+		Inherit:        inherit,
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,20 +28,23 @@ type options struct {
 	etcdUsername  string
 	etcdPassword  string
 
-	ifaces       listFlag
-	ifaceRegexes listFlag
-	publicIP     string
-	publicIPv6   string
-	subnetFile   string
-	renewMargin  int // minutes, as flanneld's --subnet-lease-renew-margin
+	ifaces        listFlag
+	ifaceRegexes  listFlag
+	ifaceCanReach string
+	publicIP      string
+	publicIPv6    string
+	subnetFile    string
+	renewMargin   int // minutes, as flanneld's --subnet-lease-renew-margin
 
-	ipMasq               bool
-	iptablesForwardRules bool
-	iptablesResync       int
-	healthzIP            string
-	healthzPort          int
-	kubeSubnetMgr        bool
-	version              bool
+	ipMasq                   bool
+	ipMasqRandomFullyDisable bool
+	blackholeRoute           bool
+	iptablesForwardRules     bool
+	iptablesResync           int
+	healthzIP                string
+	healthzPort              int
+	kubeSubnetMgr            bool
+	version                  bool
 
 	// Kubernetes mode (--kube-subnet-mgr)
 	kubeAPIURL                string
@@ -48,6 +52,14 @@ type options struct {
 	kubeAnnotationPrefix      string
 	netConfigPath             string
 	setNodeNetworkUnavailable bool
+
+	// glog's flags as flanneld copies them from klog: what was set, for
+	// the log level and the warnings; klog itself holds the values.
+	glogV, glogVModule, glogBacktraceAt string
+
+	// flanneld's environment beyond FLANNELD_*, read in Kubernetes mode
+	eventQueueDepth       string // EVENT_QUEUE_DEPTH
+	contWhenCacheNotReady bool   // CONT_WHEN_CACHE_NOT_READY=true
 
 	// flannelu's own
 	peerFilter        bool
@@ -88,14 +100,17 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.etcdUsername, "etcd-username", "", "username for BasicAuth to etcd")
 	fs.StringVar(&o.etcdPassword, "etcd-password", "", "password for BasicAuth to etcd")
 	fs.Var(&o.ifaces, "iface", "interface to use (IP or name) for inter-host communication; repeatable, the first match wins")
-	fs.Var(&o.ifaceRegexes, "iface-regex", "regex of the interface name or IP to use for inter-host communication; repeatable")
+	fs.Var(&o.ifaceRegexes, "iface-regex", "regex of the interface name or IP to use for inter-host communication; repeatable, tried after every --iface")
+	fs.StringVar(&o.ifaceCanReach, "iface-can-reach", "", "the interface (and source address) of the route to this IP, as 'ip route get <ip>' shows it; tried after every --iface and --iface-regex")
 	fs.StringVar(&o.publicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication")
 	fs.StringVar(&o.publicIPv6, "public-ipv6", "", "IPv6 accessible by other nodes for inter-host communication")
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "filename where env variables (subnet, MTU, ...) will be written to")
 	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes, ranging from 1 to 1439")
 	fs.BoolVar(&o.ipMasq, "ip-masq", false, "setup IP masquerade rule for traffic destined outside of overlay network")
+	fs.BoolVar(&o.ipMasqRandomFullyDisable, "ip-masq-fully-random-disable", false, "disable fully-random mode for MASQUERADE (on by default where iptables or nftables has it)")
+	fs.BoolVar(&o.blackholeRoute, "ip-blackhole-route", false, "add a blackhole route for this host's subnet (kept every --iptables-resync), for setups without the bridge plugin (e.g. Canal)")
 	fs.BoolVar(&o.iptablesForwardRules, "iptables-forward-rules", true, "add default accept rules to FORWARD chain in iptables")
-	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period for iptables rules, in seconds")
+	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period for iptables rules, in seconds (nftables rules and --ip-blackhole-route too)")
 	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "the IP address for healthz server to listen")
 	fs.IntVar(&o.healthzPort, "healthz-port", 0, "the port for healthz server to listen (0 to disable); flannelu also serves /metrics there")
 	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd")
@@ -105,6 +120,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.netConfigPath, "net-config-path", "/etc/kube-flannel/net-conf.json", "path to the network configuration file (Kubernetes mode)")
 	fs.BoolVar(&o.setNodeNetworkUnavailable, "set-node-network-unavailable", true, "set the node's NetworkUnavailable condition to False once the network runs (Kubernetes mode)")
 	fs.BoolVar(&o.version, "version", false, "print version and exit")
+	addGlogFlags(fs)
 
 	fs.BoolVar(&o.peerFilter, "iptables-peer-filter", false, "flannelu: drop UDP to the backend's port (udp, vxlan) unless it comes from a current peer's public IP (INPUT chain FLANNELU-PEERS in iptables, and ip6tables on an IPv6 network; flannel's wire cannot be authenticated, see README)")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "flannelu: TTL of the etcd lease behind the subnet (flanneld: fixed 24h)")
@@ -144,20 +160,27 @@ func parseOptions(args []string, env func(string) (string, bool), out io.Writer)
 			return
 		}
 		name := envName(f.Name)
-		v, ok := env(name)
-		if !ok {
-			return
+		v, _ := env(name)
+		if strings.TrimSpace(v) == "" {
+			return // flanneld skips an empty variable
 		}
 		values := []string{v}
-		if _, isList := f.Value.(*listFlag); isList {
+		if f.Name == "iface" {
+			// flannelu's kindness: FLANNELD_IFACE=eth1,eth0 is two
+			// entries (flanneld looks for one interface of that name).
+			// A regex may hold commas, so FLANNELD_IFACE_REGEX is one.
 			values = strings.Split(v, ",")
 		}
 		for _, v := range values {
-			if err := f.Value.Set(strings.TrimSpace(v)); err != nil {
+			if err := fs.Set(f.Name, strings.TrimSpace(v)); err != nil {
 				errs = append(errs, fmt.Errorf("%s=%q: %w", name, v, err))
 			}
 		}
 	})
+	readGlogFlags(fs, o)
+	o.eventQueueDepth, _ = env("EVENT_QUEUE_DEPTH")
+	contWhen, _ := env("CONT_WHEN_CACHE_NOT_READY")
+	o.contWhenCacheNotReady = contWhen == "true" // flanneld's test, exactly
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -216,6 +239,12 @@ func (o *options) validate() error {
 	}
 	if _, err := parseLogLevel(o.logLevel); err != nil {
 		return err
+	}
+	if o.kubeSubnetMgr && o.eventQueueDepth != "" {
+		// flanneld's check: a malformed depth stops it in Kubernetes mode.
+		if _, err := strconv.Atoi(o.eventQueueDepth); err != nil {
+			return fmt.Errorf("env EVENT_QUEUE_DEPTH=%s format error: %w", o.eventQueueDepth, err)
+		}
 	}
 	if (o.etcdKeyfile == "") != (o.etcdCertfile == "") {
 		return errors.New("--etcd-keyfile and --etcd-certfile must be given together")

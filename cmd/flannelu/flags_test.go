@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
+	"github.com/flannelu/flannelu/kube"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -123,11 +124,11 @@ func TestKubernetesFlagsAndTheirEnvironmentForms(t *testing.T) {
 }
 
 func TestUnknownBackendIsAnErrorAtStartup(t *testing.T) {
-	cfg := &subnet.Config{BackendType: "ipip", Network: netip.MustParsePrefix("198.18.0.0/16")}
+	cfg := &subnet.Config{BackendType: "gre", Network: netip.MustParsePrefix("198.18.0.0/16")}
 	o, _ := parseOptions(nil, envOf(nil), io.Discard)
 	_, err := newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger(), nil)
-	if err == nil || !strings.Contains(err.Error(), `backend type "ipip"`) || !strings.Contains(err.Error(), "udp, vxlan, host-gw") {
-		t.Fatalf("error %v, want one naming ipip and the supported types", err)
+	if err == nil || !strings.Contains(err.Error(), `backend type "gre"`) || !strings.Contains(err.Error(), "udp, vxlan, host-gw") {
+		t.Fatalf("error %v, want one naming gre and the supported types", err)
 	}
 }
 
@@ -187,3 +188,107 @@ func TestUDPCarriesIPv6Only(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestFlanneldV028Flags: the flags flanneld v0.28 added are taken, glog's
+// -v sets the level (klog's V(n) is slog's -n), and what flannelu honours
+// only in part is said in a warning.
+func TestFlanneldV028Flags(t *testing.T) {
+	o, err := parseOptions([]string{"--iface-can-reach", "192.0.2.9", "--ip-blackhole-route", "--ip-masq-fully-random-disable",
+		"-v", "4", "-vmodule", "store=6", "-log_backtrace_at", "main.go:10"}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.ifaceCanReach != "192.0.2.9" || !o.blackholeRoute || !o.ipMasqRandomFullyDisable {
+		t.Errorf("options %+v", o)
+	}
+	if o.level() != slog.LevelDebug {
+		t.Errorf("-v 4: level %v, want DEBUG", o.level())
+	}
+	if w := strings.Join(o.warnings(), "\n"); !strings.Contains(w, "-vmodule") || !strings.Contains(w, "-log_backtrace_at") {
+		t.Errorf("warnings %q, want -vmodule's and -log_backtrace_at's", w)
+	}
+	for args, want := range map[string]slog.Level{"": slog.LevelInfo, "-v=2": -2, "-v=2 --log-level=debug": slog.LevelDebug, "-v=1 --log-level=error": -1} {
+		o, err := parseOptions(strings.Fields(args), envOf(nil), io.Discard)
+		if err != nil || o.level() != want {
+			t.Errorf("%q: level %v (%v), want %v", args, o.level(), err, want)
+		}
+	}
+	if _, err := parseOptions([]string{"-v", "loud"}, envOf(nil), io.Discard); err == nil {
+		t.Error("-v loud: no error")
+	}
+}
+
+// TestEnvironmentAsFlanneldReadsIt: flanneld (coreos/pkg flagutil) skips
+// an empty FLANNELD_* and sets each other as one value; flannelu splits
+// FLANNELD_IFACE alone at commas. EVENT_QUEUE_DEPTH and
+// CONT_WHEN_CACHE_NOT_READY are read in Kubernetes mode as flanneld does.
+func TestEnvironmentAsFlanneldReadsIt(t *testing.T) {
+	o, err := parseOptions(nil, envOf(map[string]string{
+		"FLANNELD_HEALTHZ_PORT":       "",
+		"FLANNELD_IP_MASQ":            "",
+		"FLANNELD_PUBLIC_IP":          " ",
+		"FLANNELD_IFACE_REGEX":        "^eth{0,1}$",
+		"FLANNELD_IFACE_CAN_REACH":    "198.51.100.7",
+		"FLANNELD_IP_BLACKHOLE_ROUTE": "true",
+		"FLANNELD_V":                  "2",
+		"FLANNELD_KUBE_SUBNET_MGR":    "true",
+		"EVENT_QUEUE_DEPTH":           "100",
+		"CONT_WHEN_CACHE_NOT_READY":   "true",
+	}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.healthzPort != 0 || o.ipMasq || o.publicIP != "" {
+		t.Errorf("empty variables were applied: %+v", o)
+	}
+	if got := strings.Join(o.ifaceRegexes, " | "); got != "^eth{0,1}$" || o.ifaceCanReach != "198.51.100.7" || !o.blackholeRoute || o.level() != -2 {
+		t.Errorf("regexes %q, can-reach %q, blackhole %v, level %v", got, o.ifaceCanReach, o.blackholeRoute, o.level())
+	}
+	if !o.contWhenCacheNotReady || !strings.Contains(strings.Join(o.warnings(), "\n"), "EVENT_QUEUE_DEPTH=100 is not used") {
+		t.Errorf("CONT_WHEN_CACHE_NOT_READY %v, warnings %q", o.contWhenCacheNotReady, o.warnings())
+	}
+	// The manifest's 5000 is flanneld's default: nothing to say.
+	if o, err := parseOptions([]string{"--kube-subnet-mgr"}, envOf(map[string]string{"EVENT_QUEUE_DEPTH": "5000"}), io.Discard); err != nil || len(o.warnings()) != 0 {
+		t.Errorf("EVENT_QUEUE_DEPTH=5000: %v, %q", err, o.warnings())
+	}
+	// flanneld's own check of EVENT_QUEUE_DEPTH, in Kubernetes mode only.
+	bad := map[string]string{"EVENT_QUEUE_DEPTH": "lots"}
+	if _, err := parseOptions([]string{"--kube-subnet-mgr"}, envOf(bad), io.Discard); err == nil || !strings.Contains(err.Error(), "EVENT_QUEUE_DEPTH=lots format error") {
+		t.Errorf("EVENT_QUEUE_DEPTH=lots in Kubernetes mode: %v", err)
+	}
+	if o, err := parseOptions(nil, envOf(bad), io.Discard); err != nil || len(o.warnings()) != 0 {
+		t.Errorf("EVENT_QUEUE_DEPTH with etcd: %v, %q; flanneld does not read it there", err, o.warnings())
+	}
+}
+
+// TestNodeSyncTimeout: a node informer that cannot sync (no API server
+// answers) stops the start after the timeout, as flanneld's does, unless
+// CONT_WHEN_CACHE_NOT_READY=true.
+func TestNodeSyncTimeout(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	cfg, err := kube.RESTConfig(url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := kube.NewClient(cfg, discardLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := kube.New(ctx, client, kube.Options{NodeName: "n1", NetConfPath: "/nonexistent", Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitNodeSync(ctx, s, 200*time.Millisecond, false, discardLogger()); err == nil || !strings.Contains(err.Error(), "CONT_WHEN_CACHE_NOT_READY") {
+		t.Errorf("not synced, CONT_WHEN_CACHE_NOT_READY unset: %v", err)
+	}
+	if err := waitNodeSync(ctx, s, 200*time.Millisecond, true, discardLogger()); err != nil {
+		t.Errorf("not synced, CONT_WHEN_CACHE_NOT_READY=true: %v", err)
+	}
+}

@@ -122,8 +122,18 @@ func (h *handOver) close(err error) {
 	}
 }
 
-// inherit is the predecessor's udp descriptors, nil without.
-func (h *handOver) inherit() *udp.Inherited {
+// inherit is the predecessor's udp descriptors, nil without. ipip's
+// userspace path holds a TUN queue and a raw socket too and takes neither
+// over: there the predecessor leaves first (its kernel path loses
+// nothing), the one case where it goes before its successor forwards.
+func (h *handOver) inherit(backendType string) *udp.Inherited {
+	if h.pred != nil && backendType == "ipip" {
+		h.log.Info("the running flannelu leaves before this one starts: the ipip backend takes over no descriptors")
+		if err := h.pred.Dismiss(); err != nil {
+			h.log.Warn("hand-over", "error", err)
+		}
+		h.pred = nil
+	}
 	if h.pred == nil {
 		return nil
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"regexp"
@@ -14,25 +15,33 @@ import (
 	"github.com/flannelu/flannelu/subnet"
 )
 
-// lookupExtIface chooses the underlay interface as flanneld does, for the
-// families the network config enables: the first --iface (a name, or an
-// IPv4 or IPv6 address of the interface) that exists and has a usable
-// address of every enabled family, else the first interface whose name or
-// address matches an --iface-regex, else the interface of the default
-// route (the IPv4 one; the IPv6 one for an IPv6-only network). An address
-// an --iface or --iface-regex named is used for its family; the other
-// family's is the interface's first usable one. --public-ip and
-// --public-ipv6, when given, are what the lease publishes.
+// lookupExtIface chooses the underlay interface as flanneld v0.28 does,
+// for the families the network config enables. With none of --iface,
+// --iface-regex and --iface-can-reach: the interface that holds
+// --public-ip (--public-ipv6 for an IPv6-only network; in Kubernetes mode
+// the node-public-ip annotation has replaced them by now), else the
+// interface of the default route (the IPv4 one; the IPv6 one for an
+// IPv6-only network). With them, in this order until one fits: each
+// --iface (a name, or an IPv4 or IPv6 address of the interface) that
+// exists and has a usable address of every enabled family, then each
+// --iface-regex matching an interface's name or address, then the
+// interface of the route to --iface-can-reach (with the route's source
+// address); each that does not fit is logged. An address an option named
+// is used for its family; the other family's is the interface's first
+// usable one. --public-ip and --public-ipv6, when given, are what the
+// lease publishes.
 //
 // Where flanneld differs: its dual-stack lookup by IPv4 address never
 // fills in the IPv6 address (the IPv6 device gets none) and its lookup by
 // IPv6 address fails without --public-ipv6; it also settles for a
-// link-local address when there is no other. flannelu takes both families
-// from the chosen interface and refuses an address other hosts cannot
-// reach (loopback, link-local, multicast, unspecified) with an error
-// naming it.
-func lookupExtIface(o *options, fams families) (*backend.ExternalInterface, error) {
-	c, err := chooseIface(o, fams)
+// link-local address when there is no other, and exits when --public-ip
+// is on no interface of this host (an address behind NAT), where
+// flannelu takes the default route's interface. flannelu takes both
+// families from the chosen interface and refuses an address other hosts
+// cannot reach (loopback, link-local, multicast, unspecified) with an
+// error naming it.
+func lookupExtIface(o *options, fams families, log *slog.Logger) (*backend.ExternalInterface, error) {
+	c, err := chooseIface(o, fams, log)
 	if err != nil {
 		return nil, err
 	}
@@ -61,23 +70,56 @@ type choice struct {
 	v4, v6 netip.Addr
 }
 
-func chooseIface(o *options, fams families) (choice, error) {
-	if len(o.ifaces) > 0 {
-		var errs []error
-		for _, spec := range o.ifaces {
-			c, err := ifaceBySpec(spec, fams)
-			if errors.Is(err, errUnusable) {
-				return choice{}, fmt.Errorf("--iface %s: %w", spec, err)
-			}
-			if err == nil {
-				return c, nil
-			}
-			errs = append(errs, fmt.Errorf("%s: %w", spec, err))
-		}
-		return choice{}, fmt.Errorf("--iface: no interface fits: %w", errors.Join(errs...))
+// candidate is one way of finding the interface, named for the logs.
+type candidate struct {
+	name string // "--iface eth0"
+	find func() (choice, error)
+}
+
+func chooseIface(o *options, fams families, log *slog.Logger) (choice, error) {
+	var cands []candidate
+	for _, spec := range o.ifaces {
+		cands = append(cands, candidate{"--iface " + spec, func() (choice, error) { return ifaceBySpec(spec, fams) }})
 	}
-	if len(o.ifaceRegexes) > 0 {
-		return ifaceByRegex(o.ifaceRegexes, fams)
+	for _, p := range o.ifaceRegexes {
+		cands = append(cands, candidate{"--iface-regex " + p, func() (choice, error) { return ifaceByRegex(p, fams) }})
+	}
+	if o.ifaceCanReach != "" {
+		cands = append(cands, candidate{"--iface-can-reach " + o.ifaceCanReach, func() (choice, error) { return ifaceCanReach(o.ifaceCanReach, fams) }})
+	}
+	if len(cands) == 0 {
+		return publicOrDefaultIface(o, fams, log)
+	}
+	var errs []error
+	for _, cand := range cands {
+		c, err := cand.find()
+		if err == nil {
+			return c, nil
+		}
+		err = fmt.Errorf("%s: %w", cand.name, err)
+		log.Info("interface option does not fit, trying the next", "error", err)
+		errs = append(errs, err)
+	}
+	return choice{}, fmt.Errorf("no interface fits --iface, --iface-regex or --iface-can-reach: %w", errors.Join(errs...))
+}
+
+// publicOrDefaultIface is the interface that holds the public address of
+// the first enabled family that has one, else the default route's.
+func publicOrDefaultIface(o *options, fams families, log *slog.Logger) (choice, error) {
+	for _, pub := range []struct {
+		flag, addr string
+		enabled    bool
+	}{{"--public-ip", o.publicIP, fams.v4}, {"--public-ipv6", o.publicIPv6, fams.v6}} {
+		if pub.addr == "" || !pub.enabled {
+			continue
+		}
+		c, err := ifaceBySpec(pub.addr, fams)
+		if err == nil {
+			return c, nil
+		}
+		log.Info("the public address is not usable on an interface of this host (behind NAT?): using the default route's interface",
+			pub.flag, pub.addr, "error", err)
+		break
 	}
 	return defaultRouteIface(fams)
 }
@@ -105,27 +147,43 @@ func ifaceBySpec(spec string, fams families) (choice, error) {
 	return c, c.complete(fams)
 }
 
-func ifaceByRegex(patterns []string, fams families) (choice, error) {
-	var errs []error
-	for _, p := range patterns {
-		re, err := regexp.Compile(p)
-		if err != nil {
-			return choice{}, fmt.Errorf("--iface-regex %q: %w", p, err)
-		}
-		c, err := ifaceWith(func(i *net.Interface, a netip.Addr) bool {
-			return re.MatchString(i.Name) || (fams.has(a) && re.MatchString(a.String()))
-		})
-		if err == nil {
-			if re.MatchString(c.iface.Name) {
-				c = choice{iface: c.iface} // matched by name: the addresses are the interface's first
-			}
-			if err = c.complete(fams); err == nil {
-				return c, nil
-			}
-		}
-		errs = append(errs, fmt.Errorf("%q: %w", p, err))
+func ifaceByRegex(pattern string, fams families) (choice, error) {
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return choice{}, err
 	}
-	return choice{}, fmt.Errorf("--iface-regex: no interface name or address matches with the addresses needed: %w", errors.Join(errs...))
+	c, err := ifaceWith(func(i *net.Interface, a netip.Addr) bool {
+		return re.MatchString(i.Name) || (fams.has(a) && re.MatchString(a.String()))
+	})
+	if err != nil {
+		return choice{}, errors.New("no interface name or address matches")
+	}
+	if re.MatchString(c.iface.Name) {
+		c = choice{iface: c.iface} // matched by name: the addresses are the interface's first
+	}
+	return c, c.complete(fams)
+}
+
+// ifaceCanReach is the interface of the route to dst, with the route's
+// source address for dst's family ("ip route get <dst>").
+func ifaceCanReach(dst string, fams families) (choice, error) {
+	a, err := netip.ParseAddr(dst)
+	if err != nil {
+		return choice{}, errors.New("not an IP address")
+	}
+	routes, err := netlink.RouteGet(a.AsSlice())
+	if err != nil || len(routes) == 0 {
+		return choice{}, fmt.Errorf("no route: %v", err)
+	}
+	iface, err := net.InterfaceByIndex(routes[0].LinkIndex)
+	if err != nil {
+		return choice{}, err
+	}
+	c := choice{iface: iface}
+	if src, ok := netip.AddrFromSlice(routes[0].Src); ok && fams.has(src.Unmap()) && subnet.UsableUnicast(src.Unmap()) == nil {
+		c.set(src.Unmap())
+	}
+	return c, c.complete(fams)
 }
 
 // has reports whether a is of an enabled family.

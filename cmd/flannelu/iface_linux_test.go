@@ -52,7 +52,7 @@ func lookupIn(t *testing.T, ns testbed.NS, fams families, args ...string) (*back
 		t.Fatal(err)
 	}
 	var ext *backend.ExternalInterface
-	ns.In(t, func() { ext, err = lookupExtIface(o, fams) })
+	ns.In(t, func() { ext, err = lookupExtIface(o, fams, discardLogger()) })
 	return ext, err
 }
 
@@ -124,5 +124,42 @@ func TestLookupExtIfaceRefusesUnusableAddresses(t *testing.T) {
 	}
 	if ext, err := lookupIn(t, ns, families{false, true}, "--iface", "eth0"); err != nil || ext.IfaceV6Addr != netip.MustParseAddr("2001:db8:0:1::1") {
 		t.Errorf("IPv6 only with --iface eth0: %v, %v", ext, err)
+	}
+}
+
+// TestLookupExtIfaceAsFlanneldV028: the options fall through as in
+// flanneld v0.28 (each --iface, then each --iface-regex, then
+// --iface-can-reach), and without them --public-ip picks the interface
+// that holds it.
+func TestLookupExtIfaceAsFlanneldV028(t *testing.T) {
+	ns := ifaceNS(t)
+	v4 := families{true, false}
+	const eth1 = "eth1 198.51.100.1 198.51.100.1 invalid IP invalid IP"
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"--iface missing, then --iface-regex", []string{"--iface", "eth9", "--iface-regex", "^eth1$"}, eth1},
+		{"a bad regex is skipped", []string{"--iface-regex", "(", "--iface-regex", "^198[.]51"}, eth1},
+		{"--iface-can-reach after the others", []string{"--iface", "eth9", "--iface-regex", "^nomatch$", "--iface-can-reach", "198.51.100.77"}, eth1},
+		{"--iface-can-reach through the default route", []string{"--iface-can-reach", "203.0.113.5"}, "eth0 192.0.2.1 192.0.2.1 invalid IP invalid IP"},
+		{"--public-ip held by eth1", []string{"--public-ip", "198.51.100.1"}, eth1},
+		{"--public-ip on no interface: the default route's", []string{"--public-ip", "203.0.113.9"}, "eth0 192.0.2.1 203.0.113.9 invalid IP invalid IP"},
+		{"--iface first even with --public-ip", []string{"--iface", "eth0", "--public-ip", "198.51.100.1"}, "eth0 192.0.2.1 198.51.100.1 invalid IP invalid IP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ext, err := lookupIn(t, ns, v4, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := describe(ext); got != tc.want {
+				t.Errorf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+	_, err := lookupIn(t, ns, v4, "--iface", "eth9", "--iface-can-reach", "eth0")
+	if err == nil || !strings.Contains(err.Error(), "--iface eth9:") || !strings.Contains(err.Error(), "--iface-can-reach eth0: not an IP address") {
+		t.Errorf("nothing fits: %v, want an error naming each option", err)
 	}
 }

@@ -4,12 +4,13 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 
 	"github.com/flannelu/flannelu/backend"
 )
 
 // lookupExtIface fails: the interface is chosen through Linux's netlink.
 // run stops before it on this system.
-func lookupExtIface(*options, families) (*backend.ExternalInterface, error) {
+func lookupExtIface(*options, families, *slog.Logger) (*backend.ExternalInterface, error) {
 	return nil, errors.New("choosing the external interface is only supported on Linux")
 }

@@ -36,12 +36,15 @@ func realMain(args []string) int {
 		return 2
 	}
 	if opts.version {
-		fmt.Println(version)
+		// As flanneld prints its version: the version alone, on stderr.
+		fmt.Fprintln(os.Stderr, version)
 		return 0
 	}
-	level, _ := parseLogLevel(opts.logLevel) // validated with the flags
-	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}), logline.DefaultMax))
+	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: opts.level()}), logline.DefaultMax))
 	slog.SetDefault(log)
+	for _, w := range opts.warnings() {
+		log.Warn(w)
+	}
 
 	if opts.cpuProfile != "" {
 		stopProfile, err := startCPUProfile(opts.cpuProfile)

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/flannelu/flannelu/subnet"
@@ -25,39 +26,89 @@ const (
 	backendStopped
 )
 
-// readiness answers /readyz: 200 only while the lease is held, the store
-// answers and the backend runs; the body has one line per part, so a 503
-// says which part is not ready. /healthz stays flanneld's "running".
+// Readiness conditions, each a line of /readyz. A part of the daemon that
+// readiness should wait for adds its own (readiness.set).
+const (
+	condLease     = "lease"
+	condStore     = "store"
+	condSubnetEnv = "subnet file"
+	condRules     = "rules"
+	condBackend   = "backend"
+)
+
+// readiness answers /readyz as flanneld v0.28 does, 200 only once its
+// rules and subnet.env are in place, and more: 200 only while every
+// condition holds (the lease held, the store answering, subnet.env
+// written, the masquerade and forward rules in place, the backend
+// running). The body has one line per condition, so a 503 says which is
+// not met. /healthz stays flanneld's "running".
 type readiness struct {
-	store   subnet.Store
-	backend atomic.Int32
+	mu    sync.Mutex
+	conds []condition
+
+	backend atomic.Int32 // backendWaiting, backendRunning or backendStopped
+}
+
+// condition is one named part of readiness: check is nil while it holds
+// (the line then says good), else the reason it does not.
+type condition struct {
+	name, good string
+	check      func() error
+}
+
+// newReadiness has every condition, in the order of /readyz's lines;
+// those the start has not reached yet say so until it sets them (the
+// subnet file's and the rules').
+func newReadiness(store subnet.Store) *readiness {
+	r := &readiness{}
+	lease, reach := func() error { return nil }, func() error { return nil }
+	if h, can := store.(storeHealth); can {
+		lease, reach = h.LeaseHeld, h.Reachable
+	}
+	r.set(condLease, "held", lease)
+	r.set(condStore, "reachable", reach)
+	r.set(condSubnetEnv, "written", func() error { return errString("not written yet") })
+	r.set(condRules, "in place", func() error { return errString("not set up yet") })
+	r.set(condBackend, "running", func() error {
+		switch r.backend.Load() {
+		case backendWaiting:
+			return errString("waiting for the first list of peers")
+		case backendStopped:
+			return errString("stopped")
+		}
+		return nil
+	})
+	return r
+}
+
+// set replaces the condition of that name, or adds it last.
+func (r *readiness) set(name, good string, check func() error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := condition{name: name, good: good, check: check}
+	for i := range r.conds {
+		if r.conds[i].name == name {
+			r.conds[i] = c
+			return
+		}
+	}
+	r.conds = append(r.conds, c)
 }
 
 func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	r.mu.Lock()
+	conds := append([]condition(nil), r.conds...)
+	r.mu.Unlock()
 	var b strings.Builder
 	ok := true
-	part := func(name string, err error, good string) {
-		if err != nil {
+	for _, c := range conds {
+		if err := c.check(); err != nil {
 			ok = false
-			b.WriteString(name + ": " + err.Error() + "\n")
-			return
+			b.WriteString(c.name + ": " + err.Error() + "\n")
+			continue
 		}
-		b.WriteString(name + ": " + good + "\n")
+		b.WriteString(c.name + ": " + c.good + "\n")
 	}
-	var lease, store error
-	if h, can := r.store.(storeHealth); can {
-		lease, store = h.LeaseHeld(), h.Reachable()
-	}
-	part("lease", lease, "held")
-	part("store", store, "reachable")
-	var be error
-	switch r.backend.Load() {
-	case backendWaiting:
-		be = errString("waiting for the first list of peers")
-	case backendStopped:
-		be = errString("stopped")
-	}
-	part("backend", be, "running")
 	if !ok {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}

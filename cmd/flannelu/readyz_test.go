@@ -19,17 +19,26 @@ func readyz(r *readiness) (int, string) {
 	return rec.Code, rec.Body.String()
 }
 
-// /readyz says which part is not ready: the backend before the first
-// peer list, the store while etcd does not answer.
+// /readyz says which condition is not met: subnet.env and the rules
+// before they are in place, the backend before the first peer list, the
+// store while etcd does not answer.
 func TestReadyz(t *testing.T) {
 	srv := etcdtest.Start(t)
 	mgr := subnet.NewManager(srv.Client(), subnet.Options{Logger: discardLogger(), RequestTimeout: 500 * time.Millisecond})
-	r := &readiness{store: mgr}
-	if code, body := readyz(r); code != http.StatusServiceUnavailable || body != "lease: held\nstore: reachable\nbackend: waiting for the first list of peers\n" {
-		t.Fatalf("before the backend runs: %d %q", code, body)
+	r := newReadiness(mgr)
+	if code, body := readyz(r); code != http.StatusServiceUnavailable ||
+		body != "lease: held\nstore: reachable\nsubnet file: not written yet\nrules: not set up yet\nbackend: waiting for the first list of peers\n" {
+		t.Fatalf("at start: %d %q", code, body)
 	}
+	r.set(condSubnetEnv, "written", func() error { return nil })
+	rulesErr := errors.New("iptables: exit status 4")
+	r.set(condRules, "in place", func() error { return rulesErr })
 	r.backend.Store(backendRunning)
-	if code, body := readyz(r); code != http.StatusOK || body != "lease: held\nstore: reachable\nbackend: running\n" {
+	if code, body := readyz(r); code != http.StatusServiceUnavailable || !strings.Contains(body, "rules: iptables: exit status 4\n") {
+		t.Fatalf("rules failed: %d %q", code, body)
+	}
+	rulesErr = nil
+	if code, body := readyz(r); code != http.StatusOK || body != "lease: held\nstore: reachable\nsubnet file: written\nrules: in place\nbackend: running\n" {
 		t.Fatalf("all ready: %d %q", code, body)
 	}
 	srv.Stop()

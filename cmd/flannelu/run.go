@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/iptables"
 	"github.com/flannelu/flannelu/metrics"
 	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/rules"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -51,8 +51,13 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer closeStore()
+	ready := newReadiness(mgr)
+	if health != nil {
+		health.setReady(ready)
+	}
 	reg.CounterFunc("flannelu_malformed_leases_total",
 		"Peer leases skipped because they could not be parsed: an etcd key or value, or a node's podCIDR or flannel annotations.", mgr.MalformedLeases)
+	exportStoreHealth(reg, mgr)
 	stage = "waiting for the network config"
 	cfg, err := waitForConfig(ctx, mgr, log)
 	if err != nil {
@@ -62,7 +67,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err := useNodePublicIP(ctx, mgr, o, log); err != nil {
 		return err
 	}
-	ext, err := lookupExtIface(o, familiesOf(cfg))
+	ext, err := lookupExtIface(o, familiesOf(cfg), log)
 	if err != nil {
 		return err
 	}
@@ -76,7 +81,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	}
 	defer func() { ho.close(err) }()
 	stage = "setting up the backend"
-	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit())
+	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType))
 	if err != nil {
 		return err
 	}
@@ -95,76 +100,69 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err := be.Start(ctx, lease); err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	if err := subnet.WriteEnv(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq)); err != nil {
-		return fmt.Errorf("write %s: %w", o.subnetFile, err)
+	// The rules go in before subnet.env, as flanneld does: a pod the CNI
+	// plugin starts from it masquerades from its first packet.
+	keep, err := setUpRules(ctx, o, cfg, lease, prev, reg, ready, log)
+	if err != nil {
+		return err
 	}
-	log.Info("wrote subnet file", "path", o.subnetFile, "mtu", be.MTU())
-	valid := subnet.NewValidator(subnet.ValidatorOptions{Config: cfg, Own: lease,
-		OwnAddrs: []netip.Addr{ext.IfaceAddr, ext.IfaceV6Addr}, Metrics: reg, Logger: log})
-	ipt := newIPTables(o, cfg, lease, prev, reg, log)
+	envFile := newSubnetFile(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq), reg, log)
+	envFile.write() // a failure is retried in runLoops
+	ready.set(condSubnetEnv, "written", envFile.Err)
+	valid := newValidator(cfg, lease, mgr, be, ext, reg, log)
 	filter, err := newPeerFilter(o, cfg, reg, log)
 	if err != nil {
 		return err
 	}
 	if filter != nil {
 		for _, fam := range filter.families {
-			ipt = append(ipt, fam.r)
+			keep = append(keep, fam.r)
 		}
+	}
+	if o.blackholeRoute {
+		keep = append(keep, blackholeRoutes(o, cfg, lease, log))
 	}
 	stage = "running"
-	return runLoops(ctx, o, health, mgr, cfg, lease, be, valid, ipt, filter, ho, log)
+	return runLoops(ctx, o, ready, mgr, cfg, lease, be, valid, keep, filter, ho, envFile, log)
 }
 
-// newIPTables returns the runners that keep flanneld's masquerade and
-// forward rules, iptables for the IPv4 network and ip6tables for the IPv6
-// one, having first removed the masquerade rules of the previous
-// subnet.env's subnets when this host's subnet or network changed
-// (flanneld's recycle; flanneld recycles only when both changed). A family
-// whose tool is unusable gets no runner: like flanneld, flannelu then logs
-// the error and forwards anyway.
-func newIPTables(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, log *slog.Logger) ruleKeepers {
-	if !o.ipMasq && !o.iptablesForwardRules {
-		return nil
+// setUpRules sets flanneld's masquerade and forward rules up with the tool
+// the network config chooses (nftables with "EnableNFTables": true, else
+// iptables), having removed the other tool's, and returns what keeps them
+// in place; readiness waits for them. Only nftables mode without a usable
+// nft is fatal, as in flanneld; otherwise a failure is logged (and the
+// node forwards anyway, as flanneld's does) and retried every resync.
+func setUpRules(ctx context.Context, o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, ready *readiness, log *slog.Logger) (keepers, error) {
+	opts := rules.Options{
+		NFTables:    cfg.EnableNFTables,
+		Masq:        o.ipMasq,
+		Forward:     o.iptablesForwardRules,
+		RandomFully: !o.ipMasqRandomFullyDisable,
+		Resync:      time.Duration(o.iptablesResync) * time.Second,
+		Logger:      log,
+		Metrics:     reg,
 	}
-	var keepers ruleKeepers
-	for _, f := range []struct {
-		enabled, v6         bool
-		network, subnet     netip.Prefix
-		prevNet, prevSubnet netip.Prefix
-	}{
-		{cfg.EnableIPv4, false, cfg.Network, lease.Subnet, prev.Network, prev.Subnet},
-		{cfg.EnableIPv6, true, cfg.IPv6Network, lease.IPv6Subnet, prev.IPv6Network, prev.IPv6Subnet},
-	} {
-		if !f.enabled {
-			continue
-		}
-		r, err := iptables.New(iptables.Options{Resync: time.Duration(o.iptablesResync) * time.Second, Logger: log, Metrics: reg, IPv6: f.v6})
-		if err != nil {
-			log.Error("iptables rules not set up", "error", err)
-			continue
-		}
-		if o.ipMasq {
-			if old := f.prevSubnet.Masked(); old.IsValid() && f.prevNet.IsValid() && (old != f.subnet || f.prevNet != f.network) {
-				log.Info("removing the masquerade rules of the previous subnet", "subnet", old, "network", f.prevNet)
-				if err := r.Remove(iptables.Masq(f.prevNet, old, r.RandomFully())); err != nil {
-					log.Error("removing the previous subnet's masquerade rules", "error", err)
-				}
-			}
-			r.Keep(iptables.Masq(f.network, f.subnet, r.RandomFully()))
-		}
-		if o.iptablesForwardRules {
-			r.Keep(iptables.Forward(f.network))
-		}
-		keepers = append(keepers, r)
+	if cfg.EnableIPv4 {
+		opts.IPv4 = rules.Family{Network: cfg.Network, Subnet: lease.Subnet, PrevNetwork: prev.Network, PrevSubnet: prev.Subnet}
 	}
-	return keepers
+	if cfg.EnableIPv6 {
+		opts.IPv6 = rules.Family{Network: cfg.IPv6Network, Subnet: lease.IPv6Subnet, PrevNetwork: prev.IPv6Network, PrevSubnet: prev.IPv6Subnet}
+	}
+	m, err := rules.New(opts)
+	if err != nil {
+		return nil, err
+	}
+	m.Setup(ctx) //nolint:errcheck // logged; /readyz reports it until a resync succeeds
+	ready.set(condRules, "in place", m.InPlace)
+	return keepers{m}, nil
 }
 
-// ruleKeepers are the iptables and ip6tables runners, each optional.
-type ruleKeepers []*iptables.Runner
+// keepers keep kernel state in place until ctx ends: the rules, the peer
+// filter's runners, the blackhole routes.
+type keepers []interface{ Run(context.Context) }
 
-// Run runs every runner until ctx ends.
-func (k ruleKeepers) Run(ctx context.Context) {
+// Run runs every keeper until ctx ends.
+func (k keepers) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, r := range k {
 		wg.Add(1)
@@ -186,13 +184,13 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the watcher (its events through valid,
-// the accepted peers into filter when it is not nil), the iptables resync
-// (ipt may be empty) and the backend, and gives the health server (nil
-// without a health port) its readiness; the first fatal error stops them
-// all.
-func runLoops(ctx context.Context, o *options, health *healthServer, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, ipt ruleKeepers, filter *peerFilter, ho *handOver, log *slog.Logger) error {
+// runLoops runs the lease keeper, the retry of a failed subnet.env write,
+// the watcher (its events through valid, the accepted peers into filter
+// when it is not nil), the keepers of rules and routes (keep may be empty)
+// and the backend, whose state ready reports; the first fatal error stops
+// them all.
+func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
+	valid *subnet.Validator, keep keepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// work is all there is but the health server (run's), which a process
@@ -210,8 +208,8 @@ func runLoops(ctx context.Context, o *options, health *healthServer, mgr subnet.
 		}()
 	}
 	goFatal := func(name string, fn func(context.Context) error) { goFatalIn(work, name, fn) }
-	ready := &readiness{store: mgr}
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
+	goFatal("subnet file", func(ctx context.Context) error { envFile.keep(ctx); return nil })
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
 	// of a restart for the truth and delete every peer's entries.
@@ -231,13 +229,12 @@ func runLoops(ctx context.Context, o *options, health *healthServer, mgr subnet.
 			once.Do(func() { close(synced) })
 		})
 	})
-	if len(ipt) > 0 {
-		goFatal("iptables", func(ctx context.Context) error { ipt.Run(ctx); return nil })
+	if len(keep) > 0 {
+		goFatal("rules", func(ctx context.Context) error { keep.Run(ctx); return nil })
 	}
-	if health != nil {
-		health.setReady(ready)
-	}
+	backendDone := make(chan struct{})
 	goFatal("backend", func(ctx context.Context) error {
+		defer close(backendDone)
 		select {
 		case <-synced:
 		case <-ctx.Done():
@@ -250,16 +247,20 @@ func runLoops(ctx context.Context, o *options, health *healthServer, mgr subnet.
 		return be.Run(ctx)
 	})
 	// After the backend forwards: the predecessor leaves, and a successor
-	// may come.
+	// may come. Leaving returns once the backend has stopped: a successor
+	// that opens the device anew (ipip) finds it free.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ho.run(work, running, lease, be, func() { handedOver(o, cancel, stopWork, log) },
-			func(err error) { cancel(fmt.Errorf("hand-over: %w", err)) })
+		leave := func() { handedOver(o, cancel, stopWork, log); <-backendDone }
+		ho.run(work, running, lease, be, leave, func(err error) { cancel(fmt.Errorf("hand-over: %w", err)) })
 	}()
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, errHandedOver) {
+		if errors.Is(err, subnet.ErrHostRemoved) {
+			withdrawPeers(be, valid, log)
+		}
 		return err
 	}
 	return nil

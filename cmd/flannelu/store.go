@@ -2,14 +2,41 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
 
 	"github.com/flannelu/flannelu/handover"
 	"github.com/flannelu/flannelu/kube"
+	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/outage"
 	"github.com/flannelu/flannelu/subnet"
 )
+
+// outageTracked is a store whose requests report to an outage tracker:
+// both (etcd's Manager, the Kubernetes Store), with one mechanism.
+type outageTracked interface{ Outage() *outage.Tracker }
+
+// exportStoreHealth puts the store's reachability on /metrics: a gauge, 1
+// while it answers and 0 during an outage (as /readyz's "store" line), and
+// the count of requests it did not answer.
+func exportStoreHealth(reg *metrics.Registry, store subnet.Store) {
+	s, ok := store.(outageTracked)
+	if !ok {
+		return
+	}
+	t := s.Outage()
+	reg.GaugeFunc("flannelu_store_reachable",
+		"1 while the store (etcd or the Kubernetes API) answers, 0 during an outage.", func() float64 {
+			if t.Down() {
+				return 0
+			}
+			return 1
+		})
+	reg.CounterFunc("flannelu_store_request_failures_total",
+		"Requests to the store (etcd or the Kubernetes API) that got no answer: no connection, a timeout, or a server that could not serve.", t.Failures)
+}
 
 // openStore returns the store the flags choose: the Kubernetes API
 // (--kube-subnet-mgr) or etcd, and its name for a hand-over
@@ -39,7 +66,7 @@ func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.St
 	if err != nil {
 		return nil, "", nil, err
 	}
-	client, err := kube.NewClient(cfg)
+	client, err := kube.NewClient(cfg, log)
 	if err != nil {
 		return nil, "", nil, err
 	}
@@ -59,8 +86,41 @@ func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.St
 		cancel()
 		return nil, "", nil, err
 	}
+	if err := waitNodeSync(ctx, s, nodeSyncTimeout, o.contWhenCacheNotReady, log); err != nil {
+		cancel()
+		return nil, "", nil, err
+	}
 	log.Info("Kubernetes subnet manager", "node", node, "api_server", cfg.Host, "net_config", o.netConfigPath)
 	return s, handover.KubeStore(node), cancel, nil
+}
+
+// nodeSyncTimeout is flanneld's nodeControllerSyncTimeout.
+const nodeSyncTimeout = 10 * time.Minute
+
+// waitNodeSync waits, as flanneld v0.28 does, until the node informer has
+// listed the nodes; past timeout it is an error, unless cont
+// (CONT_WHEN_CACHE_NOT_READY=true): then the start goes on, and what
+// needs the nodes (the lease, the peers) waits for them on its own.
+func waitNodeSync(ctx context.Context, s interface{ HasSynced() bool }, timeout time.Duration, cont bool, log *slog.Logger) error {
+	log.Info("waiting for the node informer to sync", "timeout", timeout)
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(min(time.Second, timeout/4+1))
+	defer tick.Stop()
+	for !s.HasSynced() {
+		if time.Now().After(deadline) {
+			if cont {
+				log.Error("node informer not synced in time; going on (CONT_WHEN_CACHE_NOT_READY=true)", "timeout", timeout)
+				return nil
+			}
+			return fmt.Errorf("node informer not synced within %v (set CONT_WHEN_CACHE_NOT_READY=true to go on regardless)", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
 }
 
 // useNodePublicIP takes the node's node-public-ip and node-public-ipv6
