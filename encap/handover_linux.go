@@ -100,9 +100,10 @@ func dupUDP(f *os.File) (fd int, local netip.AddrPort, err error) {
 // scores a connected socket out for datagrams from any other source, and
 // skips it when it picks a socket of a SO_REUSEPORT group.
 func (c *Conn) Disarm() error {
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: int(c.local.Port()), Addr: c.local.Addr().As4()}
-	if c.v6 {
-		sa = &unix.SockaddrInet6{Port: int(c.local.Port()), Addr: c.local.Addr().As16()}
+	addr := c.local.Addr()
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(c.local.Port()), Addr: addr.As16()}
+	if addr.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(c.local.Port()), Addr: addr.As4()}
 	}
 	var err error
 	if cerr := c.raw.Control(func(fd uintptr) { err = unix.Connect(int(fd), sa) }); cerr != nil {
