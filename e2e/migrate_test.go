@@ -142,7 +142,7 @@ func (m *migration) surge(t *testing.T) {
 	out := stopStampedPing(t, ping)
 	t.Logf("%s: flannelu took over %v after flanneld exited; %s", m.backend, tookOver.Round(time.Millisecond), out)
 	if tookOver > time.Second {
-		t.Errorf("flannelu took over %v after flanneld exited, want at most 1s", tookOver)
+		t.Errorf("flannelu took over %v after flanneld exited, want at most 1s:%s", tookOver, testbed.Tail(fu.Log, 20))
 	}
 	m.checkOutage(t, out)
 	m.checkSubnet(t)

@@ -100,15 +100,12 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err := be.Start(ctx, lease); err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	// The rules go in before subnet.env, as flanneld does: a pod the CNI
-	// plugin starts from it masquerades from its first packet.
-	keep, err := setUpRules(ctx, o, cfg, lease, prev, reg, ready, log)
+	ruleSet, err := newRules(o, cfg, lease, prev, reg, log)
 	if err != nil {
 		return err
 	}
+	keep := keepers{ruleSet}
 	envFile := newSubnetFile(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq), reg, log)
-	envFile.write() // a failure is retried in runLoops
-	ready.set(condSubnetEnv, "written", envFile.Err)
 	valid := newValidator(cfg, lease, mgr, be, ext, reg, log)
 	filter, err := newPeerFilter(o, cfg, reg, log)
 	if err != nil {
@@ -123,16 +120,17 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		keep = append(keep, blackholeRoutes(o, cfg, lease, log))
 	}
 	stage = "running"
-	return runLoops(ctx, o, ready, mgr, cfg, lease, be, valid, keep, filter, ho, envFile, log)
+	return runLoops(ctx, o, ready, mgr, cfg, lease, be, valid, ruleSet, keep, filter, ho, envFile, log)
 }
 
-// setUpRules sets flanneld's masquerade and forward rules up with the tool
-// the network config chooses (nftables with "EnableNFTables": true, else
-// iptables), having removed the other tool's, and returns what keeps them
-// in place; readiness waits for them. Only nftables mode without a usable
-// nft is fatal, as in flanneld; otherwise a failure is logged (and the
-// node forwards anyway, as flanneld's does) and retried every resync.
-func setUpRules(ctx context.Context, o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, ready *readiness, log *slog.Logger) (keepers, error) {
+// newRules returns what sets flanneld's masquerade and forward rules up
+// (runLoops) with the tool the network config chooses (nftables with
+// "EnableNFTables": true, else iptables), having removed the other tool's,
+// and keeps them in place; readiness waits for them. Only nftables mode
+// without a usable nft is fatal, as in flanneld; otherwise a failure is
+// logged (and the node forwards anyway, as flanneld's does) and retried
+// every resync.
+func newRules(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, log *slog.Logger) (rules.Manager, error) {
 	opts := rules.Options{
 		NFTables:    cfg.EnableNFTables,
 		Masq:        o.ipMasq,
@@ -148,13 +146,7 @@ func setUpRules(ctx context.Context, o *options, cfg *subnet.Config, lease subne
 	if cfg.EnableIPv6 {
 		opts.IPv6 = rules.Family{Network: cfg.IPv6Network, Subnet: lease.IPv6Subnet, PrevNetwork: prev.IPv6Network, PrevSubnet: prev.IPv6Subnet}
 	}
-	m, err := rules.New(opts)
-	if err != nil {
-		return nil, err
-	}
-	m.Setup(ctx) //nolint:errcheck // logged; /readyz reports it until a resync succeeds
-	ready.set(condRules, "in place", m.InPlace)
-	return keepers{m}, nil
+	return rules.New(opts)
 }
 
 // keepers keep kernel state in place until ctx ends: the rules, the peer
@@ -184,13 +176,13 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the retry of a failed subnet.env write,
-// the watcher (its events through valid, the accepted peers into filter
-// when it is not nil), the keepers of rules and routes (keep may be empty)
-// and the backend, whose state ready reports; the first fatal error stops
-// them all.
+// runLoops runs the lease keeper, the watcher (its events through valid,
+// the accepted peers into filter when it is not nil), the set-up of
+// ruleSet and then subnet.env (and its retry while it fails), the keepers
+// of rules and routes and the backend, whose state ready reports; the
+// first fatal error stops them all.
 func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, keep keepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
+	valid *subnet.Validator, ruleSet rules.Manager, keep keepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// work is all there is but the health server (run's), which a process
@@ -209,7 +201,24 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 	}
 	goFatal := func(name string, fn func(context.Context) error) { goFatalIn(work, name, fn) }
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
-	goFatal("subnet file", func(ctx context.Context) error { envFile.keep(ctx); return nil })
+	// The rules go in before subnet.env, as flanneld does: a pod the CNI
+	// plugin starts from it masquerades from its first packet. Both go in
+	// beside the backend's start, not before it: a node taken over from
+	// flanneld or a predecessor forwards as soon as the backend runs, and
+	// its rules, whose check takes most of a second on a loaded host, are
+	// in place already.
+	goFatal("rules", func(ctx context.Context) error {
+		ruleSet.Setup(ctx) //nolint:errcheck // logged; /readyz reports it until a resync succeeds
+		ready.set(condRules, "in place", ruleSet.InPlace)
+		envFile.write() // a failure is retried by envFile.keep
+		ready.set(condSubnetEnv, "written", envFile.Err)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); envFile.keep(ctx) }()
+		keep.Run(ctx)
+		wg.Wait()
+		return nil
+	})
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
 	// of a restart for the truth and delete every peer's entries.
@@ -229,9 +238,6 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 			once.Do(func() { close(synced) })
 		})
 	})
-	if len(keep) > 0 {
-		goFatal("rules", func(ctx context.Context) error { keep.Run(ctx); return nil })
-	}
 	backendDone := make(chan struct{})
 	goFatal("backend", func(ctx context.Context) error {
 		defer close(backendDone)
