@@ -38,6 +38,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // config is one harness run's settings.
@@ -149,7 +151,7 @@ func parseFlags(args []string) (*config, error) {
 // the kernel paths programmed by hand, then the floors of a userspace
 // forwarder (cheap: a few seconds more per run).
 var allPaths = []string{"udp", "ipip", kubePath, flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
-	floorPath, floorPollPath, floorRawPath}
+	floorPath, floorPollPath, floorRawPath, wireguardPath, wireguardGoPath}
 
 func (c *config) check() error {
 	for _, p := range c.paths {
@@ -194,6 +196,9 @@ func (c *config) daemonBinary(path string) (bin, target string) {
 	switch {
 	case path == flanneldPath:
 		return c.flanneld, "flanneld"
+	case path == wireguardGoPath:
+		bin, _ := testbed.WireGuardGoBinary()
+		return bin, "deps"
 	case needsFlannelu(path):
 		return c.flannelu, "build"
 	}

@@ -145,7 +145,9 @@ func (m *migration) surge(t *testing.T) {
 		t.Errorf("flannelu took over %v after flanneld exited, want at most 1s:%s", tookOver, testbed.Tail(fu.Log, 20))
 	}
 	m.checkOutage(t, out)
-	m.checkSubnet(t)
+	if err := testbed.Eventually(eventDeadline, m.subnetKept); err != nil {
+		t.Error(err)
+	}
 }
 
 // rollback stops flannelu (SIGTERM, no successor) and starts flanneld bin
@@ -224,13 +226,6 @@ func klogTime(log, msg string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("no %q in %s:%s", msg, log, testbed.Tail(log, 10))
 }
 
-func (m *migration) checkSubnet(t *testing.T) {
-	t.Helper()
-	if err := m.subnetKept(); err != nil {
-		t.Error(err)
-	}
-}
-
 // subnetKept: subnet.env names the subnet host 1 had from the start.
 func (m *migration) subnetKept() error {
 	env, err := subnet.ReadEnv(m.file)
@@ -268,16 +263,16 @@ func nodeState(t *testing.T, h *testbed.Host, file string) string {
 			// IPv6 link-local addresses come and go with duplicate
 			// address detection: no daemon sets them.
 			if !strings.HasPrefix(line, "#") && !strings.Contains(line, "fe80::") {
-				b.WriteString(counters.ReplaceAllString(line, "") + "\n")
+				b.WriteString(countsAndTimers.ReplaceAllString(line, "") + "\n")
 			}
 		}
 	}
 	return b.String()
 }
 
-// counters are iptables-save's packet and byte counts and a bridge's
-// running timers.
-var counters = regexp.MustCompile(`\[\d+:\d+\]|\b\w+_timer +[\d.]+`)
+// countsAndTimers are iptables-save's packet and byte counts and a
+// bridge's running timers.
+var countsAndTimers = regexp.MustCompile(`\[\d+:\d+\]|\b\w+_timer +[\d.]+`)
 
 // lineDiff lists the lines only one side has.
 func lineDiff(a, b string) string {

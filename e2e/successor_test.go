@@ -126,8 +126,10 @@ func (s *successors) start(t *testing.T, i int, extra ...string) {
 	t.Helper()
 	argv := s.args(i, extra...)
 	p := s.launch(t, i, argv)
-	if err := p.WaitLog(backendRunning, eventDeadline); err != nil {
-		t.Fatal(err)
+	for _, re := range []*regexp.Regexp{backendRunning, wroteSubnetFile} {
+		if err := p.WaitLog(re, eventDeadline); err != nil {
+			t.Fatal(err)
+		}
 	}
 	s.procs[i], s.argv[i] = p, argv
 	env, err := subnet.ReadEnv(s.file)
@@ -356,6 +358,10 @@ func (s *successors) client(t *testing.T, mode string) *testbed.Proc {
 	t.Cleanup(func() { p.Stop() }) //nolint:errcheck // killed at the end
 	return p
 }
+
+// wroteSubnetFile is flannelu's log line once subnet.env is written
+// (beside the backend's start, after the rules).
+var wroteSubnetFile = regexp.MustCompile(`msg="wrote subnet file"`)
 
 // heldFiles keeps the half-finished client's descriptors reachable: an
 // os.File the collector finds unreachable is closed.

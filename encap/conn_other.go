@@ -38,7 +38,8 @@ func (l *Lone) Send(int, Encapsulation, bool, *Message) bool { return false }
 // Adopt fails: see Listen.
 func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
 
-func (c *Conn) DupFile() (*os.File, error) { return nil, ErrUnsupported }
+func (c *Conn) DupFile() (*os.File, error)       { return nil, ErrUnsupported }
+func (c *Conn) Control(func(fd int) error) error { return ErrUnsupported }
 
 // Disarm fails: see Listen.
 func (c *Conn) Disarm() error { return ErrUnsupported }

@@ -57,11 +57,20 @@ func TestPeerFilter(t *testing.T) {
 			return err
 		}
 		check("one gone, one new", wantPeers("192.0.2.3", "192.0.2.4"))
+		// Another port: the new jump replaces the old one.
+		if err := r.Update(Peers(8472, addrs("192.0.2.3", "192.0.2.4"))); err != nil {
+			return err
+		}
+		check("another port", slices.Replace(wantPeers("192.0.2.3", "192.0.2.4"), 4, 5,
+			`-A INPUT -p udp -m udp --dport 8472 -m comment --comment "flannelu peers" -j FLANNELU-PEERS`))
+		if err := r.Update(Peers(8285, addrs("192.0.2.3", "192.0.2.4"))); err != nil {
+			return err
+		}
 		return nil
 	})
 	// A rule someone slipped into the chain goes at the next check.
 	ns.Exec(t, "iptables", "-I", PeerChain, "1", "-s", "203.0.113.77", "-j", "RETURN")
-	inNS(t, ns, Options{}, func(r *Runner) error { return r.Ensure(Peers(8285, addrs("192.0.2.3", "192.0.2.4"))) })
+	inNS(t, ns, Options{}, func(r *Runner) error { return r.Update(Peers(8285, addrs("192.0.2.3", "192.0.2.4"))) })
 	check("after a foreign rule in the chain", wantPeers("192.0.2.3", "192.0.2.4"))
 	// The flag turned off (or the port changed): the next start purges
 	// whatever an earlier one left, and only that.

@@ -1,7 +1,8 @@
 // Package iptables holds flanneld's iptables rules (masquerade and forward)
-// and keeps them in place the way flanneld v0.20.2 does: set up after the
-// lease, checked every resync period, torn down and set up again as a whole
-// when one rule went missing, and left in place on exit.
+// as flanneld v0.28 writes them, and keeps them in place: set up after the
+// lease, checked every resync period, brought back rule by rule when they
+// drifted (in an order that gives every packet the old or the new verdict,
+// never a third), and left in place on exit.
 package iptables
 
 import (
@@ -30,8 +31,9 @@ const (
 // Rule is one rule of a Set, in a chain of the Set's table.
 type Rule struct {
 	Chain string
-	// Insert puts the rule first in Chain (-I) instead of last (-A): the
-	// jump into flannel's chain must come before rules others append.
+	// Insert puts the rule first in Chain (-I) instead of last (-A). Only
+	// a jump from a built-in chain says where it goes: flannel's own chain
+	// holds its rules in the Set's order.
 	Insert bool
 	Spec   []string
 }
@@ -59,20 +61,41 @@ func (r Rule) String() string {
 	return strings.Join(parts, " ")
 }
 
-// Set is a group of rules that is checked and restored as a whole, because
-// their order matters: a chain of flannel's own (Chain), the rules that
-// fill it, and the jump to it from a built-in chain. A set for an IPv6
-// network belongs in ip6tables (IPv6), where flanneld keeps the same chains.
+// Set is a group of rules kept as a whole, because their order matters: a
+// chain of flannel's own (Chain) that holds the set's rules in Chain and
+// nothing else (flanneld empties it at each start), and the jumps to it
+// from built-in chains, where others' rules live too. A set for an IPv6
+// network belongs in ip6tables (IPv6), where flanneld keeps the same
+// chains.
 type Set struct {
 	Name  string // for logs: "masq", "forward" or "peers"; "ipv6 masq" or "ipv6 forward"
 	Table string
 	Chain string
 	Rules []Rule
 	IPv6  bool
-	// Exact: Chain must hold the set's rules and nothing else, so a rule
-	// left from an earlier version of the set (a peer gone) is cleared
-	// out. flanneld's sets are not exact: it ignores rules others add.
-	Exact bool
+}
+
+// chainRules are the rules of s in its own chain, in order, as iptables -S
+// lists them.
+func (s Set) chainRules() []string {
+	var out []string
+	for _, r := range s.Rules {
+		if r.Chain == s.Chain {
+			out = append(out, r.String())
+		}
+	}
+	return out
+}
+
+// jumps are the rules of s in built-in chains.
+func (s Set) jumps() []Rule {
+	var out []Rule
+	for _, r := range s.Rules {
+		if r.Chain != s.Chain {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // setName names a set of network's family for logs.
@@ -83,11 +106,13 @@ func setName(name string, network netip.Prefix) string {
 	return name
 }
 
-// Masq is flanneld's masquerade set for the flannel network and this host's
-// lease, of either family: the IPv6 set (flanneld's MasqIP6Rules) is the
-// IPv4 one with IPv6 multicast ff00::/8 in place of 224.0.0.0/4. randomFully
-// adds --random-fully to the MASQUERADE targets, as flanneld does where
-// iptables (or ip6tables) supports it.
+// Masq is flanneld v0.28's masquerade set (its masqRules, and masqIP6Rules
+// with IPv6 multicast ff00::/8 in place of 224.0.0.0/4) for the flannel
+// network and this host's lease, rule for rule and in its order, the jump
+// appended to POSTROUTING as v0.28 appends it. randomFully adds
+// --random-fully to the MASQUERADE targets, as flanneld does where
+// iptables (or ip6tables) supports it and --ip-masq-fully-random-disable
+// is not given.
 func Masq(network, lease netip.Prefix, randomFully bool) Set {
 	n, s := network.String(), lease.String()
 	mcast := multicast
@@ -103,17 +128,19 @@ func Masq(network, lease netip.Prefix, randomFully bool) Set {
 		return Rule{Chain: MasqChain, Spec: spec}
 	}
 	jump := rule(nil, "-j", MasqChain)
-	jump.Chain, jump.Insert = "POSTROUTING", true
+	jump.Chain = "POSTROUTING"
 	return Set{Name: setName("masq", network), Table: "nat", Chain: MasqChain, IPv6: network.Addr().Is6(), Rules: []Rule{
 		jump,
 		rule([]string{"-m", "mark", "--mark", kubeProxyMark}, "-j", "RETURN"),
-		// Pod to pod stays unmasqueraded, on this host and across hosts.
-		rule([]string{"-s", n, "-d", n}, "-j", "RETURN"),
-		// Pods reaching outside the overlay, except multicast.
-		rule([]string{"-s", n, "!", "-d", mcast}, masq...),
+		// Pod to pod stays unmasqueraded: this host's pods to the
+		// overlay, and the overlay to this host's pods.
+		rule([]string{"-s", s, "-d", n}, "-j", "RETURN"),
+		rule([]string{"-s", n, "-d", s}, "-j", "RETURN"),
 		// Outside traffic to this host's own pods keeps its source (the
 		// node that owns the pod answers it directly).
 		rule([]string{"!", "-s", n, "-d", s}, "-j", "RETURN"),
+		// The overlay reaching outside it, except multicast.
+		rule([]string{"-s", n, "!", "-d", mcast}, masq...),
 		// Host traffic into the overlay leaves with an overlay-routable source.
 		rule([]string{"!", "-s", n, "-d", n}, masq...),
 	}}
@@ -121,15 +148,15 @@ func Masq(network, lease netip.Prefix, randomFully bool) Set {
 
 // Forward is flanneld's set that accepts overlay traffic in FORWARD, so that
 // a FORWARD policy of DROP (Docker sets one) does not cut the pods off; for
-// an IPv6 network the same chain in ip6tables.
+// an IPv6 network the same chain in ip6tables. The jump is appended to
+// FORWARD, as flanneld v0.28 appends it.
 func Forward(network netip.Prefix) Set {
 	n := network.String()
 	rule := func(match ...string) Rule {
 		spec := append(match, "-m", "comment", "--comment", fwdComment, "-j", "ACCEPT")
 		return Rule{Chain: ForwardChain, Spec: spec}
 	}
-	jump := Rule{Chain: "FORWARD", Insert: true,
-		Spec: []string{"-m", "comment", "--comment", fwdComment, "-j", ForwardChain}}
+	jump := Rule{Chain: "FORWARD", Spec: []string{"-m", "comment", "--comment", fwdComment, "-j", ForwardChain}}
 	return Set{Name: setName("forward", network), Table: "filter", Chain: ForwardChain, IPv6: network.Addr().Is6(), Rules: []Rule{
 		jump,
 		rule("-s", n),
@@ -162,5 +189,5 @@ func peerSet(port int, peers []netip.Addr, v6 bool) Set {
 		rules = append(rules, Rule{Chain: PeerChain, Spec: append([]string{"-s", netip.PrefixFrom(a, a.BitLen()).String()}, append(comment, "-j", "RETURN")...)})
 	}
 	rules = append(rules, Rule{Chain: PeerChain, Spec: append(comment, "-j", "DROP")})
-	return Set{Name: "peers", Table: "filter", Chain: PeerChain, IPv6: v6, Rules: rules, Exact: true}
+	return Set{Name: "peers", Table: "filter", Chain: PeerChain, IPv6: v6, Rules: rules}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,10 +37,13 @@ type Options struct {
 // whose OS thread is locked into a network namespace programs that
 // namespace.
 type Runner struct {
-	ipt      *goipt.IPTables
-	opts     Options
-	mu       sync.Mutex // held while the sets are read, changed or programmed
-	sets     []Set
+	ipt  *goipt.IPTables
+	opts Options
+	mu   sync.Mutex // held while the sets are read, changed or programmed
+	sets []Set
+	// placed names the sets whose jumps were put where they go since
+	// they were kept: a start places them, a resync only restores them.
+	placed   map[string]bool
 	failures *metrics.Counter
 }
 
@@ -69,7 +73,7 @@ func New(o Options) (*Runner, error) {
 	// the iptables one's.
 	failures := o.Metrics.Counter("flannelu_iptables_resync_failures_total",
 		"Checks of the iptables and ip6tables rules flannelu keeps (--ip-masq, --iptables-forward-rules) that failed: a command failed or the tool is gone.")
-	return &Runner{ipt: ipt, opts: o, failures: failures}, nil
+	return &Runner{ipt: ipt, opts: o, placed: map[string]bool{}, failures: failures}, nil
 }
 
 // IPv6 reports whether the Runner programs ip6tables.
@@ -98,71 +102,28 @@ func (r *Runner) sameFamily(s Set) error {
 
 // Update replaces the kept set of s's Name (adds s when there is none) and
 // brings the tables in line at once, rule by rule, so that the rest of the
-// set keeps working meanwhile: rules of the old set that s lacks are
-// deleted, rules s adds are inserted at their place, then s is ensured as
-// Run would. Safe to call while Run runs. A failure is counted and
-// returned; Run's next resync tries again.
+// set keeps working meanwhile (see fill). Safe to call while Run runs. A
+// failure is counted and returned; Run's next resync tries again.
 func (r *Runner) Update(s Set) error {
 	if err := r.sameFamily(s); err != nil {
 		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var old *Set
-	for i := range r.sets {
-		if r.sets[i].Name == s.Name {
-			old = &Set{}
-			*old, r.sets[i] = r.sets[i], s
-		}
-	}
-	if old == nil {
+	i := slices.IndexFunc(r.sets, func(k Set) bool { return k.Name == s.Name })
+	if i < 0 {
 		r.sets = append(r.sets, s)
+	} else {
+		if !slices.EqualFunc(r.sets[i].jumps(), s.jumps(), func(a, b Rule) bool { return a.String() == b.String() }) {
+			delete(r.placed, s.Name) // the new jump takes the old one's place
+		}
+		r.sets[i] = s
 	}
-	err := r.step(old, s)
-	if err == nil {
-		err = r.Ensure(s)
-	}
+	err := r.keep(s)
 	if err != nil {
 		r.failures.Add(1)
 	}
 	return err
-}
-
-// step changes the rules of old into those of s in place. The chain holds
-// old's rules in order (Ensure checks that after), so deleting what s
-// drops and inserting what s adds at its index gives s's order.
-func (r *Runner) step(old *Set, s Set) error {
-	if old == nil {
-		return nil // nothing in place to change: Ensure sets s up
-	}
-	want := map[string]bool{}
-	for _, rule := range s.Rules {
-		want[rule.String()] = true
-	}
-	had := map[string]bool{}
-	for _, rule := range old.Rules {
-		had[rule.String()] = true
-		if !want[rule.String()] {
-			if err := r.ipt.Delete(s.Table, rule.Chain, rule.Spec...); err != nil && !isNotExist(err) {
-				return fmt.Errorf("delete %s in table %s: %w", rule, s.Table, err)
-			}
-		}
-	}
-	pos := map[string]int{} // 1-based index of the next rule in each chain
-	for _, rule := range s.Rules {
-		pos[rule.Chain]++
-		if had[rule.String()] {
-			continue
-		}
-		at := pos[rule.Chain]
-		if rule.Insert {
-			at = 1
-		}
-		if err := r.ipt.Insert(s.Table, rule.Chain, at, rule.Spec...); err != nil {
-			return fmt.Errorf("insert %s at %d in table %s: %w", rule, at, s.Table, err)
-		}
-	}
-	return nil
 }
 
 // Purge deletes every jump to s's chain from the chains s jumps from, and
@@ -171,24 +132,15 @@ func (r *Runner) step(old *Set, s Set) error {
 func (r *Runner) Purge(s Set) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	from := map[string]bool{}
-	for _, rule := range s.Rules {
-		if rule.Chain != s.Chain {
-			from[rule.Chain] = true
-		}
-	}
-	for chain := range from {
-		listed, err := r.ipt.List(s.Table, chain)
+	for _, j := range s.jumps() {
+		at, _, err := r.jumpsTo(s, j.Chain)
 		if err != nil {
-			return fmt.Errorf("list %s in table %s: %w", chain, s.Table, err)
+			return err
 		}
-		// Line 0 is the chain's policy; line i is rule i. Delete from
-		// the end so the numbers of the rest stay valid.
-		for i := len(listed) - 1; i >= 1; i-- {
-			if strings.HasSuffix(listed[i], " -j "+s.Chain) {
-				if err := r.ipt.DeleteById(s.Table, chain, i); err != nil {
-					return fmt.Errorf("delete jump %d to %s from %s: %w", i, s.Chain, chain, err)
-				}
+		// Delete from the end so the numbers of the rest stay valid.
+		for i := len(at) - 1; i >= 0; i-- {
+			if err := r.ipt.DeleteById(s.Table, j.Chain, at[i]); err != nil {
+				return fmt.Errorf("delete jump %d to %s from %s: %w", at[i], s.Chain, j.Chain, err)
 			}
 		}
 	}
@@ -222,7 +174,7 @@ func (r *Runner) Sync() error {
 	defer r.mu.Unlock()
 	var errs []error
 	for _, s := range r.sets {
-		if err := r.Ensure(s); err != nil {
+		if err := r.keep(s); err != nil {
 			r.failures.Add(1)
 			r.opts.Logger.Error("iptables rules not in place", "set", s.Name, "error", err)
 			errs = append(errs, fmt.Errorf("%s rules: %w", s.Name, err))
@@ -231,97 +183,195 @@ func (r *Runner) Sync() error {
 	return errors.Join(errs...)
 }
 
-// Ensure leaves s alone when all of its rules exist; otherwise it tears the
-// whole set down and sets it up again, so that order is restored too.
-func (r *Runner) Ensure(s Set) error {
+// keep ensures s, placing its jumps the first time it does so for s's
+// name, as flanneld does at each start.
+func (r *Runner) keep(s Set) error {
+	err := r.ensure(s, !r.placed[s.Name])
+	if err == nil {
+		r.placed[s.Name] = true
+	}
+	return err
+}
+
+// ensure brings s in place: s's chain holds exactly s's rules in order,
+// and each jump to it exists. With place, each jump is also the only jump
+// to the chain and sits where it goes (first with Insert, else last), as
+// flanneld puts it at a start; a resync leaves a jump where it is, so
+// rules others append later stay after it.
+func (r *Runner) ensure(s Set, place bool) error {
 	if err := r.sameFamily(s); err != nil {
 		return err
 	}
-	missing, err := r.firstMissing(s)
-	if err != nil {
+	// The chain first: a jump added below never leads to a half-filled
+	// chain.
+	if err := r.fill(s); err != nil {
 		return err
 	}
-	if missing != nil {
-		r.opts.Logger.Info("iptables rules incomplete, setting the set up again in order", "set", s.Name, "missing", missing.String())
-	} else if extra, err := r.extraRules(s); err != nil || extra == 0 {
-		return err
-	} else {
-		r.opts.Logger.Info("iptables chain holds rules not in the set, setting the set up again", "set", s.Name, "chain", s.Chain, "extra", extra)
-	}
-	if err := r.Remove(s); err != nil {
-		return err
-	}
-	return r.setup(s)
-}
-
-// extraRules counts the rules in an Exact set's chain beyond its own; 0
-// for a set that is not Exact.
-func (r *Runner) extraRules(s Set) (int, error) {
-	if !s.Exact {
-		return 0, nil
-	}
-	listed, err := r.ipt.List(s.Table, s.Chain)
-	if err != nil {
-		return 0, fmt.Errorf("list %s in table %s: %w", s.Chain, s.Table, err)
-	}
-	n := 0
-	for _, rule := range s.Rules {
-		if rule.Chain == s.Chain {
-			n++
+	for _, j := range s.jumps() {
+		var err error
+		if place {
+			err = r.place(s, j)
+		} else {
+			err = r.restore(s, j)
 		}
-	}
-	return len(listed) - 1 - n, nil // line 0 is -N <chain>
-}
-
-func (r *Runner) firstMissing(s Set) (*Rule, error) {
-	for i, rule := range s.Rules {
-		ok, err := r.ipt.Exists(s.Table, rule.Chain, rule.Spec...)
-		if err != nil && !isNotExist(err) {
-			return nil, fmt.Errorf("check %s in table %s: %w", rule, s.Table, err)
-		}
-		if !ok {
-			return &s.Rules[i], nil
-		}
-	}
-	return nil, nil
-}
-
-// Remove deletes every rule of s, every copy of each, and ignores rules
-// that are not there. flanneld's recycle uses it for the masquerade rules
-// of a subnet this host no longer holds. The chain itself stays.
-func (r *Runner) Remove(s Set) error {
-	if err := r.sameFamily(s); err != nil {
-		return err
-	}
-	for _, rule := range s.Rules {
-		for {
-			err := r.ipt.Delete(s.Table, rule.Chain, rule.Spec...)
-			if isNotExist(err) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("delete %s in table %s: %w", rule, s.Table, err)
-			}
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// setup creates (or empties) the set's chain, then adds the rules in order.
-func (r *Runner) setup(s Set) error {
-	if err := r.ipt.ClearChain(s.Table, s.Chain); err != nil {
-		return fmt.Errorf("create chain %s in table %s: %w", s.Chain, s.Table, err)
+// fill makes s's chain (created when missing) hold exactly s's rules in
+// order. Rules of an earlier set (flanneld v0.20.2's, another subnet's, a
+// peer gone) or others' go without a moment in which a packet gets a
+// verdict neither set gives it: behind the rules the chain and s have in
+// common, s's next rules are inserted in order, each at its place, and
+// then the chain's old remainder, now below all of s, is deleted from its
+// last rule up. While s is going in, a packet that matches one of its
+// rules already in gets s's verdict and any other gets the old chain's;
+// while the remainder goes, a packet that s does not match falls through
+// what is left of the old chain to its end, which gives it the old
+// chain's verdict or, once its rule is gone, s's (the end of the chain).
+// flanneld instead empties the chain and fills it again, and a new flow in
+// between is not masqueraded for its lifetime.
+func (r *Runner) fill(s Set) error {
+	have, err := r.chain(s.Table, s.Chain)
+	if err != nil {
+		return err
 	}
-	for _, rule := range s.Rules {
-		var err error
-		if rule.Insert {
-			err = r.ipt.Insert(s.Table, rule.Chain, 1, rule.Spec...)
-		} else {
-			err = r.ipt.Append(s.Table, rule.Chain, rule.Spec...)
+	want := s.chainRules()
+	if slices.Equal(have, want) {
+		return nil
+	}
+	p := 0
+	for p < len(have) && p < len(want) && have[p] == want[p] {
+		p++
+	}
+	r.opts.Logger.Info("iptables chain differs from its set; replacing the rules that differ, in place", "set", s.Name,
+		"chain", s.Chain, "kept", p, "removed", len(have)-p, "added", len(want)-p)
+	rules := slices.DeleteFunc(slices.Clone(s.Rules), func(rule Rule) bool { return rule.Chain != s.Chain })
+	for i := p; i < len(want); i++ {
+		if err := r.ipt.Insert(s.Table, s.Chain, i+1, rules[i].Spec...); err != nil {
+			return fmt.Errorf("insert %s at %d in table %s: %w", rules[i], i+1, s.Table, err)
 		}
-		if err != nil {
-			return fmt.Errorf("add %s in table %s: %w", rule, s.Table, err)
+	}
+	for i := len(want) + len(have) - p; i > len(want); i-- {
+		if err := r.ipt.DeleteById(s.Table, s.Chain, i); err != nil {
+			return fmt.Errorf("delete rule %d of %s in table %s: %w", i, s.Chain, s.Table, err)
 		}
+	}
+	// A rule iptables lists otherwise than the set writes it would be
+	// rewritten at every resync: say so instead.
+	if have, err = r.chain(s.Table, s.Chain); err == nil && !slices.Equal(have, want) {
+		err = fmt.Errorf("chain %s in table %s lists as\n%s\nafter writing\n%s", s.Chain, s.Table,
+			strings.Join(have, "\n"), strings.Join(want, "\n"))
+	}
+	return err
+}
+
+// chain lists the rules of a chain of flannel's as iptables -S prints them,
+// creating the chain when it is missing.
+func (r *Runner) chain(table, chain string) ([]string, error) {
+	listed, err := r.ipt.List(table, chain)
+	if err == nil {
+		return listed[1:], nil // line 0 is -N <chain>
+	}
+	// iptables-nft says "incompatible" of a chain that is not there, so
+	// ask plainly before creating it.
+	if ok, cerr := r.ipt.ChainExists(table, chain); cerr != nil || ok {
+		return nil, fmt.Errorf("list %s in table %s: %w", chain, table, err)
+	}
+	if err := r.ipt.NewChain(table, chain); err != nil {
+		return nil, fmt.Errorf("create chain %s in table %s: %w", chain, table, err)
+	}
+	return nil, nil
+}
+
+// restore adds jump j to s's chain at its place when it is missing.
+func (r *Runner) restore(s Set, j Rule) error {
+	ok, err := r.ipt.Exists(s.Table, j.Chain, j.Spec...)
+	if err != nil && !isNotExist(err) {
+		return fmt.Errorf("check %s in table %s: %w", j, s.Table, err)
+	}
+	if ok {
+		return nil
+	}
+	r.opts.Logger.Info("iptables jump missing, adding it", "set", s.Name, "rule", j.String())
+	return r.add(s.Table, j)
+}
+
+// place makes jump j the only jump to s's chain from j's chain, first
+// there with Insert and last otherwise. A jump elsewhere (flanneld v0.20.2
+// inserted it first where v0.28 appends it) is added at its place before
+// the old one goes, so that the chain is always jumped to; for that moment
+// a packet passes through it twice, and a second pass gives it the first
+// pass's verdict.
+func (r *Runner) place(s Set, j Rule) error {
+	at, last, err := r.jumpsTo(s, j.Chain)
+	if err != nil {
+		return err
+	}
+	want := last
+	if j.Insert {
+		want = 1
+	}
+	if len(at) == 1 && at[0] == want {
+		// The one jump there is ours unless its spec changed (the
+		// peer filter's port): Exists tells.
+		if ok, err := r.ipt.Exists(s.Table, j.Chain, j.Spec...); err != nil && !isNotExist(err) {
+			return fmt.Errorf("check %s in table %s: %w", j, s.Table, err)
+		} else if ok {
+			return nil
+		}
+	}
+	if len(at) > 0 {
+		r.opts.Logger.Info("iptables jump moved to its place", "set", s.Name, "rule", j.String(), "was_at", at)
+	}
+	if err := r.add(s.Table, j); err != nil {
+		return err
+	}
+	if at, _, err = r.jumpsTo(s, j.Chain); err != nil {
+		return err
+	}
+	// Delete from the end so the numbers of the rest stay valid, all but
+	// the one just added.
+	for i := len(at) - 1; i >= 0; i-- {
+		if (j.Insert && i == 0) || (!j.Insert && i == len(at)-1) {
+			continue
+		}
+		if err := r.ipt.DeleteById(s.Table, j.Chain, at[i]); err != nil {
+			return fmt.Errorf("delete jump %d to %s from %s: %w", at[i], s.Chain, j.Chain, err)
+		}
+	}
+	return nil
+}
+
+// jumpsTo numbers the rules of the built-in chain from (1-based) that jump
+// to s's chain, and gives the number of its last rule.
+func (r *Runner) jumpsTo(s Set, from string) (at []int, last int, err error) {
+	listed, err := r.ipt.List(s.Table, from)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list %s in table %s: %w", from, s.Table, err)
+	}
+	// Line 0 is the chain's policy; line i is rule i.
+	for i := 1; i < len(listed); i++ {
+		if strings.HasSuffix(listed[i], " -j "+s.Chain) {
+			at = append(at, i)
+		}
+	}
+	return at, len(listed) - 1, nil
+}
+
+// add puts rule into its chain: first with Insert, else last.
+func (r *Runner) add(table string, rule Rule) error {
+	var err error
+	if rule.Insert {
+		err = r.ipt.Insert(table, rule.Chain, 1, rule.Spec...)
+	} else {
+		err = r.ipt.Append(table, rule.Chain, rule.Spec...)
+	}
+	if err != nil {
+		return fmt.Errorf("add %s in table %s: %w", rule, table, err)
 	}
 	return nil
 }

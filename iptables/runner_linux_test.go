@@ -16,8 +16,9 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
-// A foreign rule in each built-in chain, added before flannelu starts: the
-// jumps must go in front of it, and it must survive every set-up.
+// A foreign rule in each built-in chain, added before flannelu starts (as
+// kube-proxy's or Docker's): the jumps go after it, as flanneld v0.28
+// appends them, and it survives every set-up.
 var (
 	foreignNat = "-A POSTROUTING -s 203.0.113.0/24 -j RETURN"
 	foreignFwd = "-A FORWARD -s 203.0.113.0/24 -j ACCEPT"
@@ -43,28 +44,24 @@ func newNamespaceOf(t *testing.T, tool, src string) testbed.NS {
 }
 
 // wantTables is iptables -S of each table once the sets for lease are in
-// place: policies, flannel's chain, the jump first in the built-in chain,
-// then flannel's rules in flanneld's order.
+// place: policies, flannel's chain, the jump appended after the foreign
+// rule in the built-in chain, then flannel's rules in flanneld v0.28's
+// order.
 func wantTables(lease string) map[string][]string {
-	masq := strings.ReplaceAll(strings.Join(wantMasq, "\n"), "198.18.40.0/24", lease)
+	masq := strings.Split(strings.ReplaceAll(strings.Join(wantMasq, "\n"), "198.18.40.0/24", lease), "\n")
 	return map[string][]string{
 		"nat": append([]string{
 			"-P PREROUTING ACCEPT", "-P INPUT ACCEPT", "-P OUTPUT ACCEPT", "-P POSTROUTING ACCEPT",
 			"-N FLANNEL-POSTRTG",
-			asListed(wantMasq[0]),
 			foreignNat,
-		}, strings.Split(masq, "\n")[1:]...),
+		}, masq...),
 		"filter": append([]string{
 			"-P INPUT ACCEPT", "-P FORWARD DROP", "-P OUTPUT ACCEPT",
 			"-N FLANNEL-FWD",
-			asListed(wantForward[0]),
 			foreignFwd,
-		}, wantForward[1:]...),
+		}, wantForward...),
 	}
 }
-
-// asListed is an inserted rule as iptables -S lists it.
-func asListed(rule string) string { return "-A" + strings.TrimPrefix(rule, "-I") }
 
 // tables reads iptables -S of both tables inside ns (through ip netns
 // exec, independently of the runner under test) and compares them with
@@ -103,18 +100,16 @@ func inNS(t *testing.T, ns testbed.NS, o Options, fn func(r *Runner) error) {
 	}
 }
 
-// ensureAll ensures the masquerade set for leaseStr and the forward set.
+// ensureAll sets the masquerade set for leaseStr and the forward set up,
+// as a start does.
 func ensureAll(leaseStr string) func(r *Runner) error {
 	return func(r *Runner) error {
 		if !r.RandomFully() {
 			return fmt.Errorf("iptables here lacks --random-fully; the expected rules assume it")
 		}
-		for _, s := range []Set{Masq(network, netip.MustParsePrefix(leaseStr), true), Forward(network)} {
-			if err := r.Ensure(s); err != nil {
-				return err
-			}
-		}
-		return nil
+		r.Keep(Masq(network, netip.MustParsePrefix(leaseStr), true))
+		r.Keep(Forward(network))
+		return r.Sync()
 	}
 }
 
@@ -143,7 +138,7 @@ func TestResyncRestores(t *testing.T) {
 	if err := testbed.Eventually(3*resync, func() error { return tables(ns, want) }); err != nil {
 		t.Fatalf("first set-up: %v", err)
 	}
-	ns.Exec(t, "iptables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "198.18.0.0/16", "-d", "198.18.0.0/16",
+	ns.Exec(t, "iptables", "-t", "nat", "-D", "FLANNEL-POSTRTG", "-s", "198.18.40.0/24", "-d", "198.18.0.0/16",
 		"-m", "comment", "--comment", "flanneld masq", "-j", "RETURN")
 	ns.Exec(t, "iptables", "-D", "FORWARD", "-m", "comment", "--comment", "flanneld forward", "-j", "FLANNEL-FWD")
 	if err := tables(ns, want); err == nil {
@@ -188,19 +183,14 @@ func runInNS(t *testing.T, ns testbed.NS, o Options, sets ...Set) {
 	})
 }
 
-// TestRecycle is flanneld's recycle: the host got a new subnet, so the
-// masquerade rules of the old one are removed before the new ones go in.
-func TestRecycle(t *testing.T) {
+// TestSubnetChanged: the host got a new subnet (flanneld's recycle), and a
+// start puts the new subnet's masquerade rules in place of the old ones.
+func TestSubnetChanged(t *testing.T) {
 	ns := newNamespace(t)
-	old, cur := netip.MustParsePrefix("198.18.40.0/24"), netip.MustParsePrefix("198.18.41.0/24")
-	inNS(t, ns, Options{}, func(r *Runner) error { return r.Ensure(Masq(network, old, true)) })
-	inNS(t, ns, Options{}, func(r *Runner) error { return r.Remove(Masq(network, old, true)) })
-	out := ns.Exec(t, "iptables", "-t", "nat", "-S")
-	if want := "-P PREROUTING ACCEPT\n-P INPUT ACCEPT\n-P OUTPUT ACCEPT\n-P POSTROUTING ACCEPT\n-N FLANNEL-POSTRTG\n" + foreignNat + "\n"; out != want {
-		t.Fatalf("after removing the old subnet's rules:\n%swant:\n%s", out, want)
-	}
-	inNS(t, ns, Options{}, ensureAll(cur.String()))
-	if err := tables(ns, wantTables(cur.String())); err != nil {
+	inNS(t, ns, Options{}, ensureAll("198.18.40.0/24"))
+	cur := "198.18.41.0/24"
+	inNS(t, ns, Options{}, ensureAll(cur))
+	if err := tables(ns, wantTables(cur)); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -206,13 +206,15 @@ func (a Annotations) Published(attrs subnet.LeaseAttrs, n *v1.Node) map[string]s
 		a.SubnetKubeManaged: "true",
 	}
 	// flanneld's rules: vxlan publishes its IPv4 side only with data;
-	// every other type always.
+	// every other type always. The IPv6 side: vxlan with data, host-gw
+	// and udp with a public IPv6 address, wireguard with both.
 	if attrs.BackendType != "vxlan" || bd != "null" {
 		out[a.BackendData] = bd
 		out[a.PublicIP] = a.publicIP(n, a.PublicIP, a.PublicIPOverwrite, ipv4String(attrs.PublicIP), true)
 	}
 	v6 := attrs.PublicIPv6.IsValid()
-	if (attrs.BackendType == "vxlan" && v6bd != "null") || ((attrs.BackendType == "host-gw" || attrs.BackendType == "") && v6) {
+	if (attrs.BackendType == "vxlan" && v6bd != "null") || ((attrs.BackendType == "host-gw" || attrs.BackendType == "") && v6) ||
+		(attrs.BackendType == "wireguard" && v6bd != "null" && v6) {
 		out[a.BackendV6Data] = v6bd
 		out[a.PublicIPv6] = a.publicIP(n, a.PublicIPv6, a.PublicIPv6Overwrite, attrs.PublicIPv6.String(), false)
 	}

@@ -82,6 +82,8 @@ func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
 	ip := netip.MustParseAddr("192.0.2.1")
 	vx := json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`)
 	ip6, vx6 := netip.MustParseAddr("2001:db8:0:1::1"), json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}`)
+	wg := json.RawMessage(`{"PublicKey":"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=","Port":51820}`)
+	wg6 := json.RawMessage(`{"PublicKey":"yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=","Port":51821}`)
 	p := "flannel.alpha.coreos.com/"
 	for _, c := range []struct {
 		name  string
@@ -102,6 +104,14 @@ func TestPublishedIsWhatFlanneldWrites(t *testing.T) {
 		{"host-gw dual stack", subnet.LeaseAttrs{PublicIP: ip, PublicIPv6: ip6, BackendType: "host-gw"}, map[string]string{
 			p + "backend-type": "host-gw", p + "backend-data": "null", p + "public-ip": "192.0.2.1",
 			p + "backend-v6-data": "null", p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
+		// wireguard: BackendData (and BackendV6Data) {"PublicKey","Port"}.
+		{"wireguard dual stack", subnet.LeaseAttrs{PublicIP: ip, PublicIPv6: ip6, BackendType: "wireguard", BackendData: wg, BackendV6Data: wg6},
+			map[string]string{p + "backend-type": "wireguard", p + "backend-data": string(wg), p + "public-ip": "192.0.2.1",
+				p + "backend-v6-data": string(wg6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
+		// IPv6 only: flanneld's wireguard still writes its (empty) IPv4 side.
+		{"wireguard IPv6 only", subnet.LeaseAttrs{PublicIPv6: ip6, BackendType: "wireguard", BackendV6Data: wg6}, map[string]string{
+			p + "backend-type": "wireguard", p + "backend-data": "null", p + "public-ip": "0.0.0.0",
+			p + "backend-v6-data": string(wg6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
 		// IPv6 only: vxlan without IPv4 data publishes no IPv4 side.
 		{"vxlan IPv6 only", subnet.LeaseAttrs{PublicIPv6: ip6, BackendType: "vxlan", BackendV6Data: vx6}, map[string]string{
 			p + "backend-type": "vxlan", p + "backend-v6-data": string(vx6), p + "public-ipv6": "2001:db8:0:1::1", p + "kube-subnet-manager": "true"}},
@@ -270,10 +280,11 @@ func FuzzNodeAnnotations(f *testing.F) {
 			}
 		}
 		if l.Attrs.BackendType == "vxlan" && l.Attrs.BackendData == nil || dual && !l.Attrs.PublicIPv6.IsValid() ||
-			dual && !slices.Contains([]string{"vxlan", "host-gw", ""}, l.Attrs.BackendType) {
+			dual && !slices.Contains([]string{"vxlan", "host-gw", "", "wireguard"}, l.Attrs.BackendType) ||
+			dual && l.Attrs.BackendType == "wireguard" && l.Attrs.BackendV6Data == nil {
 			// As flanneld: no IPv4 side for vxlan without data; an IPv6
-			// side only for vxlan, host-gw (and udp, which carries IPv6
-			// here), and only with a public IPv6.
+			// side only for vxlan, host-gw, wireguard with data (and udp,
+			// which carries IPv6 here), and only with a public IPv6.
 			return
 		}
 		back := node("fuzz", ann.Published(l.Attrs, node("empty", nil)), cidrs...)

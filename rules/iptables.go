@@ -47,23 +47,18 @@ func newIPTables(o Options) *iptManager {
 	return m
 }
 
-// keep gives r the family's sets, having first removed the masquerade
-// rules of the previous subnet.env's subnet when this host's subnet or
-// network changed (flanneld's recycle; flanneld v0.20.2 recycles only when
-// both changed).
+// keep gives r the family's sets. A previous subnet.env of another
+// subnet or network needs no recycle of its own here (flanneld deletes
+// that subnet's rules first): the chains are brought to exactly the
+// current sets, which replaces the earlier subnet's rules, flanneld
+// v0.20.2's and any other, rule by rule.
 func (m *iptManager) keep(r *iptables.Runner, f Family) {
-	random := m.o.RandomFully && r.RandomFully()
 	if m.o.Masq {
-		if old := f.PrevSubnet.Masked(); old.IsValid() && f.PrevNetwork.IsValid() && (old != f.Subnet || f.PrevNetwork != f.Network) {
-			m.o.Logger.Info("removing the masquerade rules of the previous subnet", "subnet", old, "network", f.PrevNetwork)
-			// Both forms: the previous start may have had fully-random or not.
-			for _, rf := range []bool{true, false} {
-				if err := r.Remove(iptables.Masq(f.PrevNetwork, old, rf)); err != nil {
-					m.o.Logger.Error("removing the previous subnet's masquerade rules", "error", err)
-				}
-			}
+		if old := f.PrevSubnet.Masked(); old.IsValid() && (old != f.Subnet || f.PrevNetwork != f.Network) {
+			m.o.Logger.Info("subnet or network changed since the last start; its masquerade rules are replaced",
+				"subnet", f.Subnet, "previous_subnet", old, "network", f.Network, "previous_network", f.PrevNetwork)
 		}
-		r.Keep(iptables.Masq(f.Network, f.Subnet, random))
+		r.Keep(iptables.Masq(f.Network, f.Subnet, m.o.RandomFully && r.RandomFully()))
 	}
 	if m.o.Forward {
 		r.Keep(iptables.Forward(f.Network))

@@ -24,9 +24,10 @@ import (
 // family is off.
 type Family struct {
 	Network, Subnet netip.Prefix // the network config's and this host's lease
-	// PrevNetwork and PrevSubnet are the previous subnet.env's: iptables
-	// removes the masquerade rules built for them when they changed
-	// (nftables rewrites its chains whole).
+	// PrevNetwork and PrevSubnet are the previous subnet.env's, for the
+	// log when they changed: either tool replaces the rules built for
+	// them with the current ones (iptables rule by rule, nftables its
+	// chains whole).
 	PrevNetwork, PrevSubnet netip.Prefix
 }
 

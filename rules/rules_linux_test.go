@@ -75,8 +75,8 @@ func TestSwitchingModesCleansTheOther(t *testing.T) {
 		t.Fatal(err)
 	}
 	ipt, nft := flannelState(t, ns)
-	if strings.Count(ipt, "\n")+1 != 11 || nft != "" {
-		t.Fatalf("iptables mode: iptables has\n%s\n(want the 2 chains, 2 jumps, 5+2 rules), nft has %q", ipt, nft)
+	if strings.Count(ipt, "\n")+1 != 12 || nft != "" {
+		t.Fatalf("iptables mode: iptables has\n%s\n(want the 2 chains, 2 jumps, 6+2 rules), nft has %q", ipt, nft)
 	}
 
 	setUp(t, ns, options(true))
@@ -87,7 +87,7 @@ func TestSwitchingModesCleansTheOther(t *testing.T) {
 
 	setUp(t, ns, options(false))
 	ipt, nft = flannelState(t, ns)
-	if strings.Count(ipt, "\n")+1 != 11 || nft != "" {
+	if strings.Count(ipt, "\n")+1 != 12 || nft != "" {
 		t.Fatalf("iptables mode after nftables mode: iptables has\n%s\nnft still has %q", ipt, nft)
 	}
 }

@@ -40,3 +40,6 @@ func Adopt(Config, []*os.File) (*Device, error) { return nil, ErrUnsupported }
 func (d *Device) DupFiles() ([]*os.File, error) { return nil, ErrUnsupported }
 func (d *Device) VnetHdr() bool                 { return false }
 func (d *Device) StopReads() error              { return ErrUnsupported }
+
+// PersistFile fails: there is no TUN device here.
+func PersistFile(*os.File) error { return ErrUnsupported }

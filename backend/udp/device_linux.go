@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -65,14 +64,9 @@ func configureLink(link netlink.Link, l deviceLayout) error {
 		}
 	}
 	// Without IPv6 on the TUN the kernel sends no router solicitations
-	// into it (they would be counted drops). A kernel without IPv6 has no
-	// such file, which is fine when the network is IPv4 only.
-	disable := "1"
-	if l.network6.IsValid() {
-		disable = "0"
-	}
-	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+l.name+"/disable_ipv6", []byte(disable), 0o644); err != nil && l.network6.IsValid() {
-		return fmt.Errorf("enable IPv6 on %s: %w", l.name, err)
+	// into it (they would be counted drops).
+	if err := kernel.SetIPv6(l.name, l.network6.IsValid()); err != nil {
+		return err
 	}
 	if l.addr6.IsValid() {
 		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: kernel.IPNet(l.addr6), Flags: unix.IFA_F_NODAD}); err != nil {

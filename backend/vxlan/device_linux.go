@@ -147,9 +147,7 @@ func (v *vtep) start(own netip.Prefix) error {
 }
 
 // ensureAddress keeps exactly the own lease's network address as a host
-// prefix (/32 or /128) among the device's addresses of its family; IPv6
-// link-local addresses, which the kernel gives every device, are left
-// alone, as flanneld does.
+// prefix (/32 or /128) among the device's addresses of its family.
 func (v *vtep) ensureAddress() error {
 	if err := kernel.EnsureAddress(v.b.nl, v.dev, netip.PrefixFrom(v.own.Addr(), v.fam.Bits()), v.log); err != nil {
 		return fmt.Errorf("vxlan: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/udp"
+	"github.com/flannelu/flannelu/backend/wireguard"
 	"github.com/flannelu/flannelu/handover"
 	"github.com/flannelu/flannelu/incumbent"
 	"github.com/flannelu/flannelu/subnet"
@@ -122,13 +123,19 @@ func (h *handOver) close(err error) {
 	}
 }
 
-// inherit is the predecessor's udp descriptors, nil without. ipip's
-// userspace path holds a TUN queue and a raw socket too and takes neither
-// over: there the predecessor leaves first (its kernel path loses
-// nothing), the one case where it goes before its successor forwards.
+// leavesFirst names the backends that take over no descriptors while
+// their device is one process's: there the predecessor leaves before its
+// successor opens the device anew, the one case where it goes before the
+// successor forwards.
+var leavesFirst = map[string]string{
+	"ipip":                "the ipip backend's userspace path takes over no descriptors (its kernel path loses nothing)",
+	wireguard.BackendType: "the wireguard device is held by one process at a time: this one handshakes anew",
+}
+
+// inherit is the predecessor's udp descriptors, nil without.
 func (h *handOver) inherit(backendType string) *udp.Inherited {
-	if h.pred != nil && backendType == "ipip" {
-		h.log.Info("the running flannelu leaves before this one starts: the ipip backend takes over no descriptors")
+	if why, ok := leavesFirst[backendType]; ok && h.pred != nil {
+		h.log.Info("the running flannelu leaves before this one starts", "why", why)
 		if err := h.pred.Dismiss(); err != nil {
 			h.log.Warn("hand-over", "error", err)
 		}

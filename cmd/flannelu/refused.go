@@ -6,7 +6,7 @@ import (
 )
 
 // carried lists the backend types flannelu runs, for error messages.
-var carried = []string{"udp", "vxlan", "host-gw", "ipip", "extension", "alloc"}
+var carried = []string{"udp", "vxlan", "host-gw", "wireguard", "ipip", "extension", "alloc"}
 
 // refusals are flannel's backend types that flannelu does not carry, and
 // why, with what to use instead. A network config naming one is an error

@@ -13,7 +13,7 @@ func TestRefusedBackendsSayWhyAndWhatInstead(t *testing.T) {
 		{"gce", `Use "host-gw"`},
 		{"ali-vpc", "Alibaba"},
 		{"tencent-vpc", "Tencent"},
-		{"carrier-pigeon", "(supported: udp, vxlan, host-gw, ipip, extension, alloc)"},
+		{"carrier-pigeon", "(supported: udp, vxlan, host-gw, wireguard, ipip, extension, alloc)"},
 	} {
 		if err := refuse(tc.typ); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("refuse(%q) = %v, want it to contain %q", tc.typ, err, tc.want)
