@@ -126,11 +126,7 @@ func (s *successors) start(t *testing.T, i int, extra ...string) {
 	t.Helper()
 	argv := s.args(i, extra...)
 	p := s.launch(t, i, argv)
-	for _, re := range []*regexp.Regexp{backendRunning, wroteSubnetFile} {
-		if err := p.WaitLog(re, eventDeadline); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitStarted(t, p)
 	s.procs[i], s.argv[i] = p, argv
 	env, err := subnet.ReadEnv(s.file)
 	if err != nil {
@@ -200,9 +196,7 @@ func (s *successors) checkOtherNetwork(t *testing.T) {
 	}
 	otherFile := filepath.Join(s.dir, "other.env")
 	other := s.launch(t, 1, append(s.args(1), "--etcd-prefix", prefix, "--subnet-file", otherFile))
-	if err := other.WaitLog(backendRunning, eventDeadline); err != nil {
-		t.Fatal(err)
-	}
+	waitStarted(t, other)
 	if env, err := subnet.ReadEnv(otherFile); err != nil || env.Subnet.Addr().As4()[2] < 210 {
 		t.Errorf("the other network's subnet.env: %+v %v", env, err)
 	}
@@ -362,6 +356,17 @@ func (s *successors) client(t *testing.T, mode string) *testbed.Proc {
 // wroteSubnetFile is flannelu's log line once subnet.env is written
 // (beside the backend's start, after the rules).
 var wroteSubnetFile = regexp.MustCompile(`msg="wrote subnet file"`)
+
+// waitStarted waits until a flannelu's backend runs and its subnet.env
+// is written.
+func waitStarted(t *testing.T, p *testbed.Proc) {
+	t.Helper()
+	for _, re := range []*regexp.Regexp{backendRunning, wroteSubnetFile} {
+		if err := p.WaitLog(re, eventDeadline); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
 
 // heldFiles keeps the half-finished client's descriptors reachable: an
 // os.File the collector finds unreachable is closed.
