@@ -40,3 +40,6 @@ func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
 
 func (c *Conn) DupFile() (*os.File, error)       { return nil, ErrUnsupported }
 func (c *Conn) Control(func(fd int) error) error { return ErrUnsupported }
+
+// Disarm fails: see Listen.
+func (c *Conn) Disarm() error { return ErrUnsupported }

@@ -165,7 +165,7 @@ func clearOffloads(f *os.File) error {
 }
 
 // PersistFile makes a TUN device opened elsewhere (wireguard-go's, by the
-// wireguard backend) persistent, as SetPersist does ours.
+// wireguard backend) persistent: it outlives the process, with its route.
 func PersistFile(f *os.File) error {
 	return ioctlInt(f, "TUNSETPERSIST", unix.TUNSETPERSIST, 1)
 }

@@ -1,7 +1,6 @@
 package udp
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -37,14 +36,18 @@ type deviceLayout struct {
 // network through it, and for IPv6 (flanneld's udp backend has none) the
 // same layout in the other family, as flanneld's vxlan gives its
 // flannel-v6 device: the IPv6 lease's network address as /128 and one
-// route for the whole IPv6 network, carrying the IPv6 MTU. A device kept
-// from an earlier run (persistent, or handed over) is changed only where
-// it differs, so that its route is never withdrawn under traffic.
-func configureDevice(l deviceLayout) error {
+// route for the whole IPv6 network, carrying the IPv6 MTU. A device handed
+// over is changed only where it differs, so that its route is never
+// withdrawn under traffic. It returns the device's interface index.
+func configureDevice(l deviceLayout) (int, error) {
 	link, err := netlink.LinkByName(l.name)
 	if err != nil {
-		return fmt.Errorf("TUN %s: %w", l.name, err)
+		return 0, fmt.Errorf("TUN %s: %w", l.name, err)
 	}
+	return link.Attrs().Index, configureLink(link, l)
+}
+
+func configureLink(link netlink.Link, l deviceLayout) error {
 	if link.Attrs().MTU != l.mtu {
 		if err := netlink.LinkSetMTU(link, l.mtu); err != nil {
 			return fmt.Errorf("set MTU %d on %s: %w", l.mtu, l.name, err)
@@ -145,7 +148,7 @@ func hasRoute(link netlink.Link, want *netlink.Route) bool {
 	return false
 }
 
-// keptTUN is the TUN device name an earlier run left (persistent), if any.
+// keptTUN is the TUN device of that name, if there is one.
 func keptTUN(name string) (*netlink.Tuntap, bool) {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
@@ -153,17 +156,4 @@ func keptTUN(name string) (*netlink.Tuntap, bool) {
 	}
 	t, ok := link.(*netlink.Tuntap)
 	return t, ok
-}
-
-// deleteDevice removes a TUN device (one kept from an earlier run that
-// cannot be attached to as asked).
-func deleteDevice(name string) error {
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		return err
-	}
-	if link.Type() != "tuntap" {
-		return errors.New(name + " is not a TUN device")
-	}
-	return netlink.LinkDel(link)
 }

@@ -25,6 +25,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
@@ -108,8 +109,12 @@ type Backend struct {
 	// "outside the overlay" test of ForeignSources.
 	netBase, netMask uint32
 
-	dev    *tun.Device
-	vnet   bool          // the TUN was opened with IFF_VNET_HDR (offload mode)
+	dev     *tun.Device
+	ifindex int  // the TUN's interface index
+	vnet    bool // the TUN was opened with IFF_VNET_HDR (offload mode)
+	// kept says that another process uses the device and sockets after
+	// Run (KeepDevice): they are closed here, not retired.
+	kept   atomic.Bool
 	conns  []*encap.Conn // IPv4 underlay, one per worker; none on an IPv6-only host
 	conns6 []*encap.Conn // IPv6 underlay, one per worker, when the network carries IPv6
 	tracer *trace.Tracer
@@ -182,9 +187,8 @@ func (b *Backend) MTU() int {
 	return b.mtu6
 }
 
-// Start opens the TUN (persistent: it outlives the process, see
-// tun.Device.SetPersist) and the sockets, or takes over the inherited
-// ones, and configures the device for the host's own lease.
+// Start opens the TUN and the sockets, or takes over the inherited ones,
+// and configures the device for the host's own lease.
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	b.own, b.own6 = own.Subnet, own.IPv6Subnet
 	defer func() {
@@ -200,10 +204,10 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 		if len(b.conns) > 0 {
 			local = b.conns[0].LocalAddr()
 		}
-	} else if err := b.openPersistent(b.workerCount()); err != nil {
+	} else if err := b.openDevice(b.workerCount()); err != nil {
 		return err
 	}
-	if err := configureDevice(b.layout()); err != nil {
+	if b.ifindex, err = configureDevice(b.layout()); err != nil {
 		return err
 	}
 	if err := b.listen(local); err != nil {
@@ -277,8 +281,9 @@ const (
 	StoppedForwarding = "stopped forwarding"
 )
 
-// Run forwards until ctx is done, then stops the workers (stopWorkers) and
-// closes the device and sockets. Each worker owns one TUN queue and its
+// Run forwards until ctx is done, then stops the workers (stopWorkers),
+// retires the device and sockets unless a successor took them over
+// (KeepDevice) and closes them. Each worker owns one TUN queue and its
 // sockets (IPv4, IPv6) and runs both directions from one goroutine
 // (loop_linux.go).
 func (b *Backend) Run(ctx context.Context) error {
@@ -297,6 +302,9 @@ func (b *Backend) Run(ctx context.Context) error {
 	case err = <-errs:
 	}
 	b.stopWorkers(&wg)
+	if !b.kept.Load() {
+		b.retire()
+	}
 	b.close()
 	if ctx.Err() != nil {
 		return nil
@@ -307,9 +315,9 @@ func (b *Backend) Run(ctx context.Context) error {
 // stopWorkers stops the workers' reads and waits until each has returned:
 // a worker finishes the turn it is in, forwarding what it read, and reads
 // no more, so that nothing read is lost when the device and sockets are
-// closed. What is still queued in the kernel stays there, for the
-// persistent device's next reader or for a successor that shares these
-// queues and sockets (a hand-over): its own loop then reads it all.
+// closed. What is still queued in the kernel stays there for a successor
+// that shares these queues and sockets (a hand-over): its own loop then
+// reads it all.
 func (b *Backend) stopWorkers(wg *sync.WaitGroup) {
 	if err := b.dev.StopReads(); err != nil {
 		// Closing wakes the loops too, losing at most what they hold.
