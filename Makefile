@@ -98,7 +98,7 @@ demo-kube: deps build kube-apiserver
 
 # Go micro benchmarks of the data path parts, then the end-to-end harness.
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./packet/ ./offload/ ./encap/ ./tun/ ./drop/ ./trace/ ./backend/udp/ | tee bench/micro.txt
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms -count 3 ./routetable/ ./internal/packet/ ./internal/offload/ ./encap/ ./tun/ ./internal/drop/ ./internal/trace/ ./backend/udp/ | tee bench/micro.txt
 
 # Both layouts: the hosts sharing both CPUs, then each host on a CPU of its own.
 # The udp-kube path runs the udp path against a real kube-apiserver.

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/flannelu/flannelu/iptables"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
 	"github.com/flannelu/flannelu/testbed"
 )
 

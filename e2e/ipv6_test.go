@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flannelu/flannelu/iptables"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
 	"github.com/flannelu/flannelu/testbed"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelu/flannelu/incumbent"
+	"github.com/flannelu/flannelu/handover/incumbent"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
 )

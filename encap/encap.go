@@ -14,7 +14,7 @@ package encap
 import (
 	"net/netip"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // DefaultSocketBuffer is the send and receive buffer size Listen asks for

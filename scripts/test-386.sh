@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
-pkgs=(./packet/ ./offload/ ./routetable/ ./drop/ ./trace/ ./encap/ ./tun/ ./backend/udp/)
+pkgs=(./internal/packet/ ./internal/offload/ ./routetable/ ./internal/drop/ ./internal/trace/ ./encap/ ./tun/ ./backend/udp/)
 probe=$(mktemp -d)
 trap 'rm -rf "$probe"' EXIT
 printf 'package main\nfunc main() {}\n' > "$probe/main.go"

@@ -31,7 +31,7 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

@@ -35,7 +35,7 @@ import (
 	"github.com/flannelu/flannelu/backend/kernel"
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

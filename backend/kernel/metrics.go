@@ -1,6 +1,6 @@
 package kernel
 
-import "github.com/flannelu/flannelu/metrics"
+import "github.com/flannelu/flannelu/internal/metrics"
 
 // PeerErrors is the count the kernel backends (and wireguard) keep of peer leases they
 // could not program or ignored, flannelu_peer_errors_total in reg.

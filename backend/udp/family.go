@@ -7,7 +7,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 // checkNetworks accepts an IPv4 Network, an IPv6 Network6, or both (dual

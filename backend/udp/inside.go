@@ -5,11 +5,11 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
+	"github.com/flannelu/flannelu/internal/trace"
 	"github.com/flannelu/flannelu/routetable"
-	"github.com/flannelu/flannelu/trace"
 )
 
 // batch moves up to k packets (what is ready) from the TUN to the socket.

@@ -29,12 +29,12 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/trace"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/subnet"
-	"github.com/flannelu/flannelu/trace"
 	"github.com/flannelu/flannelu/tun"
 )
 

@@ -3,12 +3,12 @@ package udp
 import (
 	"net/netip"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/offload"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/offload"
+	"github.com/flannelu/flannelu/internal/packet"
+	"github.com/flannelu/flannelu/internal/trace"
 	"github.com/flannelu/flannelu/routetable"
-	"github.com/flannelu/flannelu/trace"
 	"github.com/flannelu/flannelu/tun"
 )
 

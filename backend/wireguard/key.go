@@ -9,7 +9,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
-	"github.com/flannelu/flannelu/atomicfile"
+	"github.com/flannelu/flannelu/internal/atomicfile"
 )
 
 // KeyFileEnv names the key file instead of the default, as in flanneld.

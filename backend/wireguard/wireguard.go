@@ -13,7 +13,7 @@ import (
 	"log/slog"
 	"net/netip"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // BackendType is the lease BackendType this backend publishes and accepts.

@@ -14,7 +14,7 @@ import (
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/backend/vxlan"
 	"github.com/flannelu/flannelu/backend/wireguard"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

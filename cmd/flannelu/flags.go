@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/handover"
-	"github.com/flannelu/flannelu/kube"
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 // options are flanneld's flags with flanneld's defaults, plus flannelu's

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/kube"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 func envOf(kv map[string]string) func(string) (string, bool) {

@@ -13,7 +13,7 @@ import (
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/backend/wireguard"
 	"github.com/flannelu/flannelu/handover"
-	"github.com/flannelu/flannelu/incumbent"
+	"github.com/flannelu/flannelu/handover/incumbent"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/tun"
 )

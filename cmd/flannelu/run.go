@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/outage"
-	"github.com/flannelu/flannelu/rules"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/outage"
+	"github.com/flannelu/flannelu/internal/rules"
 	"github.com/flannelu/flannelu/subnet"
 )
 

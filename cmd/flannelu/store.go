@@ -8,10 +8,10 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/handover"
-	"github.com/flannelu/flannelu/kube"
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/outage"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 // outageTracked is a store whose requests report to an outage tracker:

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/flannelu/flannelu/iptables"
-	"github.com/flannelu/flannelu/nftables"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
+	"github.com/flannelu/flannelu/internal/rules/nftables"
 )
 
 // iptManager keeps flanneld's chains in iptables (IPv4 network) and

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/internal/drop"
 )
 
 var at = time.Date(2024, 5, 6, 12, 4, 5, 123456789, time.UTC)

@@ -17,7 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/internal/outage"
 	"github.com/flannelu/flannelu/subnet"
 )
 

@@ -3,7 +3,7 @@ package offload
 import (
 	"encoding/binary"
 
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 type groupKind uint8

@@ -18,7 +18,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/internal/drop"
 )
 
 var peer = netip.MustParseAddrPort("192.0.2.2:8285")

@@ -8,7 +8,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
-	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/internal/drop"
 )
 
 // Forwarded is the verdict for a packet the forwarder passed on. Any other

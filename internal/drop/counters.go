@@ -3,7 +3,7 @@ package drop
 import (
 	"sync/atomic"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // cacheLine is larger than the 64 bytes of x86 so the padding also holds on

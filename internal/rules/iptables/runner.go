@@ -12,7 +12,7 @@ import (
 
 	goipt "github.com/coreos/go-iptables/iptables"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // Options shape a Runner.

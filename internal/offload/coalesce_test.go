@@ -3,7 +3,7 @@ package offload
 import (
 	"testing"
 
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 const headroom = 16 // >= packet.VirtioNetHdrLen, like a TUN writer reserving space

@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/flannelu/flannelu/atomicfile"
+	"github.com/flannelu/flannelu/internal/atomicfile"
 	"github.com/flannelu/flannelu/testbed"
 )
 

@@ -29,8 +29,8 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"github.com/flannelu/flannelu/drop"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // Defaults for zero Options fields.

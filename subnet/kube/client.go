@@ -20,7 +20,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/internal/outage"
 )
 
 // UserAgent is how flannelu introduces itself to the API server.

@@ -6,9 +6,9 @@ import (
 	"log/slog"
 	"net/netip"
 
-	"github.com/flannelu/flannelu/iptables"
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/nftables"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
+	"github.com/flannelu/flannelu/internal/rules/nftables"
 )
 
 // nftManager keeps flannel's nftables tables.

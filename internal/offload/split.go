@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 // MaxHeaderLen is the longest IP plus TCP/UDP header of a segment: an IPv4

@@ -6,7 +6,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 )

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelu/flannelu/drop"
+	"github.com/flannelu/flannelu/internal/drop"
 )
 
 func reportPkts(b *testing.B) {
