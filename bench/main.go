@@ -1,7 +1,9 @@
 //go:build linux
 
 // Command bench is flannelu's end-to-end benchmark harness. For each data
-// path (flannelu's udp backend; udp-kube: the same in Kubernetes mode, a
+// path (flannelu's udp backend; ipip: flannelu's ipip backend, on a kernel
+// without ipip its userspace path, the udp pipeline over a raw socket of
+// protocol 4; udp-kube: the udp path in Kubernetes mode, a
 // real kube-apiserver as the store; flanneld-udp: flanneld v0.20.2's own udp
 // backend, the peer flannelu replaces; kernel vxlan and host-gw as
 // programmed by flannelu's vxlan and host-gw backends, those two kernel
@@ -36,6 +38,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // config is one harness run's settings.
@@ -157,12 +161,13 @@ func parseFlags(args []string) (*config, error) {
 }
 
 // allPaths are the data paths the harness knows, in the default order:
-// flannelu's udp backend (with etcd, then in Kubernetes mode) next to
+// flannelu's udp backend, its ipip backend (the same pipeline, IPIP on the
+// wire), the udp backend in Kubernetes mode, next to
 // flanneld's, flannelu's kernel backends,
 // the kernel paths programmed by hand, then the floors of a userspace
 // forwarder (cheap: a few seconds more per run).
-var allPaths = []string{"udp", kubePath, flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
-	floorPath, floorPollPath, floorRawPath}
+var allPaths = []string{"udp", "ipip", kubePath, flanneldPath, "vxlan", "host-gw", "vxlan" + manualSuffix, "host-gw" + manualSuffix,
+	floorPath, floorPollPath, floorRawPath, wireguardPath, wireguardGoPath}
 
 func (c *config) check() error {
 	for _, p := range c.paths {
@@ -207,6 +212,9 @@ func (c *config) daemonBinary(path string) (bin, target string) {
 	switch {
 	case path == flanneldPath:
 		return c.flanneld, "flanneld"
+	case path == wireguardGoPath:
+		bin, _ := testbed.WireGuardGoBinary()
+		return bin, "deps"
 	case needsFlannelu(path):
 		return c.flannelu, "build"
 	}

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/flannelu/flannelu/iptables"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -31,7 +31,7 @@ func manualBase(path string) (string, bool) {
 // the hand-made ones (-manual and the floors) and flanneld's.
 func needsFlannelu(path string) bool {
 	_, manual := manualBase(path)
-	return !manual && !isFloor(path) && path != flanneldPath
+	return !manual && !isFloor(path) && path != flanneldPath && path != wireguardGoPath
 }
 
 // manualSubnet is host i's lease on the hand-made paths: 198.18.<i>.0/24,

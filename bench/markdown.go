@@ -127,7 +127,9 @@ veth, etcd on host 1, flannelu on both with Backend.Type udp, vxlan or host-gw, 
 behind cni0 (overlay 198.18.0.0/16) — torn down before the next path. flanneld-udp is the same
 testbed, etcd and config with flanneld v0.20.2 (built by ` + "`make flanneld`" + `) in flannelu's place,
 udp backend, ` + "`--iface eth0`" + `: the peer flannelu replaces, whose C proxy moves one packet per system
-call from one thread in poll() on the TUN and the socket. udp-kube is the udp path in Kubernetes mode:
+call from one thread in poll() on the TUN and the socket. ipip is flannelu's ipip backend, which on this
+kernel (no ipip module) is its userspace path: the udp path's pipeline with IP protocol 4 from a raw socket
+on the wire ("ipip / udp" compares the two encapsulations). udp-kube is the udp path in Kubernetes mode:
 a real kube-apiserver on host 1 over the same etcd, each host's Node registered with the podCIDR
 198.18.<i>.0/24, flannelu with ` + "`--kube-subnet-mgr`" + ` as flannel's service account; "udp-kube / udp"
 shows that the store does not touch the data path (1.00× but for noise). The -manual paths are the same

@@ -242,7 +242,7 @@ func parsePerf(out string, hosts map[string]string, roundTrips int) (*forwarderS
 // none on the kernel paths (flannelu there only programs the kernel).
 func (s *setup) forwarders(path string) []fwdProc {
 	var fs []fwdProc
-	if path == "udp" || path == flanneldPath {
+	if path == "udp" || path == flanneldPath || path == wireguardPath {
 		for _, n := range s.nodes {
 			fs = append(fs, fwdProc{shortHost(n.Host.Name), n.Proc.Cmd.Process.Pid})
 		}

@@ -93,6 +93,7 @@ type ratio struct {
 // ratioColumns picks the ratio columns: "<path> / vxlan" for each
 // flannelu, flanneld and floor path other than vxlan and udp-kube, then
 // "udp / flanneld-udp" (the floors against flanneld: -rounds), then
+// "ipip / udp" (the same pipeline with the other encapsulation) and
 // "udp-kube / udp" (the same data path with the other store: 1.00× but
 // for noise), then "<backend> / <backend>-manual" (flannelu-programmed
 // over hand-made) for each hand-made path whose flannelu counterpart was
@@ -115,9 +116,11 @@ func ratioColumns(paths []pathResult) []ratio {
 			cols = append(cols, ratio{num: u, den: f, loss: true})
 		}
 	}
-	if k, ok := index[kubePath]; ok {
-		if u, ok := index["udp"]; ok {
-			cols = append(cols, ratio{num: k, den: u, loss: true})
+	for _, same := range []string{"ipip", kubePath} { // the udp pipeline with another wire or store
+		if k, ok := index[same]; ok {
+			if u, ok := index["udp"]; ok {
+				cols = append(cols, ratio{num: k, den: u, loss: true})
+			}
 		}
 	}
 	for i, p := range paths {

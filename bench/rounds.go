@@ -10,7 +10,8 @@ import (
 
 // roundsMarkdown summarises a -rounds run: per path the median and range
 // over the rounds of the round-trip percentiles, of the per-round ratios
-// against flanneld's udp backend and kernel vxlan (paths measured
+// against flanneld's udp backend, kernel vxlan and standalone
+// wireguard-go (those of them measured; paths measured
 // back to back, so the ratio is steadier than either value), and with
 // -perf of what the forwarders did per round trip; the same for TCP
 // throughput when it was measured; then every round's p50 / p99 with the
@@ -20,7 +21,7 @@ func roundsMarkdown(rep *report) string {
 	fmt.Fprintf(&b, "\n%d interleaved rounds (each round starts one path later), round trips per run: %d.\n\n",
 		len(rep.Rounds), rep.Settings.RoundTrips)
 	var dens []string
-	for _, d := range []string{flanneldPath, "vxlan"} {
+	for _, d := range []string{flanneldPath, "vxlan", wireguardGoPath} {
 		if slices.Contains(pathNames(rep.Paths), d) {
 			dens = append(dens, d)
 		}

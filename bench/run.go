@@ -171,6 +171,8 @@ func setupPath(cfg *config, path, dir string) (*setup, error) {
 		err = setupFloor(cfg, s, path, name, dir)
 	case path == flanneldPath:
 		err = setupFlanneld(cfg, s, name, dir)
+	case path == wireguardGoPath:
+		err = setupWireGuardGo(cfg, s, name, dir)
 	default:
 		err = setupFlannelu(cfg, s, path, name, dir)
 	}
@@ -220,7 +222,7 @@ func setupFlannelu(cfg *config, s *setup, path, name, dir string) error {
 func setupCluster(cfg *config, s *setup, d daemon, name, dir string) error {
 	conf := fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":{"Type":%q}}`, overlayNetwork, d.backend)
 	c, err := testbed.NewCluster(testbed.ClusterOptions{
-		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin},
+		Bed:      testbed.Options{Name: name, Direct: true, Hosts: 2, Dir: dir, PinHosts: cfg.pin, PrivateDirs: privateDirs(d.backend)},
 		Flannelu: d.bin, Config: conf, Kube: d.kube,
 	})
 	if err != nil {

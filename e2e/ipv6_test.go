@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flannelu/flannelu/iptables"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -60,10 +60,11 @@ func v6Pod(p *testbed.Pod) *testbed.Pod {
 	return &v6
 }
 
-// checkIP6Tables compares host 1's ip6tables chains with flanneld's IPv6
-// rules for its lease (the cluster runs with --ip-masq), exactly and in
-// order, the jumps to them first in the built-in chains; iptables has the
-// IPv4 ones exactly when the network has IPv4.
+// checkIP6Tables compares host 1's ip6tables chains with flanneld v0.28's
+// IPv6 rules for its lease (the cluster runs with --ip-masq), exactly and
+// in order, the jumps to them last in the built-in chains (appended, as
+// v0.28 appends them); iptables has the IPv4 ones exactly when the network
+// has IPv4.
 func (k *kernelCluster) checkIP6Tables(t *testing.T) {
 	h, own := k.c.Hosts[0], k.leases[1].Subnet6
 	for _, s := range []iptables.Set{iptables.Masq(overlay6, own, true), iptables.Forward(overlay6)} {
@@ -73,7 +74,7 @@ func (k *kernelCluster) checkIP6Tables(t *testing.T) {
 			if r.Chain == s.Chain {
 				want = append(want, r.String())
 			} else {
-				jump = "-A" + strings.TrimPrefix(r.String(), "-I")
+				jump = r.String()
 			}
 		}
 		err := testbed.Eventually(eventDeadline, func() error {
@@ -87,8 +88,8 @@ func (k *kernelCluster) checkIP6Tables(t *testing.T) {
 			t.Error(err)
 		}
 		builtin := strings.Fields(jump)[1]
-		if out := h.MustRun("ip6tables", "-t", s.Table, "-S", builtin); !strings.Contains(out, "-P "+builtin+" ACCEPT\n"+jump+"\n") {
-			t.Errorf("ip6tables -t %s -S %s: the jump is not first:\n%s\nwant first: %s", s.Table, builtin, out, jump)
+		if out := h.MustRun("ip6tables", "-t", s.Table, "-S", builtin); !strings.HasSuffix(out, "\n"+jump+"\n") || strings.Count(out, jump) != 1 {
+			t.Errorf("ip6tables -t %s -S %s: the jump is not there once, last:\n%s\nwant last: %s", s.Table, builtin, out, jump)
 		}
 	}
 	if err := testbed.Eventually(eventDeadline, func() error {

@@ -88,7 +88,7 @@ func (s stack) kubeConfig(backend string) string {
 // have a fourth host, for the late node.
 func newKubeCluster(t *testing.T, backend string, st stack) *kubeCluster {
 	t.Helper()
-	short := map[string]string{"udp": "ku", "vxlan": "kv", "host-gw": "kh"}[backend] + st.suffix()
+	short := map[string]string{"udp": "ku", "vxlan": "kv", "host-gw": "kh", "ipip": "ki"}[backend] + st.suffix()
 	hosts := map[bool]int{false: 4, true: 3}[st.v6]
 	c := newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-" + short, Hosts: hosts, IPv6: st.v6},
@@ -102,7 +102,7 @@ func newKubeCluster(t *testing.T, backend string, st stack) *kubeCluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i == 3 && backend != "udp" { // udp's routes are inside flannelu
+		if i == 3 && backend != "udp" && backend != "ipip" { // udp's (and userspace ipip's) routes are inside flannelu
 			if err := routed(c, testbed.PodCIDR(3), true, 1, 2); err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func (k *kubeCluster) checkAnnotations(t *testing.T) { k.checkNodes(t, 1, 2, 3) 
 
 // checkNodes is checkAnnotations for the given nodes.
 func (k *kubeCluster) checkNodes(t *testing.T, nodes ...int) {
-	mtu := map[string]int{"udp": 1472, "vxlan": 1450, "host-gw": 1500}[k.backend]
+	mtu := map[string]int{"udp": 1472, "vxlan": 1450, "host-gw": 1500, "ipip": 1480}[k.backend]
 	for _, i := range nodes {
 		n, err := k.c.KubeNode(i)
 		if err != nil {
@@ -169,6 +169,8 @@ func (k *kubeCluster) wantAnnotations(i int) (map[string]string, error) {
 		want[p+"backend-type"] = "host-gw"
 	case "vxlan":
 		want[p+"backend-type"] = "vxlan"
+	case "ipip":
+		want[p+"backend-type"] = "ipip"
 	}
 	if k.v6 { // flanneld v0.28's dual stack: the IPv6 side of the lease
 		want[p+"public-ipv6"], want[p+"backend-v6-data"] = h.Addr6.String(), "null"

@@ -37,6 +37,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build flannelu:", err)
 		os.Exit(1)
 	}
+	// Another build under test, to measure a change against it.
+	if other := os.Getenv("FLANNELU_E2E_BINARY"); other != "" {
+		flannelu = other
+	}
 	// Each testbed removes its own namespaces (and New sweeps its own
 	// name's leftovers); a global sweep here would remove the namespaces
 	// of another test process running at the same time.
@@ -48,7 +52,8 @@ func TestMain(m *testing.M) {
 // helperMain is the traffic tool: "recv" accepts one TCP connection on the
 // given address and prints the byte count and SHA-256 of what arrived;
 // "send N@addr" sends N pseudo-random bytes (a fixed seed) and prints the
-// same of what it sent.
+// same of what it sent. The handover-* modes are bad hand-over clients
+// (successor_test.go).
 func helperMain(mode, arg string) int {
 	h := sha256.New()
 	var n int64
@@ -77,6 +82,8 @@ func helperMain(mode, arg string) int {
 			n, err = io.Copy(io.MultiWriter(c, h), src)
 			c.Close()
 		}
+	case "handover-garbage", "handover-stall", "handover-half":
+		return handOverClient(mode, arg)
 	default:
 		err = fmt.Errorf("unknown helper mode %q", mode)
 	}

@@ -72,8 +72,8 @@ func masqChainComplete(h *testbed.Host) error {
 	if err != nil {
 		return err
 	}
-	if n := strings.Count(out, "-A FLANNEL-POSTRTG "); n != 5 {
-		return fmt.Errorf("%d rules in FLANNEL-POSTRTG on %s, want 5:\n%s", n, h.Name, out)
+	if n := strings.Count(out, "-A FLANNEL-POSTRTG "); n != 6 {
+		return fmt.Errorf("%d rules in FLANNEL-POSTRTG on %s, want 6:\n%s", n, h.Name, out)
 	}
 	return nil
 }

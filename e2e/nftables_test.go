@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -89,8 +91,8 @@ func TestNFTablesWithFlanneldV028(t *testing.T) {
 		if got := normalRuleset(t, h1, n1.Env.Subnet); strings.Contains(got, "flannel-ipv") {
 			t.Fatalf("flannel's nftables tables are still there:\n%s", got)
 		}
-		if got := flannelIPTables(t, h1); strings.Count(got, "\n")+1 != 11 {
-			t.Fatalf("iptables mode: flannel's iptables rules are\n%s\nwant 2 chains, 2 jumps, 7 rules", got)
+		if got := flannelIPTables(t, h1); strings.Count(got, "\n")+1 != 12 {
+			t.Fatalf("iptables mode: flannel's iptables rules are\n%s\nwant 2 chains, 2 jumps, 8 rules", got)
 		}
 		waitPing(t, h1.Pods[0], h2.Pods[0].Addr)
 	})
@@ -113,7 +115,20 @@ func TestNFTablesWithFlanneldV028(t *testing.T) {
 // for its subnet.env.
 func startFlanneld(t *testing.T, c *testbed.Cluster, h *testbed.Host, bin string, args ...string) subnet.Env {
 	t.Helper()
+	_, env := runFlanneld(t, c, h, bin, args...)
+	return env
+}
+
+// runFlanneld is startFlanneld that also gives the process. Where another
+// daemon ran before and left subnet.env, it waits for flanneld's own
+// (flanneld writes the file through a rename: a new inode).
+func runFlanneld(t *testing.T, c *testbed.Cluster, h *testbed.Host, bin string, args ...string) (*testbed.Proc, subnet.Env) {
+	t.Helper()
 	file := filepath.Join(c.Dir, h.Name, "subnet.env")
+	var before uint64
+	if st, err := os.Stat(file); err == nil {
+		before = st.Sys().(*syscall.Stat_t).Ino
+	}
 	argv := append([]string{bin, "--etcd-endpoints", c.EtcdEndpoints(), "--iface", h.Iface, "--subnet-file", file}, args...)
 	p, err := c.Start(h.NS, "flanneld-"+h.Name, argv...)
 	if err != nil {
@@ -129,12 +144,15 @@ func startFlanneld(t *testing.T, c *testbed.Cluster, h *testbed.Host, bin string
 		if p.Exited() {
 			return nil
 		}
+		if st, err := os.Stat(file); err != nil || st.Sys().(*syscall.Stat_t).Ino == before {
+			return fmt.Errorf("no subnet.env of flanneld's yet (%v)", err)
+		}
 		env, err = subnet.ReadEnv(file)
 		return err
 	}); err != nil || p.Exited() {
 		t.Fatalf("flanneld wrote no subnet.env (%v):%s", err, testbed.Tail(p.Log, 20))
 	}
-	return env
+	return p, env
 }
 
 // normalRuleset is h's `nft list ruleset` with its own subnet written OWN.

@@ -19,7 +19,7 @@ func TestUnusedOptionsWarned(t *testing.T) {
 	pcap := filepath.Join(c.Dir, "trace.pcap")
 	n := startNode(t, c, 1, "--trace", "--trace-pcap", pcap)
 	for _, opt := range []string{"--trace", "--trace-pcap"} {
-		re := regexp.MustCompile(`level=WARN msg="option ignored: the network config's backend does not use it" option=` + opt + ` backend=host-gw used_by=\[udp\]`)
+		re := regexp.MustCompile(`level=WARN msg="option ignored: the network config's backend does not use it" option=` + opt + ` backend=host-gw used_by="\[udp ipip\]"`)
 		if err := n.Proc.WaitLog(re, 10*time.Second); err != nil {
 			t.Error(err)
 		}

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 )
 
 const (
@@ -57,9 +57,10 @@ func groSize(oob []byte) int {
 // ReadBatch blocks until at least one datagram is ready, then receives, in
 // one recvmmsg, every ready datagram up to len(msgs). For each of the
 // returned n it sets msgs[i].N and msgs[i].Addr (the sender) and fills
-// msgs[i].Buf[:N]. A datagram larger than its Buf is dropped (N = 0) and
-// counted in Truncated. The caller owns the Bufs; ReadBatch keeps no
-// reference after it returns.
+// msgs[i].Buf[:N], and msgs[i].Off where the inner packet starts (after
+// the outer header an IPIP socket receives). A datagram larger than its
+// Buf is dropped (N = 0) and counted in Truncated. The caller owns the
+// Bufs; ReadBatch keeps no reference after it returns.
 func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {
 		return 0, nil
@@ -76,6 +77,10 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 			c.truncated.Add(1)
 		}
 		m.Addr, _ = parseSockaddr(sockaddrBytes(&op.names[i], h.Hdr.Namelen))
+		m.Off = 0
+		if op.ipip {
+			m.Off = outerLen(m.Buf[:m.N])
+		}
 		m.GSOSize = 0
 		if op.gro {
 			m.GSOSize = groSize(op.oob[i*groCmsgSpace : i*groCmsgSpace+int(h.Hdr.Controllen)])
@@ -98,9 +103,11 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 // Buf[:N] in turn; the wire still carries one datagram per message. When a message
 // is refused (an invalid Addr or N, EMSGSIZE above the path MTU with DF
 // set, ...) WriteBatch returns the count before it and the error: msgs[n]
-// is the refused one, and the caller may drop it and send msgs[n+1:].
+// is the refused one, and the caller may drop it and send msgs[n+1:]. An
+// IPIP socket sends the outer header of each message (putOuterHeader)
+// before its Head and Buf.
 func (c *Conn) WriteBatch(msgs []Message) (int, error) {
-	valid, verr := validate(msgs, c.v6)
+	valid, verr := validate(msgs, c.v6, c.ipip)
 	n, err := c.send(msgs[:valid])
 	if err != nil {
 		return n, err
@@ -110,14 +117,18 @@ func (c *Conn) WriteBatch(msgs []Message) (int, error) {
 
 // validate returns the length of the valid prefix of msgs and, if it is
 // shorter than msgs, what is wrong with the next message. Destinations
-// must be of the socket's family (v6).
-func validate(msgs []Message, v6 bool) (int, error) {
+// must be of the socket's family (v6), with a port unless the socket is
+// IPIP, which needs an inner IPv4 packet to derive its header from.
+func validate(msgs []Message, v6, ipip bool) (int, error) {
 	for i := range msgs {
 		m := &msgs[i]
 		if m.N < 0 || m.N > len(m.Buf) {
 			return i, fmt.Errorf("encap: message %d: N=%d outside its %d-byte Buf", i, m.N, len(m.Buf))
 		}
-		if isIPv6(m.Addr.Addr()) != v6 || !m.Addr.Addr().IsValid() || m.Addr.Port() == 0 {
+		if ipip && !isInnerIPv4(innerStart(m)) {
+			return i, fmt.Errorf("encap: message %d: an IPIP socket carries IPv4 packets only", i)
+		}
+		if isIPv6(m.Addr.Addr()) != v6 || !m.Addr.Addr().IsValid() || (m.Addr.Port() == 0 && !ipip) {
 			return i, fmt.Errorf("encap: message %d: destination %v is not an %s address and port", i, m.Addr, familyName(v6))
 		}
 	}
@@ -158,6 +169,7 @@ type recvOp struct {
 	iovs  []unix.Iovec
 	names []sockaddr
 	gro   bool
+	ipip  bool   // an IPIP socket: Off is the outer header's length
 	oob   []byte // groCmsgSpace per message, when gro
 	once  poller.Attempt
 	count int
@@ -217,8 +229,9 @@ func (op *recvOp) release(n int) {
 // A group is the run of messages one mmsghdr carries (one without GSO).
 type sendOp struct {
 	hdrs   []unix.Mmsghdr
-	iovs   []unix.Iovec // up to two per message: Head, Buf[:N]
+	iovs   []unix.Iovec // up to three per message: the IPIP header, Head, Buf[:N]
 	names  []sockaddr
+	outer  [][OuterHeaderLen]byte // IPIP: each message's outer header
 	oob    []byte
 	once   poller.Attempt
 	ends   []int // ends[g]: index after the last message of group g
@@ -226,13 +239,18 @@ type sendOp struct {
 	sent   int // groups sent so far
 	err    error
 	fn     func(fd uintptr) bool
+
+	ipip bool // an IPIP socket: an outer header per message
 }
 
 func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 	if len(msgs) > len(op.hdrs) {
 		op.hdrs = make([]unix.Mmsghdr, len(msgs))
-		op.iovs = make([]unix.Iovec, 2*len(msgs))
+		op.iovs = make([]unix.Iovec, 3*len(msgs))
 		op.names = make([]sockaddr, len(msgs))
+		if op.ipip {
+			op.outer = make([][OuterHeaderLen]byte, len(msgs))
+		}
 		op.oob = make([]byte, len(msgs)*segmentCmsgSpace)
 		op.ends = make([]int, len(msgs))
 	}
@@ -244,6 +262,11 @@ func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 		}
 		first := iov
 		for j := i; j < end; j++ {
+			if op.ipip {
+				putOuterHeader(&op.outer[j], innerStart(&msgs[j]), msgs[j].Addr.Addr().As4())
+				setIovec(&op.iovs[iov], op.outer[j][:])
+				iov++
+			}
 			if len(msgs[j].Head) > 0 {
 				setIovec(&op.iovs[iov], msgs[j].Head)
 				iov++
@@ -340,7 +363,7 @@ func (op *sendOp) groupLen(g int) int {
 }
 
 func (op *sendOp) release(n int) {
-	for i := range 2 * n {
+	for i := range 3 * n {
 		op.iovs[i].Base = nil
 	}
 }

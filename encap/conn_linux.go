@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // Conn is the encapsulation socket. One goroutine may ReadBatch while
@@ -26,6 +26,7 @@ type Conn struct {
 
 	local     netip.AddrPort
 	v6        bool // an AF_INET6 socket: peers are IPv6 addresses
+	ipip      bool // a raw IPIP socket (Config.Encap)
 	gso       atomic.Bool
 	gro       bool
 	truncated *metrics.Counter
@@ -39,7 +40,9 @@ type Conn struct {
 // of cfg.SocketBuffer. An IPv6 address makes an IPv6-only socket (the
 // IPv6 underlay flanneld's udp backend never had), which can share the
 // port with the IPv4 one. UDP GSO is used on send when the kernel supports
-// it (Offloads).
+// it (Offloads). An IPIP socket (cfg.Encap) is a raw IPv4 socket of
+// protocol 4 bound to the address, writing each outer header itself (see
+// putOuterHeader).
 func Listen(cfg Config) (*Conn, error) {
 	addr := cfg.Addr.Addr()
 	if !addr.IsValid() {
@@ -48,6 +51,12 @@ func Listen(cfg Config) (*Conn, error) {
 	v6 := isIPv6(addr)
 	if !v6 {
 		addr = addr.Unmap()
+	}
+	if cfg.Encap == IPIP {
+		if err := checkIPIP(cfg, addr); err != nil {
+			return nil, err
+		}
+		cfg.Addr = netip.AddrPortFrom(addr, 0)
 	}
 	bufSize := cfg.SocketBuffer
 	if bufSize == 0 {
@@ -61,32 +70,48 @@ func Listen(cfg Config) (*Conn, error) {
 	}
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var optErr error
-		err := rc.Control(func(fd uintptr) { optErr = setOptions(int(fd), cfg.ReusePort, v6, bufSize) })
+		err := rc.Control(func(fd uintptr) { optErr = setSocketOptions(int(fd), cfg, v6, bufSize) })
 		return errors.Join(err, optErr)
 	}}
-	network := "udp4"
-	if v6 {
+	network, address := "udp4", netip.AddrPortFrom(addr, cfg.Addr.Port()).String()
+	switch {
+	case cfg.Encap == IPIP:
+		network, address = "ip4:4", addr.String()
+	case v6:
 		network = "udp6"
 	}
-	pc, err := lc.ListenPacket(context.Background(), network, netip.AddrPortFrom(addr, cfg.Addr.Port()).String())
+	pc, err := lc.ListenPacket(context.Background(), network, address)
 	if err != nil {
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	return udpConn(cfg, pc.(*net.UDPConn))
+	return netConn(cfg, pc)
 }
 
-// udpConn finishes Listen (and Adopt) on a bound socket of package net.
-func udpConn(cfg Config, udp *net.UDPConn) (*Conn, error) {
-	raw, err := udp.SyscallConn()
+// netConn finishes Listen (and Adopt) on a bound socket of package net:
+// a *net.UDPConn, or for IPIP a *net.IPConn.
+func netConn(cfg Config, pc net.PacketConn) (*Conn, error) {
+	sc, ok := pc.(syscall.Conn)
+	if !ok {
+		pc.Close()
+		return nil, fmt.Errorf("encap: %T has no descriptor", pc)
+	}
+	raw, err := sc.SyscallConn()
 	if err != nil {
-		udp.Close()
+		pc.Close()
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	local := udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	var local netip.AddrPort
+	switch a := pc.LocalAddr().(type) {
+	case *net.UDPAddr:
+		local = a.AddrPort()
+	case *net.IPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		local = netip.AddrPortFrom(ip, 0)
+	}
 	if local.Addr().Is4In6() {
 		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	}
-	return newConn(cfg, udp, raw, local), nil
+	return newConn(cfg, pc, raw, local), nil
 }
 
 // newConn sets up a Conn on an open, bound socket that closer closes; its
@@ -94,10 +119,17 @@ func udpConn(cfg Config, udp *net.UDPConn) (*Conn, error) {
 func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.AddrPort) *Conn {
 	c := &Conn{closer: closer, raw: raw, local: local, v6: isIPv6(local.Addr()), truncated: cfg.Metrics.Counter("flannelu_udp_truncated_datagrams_total",
 		"Datagrams the udp backend's sockets received that were larger than the receive buffer and were dropped.")}
-	c.gso.Store(probeGSO(raw))
-	if cfg.GRO {
-		c.gro = enableGRO(raw)
-		c.rx.gro = c.gro
+	if cfg.Encap == IPIP {
+		// A raw socket has neither UDP GSO nor GRO, and no port (its
+		// name says the protocol there).
+		c.local = netip.AddrPortFrom(local.Addr(), 0)
+		c.ipip, c.rx.ipip, c.tx.ipip = true, true, true
+	} else {
+		c.gso.Store(probeGSO(raw))
+		if cfg.GRO {
+			c.gro = enableGRO(raw)
+			c.rx.gro = c.gro
+		}
 	}
 	// Bind the poller callbacks once: a closure per call would allocate.
 	c.rx.fn = c.rx.recv
@@ -107,7 +139,16 @@ func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.Addr
 	return c
 }
 
-// setOptions runs before bind.
+// setSocketOptions runs before bind: an IPIP socket's options, or a UDP
+// socket's.
+func setSocketOptions(fd int, cfg Config, v6 bool, bufSize int) error {
+	if cfg.Encap == IPIP {
+		return setIPIPOptions(fd, bufSize)
+	}
+	return setOptions(fd, cfg.ReusePort, v6, bufSize)
+}
+
+// setOptions runs before bind on a UDP socket.
 func setOptions(fd int, reusePort, v6 bool, bufSize int) error {
 	if reusePort {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {

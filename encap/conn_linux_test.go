@@ -355,6 +355,13 @@ func TestBatchesDoNotAllocate(t *testing.T) {
 	_, a, b := pair(t)
 	sent := outgoing(hostB, []int{1400, 1400, 1400, 1400, 1400, 1400, 1400, 100, 1400, 1400, 1400, 200})
 	withHeads(sent[8:], 40) // segments sent from a header slot and a payload slice
+	batchesAllocateNothing(t, a, b, sent)
+}
+
+// batchesAllocateNothing sends sent from a to b and reads it, over and
+// over, and fails on any allocation.
+func batchesAllocateNothing(t *testing.T, a, b *Conn, sent []Message) {
+	t.Helper()
 	in := incoming(len(sent), 2048)
 	round := func() {
 		if n, err := a.WriteBatch(sent); n != len(sent) || err != nil {

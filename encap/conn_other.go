@@ -29,7 +29,17 @@ func (c *Conn) Truncated() uint64                 { return 0 }
 func (c *Conn) Close() error                      { return nil }
 func (c *Conn) Drops() uint64                     { return 0 }
 
+// Lone is Linux's one-packet sender; here it sends nothing.
+type Lone struct{}
+
+// Send fails: see Listen.
+func (l *Lone) Send(int, Encapsulation, bool, *Message) bool { return false }
+
 // Adopt fails: see Listen.
 func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }
 
-func (c *Conn) DupFile() (*os.File, error) { return nil, ErrUnsupported }
+func (c *Conn) DupFile() (*os.File, error)       { return nil, ErrUnsupported }
+func (c *Conn) Control(func(fd int) error) error { return ErrUnsupported }
+
+// Disarm fails: see Listen.
+func (c *Conn) Disarm() error { return ErrUnsupported }

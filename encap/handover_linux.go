@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 )
 
 // DupFile returns a duplicate of the socket's descriptor for another
@@ -43,7 +43,7 @@ func Adopt(cfg Config, f *os.File) (*Conn, error) {
 			pc.Close()
 			return nil, fmt.Errorf("encap: adopt socket: %T is not a UDP socket", pc)
 		}
-		return udpConn(cfg, udp)
+		return netConn(cfg, udp)
 	}
 	fd, local, err := dupUDP(f)
 	if err != nil {
@@ -90,4 +90,24 @@ func dupUDP(f *os.File) (fd int, local netip.AddrPort, err error) {
 		return -1, local, os.NewSyscallError("fcntl O_NONBLOCK", err)
 	}
 	return fd, local, nil
+}
+
+// Disarm connects the socket to its own address, before its last Close
+// when no successor takes it over. A process still holding a duplicate (a
+// hand-over client that never finished) then receives nothing from the
+// peers, and a socket bound to the same address and port later (a
+// restart, SO_REUSEPORT) receives every datagram: the kernel's lookup
+// scores a connected socket out for datagrams from any other source, and
+// skips it when it picks a socket of a SO_REUSEPORT group.
+func (c *Conn) Disarm() error {
+	addr := c.local.Addr()
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(c.local.Port()), Addr: addr.As16()}
+	if addr.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(c.local.Port()), Addr: addr.As4()}
+	}
+	var err error
+	if cerr := c.raw.Control(func(fd uintptr) { err = unix.Connect(int(fd), sa) }); cerr != nil {
+		return fmt.Errorf("encap: %w", cerr)
+	}
+	return os.NewSyscallError("connect", err)
 }

@@ -5,11 +5,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 )
 
 // selfPolled is the state of a Conn opened with Config.SelfPolled.
@@ -26,22 +27,25 @@ type selfPolled struct {
 // sockets are always on Go's poller, whose thread would then wake for
 // every datagram.
 func listenSelfPolled(cfg Config, addr netip.AddrPort, v6 bool, bufSize int) (*Conn, error) {
-	family := unix.AF_INET
+	family, typ, proto := unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_UDP
 	if v6 {
 		family = unix.AF_INET6
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	if cfg.Encap == IPIP {
+		typ, proto = unix.SOCK_RAW, unix.IPPROTO_IPIP
+	}
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, proto)
 	if err != nil {
 		return nil, fmt.Errorf("encap: %w", os.NewSyscallError("socket", err))
 	}
-	local, err := bindSelfPolled(fd, cfg.ReusePort, addr, v6, bufSize)
+	local, err := bindSelfPolled(fd, cfg, addr, v6, bufSize)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("encap: listen %v: %w", addr, err)
 	}
 	// A blocking fd stays off the poller in os.NewFile; the File only
 	// keeps the descriptor open while Hold or an operation uses it.
-	f := os.NewFile(uintptr(fd), "udp:"+local.String())
+	f := os.NewFile(uintptr(fd), strings.ToLower(cfg.Encap.String())+":"+local.String())
 	if err := unix.SetNonblock(fd, true); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("encap: %w", err)
@@ -66,8 +70,8 @@ func selfPolledConn(cfg Config, f *os.File, local netip.AddrPort) (*Conn, error)
 	return c, nil
 }
 
-func bindSelfPolled(fd int, reusePort bool, addr netip.AddrPort, v6 bool, bufSize int) (netip.AddrPort, error) {
-	if err := setOptions(fd, reusePort, v6, bufSize); err != nil {
+func bindSelfPolled(fd int, cfg Config, addr netip.AddrPort, v6 bool, bufSize int) (netip.AddrPort, error) {
+	if err := setSocketOptions(fd, cfg, v6, bufSize); err != nil {
 		return netip.AddrPort{}, err
 	}
 	var sa unix.Sockaddr

@@ -15,7 +15,7 @@ type Peer struct {
 	Subnet6    netip.Prefix // IPv6 lease subnet, e.g. 2001:db8:100:1::/64; stored masked; zero if none
 	PublicIP   netip.Addr   // IPv4 underlay address, e.g. 192.0.2.7; zero if none
 	PublicIPv6 netip.Addr   // IPv6 underlay address, e.g. 2001:db8:0:1::7; zero if none
-	Port       uint16       // UDP port, flannel's default 8285
+	Port       uint16       // UDP port, flannel's default 8285; 0 for an IPIP peer (IP protocol 4 has no ports)
 
 	public4 [4]byte  // PublicIP as bytes, precomputed for sockaddrs
 	public6 [16]byte // PublicIPv6 as bytes
@@ -72,9 +72,6 @@ func normalize(p Peer) (Peer, error) {
 	}
 	if !p.PublicIP.IsValid() && !p.PublicIPv6.IsValid() {
 		return Peer{}, fmt.Errorf("routetable: peer %v has no public address", p.ID())
-	}
-	if p.Port == 0 {
-		return Peer{}, fmt.Errorf("routetable: peer %v: port 0", p.ID())
 	}
 	return p, nil
 }

@@ -116,7 +116,7 @@ func TestUpdateRejectsInvalidPeers(t *testing.T) {
 		{Subnet: netip.MustParsePrefix("fc00::/64"), PublicIP: netip.MustParseAddr("192.0.2.2"), Port: 8285},
 		{Subnet: netip.MustParsePrefix("198.18.41.0/24"), PublicIP: netip.MustParseAddr("2001:db8::1"), Port: 8285},
 		{Subnet: netip.MustParsePrefix("198.18.42.0/24"), PublicIP: netip.MustParseAddr("0.0.0.0"), Port: 8285},
-		{Subnet: netip.MustParsePrefix("198.18.43.0/24"), PublicIP: netip.MustParseAddr("192.0.2.3")},
+		{Subnet: netip.MustParsePrefix("198.18.43.0/24"), PublicIP: netip.MustParseAddr("192.0.2.3")}, // no port: an IPIP peer
 		{PublicIP: netip.MustParseAddr("192.0.2.4"), Port: 8285},
 		peer("198.18.44.7/24", "::ffff:192.0.2.5"), // unmasked and 4in6: accepted, normalized
 	}, nil)
@@ -124,8 +124,11 @@ func TestUpdateRejectsInvalidPeers(t *testing.T) {
 		t.Fatalf("err = %v, want ErrInvalidPeer", err)
 	}
 	s := tb.Snapshot()
-	if s.Len() != 2 {
-		t.Fatalf("len %d, want the 2 valid peers: %v", s.Len(), s.Peers())
+	if s.Len() != 3 {
+		t.Fatalf("len %d, want the 3 valid peers: %v", s.Len(), s.Peers())
+	}
+	if p, ok := s.Lookup(a4("198.18.43.9")); !ok || p.AddrPort() != netip.MustParseAddrPort("192.0.2.3:0") {
+		t.Fatalf("the IPIP peer (no port): %v, %v", p, ok)
 	}
 	p, ok := s.Lookup(a4("198.18.44.1"))
 	if !ok || p.Subnet.String() != "198.18.44.0/24" || p.PublicIP.String() != "192.0.2.5" || p.PublicIP4() != a4("192.0.2.5") {

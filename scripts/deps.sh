@@ -27,6 +27,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 [ -x /usr/lib/cni/bridge ] || [ -x /opt/cni/bin/bridge ] || need+=(containernetworking-plugins)
 command -v gcc     >/dev/null || need+=(gcc libc6-dev)
 command -v perf    >/dev/null || need+=(linux-perf)
+command -v wg      >/dev/null || need+=(wireguard-tools)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -52,18 +53,22 @@ if [[ " ${need[*]} " == *" prometheus "* ]]; then
 fi
 go mod download
 
-# go_tool BIN PACKAGE VERSION: builds PACKAGE@VERSION into bin/cni unless the
+# go_tool DIR BIN PACKAGE VERSION: builds PACKAGE@VERSION into DIR unless the
 # binary there is already that version (GOBIN keeps it out of ~/go/bin).
 # The flannel plugin is the one kube-flannel shipped before it moved to
 # flannel-io/cni-plugin (which the module proxy does not serve).
 go_tool() {
-  local bin="bin/cni/$1"
-  if [ -x "$bin" ] && go version -m "$bin" | grep -q "^[[:space:]]*mod[[:space:]].*[[:space:]]$3[[:space:]]"; then
+  local bin="$1/$2"
+  if [ -x "$bin" ] && go version -m "$bin" | grep -q "^[[:space:]]*mod[[:space:]].*[[:space:]]$4[[:space:]]"; then
     return
   fi
-  echo "deps: building $2@$3 into bin/cni"
-  GOBIN="$PWD/bin/cni" GOFLAGS=-buildvcs=false go install "$2@$3"
+  echo "deps: building $3@$4 into $1"
+  mkdir -p "$1"
+  GOBIN="$PWD/$1" GOFLAGS=-buildvcs=false go install "$3@$4"
 }
-mkdir -p bin/cni
-go_tool flannel github.com/containernetworking/plugins/plugins/meta/flannel v0.9.1
-go_tool cnitool github.com/containernetworking/cni/cnitool v1.3.0
+go_tool bin/cni flannel github.com/containernetworking/plugins/plugins/meta/flannel v0.9.1
+go_tool bin/cni cnitool github.com/containernetworking/cni/cnitool v1.3.0
+# Standalone wireguard-go (its command is named wireguard), at the version
+# flannelu runs in-process (go.mod), so that the two differ only in what
+# surrounds the library.
+go_tool bin/wireguard-go wireguard golang.zx2c4.com/wireguard "$(go list -m -f '{{.Version}}' golang.zx2c4.com/wireguard)"

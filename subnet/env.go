@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/flannelu/flannelu/atomicfile"
+	"github.com/flannelu/flannelu/internal/atomicfile"
 )
 
 // Env is the content of subnet.env, which flannel's CNI plugin reads.

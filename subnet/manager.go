@@ -14,7 +14,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/internal/outage"
 )
 
 var (

@@ -14,7 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/flannelu/flannelu/subnet/etcdtest"
+	"github.com/flannelu/flannelu/testbed/etcdtest"
 	"github.com/flannelu/flannelu/testbed/logtest"
 )
 

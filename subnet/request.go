@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/internal/outage"
 )
 
 // ErrUnavailable: the store did not answer (unreachable, no leader, timed

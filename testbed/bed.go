@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,6 +41,11 @@ type Options struct {
 	// IPv6 gives the underlay IPv6 too: host i gets 2001:db8:0:1::<i>/64
 	// on eth0 (Addr6) and forwards IPv6 (see ipv6.go).
 	IPv6 bool
+	// PrivateDirs are directories (say /run/wireguard) that each host has
+	// of its own, as separate machines do: host i's is a directory under
+	// <Dir>/<host>/private, bound over the path in every command started
+	// in the host (NS.Private).
+	PrivateDirs []string
 }
 
 // Bed is a set of namespace hosts on one underlay, 192.0.2.0/24.
@@ -152,6 +158,15 @@ func (b *Bed) newHost(i int) *Host {
 		Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)})}
 	if b.Opts.PinHosts {
 		h.CPUs = strconv.Itoa((i - 1) % runtime.NumCPU())
+	}
+	for _, path := range b.Opts.PrivateDirs {
+		src := filepath.Join(b.Dir, h.Name, "private", strings.ReplaceAll(strings.Trim(path, "/"), "/", "-"))
+		for _, dir := range []string{src, path} {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				panic(err)
+			}
+		}
+		h.Private = append(h.Private, PrivateDir{Path: path, Source: src})
 	}
 	h.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=1",
 		"net.ipv4.conf.default.rp_filter=1")

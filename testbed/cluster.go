@@ -301,8 +301,9 @@ func Eventually(timeout time.Duration, fn func() error) error {
 const pingWait = 10 * time.Second
 
 // pingReply is ping's line for an echo reply (not "From ... icmp_seq=N
-// Destination Net Unreachable", nor a duplicate).
-var pingReply = regexp.MustCompile(`(?m)^\d+ bytes from \S+ icmp_seq=(\d+) [^\n]*ms$`)
+// Destination Net Unreachable", nor a duplicate), with ping -D's
+// "[seconds.micros] " before it or not.
+var pingReply = regexp.MustCompile(`(?m)^(?:\[\d+\.\d+\] )?\d+ bytes from \S+ icmp_seq=(\d+) [^\n]*ms$`)
 
 // Ping sends count echo requests 10 ms apart from a namespace and fails
 // unless each of them is answered. A reply may take its time: ping's -W

@@ -38,13 +38,32 @@ type NS struct {
 	// CPUs, when set, is the CPU list (taskset -c syntax) every command
 	// started in the namespace is bound to: a host of a pinned bed.
 	CPUs string
+	// Private are directories of the shared filesystem that this host has
+	// of its own, as a separate machine would: every command started in
+	// the namespace sees Source bound over Path (in the mount namespace
+	// that `ip netns exec` makes for each command).
+	Private []PrivateDir
 }
+
+// PrivateDir is a host's own copy of a directory: Source over Path.
+type PrivateDir struct{ Path, Source string }
+
+// privateMounts binds each "source path" pair of arguments before "--",
+// then runs the rest.
+const privateMounts = `while [ "$1" != -- ]; do mount --bind "$1" "$2" || exit 125; shift 2; done; shift; exec "$@"`
 
 // argv is the command line that runs args inside the namespace.
 func (ns NS) argv(args []string) []string {
 	argv := []string{"ip", "netns", "exec", ns.Name}
 	if ns.CPUs != "" {
 		argv = append(argv, "taskset", "-c", ns.CPUs)
+	}
+	if len(ns.Private) > 0 {
+		argv = append(argv, "sh", "-c", privateMounts, "sh")
+		for _, d := range ns.Private {
+			argv = append(argv, d.Source, d.Path)
+		}
+		argv = append(argv, "--")
 	}
 	return append(argv, args...)
 }

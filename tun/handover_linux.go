@@ -9,22 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 )
-
-// SetPersist makes the interface outlive its queues (TUNSETPERSIST): after
-// the last queue is closed, flannel0 keeps its address, MTU and routes, and
-// the next Open of the same name attaches to it. Pods then see a stall
-// while no process reads the device, not "network unreachable".
-func (d *Device) SetPersist(on bool) error {
-	v := 0
-	if on {
-		v = 1
-	}
-	return d.control(func(fd int) error {
-		return os.NewSyscallError("ioctl TUNSETPERSIST", unix.IoctlSetInt(fd, unix.TUNSETPERSIST, v))
-	})
-}
 
 // DupFiles returns a duplicate of every queue's descriptor, in queue order,
 // for another process to take over (Adopt): a queue stays attached, and the

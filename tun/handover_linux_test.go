@@ -2,14 +2,10 @@ package tun
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
-
-	"github.com/flannelu/flannelu/testbed"
 )
 
 // sendInto sends count one-byte datagrams from the device's address into
@@ -32,43 +28,6 @@ func readAll(t *testing.T, q *Queue, want int) {
 	for got := 0; got < want; {
 		got += readWithin(t, q, bufs, sizes, headroom)
 	}
-}
-
-// A persistent device outlives its queues with its address and route, and
-// the next Open of its name attaches to it as it is.
-func TestPersistentDeviceOutlivesItsQueues(t *testing.T) {
-	ns, dev := openConfigured(t, Config{Name: "flu0"})
-	if err := dev.SetPersist(true); err != nil {
-		t.Fatal(err)
-	}
-	dev.Close()
-	if out := ns.IP(t, "-o", "addr", "show", "dev", "flu0"); !strings.Contains(out, tunAddr+"/32") {
-		t.Fatalf("after Close the device or its address is gone:\n%s", out)
-	}
-	if out := ns.IP(t, "route", "show", "exact", overlay); !strings.Contains(out, "dev flu0") {
-		t.Fatalf("after Close the route is gone:\n%s", out)
-	}
-	var again *Device
-	var err error
-	ns.In(t, func() { again, err = Open(Config{Name: "flu0"}) })
-	if err != nil {
-		t.Fatalf("Open of the persistent device: %v", err)
-	}
-	defer again.Close()
-	// The kernel turns the carrier back on at once, and lets traffic into
-	// the device again when its link watcher has seen that (operstate).
-	if err := testbed.Eventually(waitLimit, func() error {
-		if state := strings.TrimSpace(ns.Exec(t, "cat", "/sys/class/net/flu0/operstate")); state != "up" && state != "unknown" {
-			return fmt.Errorf("operstate %s", state)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	c := udpIn(t, ns, tunAddr+":4000")
-	sendInto(t, c, 1)
-	readAll(t, again.Queues()[0], 1)
-	again.SetPersist(false) //nolint:errcheck // the namespace goes anyway
 }
 
 // Packets queued in the device when its queues change hands are read by

@@ -1,6 +1,6 @@
 package tun
 
-import "github.com/flannelu/flannelu/packet"
+import "github.com/flannelu/flannelu/internal/packet"
 
 // truncated reports whether a read that filled its whole buffer cut the
 // packet short: the kernel's TUN read silently truncates instead of

@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/poller"
 )
 
 // errNoRoom is a SelfPolled write the kernel refused with EAGAIN.

@@ -10,7 +10,7 @@ package tun
 import (
 	"strings"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // DefaultName is the device name flanneld's udp backend uses.

@@ -8,8 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 const (
@@ -161,15 +161,27 @@ func negotiateOffloads(f *os.File) (Offload, error) {
 // clearOffloads turns off the offloads a persistent device may keep from a
 // run in VnetHdr mode: without the header a super-packet cannot be told.
 func clearOffloads(f *os.File) error {
+	return ioctlInt(f, "TUNSETOFFLOAD", unix.TUNSETOFFLOAD, 0)
+}
+
+// PersistFile makes a TUN device opened elsewhere (wireguard-go's, by the
+// wireguard backend) persistent: it outlives the process, with its route.
+func PersistFile(f *os.File) error {
+	return ioctlInt(f, "TUNSETPERSIST", unix.TUNSETPERSIST, 1)
+}
+
+// ioctlInt runs an integer ioctl on f through its raw connection: File.Fd
+// would make the descriptor blocking under the reads of its owner.
+func ioctlInt(f *os.File, name string, req uint, v int) error {
 	raw, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var ioErr error
-	if err := raw.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, 0) }); err != nil {
+	if err := raw.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), req, v) }); err != nil {
 		return err
 	}
-	return os.NewSyscallError("ioctl TUNSETOFFLOAD", ioErr)
+	return os.NewSyscallError("ioctl "+name, ioErr)
 }
 
 // Name is the interface name the kernel gave the device.

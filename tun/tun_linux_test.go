@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/testbed"
 )
 

@@ -37,7 +37,9 @@ func (q *Queue) WriteParts([][][]byte) (int, error)     { return 0, ErrUnsupport
 // Adopt fails: see Open.
 func Adopt(Config, []*os.File) (*Device, error) { return nil, ErrUnsupported }
 
-func (d *Device) SetPersist(bool) error         { return ErrUnsupported }
 func (d *Device) DupFiles() ([]*os.File, error) { return nil, ErrUnsupported }
 func (d *Device) VnetHdr() bool                 { return false }
 func (d *Device) StopReads() error              { return ErrUnsupported }
+
+// PersistFile fails: there is no TUN device here.
+func PersistFile(*os.File) error { return ErrUnsupported }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"sync"
 	"time"
@@ -14,13 +15,16 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 
 // Backend is the host-gw backend. Create it with New.
 type Backend struct {
 	ext      *backend.ExternalInterface
+	dev      *net.Interface // where the routes leave: Options.Device, else the external interface
+	onLink   bool
+	typ      string // the lease type accepted: Options.LeaseType, else BackendType
 	interval time.Duration
 	log      *slog.Logger
 	nl       *netlink.Handle
@@ -61,12 +65,18 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	if ext == nil || ext.Iface == nil {
 		return nil, errors.New("host-gw: no external interface")
 	}
-	b := &Backend{ext: ext, interval: opts.ReconcileInterval, log: opts.Logger, nl: opts.Netlink,
-		peerErrors: kernel.PeerErrors(opts.Metrics)}
+	b := &Backend{ext: ext, dev: opts.Device, onLink: opts.OnLink, typ: opts.LeaseType, interval: opts.ReconcileInterval,
+		log: opts.Logger, nl: opts.Netlink, peerErrors: kernel.PeerErrors(opts.Metrics)}
+	if b.dev == nil {
+		b.dev = ext.Iface
+	}
+	if b.typ == "" {
+		b.typ = BackendType
+	}
 	if b.log == nil {
 		b.log = slog.Default()
 	}
-	b.log = b.log.With("backend", BackendType, "iface", ext.Iface.Name)
+	b.log = b.log.With("backend", b.typ, "iface", b.dev.Name)
 	for _, f := range []struct {
 		fam           kernel.Family
 		network       netip.Prefix
@@ -154,7 +164,7 @@ func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	defer b.mu.Unlock()
 	batch := b.batch.For(len(events), b.log)
 	for _, ev := range events {
-		foreign := kernel.Foreign(ev, BackendType, b.log, b.peerErrors)
+		foreign := kernel.Foreign(ev, b.typ, b.log, b.peerErrors)
 		for _, f := range b.fams {
 			f.handle(ev, foreign, batch)
 		}
@@ -191,7 +201,11 @@ func (f *family) handle(ev subnet.Event, foreign bool, batch *kernel.Batch) {
 }
 
 func (f *family) route(p *peer) *netlink.Route {
-	return &netlink.Route{LinkIndex: f.b.ext.Iface.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.gateway)}
+	r := &netlink.Route{LinkIndex: f.b.dev.Index, Dst: kernel.IPNet(p.subnet), Gw: kernel.IP(p.gateway)}
+	if f.b.onLink {
+		r.Flags = int(netlink.FLAG_ONLINK)
+	}
+	return r
 }
 
 // program installs the peer's route. A failure (typically ENETUNREACH:
@@ -267,7 +281,7 @@ func (f *family) reconcile() error {
 		return nil // not started
 	}
 	nl, log := f.b.nl, f.b.log
-	routes, err := kernel.Routes(nl, f.fam, f.b.ext.Iface.Index)
+	routes, err := kernel.Routes(nl, f.fam, f.b.dev.Index)
 	if err != nil {
 		return fmt.Errorf("host-gw: %w", err)
 	}

@@ -13,12 +13,13 @@ package hostgw
 
 import (
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // BackendType is the lease BackendType this backend publishes and accepts.
@@ -37,4 +38,14 @@ type Options struct {
 	// Metrics receives flannelu_peer_errors_total (PeerErrors); nil
 	// exports it nowhere.
 	Metrics *metrics.Registry
+
+	// For another backend's routes of the same shape (the ipip backend's
+	// flannel.ipip routes and DirectRouting routes): the lease type
+	// accepted (default BackendType), the device the routes leave
+	// through (default the external interface; the routes it owns are
+	// that device's) and whether they are onlink (the gateway is a peer's
+	// public address, not on that device's link).
+	LeaseType string
+	Device    *net.Interface
+	OnLink    bool
 }

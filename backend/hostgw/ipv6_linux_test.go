@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend/kernel"
-	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/testbed/kerneltest"
 )
 
 var (

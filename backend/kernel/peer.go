@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

@@ -12,9 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/drop"
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/poller"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
 	"github.com/flannelu/flannelu/tun"
@@ -22,17 +23,21 @@ import (
 
 // rig is one udp backend in its own namespace: own lease 198.18.1.0/24 on
 // 192.0.2.1, one peer 198.18.2.0/24 at 192.0.2.2 (both addresses on lo), a
-// socket that plays the peer, and a socket that plays a local pod.
+// socket that plays the peer, and a socket that plays a local pod. With
+// encap.IPIP the backend runs the ipip encapsulation and the peer is a raw
+// socket of protocol 4, the kernel writing its outer header.
 type rig struct {
 	ns   testbed.NS
 	reg  *metrics.Registry // the backend's metrics
 	b    *Backend
 	w    *worker
 	pod  int // raw fd: UDP socket connected to a peer pod's address
-	peer int // raw fd: UDP socket bound to 192.0.2.2:8285, connected to us
+	peer int // raw fd: UDP socket bound to 192.0.2.2:8285 (IPIP: a protocol-4 socket on 192.0.2.2), connected to us
 }
 
-func newRig(t *testing.T, offloads bool) *rig {
+func newRig(t *testing.T, offloads bool) *rig { return newRigOf(t, offloads, encap.UDP) }
+
+func newRigOf(t *testing.T, offloads bool, enc encap.Encapsulation) *rig {
 	testbed.RequireRoot(t)
 	r := &rig{ns: testbed.Namespace(t, "udp-alloc"), reg: metrics.NewRegistry()}
 	for _, args := range [][]string{
@@ -52,7 +57,7 @@ func newRig(t *testing.T, offloads bool) *rig {
 		}
 		lo.MTU = 1500 // the overlay MTU follows a normal underlay, not lo's 64 KiB
 		ext := &backend.ExternalInterface{Iface: lo, IfaceAddr: netip.MustParseAddr("192.0.2.1"), ExtAddr: netip.MustParseAddr("192.0.2.1")}
-		if r.b, err = New(ext, Options{Network: netip.MustParsePrefix("198.18.0.0/16"), Offload: offloads, Metrics: r.reg,
+		if r.b, err = New(ext, Options{Encap: enc, Network: netip.MustParsePrefix("198.18.0.0/16"), Offload: offloads, Metrics: r.reg,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}); err != nil {
 			return err
 		}
@@ -62,6 +67,10 @@ func newRig(t *testing.T, offloads bool) *rig {
 		}
 		r.pod, err = connectedUDP(netip.AddrPort{}, netip.MustParseAddrPort("198.18.2.5:9"))
 		if err != nil {
+			return err
+		}
+		if enc == encap.IPIP {
+			r.peer, err = connectedIPIP(netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.1"))
 			return err
 		}
 		r.peer, err = connectedUDP(netip.MustParseAddrPort("192.0.2.2:8285"), netip.MustParseAddrPort("192.0.2.1:8285"))
@@ -74,10 +83,16 @@ func newRig(t *testing.T, offloads bool) *rig {
 	if r.b.vnet != offloads {
 		t.Fatalf("offload mode = %v, want %v", r.b.vnet, offloads)
 	}
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")}
+	if enc == encap.IPIP {
+		attrs.BackendType = "ipip"
+	}
 	r.b.HandleEvents(context.Background(), []subnet.Event{{Type: subnet.EventAdded, Lease: subnet.Lease{
-		Subnet: netip.MustParsePrefix("198.18.2.0/24"),
-		Attrs:  subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.2")},
+		Subnet: netip.MustParsePrefix("198.18.2.0/24"), Attrs: attrs,
 	}}})
+	if r.b.routes.Snapshot().Len() != 1 {
+		t.Fatal("the peer lease was not taken")
+	}
 	r.w = newWorker(r.b, r.b.dev.Queues()[0], r.b.conns[0], nil)
 	return r
 }
@@ -103,6 +118,25 @@ func connectedUDP(local, dst netip.AddrPort) (int, error) {
 		}
 	}
 	if err := unix.Connect(fd, sockaddrOf(dst)); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// connectedIPIP opens a raw IPv4 socket of protocol 4 bound to local and
+// connected to dst: what it writes goes out as IPIP, the kernel adding the
+// outer header, and it reads every protocol-4 packet sent to local.
+func connectedIPIP(local, dst netip.Addr) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: local.As4()}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: dst.As4()}); err != nil {
 		unix.Close(fd)
 		return -1, err
 	}

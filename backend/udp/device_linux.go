@@ -1,11 +1,9 @@
 package udp
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -38,14 +36,18 @@ type deviceLayout struct {
 // network through it, and for IPv6 (flanneld's udp backend has none) the
 // same layout in the other family, as flanneld's vxlan gives its
 // flannel-v6 device: the IPv6 lease's network address as /128 and one
-// route for the whole IPv6 network, carrying the IPv6 MTU. A device kept
-// from an earlier run (persistent, or handed over) is changed only where
-// it differs, so that its route is never withdrawn under traffic.
-func configureDevice(l deviceLayout) error {
+// route for the whole IPv6 network, carrying the IPv6 MTU. A device handed
+// over is changed only where it differs, so that its route is never
+// withdrawn under traffic. It returns the device's interface index.
+func configureDevice(l deviceLayout) (int, error) {
 	link, err := netlink.LinkByName(l.name)
 	if err != nil {
-		return fmt.Errorf("TUN %s: %w", l.name, err)
+		return 0, fmt.Errorf("TUN %s: %w", l.name, err)
 	}
+	return link.Attrs().Index, configureLink(link, l)
+}
+
+func configureLink(link netlink.Link, l deviceLayout) error {
 	if link.Attrs().MTU != l.mtu {
 		if err := netlink.LinkSetMTU(link, l.mtu); err != nil {
 			return fmt.Errorf("set MTU %d on %s: %w", l.mtu, l.name, err)
@@ -62,14 +64,9 @@ func configureDevice(l deviceLayout) error {
 		}
 	}
 	// Without IPv6 on the TUN the kernel sends no router solicitations
-	// into it (they would be counted drops). A kernel without IPv6 has no
-	// such file, which is fine when the network is IPv4 only.
-	disable := "1"
-	if l.network6.IsValid() {
-		disable = "0"
-	}
-	if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+l.name+"/disable_ipv6", []byte(disable), 0o644); err != nil && l.network6.IsValid() {
-		return fmt.Errorf("enable IPv6 on %s: %w", l.name, err)
+	// into it (they would be counted drops).
+	if err := kernel.SetIPv6(l.name, l.network6.IsValid()); err != nil {
+		return err
 	}
 	if l.addr6.IsValid() {
 		if err := netlink.AddrReplace(link, &netlink.Addr{IPNet: kernel.IPNet(l.addr6), Flags: unix.IFA_F_NODAD}); err != nil {
@@ -151,7 +148,7 @@ func hasRoute(link netlink.Link, want *netlink.Route) bool {
 	return false
 }
 
-// keptTUN is the TUN device name an earlier run left (persistent), if any.
+// keptTUN is the TUN device of that name, if there is one.
 func keptTUN(name string) (*netlink.Tuntap, bool) {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
@@ -159,17 +156,4 @@ func keptTUN(name string) (*netlink.Tuntap, bool) {
 	}
 	t, ok := link.(*netlink.Tuntap)
 	return t, ok
-}
-
-// deleteDevice removes a TUN device (one kept from an earlier run that
-// cannot be attached to as asked).
-func deleteDevice(name string) error {
-	link, err := netlink.LinkByName(name)
-	if err != nil {
-		return err
-	}
-	if link.Type() != "tuntap" {
-		return errors.New(name + " is not a TUN device")
-	}
-	return netlink.LinkDel(link)
 }

@@ -17,8 +17,8 @@ type deviceLayout struct {
 
 // configureDevice fails: the TUN device is configured with Linux's netlink.
 // Start never gets here, tun.Open having failed first.
-func configureDevice(deviceLayout) error {
-	return errors.New("udp backend: TUN devices are only supported on Linux")
+func configureDevice(deviceLayout) (int, error) {
+	return 0, errors.New("udp backend: TUN devices are only supported on Linux")
 }
 
 // run fails: Start never succeeds here, so Run never calls it.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -12,7 +13,7 @@ import (
 // HandleEvents turns a batch of peer lease changes into a new route table
 // snapshot. A lease of another backend type is ignored with a warning, as
 // flanneld's backends do: that host listens for vxlan or nothing, not for
-// our UDP.
+// our UDP (or IPIP).
 //
 // A snapshot is built whole (O(n): at 5,000 peers about 2 ms and 850 KB),
 // so in a burst of single events the builds are paced: when the last one
@@ -31,7 +32,7 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 		switch {
 		case ev.Type == subnet.EventRemoved:
 			delete(b.peers, id)
-		case l.Attrs.BackendType != "" && l.Attrs.BackendType != "udp":
+		case !b.carries(l.Attrs.BackendType):
 			b.log.Warn("ignoring a peer lease of another backend type", "subnet", id, "type", l.Attrs.BackendType)
 		case problem != "":
 			b.log.Warn("ignoring a peer lease "+problem, "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet)
@@ -109,6 +110,16 @@ func (b *Backend) publish() {
 		b.log.Info(what, "subnet", p.Subnet, "ipv6_subnet", p.Subnet6, "public_ip", p.PublicIP, "public_ipv6", p.PublicIPv6)
 	}
 	clear(b.touched)
+}
+
+// carries reports whether a peer lease of backendType speaks this
+// backend's wire: flanneld's udp backend writes no type, the ipip one
+// "ipip".
+func (b *Backend) carries(backendType string) bool {
+	if b.opts.Encap == encap.IPIP {
+		return backendType == "ipip"
+	}
+	return backendType == "" || backendType == "udp"
 }
 
 // peerOf is the route-table entry of a lease: the subnets of the families

@@ -7,7 +7,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 // checkNetworks accepts an IPv4 Network, an IPv6 Network6, or both (dual
@@ -40,7 +40,11 @@ func overlayMTUs(ext *backend.ExternalInterface, opts Options) (mtu, mtu6 int, e
 		}
 		return ext.Iface.MTU - otherOverhead
 	}
-	mtu, mtu6 = over(has4, encapOverhead, encapOverhead6), over(has6, encapOverhead6, encapOverhead)
+	overhead4 := encapOverhead
+	if opts.Encap == encap.IPIP {
+		overhead4 = encap.OuterHeaderLen
+	}
+	mtu, mtu6 = over(has4, overhead4, encapOverhead6), over(has6, encapOverhead6, overhead4)
 	if opts.Network.IsValid() && mtu < 576 {
 		return 0, 0, fmt.Errorf("udp backend: external MTU %d on %s leaves %d for the overlay, below 576", ext.Iface.MTU, ext.Iface.Name, mtu)
 	}
@@ -74,28 +78,30 @@ func (b *Backend) layout() deviceLayout {
 // listen opens the sockets the workers still lack (a hand-over brings
 // them): per worker one IPv4 socket on local (the interface's IPv4 address
 // and the backend's port) and, when the network carries IPv6, one IPv6
-// socket on the interface's IPv6 address and the same port. The IPv6
-// sockets have SO_REUSEPORT so that a successor whose predecessor did not
-// hand them over (an older flannelu) can bind beside them.
+// socket on the interface's IPv6 address and the same port. Every UDP
+// socket has SO_REUSEPORT, so that a restart binds beside a socket a
+// process still holds a duplicate of (retire disarmed it); an IPIP socket
+// cannot share its address, and needs not: each raw socket receives every
+// packet.
 func (b *Backend) listen(local netip.AddrPort) error {
 	workers := len(b.dev.Queues())
-	open := func(addr netip.AddrPort, reuse bool, into *[]*encap.Conn) error {
+	open := func(addr netip.AddrPort, into *[]*encap.Conn) error {
 		for len(*into) < workers {
-			c, err := encap.Listen(encap.Config{Addr: addr, ReusePort: reuse, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
+			c, err := encap.Listen(encap.Config{Encap: b.opts.Encap, Addr: addr, ReusePort: b.opts.Encap != encap.IPIP, GRO: b.vnet, SelfPolled: true, Metrics: b.opts.Metrics})
 			if err != nil {
-				return fmt.Errorf("listen on UDP %v: %w", addr, err)
+				return fmt.Errorf("listen on %s %v: %w", b.opts.Encap, addr, err)
 			}
 			*into = append(*into, c)
 		}
 		return nil
 	}
 	if b.has4() {
-		if err := open(local, workers > 1, &b.conns); err != nil {
+		if err := open(local, &b.conns); err != nil {
 			return err
 		}
 	}
 	if b.has6() {
-		return open(netip.AddrPortFrom(b.ext.IfaceV6Addr, uint16(b.port)), true, &b.conns6)
+		return open(netip.AddrPortFrom(b.ext.IfaceV6Addr, uint16(b.port)), &b.conns6)
 	}
 	return nil
 }

@@ -9,7 +9,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 

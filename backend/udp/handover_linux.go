@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/tun"
@@ -53,6 +54,7 @@ func (b *Backend) adopt(h *Inherited) error {
 		return fmt.Errorf("inherited %d TUN queues, %d IPv4 and %d IPv6 sockets: need the sockets of a family one per queue",
 			len(h.Queues), len(h.Sockets), len(h.Sockets6))
 	}
+	b.kept.Store(true) // the predecessor forwards on them until it leaves
 	sockets := slices.Concat(h.Sockets, h.Sockets6)
 	var err error
 	if b.dev, err = tun.Adopt(tun.Config{SelfPolled: true, Metrics: b.opts.Metrics}, h.Queues); err != nil {
@@ -84,22 +86,48 @@ func closeAll(fs []*os.File) {
 	}
 }
 
-// openPersistent opens the TUN and makes it persistent. A device left by
-// an earlier run is attached to as it is, unless its multiqueue mode does
-// not match (a changed --udp-workers), which the kernel would refuse: it
-// is then deleted and created again.
-func (b *Backend) openPersistent(queues int) error {
-	if kept, ok := keptTUN(b.opts.DeviceName); ok && kept.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 != (queues > 1) {
-		if err := deleteDevice(b.opts.DeviceName); err != nil {
-			return fmt.Errorf("delete the kept TUN %s (its queue mode does not match --udp-workers): %w", b.opts.DeviceName, err)
+// KeepDevice says whether another process uses the device and sockets
+// after this one: Run's end then closes this process's descriptors and
+// retires nothing. Adopted ones are kept until the predecessor has left
+// (KeepDevice(false)); a successor takes them (KeepDevice(true)).
+func (b *Backend) KeepDevice(keep bool) { b.kept.Store(keep) }
+
+// openDevice creates the TUN. A device of that name that no process holds
+// (earlier flannelus kept theirs, persistent) is deleted first: the device
+// is created fresh, as flanneld creates its own, and goes with the
+// process that holds it.
+func (b *Backend) openDevice(queues int) error {
+	if kept, ok := keptTUN(b.opts.DeviceName); ok {
+		if kept.Attrs().RawFlags&unix.IFF_LOWER_UP != 0 {
+			return fmt.Errorf("TUN %s is in use by another process", b.opts.DeviceName)
 		}
-		b.log.Info("deleted the kept TUN device: its queue mode does not match --udp-workers", "device", b.opts.DeviceName)
+		if err := netlink.LinkDel(kept); err != nil {
+			return fmt.Errorf("delete the TUN %s an earlier run left: %w", b.opts.DeviceName, err)
+		}
+		b.log.Info("deleted the TUN device an earlier run left; creating it anew", "device", b.opts.DeviceName)
 	}
-	if err := b.openTUN(queues); err != nil {
-		return err
+	return b.openTUN(queues)
+}
+
+// retire undoes, when no successor took them over, what a process may
+// still hold duplicates of (a hand-over client that never finished): the
+// sockets are disarmed (encap.Conn.Disarm: that process receives nothing
+// and a restart binds beside it) and the device is deleted, which
+// detaches every queue, its duplicates' too. The device goes as flanneld's
+// goes when it stops: a flanneld started next asks the kernel for
+// "flannel%d", which a device left here would turn into flannel1, its
+// route refused because flannel0's is still there.
+func (b *Backend) retire() {
+	for _, c := range slices.Concat(b.conns, b.conns6) {
+		if err := c.Disarm(); err != nil {
+			b.log.Warn("disarming a UDP socket", "addr", c.LocalAddr(), "error", err)
+		}
 	}
-	if err := b.dev.SetPersist(true); err != nil {
-		return fmt.Errorf("TUN %s: %w", b.dev.Name(), err)
+	link, err := netlink.LinkByIndex(b.ifindex)
+	if err != nil || link.Attrs().Name != b.dev.Name() || link.Type() != "tuntap" {
+		return // gone already, or not ours any more
 	}
-	return nil
+	if err := netlink.LinkDel(link); err != nil {
+		b.log.Warn("deleting the TUN device", "device", b.dev.Name(), "error", err)
+	}
 }

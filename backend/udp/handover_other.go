@@ -14,4 +14,9 @@ func (b *Backend) adopt(h *Inherited) error {
 	return errNotLinux
 }
 
-func (b *Backend) openPersistent(int) error { return errNotLinux }
+func (b *Backend) openDevice(int) error { return errNotLinux }
+
+// KeepDevice does nothing: there is no device.
+func (b *Backend) KeepDevice(bool) {}
+
+func (b *Backend) retire() {}

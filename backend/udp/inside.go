@@ -5,11 +5,11 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
+	"github.com/flannelu/flannelu/internal/trace"
 	"github.com/flannelu/flannelu/routetable"
-	"github.com/flannelu/flannelu/trace"
 )
 
 // batch moves up to k packets (what is ready) from the TUN to the socket.
@@ -122,7 +122,7 @@ func (in *inside) route(pkt []byte, wire int, snap *routetable.Snapshot) (*route
 		in.count(drop.Inside, drop.TooBig, pkt, peer.AddrPort())
 		return nil, false
 	}
-	if !packet.DecrementTTL(pkt) {
+	if !in.keepTTL && !packet.DecrementTTL(pkt) {
 		in.answer(replyTimeExceeded, ip, pkt, far)
 		in.count(drop.Inside, drop.TTLExpired, pkt, peer.AddrPort())
 		return nil, false

@@ -3,8 +3,8 @@ package udp
 import (
 	"net/netip"
 
-	"github.com/flannelu/flannelu/drop"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 

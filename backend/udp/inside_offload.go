@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/flannelu/flannelu/drop"
-	"github.com/flannelu/flannelu/offload"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/offload"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 
@@ -84,9 +84,11 @@ func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *route
 	for i, head := range heads {
 		// route lowered the super-packet's TTL, whose header Split
 		// had already copied: each segment's header gets the same.
-		if isIPv6(head) {
+		switch {
+		case in.keepTTL:
+		case isIPv6(head):
 			packet.DecrementHopLimit(head)
-		} else {
+		default:
 			packet.DecrementTTL(head)
 		}
 		out = in.push(head, payloads[i], peer, via, out)

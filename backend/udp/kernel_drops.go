@@ -4,7 +4,7 @@ import (
 	"sync"
 
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // kernelDrops exports the kernel's counts of packets lost next to the

@@ -5,14 +5,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
 )
 
 // A lone packet, what each turn of a request-response exchange carries,
 // goes out with the plainest system call on the descriptor the loop
-// holds: sendto for a datagram (to a peer of either family), write for a
+// holds: sendto for a datagram (to a peer of either family; for IPIP a
+// sendmsg of the outer header and the packet), write for a
 // packet into the TUN (from either socket's half). The batch calls
 // (sendmmsg through encap.Conn, writev of the coalescer's parts through
 // tun.Queue) add message headers, iovecs and a RawControl per call that
@@ -23,30 +24,16 @@ import (
 // refuses (a full socket buffer, an unreachable peer) takes the batch
 // path after it, which waits for room or counts the drop.
 
-// loneAddr holds a lone datagram's destination, kept in the inside half
-// so that sendto's argument does not escape to the heap: a sockaddr_in6,
-// which is larger than a sockaddr_in, serves both families.
-type loneAddr = unix.RawSockaddrInet6
-
-// sendLone sends m, a whole packet, with sendto on the held socket of its
-// peer's family (sock for IPv4, sock6 for IPv6), and reports whether it
-// went.
+// sendLone sends m, a whole packet, on the held socket of its peer's
+// family (sock for IPv4, sock6 for IPv6) with encap.Lone (sendto, or a
+// two-part sendmsg for IPIP), and reports whether it went.
 func (in *inside) sendLone(m *encap.Message) bool {
-	if m.Head != nil || m.N == 0 {
-		return false
-	}
 	v6 := !m.Addr.Addr().Is4()
 	sock := in.sock
 	if v6 {
 		sock = in.sock6
 	}
-	if sock < 0 {
-		return false
-	}
-	size := encap.PutSockaddr(&in.dst, m.Addr, v6)
-	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(sock), uintptr(unsafe.Pointer(&m.Buf[0])), uintptr(m.N),
-		0, uintptr(unsafe.Pointer(&in.dst)), uintptr(size))
-	if errno != 0 {
+	if sock < 0 || !in.lone.Send(sock, in.encap, v6, m) {
 		return false
 	}
 	in.drops.AddForwarded(drop.Inside, 1, uint64(m.N))
@@ -62,10 +49,13 @@ func (o *outside) writeLone() bool {
 		return false
 	}
 	p, b := o.pkts[0], o.bufs[0]
-	if len(p) == 0 || &p[0] != &b[headroom] {
+	// p lies in b, past the headroom (and an IPIP outer header): at
+	// cap(b)-cap(p), which has room for the virtio-net header before it.
+	at := cap(b) - cap(p)
+	if len(p) == 0 || at < headroom || &p[0] != &b[at] {
 		return false
 	}
-	frame := b[headroom-packet.VirtioNetHdrLen : headroom+len(p)]
+	frame := b[at-packet.VirtioNetHdrLen : at+len(p)]
 	clear(frame[:packet.VirtioNetHdrLen])
 	_, _, errno := unix.Syscall(unix.SYS_WRITE, uintptr(o.tunFD), uintptr(unsafe.Pointer(&frame[0])), uintptr(len(frame)))
 	if errno != 0 {

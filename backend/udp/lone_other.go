@@ -4,9 +4,8 @@ package udp
 
 import "github.com/flannelu/flannelu/encap"
 
-// loneAddr and the lone-packet system calls are Linux's (lone_linux.go);
-// elsewhere every packet takes the batch path.
-type loneAddr struct{}
+// The lone-packet system calls are Linux's (lone_linux.go); elsewhere
+// every packet takes the batch path.
 
 func (in *inside) sendLone(*encap.Message) bool { return false }
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 )
 
 // The descriptors a worker waits on, in the poller's order.

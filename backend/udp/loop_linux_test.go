@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/poller"
 )
 
 // runLoop starts the rig worker's loop (one goroutine, one OS thread) and

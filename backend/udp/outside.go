@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 
@@ -26,8 +26,10 @@ func (o *outside) batch(k int) error {
 		if !o.fromPeer(m, snap) {
 			continue
 		}
-		if size, ok := o.acceptInner(m.Buf[:m.N], m, snap); ok {
-			o.tun[keep] = o.bufs[i][:headroom+size]
+		// The packet is at m.Off (after an IPIP outer header): the TUN
+		// write takes it at headroom, so its slice starts m.Off later.
+		if size, ok := o.acceptInner(m.Buf[m.Off:m.N], m, snap); ok {
+			o.tun[keep] = o.bufs[i][m.Off : m.Off+headroom+size]
 			keep++
 			bytes += uint64(size)
 		}
@@ -76,7 +78,7 @@ func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Sna
 		return 0, false
 	}
 	pkt = pkt[:ip.TotalLen]
-	if !packet.DecrementTTL(pkt) {
+	if !o.keepTTL && !packet.DecrementTTL(pkt) {
 		o.count(drop.Outside, drop.TTLExpired, pkt, m.Addr)
 		return 0, false
 	}

@@ -3,9 +3,9 @@ package udp
 import (
 	"net/netip"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 

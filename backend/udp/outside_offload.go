@@ -3,8 +3,8 @@ package udp
 import (
 	"fmt"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
+	"github.com/flannelu/flannelu/internal/drop"
 )
 
 // batchOffload is batch for a TUN opened with IFF_VNET_HDR

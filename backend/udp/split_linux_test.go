@@ -7,9 +7,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/flannelu/flannelu/drop"
-	"github.com/flannelu/flannelu/packet"
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
+	"github.com/flannelu/flannelu/internal/poller"
 	"github.com/flannelu/flannelu/tun"
 )
 

@@ -4,6 +4,11 @@
 // wire format. The two directions are kept apart: inside (TUN to UDP) in
 // inside.go, outside (UDP to TUN) in outside.go; their IPv6 halves, which
 // flanneld's udp backend never had, in inside6.go and outside6.go.
+//
+// The same pipeline carries flannel's ipip encapsulation where the kernel
+// has no ipip device (Options.Encap, package backend/ipip): only the
+// socket and its header differ (package encap), and the inner TTL is left
+// alone, as the kernel's tunnel leaves it.
 package udp
 
 import (
@@ -18,16 +23,18 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/trace"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/subnet"
-	"github.com/flannelu/flannelu/trace"
 	"github.com/flannelu/flannelu/tun"
 )
 
@@ -43,10 +50,14 @@ const encapOverhead6 = 40 + 8
 
 // Options configure the backend.
 type Options struct {
+	// Encap is the wire format: encap.UDP (the udp backend, the default)
+	// or encap.IPIP (the ipip backend's userspace path: IPv4 only, one
+	// worker, BackendJSON not read, leases of type "ipip").
+	Encap       encap.Encapsulation
 	Network     netip.Prefix // the whole IPv4 overlay, routed into the TUN; zero for IPv6-only
 	Network6    netip.Prefix // the whole IPv6 overlay (IPv6Network), routed into the TUN; zero for IPv4-only
 	BackendJSON []byte       // the config's Backend object: {"Type":"udp","Port":8285}
-	DeviceName  string       // default flannel0
+	DeviceName  string       // default flannel0 (the ipip backend names it flannel.ipip)
 	Workers     int          // forwarding workers (TUN queues and sockets); 0: automatic
 	// Offload reads and writes TCP/UDP super-packets on the TUN
 	// (IFF_VNET_HDR), splits them for the wire and sends and receives
@@ -98,8 +109,12 @@ type Backend struct {
 	// "outside the overlay" test of ForeignSources.
 	netBase, netMask uint32
 
-	dev    *tun.Device
-	vnet   bool          // the TUN was opened with IFF_VNET_HDR (offload mode)
+	dev     *tun.Device
+	ifindex int  // the TUN's interface index
+	vnet    bool // the TUN was opened with IFF_VNET_HDR (offload mode)
+	// kept says that another process uses the device and sockets after
+	// Run (KeepDevice): they are closed here, not retired.
+	kept   atomic.Bool
 	conns  []*encap.Conn // IPv4 underlay, one per worker; none on an IPv6-only host
 	conns6 []*encap.Conn // IPv6 underlay, one per worker, when the network carries IPv6
 	tracer *trace.Tracer
@@ -120,12 +135,20 @@ type Backend struct {
 // New checks the options; nothing is created before Start.
 func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	cfg := config{Port: DefaultPort}
+	if opts.Encap == encap.IPIP {
+		// Protocol 4 has no port; raw sockets cannot share the packets
+		// between workers (each gets a copy of every one).
+		cfg.Port, opts.Workers, opts.BackendJSON = 0, 1, nil
+		if opts.Network6.IsValid() {
+			return nil, errors.New("ipip backend: IP protocol 4 carries IPv4 only; use udp, vxlan or host-gw for IPv6")
+		}
+	}
 	if len(opts.BackendJSON) > 0 {
 		if err := json.Unmarshal(opts.BackendJSON, &cfg); err != nil {
 			return nil, fmt.Errorf("udp backend config %s: %w", opts.BackendJSON, err)
 		}
 	}
-	if cfg.Port < 1 || cfg.Port > 65535 {
+	if (cfg.Port < 1 && opts.Encap != encap.IPIP) || cfg.Port > 65535 {
 		return nil, fmt.Errorf("udp backend config: Port %d: must be between 1 and 65535", cfg.Port)
 	}
 	if err := checkNetworks(opts); err != nil {
@@ -172,9 +195,8 @@ func (b *Backend) MTU() int {
 	return b.mtu6
 }
 
-// Start opens the TUN (persistent: it outlives the process, see
-// tun.Device.SetPersist) and the sockets, or takes over the inherited
-// ones, and configures the device for the host's own lease.
+// Start opens the TUN and the sockets, or takes over the inherited ones,
+// and configures the device for the host's own lease.
 func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 	b.own, b.own6 = own.Subnet, own.IPv6Subnet
 	defer func() {
@@ -190,10 +212,10 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 		if len(b.conns) > 0 {
 			local = b.conns[0].LocalAddr()
 		}
-	} else if err := b.openPersistent(b.workerCount()); err != nil {
+	} else if err := b.openDevice(b.workerCount()); err != nil {
 		return err
 	}
-	if err := configureDevice(b.layout()); err != nil {
+	if b.ifindex, err = configureDevice(b.layout()); err != nil {
 		return err
 	}
 	if err := b.listen(local); err != nil {
@@ -207,7 +229,7 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 		}
 	}
 	gso, gro := b.firstConn().Offloads()
-	b.log.Info("udp backend ready", "device", b.dev.Name(), "mtu", b.MTU(), "listen", b.listening(), "workers", workers,
+	b.log.Info(strings.ToLower(b.opts.Encap.String())+" forwarder ready", "device", b.dev.Name(), "mtu", b.MTU(), "listen", b.listening(), "workers", workers,
 		"tun_offloads", b.dev.Offloads(), "udp_gso", gso, "udp_gro", gro)
 	return nil
 }
@@ -267,8 +289,9 @@ const (
 	StoppedForwarding = "stopped forwarding"
 )
 
-// Run forwards until ctx is done, then stops the workers (stopWorkers) and
-// closes the device and sockets. Each worker owns one TUN queue and its
+// Run forwards until ctx is done, then stops the workers (stopWorkers),
+// retires the device and sockets unless a successor took them over
+// (KeepDevice) and closes them. Each worker owns one TUN queue and its
 // sockets (IPv4, IPv6) and runs both directions from one goroutine
 // (loop_linux.go).
 func (b *Backend) Run(ctx context.Context) error {
@@ -287,6 +310,9 @@ func (b *Backend) Run(ctx context.Context) error {
 	case err = <-errs:
 	}
 	b.stopWorkers(&wg)
+	if !b.kept.Load() {
+		b.retire()
+	}
 	b.close()
 	if ctx.Err() != nil {
 		return nil
@@ -297,9 +323,9 @@ func (b *Backend) Run(ctx context.Context) error {
 // stopWorkers stops the workers' reads and waits until each has returned:
 // a worker finishes the turn it is in, forwarding what it read, and reads
 // no more, so that nothing read is lost when the device and sockets are
-// closed. What is still queued in the kernel stays there, for the
-// persistent device's next reader or for a successor that shares these
-// queues and sockets (a hand-over): its own loop then reads it all.
+// closed. What is still queued in the kernel stays there for a successor
+// that shares these queues and sockets (a hand-over): its own loop then
+// reads it all.
 func (b *Backend) stopWorkers(wg *sync.WaitGroup) {
 	if err := b.dev.StopReads(); err != nil {
 		// Closing wakes the loops too, losing at most what they hold.

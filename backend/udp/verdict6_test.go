@@ -12,9 +12,9 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/subnet"
 )
 

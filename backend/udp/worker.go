@@ -3,12 +3,12 @@ package udp
 import (
 	"net/netip"
 
-	"github.com/flannelu/flannelu/drop"
 	"github.com/flannelu/flannelu/encap"
-	"github.com/flannelu/flannelu/offload"
-	"github.com/flannelu/flannelu/packet"
+	"github.com/flannelu/flannelu/internal/drop"
+	"github.com/flannelu/flannelu/internal/offload"
+	"github.com/flannelu/flannelu/internal/packet"
+	"github.com/flannelu/flannelu/internal/trace"
 	"github.com/flannelu/flannelu/routetable"
-	"github.com/flannelu/flannelu/trace"
 	"github.com/flannelu/flannelu/tun"
 )
 
@@ -50,6 +50,11 @@ type env struct {
 	own6   netip.Prefix  // this host's IPv6 lease subnet; zero when IPv6 is not carried
 	net6   netip.Prefix  // Options.Network6, for ForeignSources
 	vnet   bool          // the TUN carries virtio-net headers (offload mode)
+	encap  encap.Encapsulation
+	// keepTTL leaves inner TTLs alone (IPIP, as the kernel's ipip device:
+	// the tunnel is no hop). The udp backend lowers them on each side, as
+	// flanneld's proxy does.
+	keepTTL bool
 	// The host's underlays: an IPv4 socket, an IPv6 socket.
 	under4, under6 bool
 	// Options.ForeignSources, and Network as integers for its per-packet
@@ -82,9 +87,9 @@ type inside struct {
 	segUsed  int
 
 	// the IPv4 and IPv6 sockets while the loop holds them (-1 otherwise),
-	// for a lone datagram's sendto (lone_linux.go), and its destination
+	// for a lone datagram's system call (lone_linux.go), and its state
 	sock, sock6 int
-	dst         loneAddr
+	lone        encap.Lone
 }
 
 // outside is the UDP to TUN half: everything its goroutine writes.
@@ -114,7 +119,7 @@ func newWorker(b *Backend, q *tun.Queue, conn, conn6 *encap.Conn) *worker {
 		n = q.BatchSize()
 	}
 	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer, mtu: b.mtu, mtu6: b.mtu6, own: b.own, own6: b.own6,
-		net6: b.opts.Network6, vnet: b.vnet, under4: b.has4(), under6: b.has6(),
+		net6: b.opts.Network6, vnet: b.vnet, encap: b.opts.Encap, keepTTL: b.opts.Encap == encap.IPIP, under4: b.has4(), under6: b.has6(),
 		foreignSources: b.opts.ForeignSources, netBase: b.netBase, netMask: b.netMask}
 	coalesceUDP := b.vnet && b.dev.Offloads().Has(tun.OffloadUSO4) && (!b.own6.IsValid() || b.dev.Offloads().Has(tun.OffloadUSO6))
 	w := &worker{in: newInside(e, q, conn, conn6, n)}
@@ -152,7 +157,9 @@ func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) 
 	o := &outside{env: e, conn: conn, q: q, tunFD: -1}
 	readBatch := n
 	if e.vnet {
-		readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
+		if e.encap != encap.IPIP {
+			readBatch = n / 2 // GRO runs: each message may hold dozens of datagrams
+		}
 		o.pkts = make([][]byte, n)
 		o.co = offload.NewCoalescer(offload.CoalescerOptions{MaxBatch: n, UDP: coalesceUDP})
 	}

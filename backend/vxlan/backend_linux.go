@@ -14,7 +14,7 @@ import (
 
 	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

@@ -14,9 +14,9 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/flannelu/flannelu/backend/kernel"
-	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/testbed/kerneltest"
 )
 
 const testInterval = 200 * time.Millisecond

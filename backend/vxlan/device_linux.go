@@ -147,35 +147,10 @@ func (v *vtep) start(own netip.Prefix) error {
 }
 
 // ensureAddress keeps exactly the own lease's network address as a host
-// prefix (/32 or /128) among the device's addresses of its family; IPv6
-// link-local addresses, which the kernel gives every device, are left
-// alone, as flanneld does.
+// prefix (/32 or /128) among the device's addresses of its family.
 func (v *vtep) ensureAddress() error {
-	want := netip.PrefixFrom(v.own.Addr(), v.fam.Bits())
-	addrs, err := kernel.Addrs(v.b.nl, v.fam, v.dev)
-	if err != nil {
+	if err := kernel.EnsureAddress(v.b.nl, v.dev, netip.PrefixFrom(v.own.Addr(), v.fam.Bits()), v.log); err != nil {
 		return fmt.Errorf("vxlan: %w", err)
-	}
-	have := false
-	for _, a := range addrs {
-		p, ok := kernel.Prefix(a.IPNet)
-		if ok && p == want {
-			have = true
-			continue
-		}
-		if ok && p.Addr().IsLinkLocalUnicast() && v.fam.Is6() {
-			continue
-		}
-		v.log.Info("removing stale address from device", "address", a.IPNet.String())
-		if err := kernel.IgnoreNotExist(v.b.nl.AddrDel(v.dev, &a)); err != nil {
-			return fmt.Errorf("vxlan: remove address %v: %w", a.IPNet, err)
-		}
-	}
-	if have {
-		return nil
-	}
-	if err := v.b.nl.AddrAdd(v.dev, &netlink.Addr{IPNet: kernel.IPNet(want)}); err != nil {
-		return fmt.Errorf("vxlan: add address %v to %s: %w", want, v.name, err)
 	}
 	return nil
 }

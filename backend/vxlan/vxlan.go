@@ -21,7 +21,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 )
 
 // Options configure New.

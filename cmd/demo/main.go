@@ -31,7 +31,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	v1 "k8s.io/api/core/v1"
 
-	"github.com/flannelu/flannelu/kube"
+	"github.com/flannelu/flannelu/subnet/kube"
 	"github.com/flannelu/flannelu/testbed"
 )
 

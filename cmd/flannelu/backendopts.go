@@ -15,15 +15,19 @@ type backendOption struct {
 
 var udpOnly = []string{"udp"}
 
+// forwarder: the userspace forwarder's options, read by udp and by ipip's
+// userspace path (which runs one worker, so not --udp-workers).
+var forwarder = []string{"udp", "ipip"}
+
 var backendOptions = []backendOption{
-	{"trace", udpOnly, func(o *options) any { return o.trace }},
-	{"trace-pcap", udpOnly, func(o *options) any { return o.tracePcap }},
-	{"trace-rate", udpOnly, func(o *options) any { return o.traceRate }},
+	{"trace", forwarder, func(o *options) any { return o.trace }},
+	{"trace-pcap", forwarder, func(o *options) any { return o.tracePcap }},
+	{"trace-rate", forwarder, func(o *options) any { return o.traceRate }},
 	{"udp-workers", udpOnly, func(o *options) any { return o.udpWorkers }},
-	{"udp-busy-poll", udpOnly, func(o *options) any { return o.udpBusyPoll }},
-	{"udp-offload", udpOnly, func(o *options) any { return o.udpOffload }},
-	{"udp-foreign-sources", udpOnly, func(o *options) any { return o.udpForeignSources }},
-	{"reconcile-interval", []string{"vxlan", "host-gw"}, func(o *options) any { return o.reconcileInterval }},
+	{"udp-busy-poll", forwarder, func(o *options) any { return o.udpBusyPoll }},
+	{"udp-offload", forwarder, func(o *options) any { return o.udpOffload }},
+	{"udp-foreign-sources", forwarder, func(o *options) any { return o.udpForeignSources }},
+	{"reconcile-interval", []string{"vxlan", "host-gw", "ipip"}, func(o *options) any { return o.reconcileInterval }},
 }
 
 // unusedOptions are the options set away from their defaults (on the

@@ -31,20 +31,21 @@ func TestUnusedOptions(t *testing.T) {
 		"vxlan":   {"trace", "trace-pcap", "udp-workers", "udp-offload"},
 		"host-gw": {"trace", "trace-pcap", "udp-workers", "udp-offload"},
 		"udp":     {"reconcile-interval"},
+		"ipip":    {"udp-workers"}, // its userspace path runs one worker
 	} {
 		if got := optionFlags(unusedOptions(o, backend)); !slices.Equal(got, want) {
 			t.Errorf("%s: unused %v, want %v", backend, got, want)
 		}
 	}
 	defaults, _ := parseOptions(nil, envOf(nil), io.Discard)
-	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
+	for _, backend := range []string{"udp", "vxlan", "host-gw", "ipip"} {
 		if got := unusedOptions(defaults, backend); len(got) != 0 {
 			t.Errorf("%s with default options: unused %v", backend, optionFlags(got))
 		}
 	}
 	var log bytes.Buffer
 	warnUnusedOptions(o, "vxlan", slog.New(slog.NewTextHandler(&log, nil)))
-	if want := `level=WARN msg="option ignored: the network config's backend does not use it" option=--trace backend=vxlan used_by=[udp]`; !strings.Contains(log.String(), want) {
+	if want := `level=WARN msg="option ignored: the network config's backend does not use it" option=--trace backend=vxlan used_by="[udp ipip]"`; !strings.Contains(log.String(), want) {
 		t.Fatalf("log:\n%s\nwant a line with %s", log.String(), want)
 	}
 	if n := strings.Count(log.String(), "\n"); n != 4 {

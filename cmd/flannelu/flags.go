@@ -11,9 +11,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/flannelu/flannelu/kube"
-	"github.com/flannelu/flannelu/poller"
+	"github.com/flannelu/flannelu/handover"
+	"github.com/flannelu/flannelu/internal/poller"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 // options are flanneld's flags with flanneld's defaults, plus flannelu's
@@ -74,6 +75,7 @@ type options struct {
 	udpForeignSources bool
 	cpuProfile        string
 	handOverSocket    string
+	handOverTimeout   time.Duration
 	afterHandOver     string
 }
 
@@ -130,7 +132,8 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.udpOffload, "udp-offload", true, "flannelu: udp backend moves TCP/UDP super-packets through the TUN and UDP GSO/GRO (falls back where the kernel refuses)")
 	fs.BoolVar(&o.udpForeignSources, "udp-foreign-sources", false, "flannelu: udp backend also accepts from a peer inner sources outside the Network (a gateway host forwarding external traffic into the overlay unmasqueraded); by default a peer's packets must come from its own subnet, and overlay sources not the sender's are refused either way")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "flannelu: write a Go CPU profile to this file until exit (debugging)")
-	fs.StringVar(&o.handOverSocket, "handover-socket", "", "flannelu: Unix socket on which a flannelu started later on this host takes over from this one without a lost packet (upgrades; see README); default flannelu.sock beside --subnet-file (/run/flannel/flannelu.sock), \"none\" to disable")
+	fs.StringVar(&o.handOverSocket, "handover-socket", "", "flannelu: Unix socket on which a flannelu started later on this host takes over from this one without a lost packet (upgrades; see README): \"@name\" an abstract socket (the default, @flannelu followed by --subnet-file's path: one per network namespace and subnet file), a path a socket file, \"none\" to disable")
+	fs.DurationVar(&o.handOverTimeout, "handover-timeout", handover.DefaultTimeout, "flannelu: how long a successor may take from receiving this process's state to saying it forwards; one that does not is cut off and this process carries on")
 	fs.StringVar(&o.afterHandOver, "after-handover", afterHandOverExit, "flannelu: what a flannelu does once a successor took over: exit (status 0), or wait, serving /healthz, until a signal stops it (a Kubernetes pod, whose container would be restarted)")
 	fs.DurationVar(&o.udpBusyPoll, "udp-busy-poll", 0, "flannelu: udp backend checks for the next packet without sleeping for this long after each one, yielding the CPU between checks (at most 1ms; 0: off): CPU time for lower latency where waking an idle CPU is slow, e.g. virtual machines (see BENCHMARKS.md)")
 	fs.IntVar(&o.udpWorkers, "udp-workers", 0, "flannelu: forwarding workers of the udp backend, each a TUN queue and a socket (0: automatic, one; see BENCHMARKS.md)")
@@ -204,6 +207,8 @@ func (o *options) validate() error {
 		return fmt.Errorf("--reconcile-interval %v: must be at least 100ms", o.reconcileInterval)
 	case o.traceRate < 1:
 		return fmt.Errorf("--trace-rate %d: must be at least 1 line per second", o.traceRate)
+	case o.handOverTimeout < time.Second:
+		return fmt.Errorf("--handover-timeout %v: must be at least 1s", o.handOverTimeout)
 	case o.afterHandOver != afterHandOverExit && o.afterHandOver != afterHandOverWait:
 		return fmt.Errorf("--after-handover %q: must be exit or wait", o.afterHandOver)
 	case o.udpWorkers < 0 || o.udpWorkers > 64:

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/kube"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 func envOf(kv map[string]string) func(string) (string, bool) {
@@ -124,11 +124,11 @@ func TestKubernetesFlagsAndTheirEnvironmentForms(t *testing.T) {
 }
 
 func TestUnknownBackendIsAnErrorAtStartup(t *testing.T) {
-	cfg := &subnet.Config{BackendType: "ipip", Network: netip.MustParsePrefix("198.18.0.0/16")}
+	cfg := &subnet.Config{BackendType: "gre", Network: netip.MustParsePrefix("198.18.0.0/16")}
 	o, _ := parseOptions(nil, envOf(nil), io.Discard)
 	_, err := newBackend(cfg, &backend.ExternalInterface{}, o, nil, discardLogger(), nil)
-	if err == nil || !strings.Contains(err.Error(), `backend type "ipip"`) || !strings.Contains(err.Error(), "udp, vxlan, host-gw") {
-		t.Fatalf("error %v, want one naming ipip and the supported types", err)
+	if err == nil || !strings.Contains(err.Error(), `backend type "gre"`) || !strings.Contains(err.Error(), "udp, vxlan, host-gw") {
+		t.Fatalf("error %v, want one naming gre and the supported types", err)
 	}
 }
 

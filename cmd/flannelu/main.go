@@ -16,7 +16,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/flannelu/flannelu/logline"
+	"github.com/flannelu/flannelu/internal/logline"
 )
 
 // version is set at build time: -ldflags "-X main.version=..."

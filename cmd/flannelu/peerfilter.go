@@ -10,8 +10,8 @@ import (
 
 	"github.com/flannelu/flannelu/backend/udp"
 	"github.com/flannelu/flannelu/backend/vxlan"
-	"github.com/flannelu/flannelu/iptables"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/rules/iptables"
 	"github.com/flannelu/flannelu/subnet"
 )
 

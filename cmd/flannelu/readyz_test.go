@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/subnet"
-	"github.com/flannelu/flannelu/subnet/etcdtest"
+	"github.com/flannelu/flannelu/testbed/etcdtest"
 )
 
 func readyz(r *readiness) (int, string) {

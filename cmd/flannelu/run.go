@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/outage"
-	"github.com/flannelu/flannelu/rules"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/outage"
+	"github.com/flannelu/flannelu/internal/rules"
 	"github.com/flannelu/flannelu/subnet"
 )
 
@@ -37,13 +37,24 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 			err = &stoppedError{stage: stage}
 		}
 	}()
-	mgr, closeStore, err := openStore(ctx, o, log)
+	reg := metrics.NewRegistry()
+	var health *healthServer
+	if o.healthzPort > 0 {
+		health = newHealthServer(o, reg, log)
+		healthCtx, stopHealth := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); health.run(healthCtx) }()
+		defer func() { stopHealth(); <-done }()
+	}
+	mgr, storeID, closeStore, err := openStore(ctx, o, log)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
 	ready := newReadiness(mgr)
-	reg := metrics.NewRegistry()
+	if health != nil {
+		health.setReady(ready)
+	}
 	reg.CounterFunc("flannelu_malformed_leases_total",
 		"Peer leases skipped because they could not be parsed: an etcd key or value, or a node's podCIDR or flannel annotations.", mgr.MalformedLeases)
 	exportStoreHealth(reg, mgr)
@@ -61,14 +72,17 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	logExtIface(log, ext)
-	stage = "taking over from the running flannelu"
-	ho, err := startHandOver(ctx, o, log)
+	// Nothing of the host's network is touched before this: a flannelu or
+	// a flanneld that runs here is taken over from or waited for.
+	stage = "waiting for the flannelu or flanneld running on this host"
+	ho, err := takeOver(ctx, o, identityOf(o, storeID, cfg, ext), log)
 	if err != nil {
 		return err
 	}
-	defer ho.close()
+	defer func() { ho.close(err) }()
 	removeLeftovers(cfg, ext, log)
-	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType, o))
+	stage = "setting up the backend"
+	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType))
 	if err != nil {
 		return err
 	}
@@ -87,15 +101,12 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err := be.Start(ctx, lease); err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	// The rules go in before subnet.env, as flanneld does: a pod the CNI
-	// plugin starts from it masquerades from its first packet.
-	keep, err := setUpRules(ctx, o, cfg, lease, prev, reg, ready, log)
+	ruleSet, err := newRules(o, cfg, lease, prev, reg, log)
 	if err != nil {
 		return err
 	}
+	keep := keepers{ruleSet}
 	envFile := newSubnetFile(o.subnetFile, envFor(cfg, lease, be.MTU(), o.ipMasq), reg, log)
-	envFile.write() // a failure is retried in runLoops
-	ready.set(condSubnetEnv, "written", envFile.Err)
 	valid := newValidator(cfg, lease, mgr, be, ext, reg, log)
 	filter, err := newPeerFilter(o, cfg, reg, log)
 	if err != nil {
@@ -110,17 +121,17 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		keep = append(keep, blackholeRoutes(o, cfg, lease, log))
 	}
 	stage = "running"
-	ho.serve(o, cfg, lease, be)
-	return runLoops(ctx, o, reg, ready, mgr, cfg, lease, be, valid, keep, filter, ho, envFile, log)
+	return runLoops(ctx, o, ready, mgr, cfg, lease, be, valid, ruleSet, keep, filter, ho, envFile, log)
 }
 
-// setUpRules sets flanneld's masquerade and forward rules up with the tool
-// the network config chooses (nftables with "EnableNFTables": true, else
-// iptables), having removed the other tool's, and returns what keeps them
-// in place; readiness waits for them. Only nftables mode without a usable
-// nft is fatal, as in flanneld; otherwise a failure is logged (and the
-// node forwards anyway, as flanneld's does) and retried every resync.
-func setUpRules(ctx context.Context, o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, ready *readiness, log *slog.Logger) (keepers, error) {
+// newRules returns what sets flanneld's masquerade and forward rules up
+// (runLoops) with the tool the network config chooses (nftables with
+// "EnableNFTables": true, else iptables), having removed the other tool's,
+// and keeps them in place; readiness waits for them. Only nftables mode
+// without a usable nft is fatal, as in flanneld; otherwise a failure is
+// logged (and the node forwards anyway, as flanneld's does) and retried
+// every resync.
+func newRules(o *options, cfg *subnet.Config, lease subnet.Lease, prev subnet.Env, reg *metrics.Registry, log *slog.Logger) (rules.Manager, error) {
 	opts := rules.Options{
 		NFTables:    cfg.EnableNFTables,
 		Masq:        o.ipMasq,
@@ -136,13 +147,7 @@ func setUpRules(ctx context.Context, o *options, cfg *subnet.Config, lease subne
 	if cfg.EnableIPv6 {
 		opts.IPv6 = rules.Family{Network: cfg.IPv6Network, Subnet: lease.IPv6Subnet, PrevNetwork: prev.IPv6Network, PrevSubnet: prev.IPv6Subnet}
 	}
-	m, err := rules.New(opts)
-	if err != nil {
-		return nil, err
-	}
-	m.Setup(ctx) //nolint:errcheck // logged; /readyz reports it until a resync succeeds
-	ready.set(condRules, "in place", m.InPlace)
-	return keepers{m}, nil
+	return rules.New(opts)
 }
 
 // keepers keep kernel state in place until ctx ends: the rules, the peer
@@ -172,16 +177,17 @@ func logExtIface(log *slog.Logger, ext *backend.ExternalInterface) {
 	log.Info("using interface", attrs...)
 }
 
-// runLoops runs the lease keeper, the retry of a failed subnet.env write, the watcher (its events through valid,
-// the accepted peers into filter when it is not nil), the health server
-// (with reg on /metrics), the keepers of rules and routes (keep may be empty) and the
-// backend; the first fatal error stops them all.
-func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *readiness, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
-	valid *subnet.Validator, keep keepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
+// runLoops runs the lease keeper, the watcher (its events through valid,
+// the accepted peers into filter when it is not nil), the set-up of
+// ruleSet and then subnet.env (and its retry while it fails), the keepers
+// of rules and routes and the backend, whose state ready reports; the
+// first fatal error stops them all.
+func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Store, cfg *subnet.Config, lease subnet.Lease, be backend.Backend,
+	valid *subnet.Validator, ruleSet rules.Manager, keep keepers, filter *peerFilter, ho *handOver, envFile *subnetFile, log *slog.Logger) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	// work is all but the health server, which a process that handed over
-	// may keep serving (--after-handover=wait).
+	// work is all there is but the health server (run's), which a process
+	// that handed over keeps serving (--after-handover=wait).
 	work, stopWork := context.WithCancelCause(ctx)
 	defer stopWork(nil)
 	var wg sync.WaitGroup
@@ -196,7 +202,24 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 	}
 	goFatal := func(name string, fn func(context.Context) error) { goFatalIn(work, name, fn) }
 	goFatal("lease", func(ctx context.Context) error { return mgr.KeepLease(ctx, cfg, lease) })
-	goFatal("subnet file", func(ctx context.Context) error { envFile.keep(ctx); return nil })
+	// The rules go in before subnet.env, as flanneld does: a pod the CNI
+	// plugin starts from it masquerades from its first packet. Both go in
+	// beside the backend's start, not before it: a node taken over from
+	// flanneld or a predecessor forwards as soon as the backend runs, and
+	// its rules, whose check takes most of a second on a loaded host, are
+	// in place already.
+	goFatal("rules", func(ctx context.Context) error {
+		ruleSet.Setup(ctx) //nolint:errcheck // logged; /readyz reports it until a resync succeeds
+		ready.set(condRules, "in place", ruleSet.InPlace)
+		envFile.write() // a failure is retried by envFile.keep
+		ready.set(condSubnetEnv, "written", envFile.Err)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() { defer wg.Done(); envFile.keep(ctx) }()
+		keep.Run(ctx)
+		wg.Wait()
+		return nil
+	})
 	// The backend runs only once it has the peers of the first snapshot:
 	// a kernel backend's reconcile would otherwise take the empty peer set
 	// of a restart for the truth and delete every peer's entries.
@@ -216,13 +239,9 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 			once.Do(func() { close(synced) })
 		})
 	})
-	if len(keep) > 0 {
-		goFatal("rules", func(ctx context.Context) error { keep.Run(ctx); return nil })
-	}
-	if o.healthzPort > 0 {
-		goFatalIn(ctx, "healthz", func(ctx context.Context) error { return serveHealth(ctx, o, reg, ready) })
-	}
+	backendDone := make(chan struct{})
 	goFatal("backend", func(ctx context.Context) error {
+		defer close(backendDone)
 		select {
 		case <-synced:
 		case <-ctx.Done():
@@ -232,14 +251,17 @@ func runLoops(ctx context.Context, o *options, reg *metrics.Registry, ready *rea
 		ready.backend.Store(backendRunning)
 		defer ready.backend.Store(backendStopped)
 		close(running)
+		log.Info("backend running", "backend", cfg.BackendType)
 		return be.Run(ctx)
 	})
 	// After the backend forwards: the predecessor leaves, and a successor
-	// may come. Hand-overs are a convenience: a failure is logged, not fatal.
+	// may come. Leaving returns once the backend has stopped: a successor
+	// that opens the device anew (ipip) finds it free.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		ho.run(work, running, func() { handedOver(o, cancel, stopWork, log) })
+		leave := func() { handedOver(o, cancel, stopWork, log); <-backendDone }
+		ho.run(work, running, lease, be, leave, func(err error) { cancel(fmt.Errorf("hand-over: %w", err)) })
 	}()
 	<-ctx.Done()
 	wg.Wait()

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelu/flannelu/subnet/etcdtest"
+	"github.com/flannelu/flannelu/testbed/etcdtest"
 	"github.com/flannelu/flannelu/testbed/logtest"
 )
 

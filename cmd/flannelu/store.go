@@ -7,10 +7,11 @@ import (
 	"os"
 	"time"
 
-	"github.com/flannelu/flannelu/kube"
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/handover"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/outage"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 // outageTracked is a store whose requests report to an outage tracker:
@@ -44,39 +45,40 @@ func exportStoreHealth(reg *metrics.Registry, store subnet.Store) {
 }
 
 // openStore returns the store the flags choose: the Kubernetes API
-// (--kube-subnet-mgr) or etcd. closeStore releases it.
-func openStore(ctx context.Context, o *options, log *slog.Logger) (store subnet.Store, closeStore func(), err error) {
+// (--kube-subnet-mgr) or etcd, and its name for a hand-over
+// (handover.Identity). closeStore releases it.
+func openStore(ctx context.Context, o *options, log *slog.Logger) (store subnet.Store, id string, closeStore func(), err error) {
 	if o.kubeSubnetMgr {
 		return openKubeStore(ctx, o, log)
 	}
 	cli, err := newEtcdClient(o)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	return subnet.NewManager(cli, subnet.Options{
 		Prefix:      o.etcdPrefix,
 		LeaseTTL:    o.leaseTTL,
 		RenewMargin: time.Duration(o.renewMargin) * time.Minute,
 		Logger:      log,
-	}), func() { cli.Close() }, nil
+	}), handover.EtcdStore(o.etcdEndpoints, o.etcdPrefix), func() { cli.Close() }, nil
 }
 
 // openKubeStore connects as flanneld does (--kube-api-url,
 // --kubeconfig-file, else in-cluster), finds this host's node (NODE_NAME,
 // else the pod's spec.nodeName) and starts the node informer.
-func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.Store, func(), error) {
+func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.Store, string, func(), error) {
 	kube.LogTo(log)
 	cfg, err := kube.RESTConfig(o.kubeAPIURL, o.kubeconfigFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	client, err := kube.NewClient(cfg, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	node, err := kube.NodeName(ctx, client, os.Getenv)
 	if err != nil {
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s, err := kube.New(ctx, client, kube.Options{
@@ -88,14 +90,14 @@ func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.St
 	})
 	if err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	if err := waitNodeSync(ctx, s, nodeSyncTimeout, o.contWhenCacheNotReady, log); err != nil {
 		cancel()
-		return nil, nil, err
+		return nil, "", nil, err
 	}
 	log.Info("Kubernetes subnet manager", "node", node, "api_server", cfg.Host, "net_config", o.netConfigPath)
-	return s, cancel, nil
+	return s, handover.KubeStore(node), cancel, nil
 }
 
 // nodeSyncTimeout is flanneld's nodeControllerSyncTimeout.

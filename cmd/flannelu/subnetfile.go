@@ -7,8 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flannelu/flannelu/metrics"
-	"github.com/flannelu/flannelu/outage"
+	"github.com/flannelu/flannelu/internal/metrics"
+	"github.com/flannelu/flannelu/internal/outage"
 	"github.com/flannelu/flannelu/subnet"
 )
 

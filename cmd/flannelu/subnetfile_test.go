@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

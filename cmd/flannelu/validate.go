@@ -6,7 +6,7 @@ import (
 	"net/netip"
 
 	"github.com/flannelu/flannelu/backend"
-	"github.com/flannelu/flannelu/metrics"
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
 

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package incumbent
+
+func portHeld(string) bool { return false }

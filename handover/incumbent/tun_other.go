@@ -1,0 +1,5 @@
+//go:build !linux
+
+package incumbent
+
+func tunHeld(string) bool { return false }
