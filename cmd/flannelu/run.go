@@ -266,8 +266,8 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, errHandedOver) {
-		if errors.Is(err, subnet.ErrHostRemoved) {
-			withdrawPeers(be, valid, log)
+		if errors.Is(err, subnet.ErrHostRemoved) || errors.Is(err, subnet.ErrLeaseTaken) {
+			withdrawPeers(be, valid, log, err)
 		}
 		return err
 	}
