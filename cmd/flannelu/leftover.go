@@ -16,17 +16,24 @@ import (
 // routes a backend that is no longer configured left (see package
 // leftover): after udp, flannel0 and its route; after vxlan, flannel.<VNI>
 // with its neighbours and fdb entries; after host-gw, its routes. A
-// failure is logged: the new backend can work beside them.
-func removeLeftovers(cfg *subnet.Config, ext *backend.ExternalInterface, log *slog.Logger) {
-	var networks []netip.Prefix
+// failure is logged: the new backend can work beside them. prev (the
+// previous subnet.env) tells this network's devices from another
+// network's daemon's on the same host.
+func removeLeftovers(cfg *subnet.Config, ext *backend.ExternalInterface, prev subnet.Env, log *slog.Logger) {
+	var networks, subnets []netip.Prefix
 	if cfg.EnableIPv4 {
 		networks = append(networks, cfg.Network)
 	}
 	if cfg.EnableIPv6 {
 		networks = append(networks, cfg.IPv6Network)
 	}
+	for _, sn := range []netip.Prefix{prev.Subnet, prev.IPv6Subnet} {
+		if sn.IsValid() {
+			subnets = append(subnets, sn.Masked())
+		}
+	}
 	err := leftover.Remove(leftover.Options{Backend: cfg.BackendType, BackendJSON: cfg.Backend,
-		ExtIface: ext.Iface.Index, Networks: networks, Logger: log})
+		ExtIface: ext.Iface.Index, Networks: networks, Subnets: subnets, Logger: log})
 	if err != nil {
 		log.Warn("could not remove what a backend no longer configured left", "error", err)
 	}

@@ -80,7 +80,8 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer func() { ho.close(err) }()
-	removeLeftovers(cfg, ext, log)
+	prev := previousEnv(o.subnetFile, log)
+	removeLeftovers(cfg, ext, prev, log)
 	stage = "setting up the backend"
 	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType))
 	if err != nil {
@@ -90,7 +91,6 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	prev := previousEnv(o.subnetFile, log)
 	stage = "acquiring the subnet lease"
 	lease, err := ho.lease(mgr, cfg, attrs, func() (subnet.Lease, error) { return acquireLease(ctx, mgr, cfg, attrs, prev.Subnet.Masked()) })
 	if err != nil {
