@@ -133,6 +133,36 @@ func TestKubeFlannelRollout(t *testing.T) {
 	}
 	t.Run("annotations and subnet.env as flanneld wrote them", func(t *testing.T) { k.checkNodes(t, 1, 2) })
 	t.Run("pods reach each other", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2)) })
+	// Back to kube-flannel (its manifest has no maxSurge): flannelu's pod
+	// stops, then flanneld's starts with the same args and subnet file,
+	// and takes the node as flannelu leaves it.
+	t.Run("rollback of node 1 to kube-flannel "+flanneldToday, func(t *testing.T) {
+		h, n := c.Hosts[0], c.Nodes[1]
+		ping := startStampedPing(t, c, "ping-rollback-kube")
+		if err := n.Proc.Stop(); err != nil {
+			t.Fatalf("flannelu on SIGTERM: %v%s", err, testbed.Tail(n.Proc.Log, 10))
+		}
+		started := time.Now()
+		p, err := c.Start(h.NS, "flanneld-again-"+h.Name, append(append([]string{"env", "NODE_NAME=" + h.Name, flanneld}, flanneldArgs...), nodeArgs(1)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitLog(regexp.MustCompile(`\] Running backend\.`), eventDeadline); err != nil {
+			t.Fatal(err)
+		}
+		ran := time.Since(started)
+		out := stopStampedPing(t, ping)
+		t.Logf("vxlan, Kubernetes mode: rollback to flanneld %s: %s (its Running backend line seen %v after its start)", flanneldToday, out,
+			ran.Round(time.Millisecond))
+		if out.lost > 0 {
+			t.Errorf("%d pings lost", out.lost)
+		}
+		n.Proc = p
+		fullMesh(t, allPods(c, 1, 2))
+		if p.Exited() {
+			t.Fatalf("flanneld exited:%s", testbed.Tail(p.Log, 10))
+		}
+	})
 }
 
 // manifestArgs are the kube-flannel container's args in the manifest.

@@ -252,6 +252,7 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 		defer ready.backend.Store(backendStopped)
 		close(running)
 		log.Info("backend running", "backend", cfg.BackendType)
+		go freeStartupMemory()
 		return be.Run(ctx)
 	})
 	// After the backend forwards: the predecessor leaves, and a successor
