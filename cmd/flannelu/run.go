@@ -75,7 +75,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	// Nothing of the host's network is touched before this: a flannelu or
 	// a flanneld that runs here is taken over from or waited for.
 	stage = "waiting for the flannelu or flanneld running on this host"
-	ho, err := takeOver(ctx, o, identityOf(o, storeID, cfg, ext), log)
+	ho, err := takeOver(ctx, o, identityOf(o, storeID, cfg, ext), udpListenAddr(cfg, ext), log)
 	if err != nil {
 		return err
 	}
