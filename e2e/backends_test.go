@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -104,6 +105,32 @@ func TestExtension(t *testing.T) {
 			t.Fatalf("flannelu on host 2 exited after the failing command:%s", testbed.Tail(n2.Proc.Log, 10))
 		}
 		checkMetrics(t, n2, append(commonFamilies, "flannelu_extension_command_failures_total")...)
+	})
+	// flanneld v0.28.9 exits 1 when either start-up command fails (its
+	// RegisterNetwork error), before its rules and subnet.env: the
+	// pre-start one before the lease, the post-start one after it.
+	t.Run("a failing start-up command stops the start, as flanneld's", func(t *testing.T) {
+		if err := n1.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		for _, cmd := range []string{"PreStartupCommand", "PostStartupCommand"} {
+			etcdPut(t, c, testbed.EtcdPrefix+"/config", `{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0",`+
+				`"Backend":{"Type":"extension","`+cmd+`":"echo broken; exit 4"}}`)
+			n, err := c.LaunchNode(1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if exited, err := n.Proc.Wait(30 * time.Second); !exited || err == nil {
+				t.Fatalf("flannelu with a failing %s: exited %v (%v), want an error exit:%s", cmd, exited, err, testbed.Tail(n.Proc.Log, 5))
+			}
+			said := regexp.MustCompile(`level=ERROR msg="flannelu stopped" error=".*` + cmd + ` .*exit status 4 \(output: \\"broken\\"\)`)
+			if err := n.Proc.WaitLog(said, time.Second); err != nil {
+				t.Error(err)
+			}
+			if _, err := os.Stat(n.SubnetFile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("with a failing %s subnet.env was written (%v)", cmd, err)
+			}
+		}
 	})
 }
 

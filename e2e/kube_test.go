@@ -387,6 +387,18 @@ func (k *kubeCluster) checkNodeDeleted(t *testing.T) {
 	if b, _ := os.ReadFile(n3.Proc.Log); !strings.Contains(string(b), "lease lost") {
 		t.Errorf("flannelu on host 3 did not say its lease was lost:%s", testbed.Tail(n3.Proc.Log, 5))
 	}
+	// What host 3's flannelu programmed for its peers went before it
+	// exited: the kernel backends' routes, udp's flannel0 with the
+	// network's route.
+	h3 := c.Hosts[2]
+	for _, i := range []int{1, 2, 4} {
+		if hasRoute(h3, testbed.PodCIDR(i)) {
+			t.Errorf("host 3 still routes node %d's %s after its node was deleted", i, testbed.PodCIDR(i))
+		}
+	}
+	if out, err := h3.Run("ip", "-o", "link", "show", "flannel0"); err == nil {
+		t.Errorf("host 3 still has flannel0 after its node was deleted: %s%s", out, h3.MustRun("ip", "route"))
+	}
 	fullMesh(t, allPods(c, 1, 2, 4))
 }
 

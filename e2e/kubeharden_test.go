@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func TestKubernetesHardening(t *testing.T) {
 	t.Run("invalid public-ip-overwrite on a running node", k.checkPeerOverwrite)
 	t.Run("NetworkUnavailable set back to True is restored", k.checkNetworkUnavailable)
 	t.Run("API server outage: logged, /readyz 503, gauge", k.checkAPIOutage)
+	t.Run("API server silently cut off from one node", k.checkAPIPartition)
 	t.Run("invalid own public-ip-overwrite refused at start", k.checkOwnOverwriteAtStart)
 	t.Run("own node deleted: its peer entries go, then it exits", k.checkOwnNodeDeleted)
 }
@@ -422,6 +424,66 @@ func (k *kubeProbe) checkAPIOutage(t *testing.T) {
 	sent, received := stop()
 	noLoss(t, "pod 1 to pod 2 through the API server outage", sent, received)
 	t.Logf("host 1's outage lines:%s", grepLog(c.Nodes[1].Proc.Log, "Kubernetes API"))
+}
+
+// apiPartitionNoticed bounds how long a node takes to report an API server
+// that stopped answering without a word (its packets dropped): flannelu
+// asks it something every kube.ProbeInterval and gives up on an answer
+// after kube.ProbeTimeout, as the etcd store's keeper reads its key.
+const apiPartitionNoticed = 30 * time.Second
+
+// checkAPIPartition drops every packet between node 2 and the API server
+// (a silent partition: no refusal, no reset), as a cut cable or a
+// firewall would: node 2 logs the outage once, answers /readyz 503 naming
+// the API server and exports flannelu_store_reachable 0 within
+// apiPartitionNoticed; once the packets flow again it says so and is
+// ready; pods keep reaching each other throughout.
+func (k *kubeProbe) checkAPIPartition(t *testing.T) {
+	c, n, h := k.c, k.c.Nodes[2], k.c.Hosts[1]
+	waitReadyz(t, n, http.StatusOK, "store: reachable")
+	api := c.KubeAPI.Host.Addr.String()
+	rules := [][]string{
+		{"OUTPUT", "-p", "tcp", "-d", api, "--dport", strconv.Itoa(testbed.KubeAPIPort), "-j", "DROP"},
+		{"INPUT", "-p", "tcp", "-s", api, "--sport", strconv.Itoa(testbed.KubeAPIPort), "-j", "DROP"},
+	}
+	heal := func() {
+		for _, r := range rules {
+			h.Run(append([]string{"iptables", "-w", "-D"}, r...)...) //nolint:errcheck // gone already after the first heal
+		}
+	}
+	defer heal()
+	up := regexp.MustCompile(`level=INFO msg="Kubernetes API reachable again" endpoint=\S+ outage=\d`)
+	down := regexp.MustCompile(`level=WARN msg="Kubernetes API unreachable" endpoint=` + regexp.QuoteMeta(c.KubeAPI.URL) + ` error=`)
+	text, _ := os.ReadFile(n.Proc.Log) // checkAPIOutage's lines come before
+	upBefore, downBefore := len(up.FindAll(text, -1)), len(down.FindAll(text, -1))
+	stop := pinger(t, c, "ping-api-partition", c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr.String())
+	cut := time.Now()
+	for _, r := range rules {
+		h.MustRun(append([]string{"iptables", "-w", "-I"}, r...)...)
+	}
+	if err := waitLines(n.Proc, down, downBefore+1, apiPartitionNoticed); err != nil {
+		t.Fatalf("node 2 cut off from the API server: %v", err)
+	}
+	noticed := time.Since(cut)
+	waitReadyz(t, n, http.StatusServiceUnavailable, "store: Kubernetes API ("+c.KubeAPI.URL+") unreachable for")
+	if v, err := n.Metric("flannelu_store_reachable"); err != nil || v != 0 {
+		t.Errorf("node 2 cut off: flannelu_store_reachable %v, %v; want 0", v, err)
+	}
+	t.Logf("node 2 cut off from the API server -> logged %v later, /readyz 503 %v later", noticed.Round(time.Millisecond),
+		time.Since(cut).Round(time.Millisecond))
+	heal()
+	healed := time.Now()
+	if err := waitLines(n.Proc, up, upBefore+1, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitReadyz(t, n, http.StatusOK, "store: reachable")
+	t.Logf("packets flow again -> node 2 ready %v later", time.Since(healed).Round(time.Millisecond))
+	t.Logf("node 2's outage lines:%s", grepLog(n.Proc.Log, "Kubernetes API"))
+	sent, received := stop()
+	noLoss(t, "pod 1 to pod 2 while node 2 was cut off from the API server", sent, received)
+	if n.Proc.Exited() {
+		t.Fatalf("flannelu on node 2 exited:%s", testbed.Tail(n.Proc.Log, 10))
+	}
 }
 
 // checkOwnOverwriteAtStart restarts node 3's flannelu with a

@@ -29,13 +29,21 @@ import (
 // touching the node, and the prober finds the health port answering (so
 // the controller goes on and deletes the old pod); flanneld is stopped
 // and flannelu takes over within a second, under a ping stream between
-// the nodes' pods that loses nothing (vxlan).
+// the nodes' pods that loses nothing (vxlan) or has a gap of at most a
+// second (udp, whose device belongs to its process); then node 1 goes
+// back to flanneld.
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
+	for _, backend := range []string{"vxlan", "udp"} {
+		t.Run(backend, func(t *testing.T) { kubeFlannelRollout(t, flanneld, backend) })
+	}
+}
+
+func kubeFlannelRollout(t *testing.T, flanneld, backend string) {
 	c := newClusterWith(t, testbed.ClusterOptions{
-		Bed:    testbed.Options{Name: "e2e-kroll", Hosts: 2},
-		Config: ipv4.kubeConfig("vxlan"),
+		Bed:    testbed.Options{Name: "e2e-kroll-" + backend[:1], Hosts: 2},
+		Config: ipv4.kubeConfig(backend),
 		Kube:   true,
 	})
 	args := manifestArgs(t)
@@ -46,7 +54,8 @@ func TestKubeFlannelRollout(t *testing.T) {
 		}
 	}
 	flanneldArgs := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "--after-handover") })
-	k := &kubeCluster{c: c, backend: "vxlan", stack: ipv4}
+	k := &kubeCluster{c: c, backend: backend, stack: ipv4}
+	m := &migration{backend: backend} // its loss rule: none for vxlan, a gap of at most 1 s for udp
 	procs := map[int]*testbed.Proc{}
 	subnetFile := func(i int) string { return filepath.Join(c.Dir, c.Hosts[i-1].Name, "subnet.env") }
 	nodeArgs := func(i int) []string {
@@ -111,9 +120,7 @@ func TestKubeFlannelRollout(t *testing.T) {
 			if tookOver > time.Second {
 				t.Errorf("flannelu took over %v after flanneld exited, want at most 1s", tookOver)
 			}
-			if out.lost > 0 {
-				t.Errorf("%d pings lost", out.lost)
-			}
+			m.checkOutage(t, out)
 			// Its own readiness once it serves the port.
 			if err := testbed.Eventually(eventDeadline, func() error {
 				code, body, err := getIn(h, net.JoinHostPort(h.Addr.String(), port), "/readyz")
@@ -133,6 +140,45 @@ func TestKubeFlannelRollout(t *testing.T) {
 	}
 	t.Run("annotations and subnet.env as flanneld wrote them", func(t *testing.T) { k.checkNodes(t, 1, 2) })
 	t.Run("pods reach each other", func(t *testing.T) { fullMesh(t, allPods(c, 1, 2)) })
+	// Back to kube-flannel (its manifest has no maxSurge): flannelu's pod
+	// stops, then flanneld's starts with the same args and subnet file,
+	// and takes the node as flannelu leaves it.
+	t.Run("rollback of node 1 to kube-flannel "+flanneldToday, func(t *testing.T) {
+		h, n := c.Hosts[0], c.Nodes[1]
+		ping := startStampedPing(t, c, "ping-rollback-kube")
+		if err := n.Proc.Stop(); err != nil {
+			t.Fatalf("flannelu on SIGTERM: %v%s", err, testbed.Tail(n.Proc.Log, 10))
+		}
+		started := time.Now()
+		p, err := c.Start(h.NS, "flanneld-again-"+h.Name, append(append([]string{"env", "NODE_NAME=" + h.Name, flanneld}, flanneldArgs...), nodeArgs(1)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitLog(regexp.MustCompile(`\] Running backend\.`), eventDeadline); err != nil {
+			t.Fatal(err)
+		}
+		ran := time.Since(started)
+		out := stopStampedPing(t, ping)
+		t.Logf("%s, Kubernetes mode: rollback to flanneld %s: %s (its Running backend line seen %v after its start)", backend, flanneldToday, out,
+			ran.Round(time.Millisecond))
+		if backend != "udp" && out.lost > 0 {
+			t.Errorf("%d pings lost", out.lost)
+		}
+		if backend == "udp" && out.lost > 0 {
+			running, err := klogTime(p.Log, "Running backend.")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if late := out.back.Sub(running); late > rollbackSlack {
+				t.Errorf("flanneld's backend ran, and the pods' traffic came back only %v later, want at most %v", late, rollbackSlack)
+			}
+		}
+		n.Proc = p
+		fullMesh(t, allPods(c, 1, 2))
+		if p.Exited() {
+			t.Fatalf("flanneld exited:%s", testbed.Tail(p.Log, 10))
+		}
+	})
 }
 
 // manifestArgs are the kube-flannel container's args in the manifest.

@@ -4,7 +4,11 @@
 // whole network behind, linkdown, beside the new backend's device; nor a
 // vxlan device of a previous VNI, nor host-gw's routes via the external
 // interface. Only flannel's own device names and flannel's route shape
-// are looked at: anything else on the host is left alone.
+// are looked at: anything else on the host is left alone. A device of
+// another network's daemon on the same host (flannel's multi-network
+// pattern: its own etcd prefix and subnet file) is not a leftover: a TUN
+// that a process holds open, or a device addressed outside this host's
+// subnets, is kept.
 package leftover
 
 import (
@@ -33,7 +37,12 @@ type Options struct {
 	ExtIface int
 	// Networks are the overlay networks (IPv4, IPv6) the config enables.
 	Networks []netip.Prefix
-	Logger   *slog.Logger
+	// Subnets are this host's subnets of the previous run (subnet.env),
+	// when known: a device addressed outside them belongs to another
+	// network's daemon (flannel's multi-network pattern), not to a
+	// previous run of this one. Unknown (empty): outside Networks.
+	Subnets []netip.Prefix
+	Logger  *slog.Logger
 	// Netlink is the handle the kernel is read and changed through; nil:
 	// a new one in the calling thread's namespace.
 	Netlink *netlink.Handle
@@ -86,6 +95,22 @@ func (o Options) keepsDevice(name string) bool {
 	}
 	vni := o.backendConfig().VNI
 	return name == vxlan.DeviceName(vni) || name == vxlan.DeviceNameV6(vni)
+}
+
+// ownedAddr reports whether a device address can be this network's: one
+// inside this host's previous subnets, or inside the networks when those
+// are unknown.
+func (o Options) ownedAddr(a netip.Addr) bool {
+	within := o.Subnets
+	if len(within) == 0 {
+		within = o.Networks
+	}
+	for _, p := range within {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // keepsGatewayRoutes reports whether the configured backend routes peers

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/backend/kernel"
 )
@@ -51,6 +52,10 @@ func removeDevices(nl *netlink.Handle, o Options) error {
 		if typ == "" || !deviceKinds[l.Type()] || o.keepsDevice(name) {
 			continue
 		}
+		if why := inUse(nl, l, o); why != "" {
+			o.Logger.Debug("kept the device of another backend: "+why, "device", name, "backend", typ, "configured", o.Backend)
+			continue
+		}
 		if err := nl.LinkDel(l); err != nil && !kernel.NotExist(err) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
 			continue
@@ -59,6 +64,30 @@ func removeDevices(nl *netlink.Handle, o Options) error {
 			"backend", typ, "configured", o.Backend)
 	}
 	return errors.Join(errs...)
+}
+
+// inUse says why a device of another backend is not this network's
+// leftover ("" when it is): a TUN with a queue attached (its carrier is up
+// only then) is held by a running daemon; a device with an address outside
+// this host's subnets belongs to another network's.
+func inUse(nl *netlink.Handle, l netlink.Link, o Options) string {
+	if l.Type() == "tuntap" && l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0 {
+		return "a process holds it open"
+	}
+	addrs, err := nl.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return "" // gone meanwhile, or unreadable: removed as before
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap().IsLinkLocalUnicast() {
+			continue
+		}
+		if !o.ownedAddr(ip.Unmap()) {
+			return "addressed outside this host's subnets (another network's)"
+		}
+	}
+	return ""
 }
 
 func removeGatewayRoutes(nl *netlink.Handle, o Options, network netip.Prefix) error {

@@ -2,12 +2,17 @@ package leftover
 
 import (
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
-	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/testbed/kerneltest"
 )
 
 var network = netip.MustParsePrefix("198.18.0.0/16")
@@ -85,5 +90,67 @@ func TestRemovesWhatOtherBackendsLeft(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// holdTUN attaches a queue to the TUN device name in ns, as a running udp
+// daemon holds flannel0; the returned func lets it go.
+func holdTUN(t *testing.T, ns *kerneltest.Namespace, name string) (release func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns.NS); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig) //nolint:errcheck // the thread is locked; failing to return is fatal for the test process anyway
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		t.Fatalf("TUNSETIFF %s: %v", name, err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { unix.Close(fd) }) }
+	t.Cleanup(release)
+	return release
+}
+
+// TestKeepsAnotherNetworksDevices: a second network's daemon on the same
+// host (flannel's multi-network pattern) keeps its devices when this one
+// starts: a TUN a process holds open, a device addressed outside this
+// host's previous subnets. Unheld and within them, they are leftovers.
+func TestKeepsAnotherNetworksDevices(t *testing.T) {
+	ns := host(t)
+	ext := ns.External(t, "ext0", "192.0.2.1/24")
+	ns.IP(t, "addr", "add", "198.18.200.0/32", "dev", "flannel.2") // another network's lease
+	release := holdTUN(t, ns, "flannel0")
+	opts := Options{Backend: "host-gw", BackendJSON: []byte(`{"Type":"host-gw"}`), ExtIface: ext.Iface.Index,
+		Networks: []netip.Prefix{network}, Subnets: []netip.Prefix{netip.MustParsePrefix("198.18.1.0/24")},
+		Logger: kerneltest.Logger(t), Netlink: ns.NL}
+	if err := Remove(opts); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := links(t, ns), []string{"ext0", "flannel.2", "flannel0", "lo", "tun7", "vx0"}; !slices.Equal(got, want) {
+		t.Errorf("with flannel0 held and flannel.2 another network's: links %v, want %v", got, want)
+	}
+	release()
+	ns.IP(t, "addr", "add", "198.18.1.0/32", "dev", "flannel.2") // now also this host's: still another network's too
+	if err := Remove(opts); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := links(t, ns), []string{"ext0", "flannel.2", "lo", "tun7", "vx0"}; !slices.Equal(got, want) {
+		t.Errorf("with flannel0 let go: links %v, want %v", got, want)
 	}
 }

@@ -1,12 +1,17 @@
 package wireguard
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 func mustKey(t *testing.T, s string) wgtypes.Key {
@@ -72,5 +77,47 @@ func TestLoadKeyEmptyAndGarbage(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(garbage); string(data) != "not a key" {
 		t.Errorf("garbage overwritten: %q", data)
+	}
+}
+
+// TestLoadKeyFullDisk: on a full filesystem a new key cannot be written;
+// LoadKey fails saying so, and leaves neither a partial key nor a
+// temporary file; an empty key file (a writer that died) stays as it was.
+// The next start on a disk with room writes the key whole.
+func TestLoadKeyFullDisk(t *testing.T) {
+	dir := testbed.Tmpfs(t, "16k")
+	empty := filepath.Join(dir, "empty-wgkey")
+	if err := os.WriteFile(empty, nil, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	testbed.FillDisk(t, dir)
+	for _, path := range []string{filepath.Join(dir, "wgkey"), empty} {
+		if _, _, err := LoadKey(path); !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "wireguard: key file") {
+			t.Fatalf("LoadKey(%s) on a full disk: %v, want ENOSPC from the key file's write", path, err)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"empty-wgkey", "fill"}; !slices.Equal(names, want) {
+		t.Fatalf("files after the failed writes: %v, want %v", names, want)
+	}
+	if data, _ := os.ReadFile(empty); len(data) != 0 {
+		t.Fatalf("the empty key file now holds %q", data)
+	}
+	if err := os.Remove(filepath.Join(dir, "fill")); err != nil {
+		t.Fatal(err)
+	}
+	k, created, err := LoadKey(empty)
+	if err != nil || !created {
+		t.Fatalf("LoadKey with room again: created %v, %v", created, err)
+	}
+	if again, _, err := LoadKey(empty); err != nil || again != k {
+		t.Fatalf("the key written after the full disk does not load back: %v %v", again, err)
 	}
 }

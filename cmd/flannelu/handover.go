@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -63,7 +65,7 @@ func identityOf(o *options, store string, cfg *subnet.Config, ext *backend.Exter
 // device mode: waited for), a flanneld (waited for). A refusal from a
 // process that shares nothing with this one (another network namespace,
 // another user) is a normal start.
-func takeOver(ctx context.Context, o *options, id handover.Identity, log *slog.Logger) (*handOver, error) {
+func takeOver(ctx context.Context, o *options, id handover.Identity, udpAddr string, log *slog.Logger) (*handOver, error) {
 	h := &handOver{id: id, o: o, log: log}
 	h.addr, h.on = handover.AddrFor(o.handOverSocket, o.subnetFile)
 	for {
@@ -85,7 +87,7 @@ func takeOver(ctx context.Context, o *options, id handover.Identity, log *slog.L
 				return h, nil
 			}
 		}
-		seen := incumbent.Find(ctx, incumbentOptions(o, id.Backend))
+		seen := incumbent.Find(ctx, incumbentOptions(o, id.Backend, udpAddr))
 		if seen == nil {
 			return h, nil
 		}
@@ -99,15 +101,28 @@ func takeOver(ctx context.Context, o *options, id handover.Identity, log *slog.L
 }
 
 // incumbentOptions say where a flanneld of this host's network shows.
-func incumbentOptions(o *options, backendType string) incumbent.Options {
+func incumbentOptions(o *options, backendType, udpAddr string) incumbent.Options {
 	io := incumbent.Options{SubnetFile: o.subnetFile}
 	if o.healthzPort > 0 {
 		io.HealthAddr = net.JoinHostPort(o.healthzIP, strconv.Itoa(o.healthzPort))
 	}
 	if backendType == "udp" {
-		io.TUN = tun.DefaultName
+		io.TUN, io.UDPAddr = tun.DefaultName, udpAddr
 	}
 	return io
+}
+
+// udpListenAddr is where the udp backend binds its IPv4 socket (the
+// interface's address and the config's Port), "" for other backends.
+func udpListenAddr(cfg *subnet.Config, ext *backend.ExternalInterface) string {
+	if cfg.BackendType != "udp" || !ext.IfaceAddr.IsValid() {
+		return ""
+	}
+	c := struct{ Port int }{Port: udp.DefaultPort}
+	if err := json.Unmarshal(cfg.Backend, &c); err != nil || c.Port < 1 || c.Port > 65535 {
+		return "" // the backend refuses the config
+	}
+	return netip.AddrPortFrom(ext.IfaceAddr, uint16(c.Port)).String()
 }
 
 // close releases a predecessor this process did not take over from

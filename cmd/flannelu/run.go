@@ -75,12 +75,13 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	// Nothing of the host's network is touched before this: a flannelu or
 	// a flanneld that runs here is taken over from or waited for.
 	stage = "waiting for the flannelu or flanneld running on this host"
-	ho, err := takeOver(ctx, o, identityOf(o, storeID, cfg, ext), log)
+	ho, err := takeOver(ctx, o, identityOf(o, storeID, cfg, ext), udpListenAddr(cfg, ext), log)
 	if err != nil {
 		return err
 	}
 	defer func() { ho.close(err) }()
-	removeLeftovers(cfg, ext, log)
+	prev := previousEnv(o.subnetFile, log)
+	removeLeftovers(cfg, ext, prev, log)
 	stage = "setting up the backend"
 	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType))
 	if err != nil {
@@ -90,7 +91,6 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("backend %s: %w", cfg.BackendType, err)
 	}
-	prev := previousEnv(o.subnetFile, log)
 	stage = "acquiring the subnet lease"
 	lease, err := ho.lease(mgr, cfg, attrs, func() (subnet.Lease, error) { return acquireLease(ctx, mgr, cfg, attrs, prev.Subnet.Masked()) })
 	if err != nil {
@@ -252,6 +252,7 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 		defer ready.backend.Store(backendStopped)
 		close(running)
 		log.Info("backend running", "backend", cfg.BackendType)
+		go freeStartupMemory()
 		return be.Run(ctx)
 	})
 	// After the backend forwards: the predecessor leaves, and a successor
@@ -266,8 +267,8 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 	<-ctx.Done()
 	wg.Wait()
 	if err := context.Cause(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, errHandedOver) {
-		if errors.Is(err, subnet.ErrHostRemoved) {
-			withdrawPeers(be, valid, log)
+		if errors.Is(err, subnet.ErrHostRemoved) || errors.Is(err, subnet.ErrLeaseTaken) {
+			withdrawPeers(be, valid, log, err)
 		}
 		return err
 	}

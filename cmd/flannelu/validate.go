@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 
@@ -25,14 +26,21 @@ func newValidator(cfg *subnet.Config, lease subnet.Lease, store subnet.Store, be
 
 // withdrawPeers removes every accepted peer from the backend, which takes
 // out the routes, neighbours and fdb entries it made for them: for a host
-// the store removed from the network (subnet.ErrHostRemoved), which keeps
-// no lease to keep them current. Called after the backend stopped.
-func withdrawPeers(be backend.Backend, valid *subnet.Validator, log *slog.Logger) {
+// the store removed from the network (subnet.ErrHostRemoved) or whose
+// subnet another live host now holds (subnet.ErrLeaseTaken). Either way
+// this host keeps no lease to keep them current, and its pods' subnet is
+// no longer routed to it. Called after the backend stopped; why is the
+// error that stopped it.
+func withdrawPeers(be backend.Backend, valid *subnet.Validator, log *slog.Logger, why error) {
 	accepted := valid.Accepted()
 	var evs []subnet.Event
 	for key, l := range accepted {
 		evs = append(evs, subnet.Event{Type: subnet.EventRemoved, Lease: l, Key: key})
 	}
 	be.HandleEvents(context.Background(), evs)
-	log.Info("this host was removed from the network: removed the routes and forwarding entries to its peers", "peers", len(evs))
+	reason := "this host was removed from the network"
+	if errors.Is(why, subnet.ErrLeaseTaken) {
+		reason = "this host's subnet was taken by another host"
+	}
+	log.Info(reason+": removed the routes and forwarding entries to its peers", "peers", len(evs))
 }

@@ -10,7 +10,10 @@
 // pod without hostPID); the health port held by a listener without
 // SO_REUSEPORT that answers /healthz as flanneld does (flanneld binds it
 // without; flannelu, an old or a new one, with); for the udp backend, the
-// TUN device with a queue attached (its carrier is up only then).
+// TUN device with a queue attached (its carrier is up only then) and the
+// UDP port bound without SO_REUSEPORT (flanneld closes its socket last, as
+// it exits, after its health server and device: flannelu's bind beside it
+// would fail).
 package incumbent
 
 import (
@@ -30,6 +33,9 @@ type Options struct {
 	HealthAddr string
 	// TUN is the udp backend's device, "" for the kernel backends.
 	TUN string
+	// UDPAddr is where the udp backend binds (address:port), "" for the
+	// kernel backends.
+	UDPAddr string
 }
 
 // pollInterval is how often Wait looks again: a take-over is due within a
@@ -42,6 +48,7 @@ type Sighting struct {
 	pids   []int  // flanneld processes
 	health bool   // the health port is held by flanneld
 	tun    string // the TUN device has a queue attached
+	udp    bool   // the udp backend's port is bound without SO_REUSEPORT
 }
 
 // Find looks once; nil when no sign of a flanneld is seen.
@@ -53,13 +60,14 @@ func Find(ctx context.Context, o Options) *Sighting {
 	if o.TUN != "" && tunHeld(o.TUN) {
 		s.tun = o.TUN
 	}
+	s.udp = o.UDPAddr != "" && udpPortHeld(o.UDPAddr)
 	if !s.seen() {
 		return nil
 	}
 	return s
 }
 
-func (s *Sighting) seen() bool { return len(s.pids) > 0 || s.health || s.tun != "" }
+func (s *Sighting) seen() bool { return len(s.pids) > 0 || s.health || s.tun != "" || s.udp }
 
 func (s *Sighting) String() string {
 	var signs []string
@@ -71,6 +79,9 @@ func (s *Sighting) String() string {
 	}
 	if s.tun != "" {
 		signs = append(signs, "another process holds the TUN device "+s.tun)
+	}
+	if s.udp {
+		signs = append(signs, "another process holds UDP "+s.opts.UDPAddr+" without SO_REUSEPORT")
 	}
 	return strings.Join(signs, "; ")
 }
@@ -102,6 +113,7 @@ func (s *Sighting) still() bool {
 	if s.tun != "" && !tunHeld(s.tun) {
 		s.tun = ""
 	}
+	s.udp = s.udp && udpPortHeld(s.opts.UDPAddr)
 	return s.seen()
 }
 

@@ -142,3 +142,44 @@ func TestHealthPortHeldByFlanneld(t *testing.T) {
 		})
 	}
 }
+
+// TestUDPPortHeldByFlanneld: flanneld's udp socket (no SO_REUSEPORT) is a
+// sign that it runs, until it is closed (flanneld closes it last, as it
+// exits); flannelu's (SO_REUSEPORT) is not.
+func TestUDPPortHeldByFlanneld(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		reusePort bool
+		want      bool
+	}{
+		{"flanneld", false, true},
+		{"flannelu", true, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lc := net.ListenConfig{}
+			if c.reusePort {
+				lc.Control = func(_, _ string, rc syscall.RawConn) error {
+					return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, 0xf, 1) }) //nolint:errcheck // SO_REUSEPORT
+				}
+			}
+			conn, err := lc.ListenPacket(context.Background(), "udp4", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			s := Find(context.Background(), Options{UDPAddr: conn.LocalAddr().String()})
+			if got := s != nil && s.udp; got != c.want {
+				t.Fatalf("UDP port seen held by flanneld: %t, want %t (%v)", got, c.want, s)
+			}
+			if !c.want {
+				return
+			}
+			conn.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -11,7 +11,13 @@ import (
 // addr: a bind with SO_REUSEPORT fails then, and succeeds beside
 // flannelu's own health server (any version's: it sets SO_REUSEPORT).
 // The probe socket is bound, never listening, and closed at once.
-func portHeld(addr string) bool {
+func portHeld(addr string) bool { return heldWithoutReusePort(unix.SOCK_STREAM, addr) }
+
+// udpPortHeld is portHeld for a UDP socket: flanneld's udp backend binds
+// its port without SO_REUSEPORT, flannelu's with it.
+func udpPortHeld(addr string) bool { return heldWithoutReusePort(unix.SOCK_DGRAM, addr) }
+
+func heldWithoutReusePort(typ int, addr string) bool {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return false
@@ -20,7 +26,7 @@ func portHeld(addr string) bool {
 	if ap.Addr().Is6() && !ap.Addr().Is4In6() {
 		family, sa = unix.AF_INET6, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(family, typ|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return false
 	}

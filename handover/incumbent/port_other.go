@@ -3,3 +3,5 @@
 package incumbent
 
 func portHeld(string) bool { return false }
+
+func udpPortHeld(string) bool { return false }

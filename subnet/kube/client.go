@@ -115,6 +115,37 @@ func (c *Client) PatchNodeStatus(ctx context.Context, name string, pt types.Patc
 	return out, c.report(ctx, sent, err)
 }
 
+// How the API server is probed (Probe): a watch on an API server that
+// went silent (its packets dropped, no refusal or reset) says nothing, an
+// HTTP/2 connection is found dead only after client-go's health check (30 s
+// idle, then a 15 s ping) and the informer's next list then waits on the
+// dial, so an outage would go unnoticed for a minute or more. The etcd
+// store's keeper reads its key as often, with as long a timeout.
+const (
+	ProbeInterval = 10 * time.Second
+	ProbeTimeout  = 5 * time.Second
+)
+
+// Probe reads node every ProbeInterval, each read bounded by ProbeTimeout,
+// until ctx ends; the outcome goes to the outage tracker like any other
+// request's (a 404 is an answer). A read of one object without a
+// resourceVersion goes to etcd, as the lists do, so an API server cut off
+// from its etcd is not taken for a reachable one.
+func (c *Client) Probe(ctx context.Context, node string) {
+	tick := time.NewTicker(ProbeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		sent := time.Now()
+		err := c.rest.Get().Resource("nodes").Name(node).Timeout(ProbeTimeout).Do(ctx).Error()
+		c.report(ctx, sent, err) //nolint:errcheck // reported to the tracker; the node itself is not used
+	}
+}
+
 // GetPod reads a pod.
 func (c *Client) GetPod(ctx context.Context, namespace, name string) (*v1.Pod, error) {
 	out := &v1.Pod{}

@@ -36,8 +36,9 @@ type Options struct {
 	Logger                    *slog.Logger // default slog.Default()
 }
 
-// Store is the Kubernetes subnet.Store. Its informer runs from New until
-// the context given to New ends.
+// Store is the Kubernetes subnet.Store. Its informer, and its probe of the
+// API server (Client.Probe), run from New until the context given to New
+// ends.
 type Store struct {
 	client       *Client
 	node         string
@@ -99,6 +100,7 @@ func New(ctx context.Context, client *Client, opts Options) (*Store, error) {
 		return nil, err
 	}
 	go s.informer.RunWithContext(ctx)
+	go client.Probe(ctx, s.node)
 	return s, nil
 }
 
