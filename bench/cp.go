@@ -50,6 +50,7 @@ type cpConfig struct {
 	write        string
 	jsonOut      string
 	command      string
+	section      string // -cp-section: a BENCHMARKS.md section (and JSON file) of this run's own
 }
 
 var allPhases = []string{"startup", "burst", "steady", "compaction"}
@@ -60,7 +61,7 @@ type cpFlags struct {
 	nodes, stores, backends, daemons, phases *string
 	burst                                    *int
 	burstTime, steady, steadyPeriod, timeout *time.Duration
-	flanneldV028                             *string
+	flanneldV028, section                    *string
 }
 
 func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
@@ -76,6 +77,7 @@ func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
 		steadyPeriod: fs.Duration("steady-period", 5*time.Minute, "control-plane: every peer's annotation is updated once per period in the steady state (kube)"),
 		timeout:      fs.Duration("cp-timeout", 60*time.Second, "control-plane: longest wait for a daemon's start or for an event to reach every watcher"),
 		flanneldV028: fs.String("flanneld-v028", "bin/flanneld-v0.28.9", "control-plane: flanneld v0.28.9 (make flanneld)"),
+		section:      fs.String("cp-section", "", "control-plane: with -write, a section of this name (and bench/results-control-plane-NAME.json) instead of the main one, e.g. for a longer steady state"),
 	}
 }
 
@@ -83,7 +85,7 @@ func (f *cpFlags) config(cfg *config) (*cpConfig, error) {
 	c := &cpConfig{stores: splitList(*f.stores), backends: splitList(*f.backends), daemons: splitList(*f.daemons),
 		phases: splitList(*f.phases), burst: *f.burst, burstTime: *f.burstTime, steady: *f.steady,
 		steadyPeriod: *f.steadyPeriod, timeout: *f.timeout, flannelu: cfg.flannelu, flanneldV020: cfg.flanneld,
-		flanneluArgs: cfg.args, write: cfg.write, jsonOut: cfg.jsonOut, command: cfg.command}
+		flanneluArgs: cfg.args, write: cfg.write, jsonOut: cfg.jsonOut, command: cfg.command, section: *f.section}
 	for _, s := range splitList(*f.nodes) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 || n > 7000 {
@@ -97,6 +99,9 @@ func (f *cpFlags) config(cfg *config) (*cpConfig, error) {
 	}
 	if c.jsonOut == "" && c.write != "" {
 		c.jsonOut = filepath.Join("bench", "results-control-plane.json")
+		if c.section != "" {
+			c.jsonOut = filepath.Join("bench", "results-control-plane-"+c.section+".json")
+		}
 	}
 	return c, c.check()
 }
@@ -133,6 +138,9 @@ func (c *cpConfig) check() error {
 	}
 	if len(c.nodes) == 0 {
 		return errors.New("-nodes: empty")
+	}
+	if strings.Trim(c.section, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return fmt.Errorf("-cp-section %q: lower-case letters, digits and '-' only (it names a marker and a file)", c.section)
 	}
 	return nil
 }
@@ -189,7 +197,7 @@ func runControlPlane(cfg *config) error {
 			}
 		}
 	}
-	fmt.Print(cpMarkdown(r.report))
+	fmt.Print(cpMarkdown(r.report, cp.section))
 	return nil
 }
 
