@@ -61,7 +61,7 @@ type cpFlags struct {
 	nodes, stores, backends, daemons, phases *string
 	burst                                    *int
 	burstTime, steady, steadyPeriod, timeout *time.Duration
-	flanneldV028, section                    *string
+	flanneldV028, section, render            *string
 }
 
 func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
@@ -77,6 +77,7 @@ func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
 		steadyPeriod: fs.Duration("steady-period", 5*time.Minute, "control-plane: every peer's annotation is updated once per period in the steady state (kube)"),
 		timeout:      fs.Duration("cp-timeout", 60*time.Second, "control-plane: longest wait for a daemon's start or for an event to reach every watcher"),
 		flanneldV028: fs.String("flanneld-v028", "bin/flanneld-v0.28.9", "control-plane: flanneld v0.28.9 (make flanneld)"),
+		render:       fs.String("cp-render", "", "control-plane: measure nothing; write the markdown of this run's JSON (to -write's file, or stdout)"),
 		section:      fs.String("cp-section", "", "control-plane: with -write, a section of this name (and bench/results-control-plane-NAME.json) instead of the main one, e.g. for a longer steady state"),
 	}
 }
@@ -174,6 +175,9 @@ var cpNetwork = netip.MustParsePrefix("198.18.0.0/16")
 const cpSubnetLen = 29
 
 func runControlPlane(cfg *config) error {
+	if *cfg.cp.render != "" {
+		return renderControlPlane(*cfg.cp.render, cfg.write, *cfg.cp.section)
+	}
 	cp, err := cfg.cp.config(cfg)
 	if err != nil {
 		return err

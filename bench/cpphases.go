@@ -277,8 +277,10 @@ func (r *cpRun) compaction(c combo, peers []testbed.Peer, results []*daemonResul
 			continue
 		}
 		cr.LogLines, _ = d.logLines(offs[i])
-		cr.CPUSec = d.stat().CPUSec - before[i].CPUSec
-		cr.Calls = d.proxy.Calls() - calls[i]
 		cr.Exited = d.proc.Exited()
+		if !cr.Exited { // an exited process has no /proc to read: no CPU time
+			cr.CPUSec = d.stat().CPUSec - before[i].CPUSec
+		}
+		cr.Calls = d.proxy.Calls() - calls[i]
 	}
 }

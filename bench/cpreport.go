@@ -278,7 +278,11 @@ func writeCompactionTable(b *strings.Builder, rep *cpReport) {
 		if x.Exited {
 			catch += " (exited)"
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %d | %.2f | %d | %s |\n", c.Backend, c.Nodes, d.Daemon, catch, x.LogLines, x.CPUSec, x.Calls, load1(x.Load))
+		cpu := fmt.Sprintf("%.2f", x.CPUSec)
+		if x.Exited {
+			cpu = "—"
+		}
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %d | %s | %d | %s |\n", c.Backend, c.Nodes, d.Daemon, catch, x.LogLines, cpu, x.Calls, load1(x.Load))
 	})
 	b.WriteString("\n")
 }
@@ -327,4 +331,28 @@ func (rep *cpReport) has(f func(*daemonResult) bool) bool {
 		}
 	}
 	return false
+}
+
+// renderControlPlane writes the markdown of a run's JSON (-cp-render):
+// the section again after a change of the tables, without measuring.
+func renderControlPlane(jsonPath, write, section string) error {
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		return err
+	}
+	var rep cpReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", jsonPath, err)
+	}
+	md := cpMarkdown(&rep, section)
+	if write == "" {
+		fmt.Print(md)
+		return nil
+	}
+	old, err := os.ReadFile(write)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	begin, end := cpMarkers(section)
+	return os.WriteFile(write, []byte(replaceBetween(string(old), md, begin, end)), 0o644)
 }
