@@ -10,10 +10,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -183,11 +186,23 @@ func runControlPlane(cfg *config) error {
 		return err
 	}
 	r := &cpRun{cfg: cp, network: cpNetwork, report: newCPReport(cp)}
+	// A run stopped by a signal takes its namespaces, servers and daemons
+	// with it; the combos measured so far are already written.
+	var once sync.Once
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "control-plane: %v: tearing down\n", s)
+		once.Do(r.tearDown)
+		os.Exit(130)
+	}()
+	defer signal.Stop(sig)
 	if err := r.setUp(); err != nil {
-		r.tearDown()
+		once.Do(r.tearDown)
 		return err
 	}
-	defer r.tearDown()
+	defer once.Do(r.tearDown)
 	for _, n := range cp.nodes {
 		for _, store := range cp.stores {
 			for _, backend := range cp.backends {
