@@ -175,7 +175,7 @@ func (k *keeper) run(ctx context.Context) error {
 		case wch = <-made:
 			k.m.log.Debug(keeperWatching, "key", k.key, "lease", k.lease.LeaseID, "fromRevision", rev)
 		case <-probe.C:
-			if wch != nil && !asked && k.m.cli.RequestProgress(wctx) == nil {
+			if wch != nil && !asked && k.askProgress(wctx) {
 				asked = true
 				continue
 			}
@@ -202,6 +202,17 @@ func (k *keeper) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// askProgress sends a progress request on the keeper's watch stream;
+// false when the client does not take it at once. While etcd is down the
+// client redials the stream and takes no request: the send would wait
+// for etcd (measured: the keeper never read again, the outage was never
+// noticed), so it is given a fraction of the probe period.
+func (k *keeper) askProgress(wctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(wctx, min(max(k.m.checkEvery/4, 10*time.Millisecond), time.Second))
+	defer cancel()
+	return k.m.cli.RequestProgress(ctx) == nil
 }
 
 func (k *keeper) renew(ctx context.Context) error {
