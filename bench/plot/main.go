@@ -3,7 +3,7 @@
 // panel per store and backend, a line per daemon for the p99 (solid) and
 // the p50 (dashed) of the burst's joins.
 //
-//	cd bench/plot && go run . -in ../results-control-plane.json -out ../../docs/join-latency.png
+//	cd bench/plot && go run . -in ../results-control-plane.json,../results-control-plane-n5000.json -out ../../docs/join-latency.png
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"image/color"
 	"os"
 	"sort"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -44,7 +45,7 @@ var colors = map[string]color.Color{
 }
 
 func main() {
-	in := flag.String("in", "../results-control-plane.json", "the harness's results")
+	in := flag.String("in", "../results-control-plane.json", "the harness's results, comma-separated files")
 	out := flag.String("out", "join-latency.png", "the PNG to write")
 	flag.Parse()
 	if err := run(*in, *out); err != nil {
@@ -53,14 +54,20 @@ func main() {
 	}
 }
 
+// run reads each of the comma-separated results files in (runs at
+// different N, say) and draws their combos together.
 func run(in, out string) error {
-	b, err := os.ReadFile(in)
-	if err != nil {
-		return err
-	}
 	var r results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return err
+	for _, name := range strings.Split(in, ",") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		var one results
+		if err := json.Unmarshal(b, &one); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		r.Combos = append(r.Combos, one.Combos...)
 	}
 	stores, backends := []string{"etcd", "kube"}, []string{"udp", "vxlan", "host-gw"}
 	tiles := draw.Tiles{Rows: len(stores), Cols: len(backends), PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 4,
