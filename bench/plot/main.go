@@ -31,8 +31,11 @@ type results struct {
 		Daemons []struct {
 			Daemon string `json:"daemon"`
 			Burst  *struct {
-				JoinP50 float64 `json:"join_p50_ms"`
-				JoinP99 float64 `json:"join_p99_ms"`
+				JoinP50        float64 `json:"join_p50_ms"`
+				JoinP99        float64 `json:"join_p99_ms"`
+				JoinLost       int     `json:"join_lost"`
+				Joins          int     `json:"joins"`
+				GeneratorError string  `json:"generator_error"`
 			} `json:"burst"`
 		} `json:"daemons"`
 	} `json:"combos"`
@@ -71,7 +74,7 @@ func run(in, out string) error {
 	}
 	stores, backends := []string{"etcd", "kube"}, []string{"udp", "vxlan", "host-gw"}
 	tiles := draw.Tiles{Rows: len(stores), Cols: len(backends), PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 4,
-		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
+		PadTop: vg.Millimeter * 8, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
 	plots := make([][]*plot.Plot, len(stores))
 	for i, store := range stores {
 		plots[i] = make([]*plot.Plot, len(backends))
@@ -113,16 +116,24 @@ func panel(r results, store, backend string) (*plot.Plot, error) {
 	p.Legend.Left = true
 	type pt struct{ n, p50, p99 float64 }
 	byDaemon := map[string][]pt{}
+	lost := map[string]int{} // the most joins a daemon never showed, over the N
 	for _, c := range r.Combos {
 		if c.Store != store || c.Backend != backend {
 			continue
 		}
 		for _, d := range c.Daemons {
-			if d.Burst == nil {
+			// A burst whose generator failed (the API server timed out
+			// its creates) measured the testbed, not the daemons.
+			if d.Burst == nil || d.Burst.GeneratorError != "" {
 				continue
 			}
 			byDaemon[d.Daemon] = append(byDaemon[d.Daemon], pt{float64(c.Nodes), max(d.Burst.JoinP50, 1) / 1000, max(d.Burst.JoinP99, 1) / 1000})
+			lost[d.Daemon] = max(lost[d.Daemon], d.Burst.JoinLost)
 		}
+	}
+	if len(byDaemon) == 0 { // no valid burst: an empty panel (a log axis needs values)
+		p.Y.Scale, p.Y.Tick.Marker = plot.LinearScale{}, plot.DefaultTicks{}
+		p.Title.Text += " (no valid run)"
 	}
 	var names []string
 	for name := range byDaemon {
@@ -146,7 +157,11 @@ func panel(r results, store, backend string) (*plot.Plot, error) {
 			if k == 1 {
 				l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 			} else {
-				p.Legend.Add(name, l, s)
+				label := name
+				if lost[name] > 0 { // its latencies are of the joins it saw
+					label = fmt.Sprintf("%s (lost up to %d joins)", name, lost[name])
+				}
+				p.Legend.Add(label, l, s)
 			}
 			p.Add(l, s)
 		}
