@@ -127,13 +127,21 @@ func panel(r results, store, backend string) (*plot.Plot, error) {
 			if d.Burst == nil || d.Burst.GeneratorError != "" {
 				continue
 			}
-			byDaemon[d.Daemon] = append(byDaemon[d.Daemon], pt{float64(c.Nodes), max(d.Burst.JoinP50, 1) / 1000, max(d.Burst.JoinP99, 1) / 1000})
 			lost[d.Daemon] = max(lost[d.Daemon], d.Burst.JoinLost)
+			if d.Burst.JoinLost >= d.Burst.Joins { // saw none: no latency to draw
+				continue
+			}
+			byDaemon[d.Daemon] = append(byDaemon[d.Daemon], pt{float64(c.Nodes), max(d.Burst.JoinP50, 1) / 1000, max(d.Burst.JoinP99, 1) / 1000})
 		}
 	}
 	if len(byDaemon) == 0 { // no valid burst: an empty panel (a log axis needs values)
 		p.Y.Scale, p.Y.Tick.Marker = plot.LinearScale{}, plot.DefaultTicks{}
 		p.Title.Text += " (no valid run)"
+	}
+	for name := range lost { // a daemon that saw no join at any N still gets its legend line
+		if _, ok := byDaemon[name]; !ok && lost[name] > 0 {
+			byDaemon[name] = nil
+		}
 	}
 	var names []string
 	for name := range byDaemon {
