@@ -10,10 +10,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -50,6 +53,7 @@ type cpConfig struct {
 	write        string
 	jsonOut      string
 	command      string
+	section      string // -cp-section: a BENCHMARKS.md section (and JSON file) of this run's own
 }
 
 var allPhases = []string{"startup", "burst", "steady", "compaction"}
@@ -60,7 +64,7 @@ type cpFlags struct {
 	nodes, stores, backends, daemons, phases *string
 	burst                                    *int
 	burstTime, steady, steadyPeriod, timeout *time.Duration
-	flanneldV028                             *string
+	flanneldV028, section, render            *string
 }
 
 func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
@@ -76,6 +80,8 @@ func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
 		steadyPeriod: fs.Duration("steady-period", 5*time.Minute, "control-plane: every peer's annotation is updated once per period in the steady state (kube)"),
 		timeout:      fs.Duration("cp-timeout", 60*time.Second, "control-plane: longest wait for a daemon's start or for an event to reach every watcher"),
 		flanneldV028: fs.String("flanneld-v028", "bin/flanneld-v0.28.9", "control-plane: flanneld v0.28.9 (make flanneld)"),
+		render:       fs.String("cp-render", "", "control-plane: measure nothing; write the markdown of this run's JSON (to -write's file, or stdout)"),
+		section:      fs.String("cp-section", "", "control-plane: with -write, a section of this name (and bench/results-control-plane-NAME.json) instead of the main one, e.g. for a longer steady state"),
 	}
 }
 
@@ -83,7 +89,7 @@ func (f *cpFlags) config(cfg *config) (*cpConfig, error) {
 	c := &cpConfig{stores: splitList(*f.stores), backends: splitList(*f.backends), daemons: splitList(*f.daemons),
 		phases: splitList(*f.phases), burst: *f.burst, burstTime: *f.burstTime, steady: *f.steady,
 		steadyPeriod: *f.steadyPeriod, timeout: *f.timeout, flannelu: cfg.flannelu, flanneldV020: cfg.flanneld,
-		flanneluArgs: cfg.args, write: cfg.write, jsonOut: cfg.jsonOut, command: cfg.command}
+		flanneluArgs: cfg.args, write: cfg.write, jsonOut: cfg.jsonOut, command: cfg.command, section: *f.section}
 	for _, s := range splitList(*f.nodes) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 || n > 7000 {
@@ -97,6 +103,9 @@ func (f *cpFlags) config(cfg *config) (*cpConfig, error) {
 	}
 	if c.jsonOut == "" && c.write != "" {
 		c.jsonOut = filepath.Join("bench", "results-control-plane.json")
+		if c.section != "" {
+			c.jsonOut = filepath.Join("bench", "results-control-plane-"+c.section+".json")
+		}
 	}
 	return c, c.check()
 }
@@ -134,6 +143,9 @@ func (c *cpConfig) check() error {
 	if len(c.nodes) == 0 {
 		return errors.New("-nodes: empty")
 	}
+	if strings.Trim(c.section, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return fmt.Errorf("-cp-section %q: lower-case letters, digits and '-' only (it names a marker and a file)", c.section)
+	}
 	return nil
 }
 
@@ -166,16 +178,31 @@ var cpNetwork = netip.MustParsePrefix("198.18.0.0/16")
 const cpSubnetLen = 29
 
 func runControlPlane(cfg *config) error {
+	if *cfg.cp.render != "" {
+		return renderControlPlane(*cfg.cp.render, cfg.write, *cfg.cp.section)
+	}
 	cp, err := cfg.cp.config(cfg)
 	if err != nil {
 		return err
 	}
 	r := &cpRun{cfg: cp, network: cpNetwork, report: newCPReport(cp)}
+	// A run stopped by a signal takes its namespaces, servers and daemons
+	// with it; the combos measured so far are already written.
+	var once sync.Once
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "control-plane: %v: tearing down\n", s)
+		once.Do(r.tearDown)
+		os.Exit(130)
+	}()
+	defer signal.Stop(sig)
 	if err := r.setUp(); err != nil {
-		r.tearDown()
+		once.Do(r.tearDown)
 		return err
 	}
-	defer r.tearDown()
+	defer once.Do(r.tearDown)
 	for _, n := range cp.nodes {
 		for _, store := range cp.stores {
 			for _, backend := range cp.backends {
@@ -189,7 +216,7 @@ func runControlPlane(cfg *config) error {
 			}
 		}
 	}
-	fmt.Print(cpMarkdown(r.report))
+	fmt.Print(cpMarkdown(r.report, cp.section))
 	return nil
 }
 

@@ -46,7 +46,7 @@ func TestControlPlaneFlags(t *testing.T) {
 	if _, err := parseFlags([]string{"-measure", controlPlane + ",latency"}); err == nil || !strings.Contains(err.Error(), "runs alone") {
 		t.Errorf("control-plane with latency: %v", err)
 	}
-	for _, bad := range [][]string{{"-backends", "wireguard"}, {"-nodes", "9000"}, {"-steady", "1h"}, {"-stores", ""}} {
+	for _, bad := range [][]string{{"-backends", "wireguard"}, {"-nodes", "9000"}, {"-steady", "1h"}, {"-stores", ""}, {"-cp-section", "../x"}} {
 		cfg, err := parseFlags(append([]string{"-measure", controlPlane}, bad...))
 		if err != nil {
 			t.Fatal(err)
@@ -54,5 +54,22 @@ func TestControlPlaneFlags(t *testing.T) {
 		if _, err := cfg.cp.config(cfg); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
+	}
+}
+
+// TestControlPlaneSection: a named run writes between markers of its own,
+// leaving the main section (and any text around both) as it was.
+func TestControlPlaneSection(t *testing.T) {
+	mainBegin, mainEnd := cpMarkers("")
+	doc := "# b\n\n" + mainBegin + "\nmain\n" + mainEnd + "\n\ntail\n"
+	rep := &cpReport{}
+	begin, end := cpMarkers("steady-10m")
+	once := replaceBetween(doc, cpMarkdown(rep, "steady-10m"), begin, end)
+	twice := replaceBetween(once, cpMarkdown(rep, "steady-10m"), begin, end)
+	if !strings.Contains(twice, mainBegin+"\nmain\n"+mainEnd) || !strings.Contains(twice, "tail") {
+		t.Errorf("the main section or the text after it changed:\n%s", twice)
+	}
+	if strings.Count(twice, begin) != 1 || strings.Count(twice, end) != 1 || once != twice {
+		t.Errorf("the named section is not replaced in place:\n%s", twice)
 	}
 }

@@ -20,15 +20,15 @@ import (
 // paced runs do for each peer, spread evenly over d (a load generator's
 // pacing: request i leaves at start + i*d/len), each in a goroutine of its
 // own so that a slow answer does not hold the next; it returns when each
-// was sent and the first error.
-func paced(peers []testbed.Peer, d time.Duration, do func(context.Context, testbed.Peer) error) ([]time.Time, error) {
-	sent := make([]time.Time, len(peers))
+// was sent, when each was answered (zero if it failed), and the first
+// error.
+func paced(peers []testbed.Peer, d time.Duration, do func(context.Context, testbed.Peer) error) (sent, answered []time.Time, err error) {
+	sent, answered = make([]time.Time, len(peers)), make([]time.Time, len(peers))
 	step := d / time.Duration(max(1, len(peers)))
 	ctx, cancel := context.WithTimeout(context.Background(), d+2*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var first error
 	start := time.Now()
 	for i, p := range peers {
 		time.Sleep(time.Until(start.Add(time.Duration(i) * step)))
@@ -36,33 +36,38 @@ func paced(peers []testbed.Peer, d time.Duration, do func(context.Context, testb
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := do(ctx, p); err != nil {
+			if derr := do(ctx, p); derr != nil {
 				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("%s: %w", p.Name, err)
+				if err == nil {
+					err = fmt.Errorf("%s: %w", p.Name, derr)
 				}
 				mu.Unlock()
+				return
 			}
+			answered[i] = time.Now()
 		}()
 	}
 	wg.Wait()
-	return sent, first
+	return sent, answered, err
 }
 
-// latencies are one watcher's times from each request to the kernel (or
-// route table) showing it, in milliseconds; lost counts requests never
-// seen before the deadline, repeated those seen more than once.
-func latencies(d *cpDaemon, peers []testbed.Peer, sent []time.Time, added bool) (ms []float64, lost, repeated int) {
+// latencies are one watcher's times from each request (from[i]: when it
+// was sent, or when the store answered it) to the kernel (or route table)
+// showing it, in milliseconds; lost counts requests never seen before the
+// deadline, repeated those seen more than once. The change is looked for
+// from the request's sending: a watcher may show it before the store's
+// answer reaches the generator (then the latency from the answer is 0).
+func latencies(d *cpDaemon, peers []testbed.Peer, sent, from []time.Time, added bool) (ms []float64, lost, repeated int) {
 	for i, p := range peers {
 		at, n := d.obs.firstAfter(p.Subnet, sent[i], added)
-		if at.IsZero() {
+		if at.IsZero() || from[i].IsZero() {
 			lost++
 			continue
 		}
 		if n > 1 {
 			repeated++
 		}
-		ms = append(ms, float64(max(0, at.Sub(sent[i]).Microseconds()))/1000)
+		ms = append(ms, float64(max(0, at.Sub(from[i]).Microseconds()))/1000)
 	}
 	return ms, lost, repeated
 }
@@ -75,42 +80,68 @@ func quantile(sorted []float64, q float64) float64 {
 	return sorted[i]
 }
 
+// percentiles are p50, p99 and the maximum of ms, sorted in place.
+func percentiles(ms []float64) (p50, p99, top float64) {
+	slices.Sort(ms)
+	if len(ms) > 0 {
+		top = ms[len(ms)-1]
+	}
+	return quantile(ms, 0.5), quantile(ms, 0.99), top
+}
+
 // burst joins cfg.burst peers in cfg.burstTime with every daemon
 // watching, waits until each has routed them, then deletes them as fast
-// and waits until each has removed them.
+// and waits until each has removed them. Latencies are taken from each
+// request's sending (what a node's owner sees, the store's own delay
+// under the burst included) and from the store's answer (the watcher's
+// part alone).
 func (r *cpRun) burst(c combo, results []*daemonResult) {
 	joins := r.peers.Next(r.cfg.burst)
 	subnets := subnetsOf(joins)
 	load := loadAvg()
-	sent, err := paced(joins, r.cfg.burstTime, r.peers.Create)
+	sent, answered, err := paced(joins, r.cfg.burstTime, r.peers.Create)
 	waitAll(r.daemons, subnets, len(subnets), r.cfg.timeout)
-	delSent, derr := paced(joins, r.cfg.burstTime, r.peers.Delete)
+	delSent, delAnswered, derr := paced(joins, r.cfg.burstTime, r.peers.Delete)
 	waitAll(r.daemons, subnets, 0, r.cfg.timeout)
+	var st burstResult // the store's answer times, the same for every watcher
+	st.StoreJoinP50, st.StoreJoinP99, _ = percentiles(answerTimes(sent, answered))
+	st.StoreDeleteP50, st.StoreDeleteP99, _ = percentiles(answerTimes(delSent, delAnswered))
 	for i, d := range r.daemons {
 		if results[i].Startup == nil || d.proc == nil {
 			continue
 		}
-		b := &burstResult{Joins: len(joins), Deletes: len(joins), Load: load, QueueMax: -1}
+		b := &burstResult{Joins: len(joins), Deletes: len(joins), Load: load, QueueMax: -1,
+			StoreJoinP50: st.StoreJoinP50, StoreJoinP99: st.StoreJoinP99, StoreDeleteP50: st.StoreDeleteP50, StoreDeleteP99: st.StoreDeleteP99}
 		if err != nil || derr != nil {
 			b.GeneratorError = fmt.Sprint(err, derr)
 		}
-		ms, lost, rep := latencies(d, joins, sent, true)
-		slices.Sort(ms)
-		b.JoinP50, b.JoinP99, b.JoinLost, b.JoinRepeated = quantile(ms, 0.5), quantile(ms, 0.99), lost, rep
-		if len(ms) > 0 {
-			b.JoinMax = ms[len(ms)-1]
-		}
-		ms, lost, rep = latencies(d, joins, delSent, false)
-		slices.Sort(ms)
-		b.DeleteP50, b.DeleteP99, b.DeleteLost, b.DeleteRepeated = quantile(ms, 0.5), quantile(ms, 0.99), lost, rep
-		if len(ms) > 0 {
-			b.DeleteMax = ms[len(ms)-1]
-		}
+		ms, lost, rep := latencies(d, joins, sent, sent, true)
+		b.JoinP50, b.JoinP99, b.JoinMax = percentiles(ms)
+		b.JoinLost, b.JoinRepeated = lost, rep
+		ms, _, _ = latencies(d, joins, sent, answered, true)
+		b.JoinAnsP50, b.JoinAnsP99, _ = percentiles(ms)
+		ms, lost, rep = latencies(d, joins, delSent, delSent, false)
+		b.DeleteP50, b.DeleteP99, b.DeleteMax = percentiles(ms)
+		b.DeleteLost, b.DeleteRepeated = lost, rep
+		ms, _, _ = latencies(d, joins, delSent, delAnswered, false)
+		b.DeleteAnsP50, b.DeleteAnsP99, _ = percentiles(ms)
 		if v, ok := d.metric("flannelu_store_queue_depth_max"); ok {
 			b.QueueMax = v
 		}
 		results[i].Burst = b
 	}
+}
+
+// answerTimes are the store's times to answer each request, in
+// milliseconds (requests that failed left out).
+func answerTimes(sent, answered []time.Time) []float64 {
+	var ms []float64
+	for i := range sent {
+		if !answered[i].IsZero() {
+			ms = append(ms, float64(answered[i].Sub(sent[i]).Microseconds())/1000)
+		}
+	}
+	return ms
 }
 
 // waitAll waits until every running daemon shows want of subnets, each
@@ -277,8 +308,10 @@ func (r *cpRun) compaction(c combo, peers []testbed.Peer, results []*daemonResul
 			continue
 		}
 		cr.LogLines, _ = d.logLines(offs[i])
-		cr.CPUSec = d.stat().CPUSec - before[i].CPUSec
-		cr.Calls = d.proxy.Calls() - calls[i]
 		cr.Exited = d.proc.Exited()
+		if !cr.Exited { // an exited process has no /proc to read: no CPU time
+			cr.CPUSec = d.stat().CPUSec - before[i].CPUSec
+		}
+		cr.Calls = d.proxy.Calls() - calls[i]
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -51,7 +52,7 @@ func checkMetrics(t *testing.T, n *testbed.Node, want ...string) {
 	for name, labels := range got {
 		doc, ok := documented[name]
 		if !ok {
-			t.Errorf("%s is exported but not in the README's table of metrics", name)
+			t.Errorf("%s is exported but in no table of metrics (README.md, docs/*.md)", name)
 		} else if !slices.Equal(labels, doc) {
 			t.Errorf("%s has labels %v, the README says %v", name, labels, doc)
 		}
@@ -71,14 +72,23 @@ func exportedLabels(text string) map[string][]string {
 	return labelsByFamily(sampleLine.FindAllStringSubmatch(text, -1), labelName)
 }
 
-// readmeLabels reads the README's table of metrics: family -> sorted
-// label names.
+// readmeLabels reads the tables of metrics of the README and of the
+// documents it links under docs/ (a family documented beside the feature
+// that exports it): family -> sorted label names.
 func readmeLabels(t *testing.T) map[string][]string {
-	b, err := os.ReadFile("../README.md")
+	docs, err := filepath.Glob("../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return labelsByFamily(readmeRow.FindAllStringSubmatch(string(b), -1), readmeLabel)
+	var rows [][]string
+	for _, name := range append([]string{"../README.md"}, docs...) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, readmeRow.FindAllStringSubmatch(string(b), -1)...)
+	}
+	return labelsByFamily(rows, readmeLabel)
 }
 
 // labelsByFamily maps each match's family (group 1) to the sorted names

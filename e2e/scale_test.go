@@ -159,6 +159,10 @@ func (s *scaleCluster) clear(t *testing.T) {
 // periodic pass could run, host 2 has exactly the peers that exist now,
 // the user's routes, and nothing of the backend that ran before.
 func (s *scaleCluster) downtime(t *testing.T, store, backend, prev string) {
+	// The backend changes while flannelu is down, as an operator changes
+	// it: a flannelu of another network started beside a running one
+	// waits for it to stop (hand-over), and would never write subnet.env.
+	s.stop(t)
 	s.use(t, store, backend)
 	n := s.start(t, store)
 	if err := s.waitState(n, backend, s.live); err != nil {

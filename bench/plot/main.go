@@ -3,7 +3,7 @@
 // panel per store and backend, a line per daemon for the p99 (solid) and
 // the p50 (dashed) of the burst's joins.
 //
-//	cd bench/plot && go run . -in ../results-control-plane.json -out ../../docs/join-latency.png
+//	cd bench/plot && go run . -in ../results-control-plane.json,../results-control-plane-n5000.json -out ../../docs/join-latency.png
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"image/color"
 	"os"
 	"sort"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -30,8 +31,11 @@ type results struct {
 		Daemons []struct {
 			Daemon string `json:"daemon"`
 			Burst  *struct {
-				JoinP50 float64 `json:"join_p50_ms"`
-				JoinP99 float64 `json:"join_p99_ms"`
+				JoinP50        float64 `json:"join_p50_ms"`
+				JoinP99        float64 `json:"join_p99_ms"`
+				JoinLost       int     `json:"join_lost"`
+				Joins          int     `json:"joins"`
+				GeneratorError string  `json:"generator_error"`
 			} `json:"burst"`
 		} `json:"daemons"`
 	} `json:"combos"`
@@ -44,7 +48,7 @@ var colors = map[string]color.Color{
 }
 
 func main() {
-	in := flag.String("in", "../results-control-plane.json", "the harness's results")
+	in := flag.String("in", "../results-control-plane.json", "the harness's results, comma-separated files")
 	out := flag.String("out", "join-latency.png", "the PNG to write")
 	flag.Parse()
 	if err := run(*in, *out); err != nil {
@@ -53,18 +57,24 @@ func main() {
 	}
 }
 
+// run reads each of the comma-separated results files in (runs at
+// different N, say) and draws their combos together.
 func run(in, out string) error {
-	b, err := os.ReadFile(in)
-	if err != nil {
-		return err
-	}
 	var r results
-	if err := json.Unmarshal(b, &r); err != nil {
-		return err
+	for _, name := range strings.Split(in, ",") {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		var one results
+		if err := json.Unmarshal(b, &one); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		r.Combos = append(r.Combos, one.Combos...)
 	}
 	stores, backends := []string{"etcd", "kube"}, []string{"udp", "vxlan", "host-gw"}
 	tiles := draw.Tiles{Rows: len(stores), Cols: len(backends), PadX: vg.Millimeter * 4, PadY: vg.Millimeter * 4,
-		PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
+		PadTop: vg.Millimeter * 8, PadBottom: vg.Millimeter * 2, PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2}
 	plots := make([][]*plot.Plot, len(stores))
 	for i, store := range stores {
 		plots[i] = make([]*plot.Plot, len(backends))
@@ -106,15 +116,31 @@ func panel(r results, store, backend string) (*plot.Plot, error) {
 	p.Legend.Left = true
 	type pt struct{ n, p50, p99 float64 }
 	byDaemon := map[string][]pt{}
+	lost := map[string]int{} // the most joins a daemon never showed, over the N
 	for _, c := range r.Combos {
 		if c.Store != store || c.Backend != backend {
 			continue
 		}
 		for _, d := range c.Daemons {
-			if d.Burst == nil {
+			// A burst whose generator failed (the API server timed out
+			// its creates) measured the testbed, not the daemons.
+			if d.Burst == nil || d.Burst.GeneratorError != "" {
+				continue
+			}
+			lost[d.Daemon] = max(lost[d.Daemon], d.Burst.JoinLost)
+			if d.Burst.JoinLost >= d.Burst.Joins { // saw none: no latency to draw
 				continue
 			}
 			byDaemon[d.Daemon] = append(byDaemon[d.Daemon], pt{float64(c.Nodes), max(d.Burst.JoinP50, 1) / 1000, max(d.Burst.JoinP99, 1) / 1000})
+		}
+	}
+	if len(byDaemon) == 0 { // no valid burst: an empty panel (a log axis needs values)
+		p.Y.Scale, p.Y.Tick.Marker = plot.LinearScale{}, plot.DefaultTicks{}
+		p.Title.Text += " (no valid run)"
+	}
+	for name := range lost { // a daemon that saw no join at any N still gets its legend line
+		if _, ok := byDaemon[name]; !ok && lost[name] > 0 {
+			byDaemon[name] = nil
 		}
 	}
 	var names []string
@@ -139,7 +165,11 @@ func panel(r results, store, backend string) (*plot.Plot, error) {
 			if k == 1 {
 				l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
 			} else {
-				p.Legend.Add(name, l, s)
+				label := name
+				if lost[name] > 0 { // its latencies are of the joins it saw
+					label = fmt.Sprintf("%s (lost up to %d joins)", name, lost[name])
+				}
+				p.Legend.Add(label, l, s)
 			}
 			p.Add(l, s)
 		}
