@@ -23,6 +23,7 @@ const demoTimeout = 3 * time.Minute
 // FlannelIsUp condition), and leave no namespace behind.
 func TestDemo(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	root := repoRoot(t)
 	demo := buildDemo(t)
 	for _, tc := range []struct {

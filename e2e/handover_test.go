@@ -26,6 +26,7 @@ import (
 // last forwarding and the new one's first explains.
 func TestUDPRestart(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-udprestart", 2, udpConfig)
 	startPair(t, c)
 	old := c.Nodes[1]
@@ -100,6 +101,7 @@ func checkNoDevice(h *testbed.Host) error {
 // route, and the very sockets (IPv4 and IPv6) the old one had.
 func TestUDPHandOver(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newClusterOf(t, testbed.Options{Name: "e2e-handover", Hosts: 2, IPv6: true}, dualStack.config("udp"))
 	startPair(t, c)
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr6)
@@ -360,6 +362,7 @@ func logTime(t *testing.T, log, msg string, nth int) time.Time {
 // only /healthz, until a signal; it then exits 0 and its successor goes on.
 func TestHandOverWaitsForTheSignal(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-hwait", 1, ipv4.config("host-gw"))
 	old := startNode(t, c, 1, "--after-handover=wait")
 	next, err := c.Start(c.Hosts[0].NS, "flannelu-host1-next", old.Args...)

@@ -26,8 +26,10 @@ import (
 // deleted.
 func TestKubernetesMode(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			k := newKubeCluster(t, backend, ipv4)
 			t.Run("annotations and subnet.env as flanneld writes them", k.checkAnnotations)
 			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })

@@ -32,6 +32,7 @@ import (
 // the nodes' pods that loses nothing (vxlan).
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
 	c := newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-kroll", Hosts: 2},

@@ -33,9 +33,11 @@ const (
 // most a second.
 func TestFlanneldMigration(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	today, old := flanneldBinaryOf(t, flanneldV028Bin), flanneldBinaryOf(t, flanneldBin)
 	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			m := newMigration(t, backend, today)
 			t.Run("surge from flanneld "+flanneldToday, func(t *testing.T) { m.surge(t) })
 			t.Run("rollback to flanneld "+flanneldOld, func(t *testing.T) { m.rollback(t, old) })
