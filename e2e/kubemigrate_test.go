@@ -20,6 +20,9 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
+// takeOverBound bounds flannelu's take-over after flanneld's exit.
+const takeOverBound = 10 * time.Second
+
 // TestKubeFlannelRollout replaces kube-flannel v0.28.9 (flanneld with
 // --kube-subnet-mgr, on a real API server) by flannelu node by node, as
 // the DaemonSet controller does with the manifest's maxSurge: on each node
@@ -28,8 +31,9 @@ import (
 // it cannot see flanneld's process, only its health port), waits without
 // touching the node, and the prober finds the health port answering (so
 // the controller goes on and deletes the old pod); flanneld is stopped
-// and flannelu takes over within a second, under a ping stream between
-// the nodes' pods that loses nothing (vxlan).
+// and flannelu takes over (within a second on an idle machine; at most
+// takeOverBound), under a ping stream between the nodes' pods that loses
+// nothing (vxlan).
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
 	t.Parallel()
@@ -109,8 +113,11 @@ func TestKubeFlannelRollout(t *testing.T) {
 			tookOver := logTime(t, fu.Log, "backend running", 1).Sub(stopped)
 			out := stopStampedPing(t, ping)
 			t.Logf("node %d: flannelu took over %v after flanneld exited; %s", i, tookOver.Round(time.Millisecond), out)
-			if tookOver > time.Second {
-				t.Errorf("flannelu took over %v after flanneld exited, want at most 1s", tookOver)
+			// About 0.3 s idle (its wait polls every 100 ms), 1.8 s seen at
+			// load 60: the bound tells a wait that stopped looking from a
+			// busy machine; the lost pings are what a user sees.
+			if tookOver > takeOverBound {
+				t.Errorf("flannelu took over %v after flanneld exited, want at most %v", tookOver, takeOverBound)
 			}
 			if out.lost > 0 {
 				t.Errorf("%d pings lost", out.lost)
