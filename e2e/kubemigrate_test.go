@@ -20,9 +20,6 @@ import (
 	"github.com/flannelu/flannelu/testbed"
 )
 
-// takeOverBound bounds flannelu's take-over after flanneld's exit.
-const takeOverBound = 10 * time.Second
-
 // TestKubeFlannelRollout replaces kube-flannel v0.28.9 (flanneld with
 // --kube-subnet-mgr, on a real API server) by flannelu node by node, as
 // the DaemonSet controller does with the manifest's maxSurge: on each node
