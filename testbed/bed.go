@@ -109,7 +109,7 @@ func New(opts Options) (b *Bed, err error) {
 			return nil, err
 		}
 	}
-	SweepStale()
+	SweepStaleOnce()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("testbed: %v", r)
@@ -129,6 +129,15 @@ func New(opts Options) (b *Bed, err error) {
 	}
 	return b, nil
 }
+
+var sweepOnce sync.Once
+
+// SweepStaleOnce is SweepStale the first time the process calls it; New
+// calls it. Once is enough (what a killed process left stays until
+// someone sweeps), and a test of the sweep itself (the demo's) needs the
+// leftovers it made kept until the run under test sweeps them, whatever
+// other tests of the process build meanwhile.
+func SweepStaleOnce() { sweepOnce.Do(func() { SweepStale() }) }
 
 func (b *Bed) nsName(role string) string {
 	return OwnPrefix() + b.Opts.Name + "-" + role
