@@ -65,9 +65,12 @@ $(KUBE_APISERVER): testbed/kubeapi/go.mod testbed/kubeapi/go.sum testbed/kubeapi
 
 # The whole suite: unit, fuzz seed corpora, etcd, kube-apiserver, namespace
 # end-to-end tests (root), then again under the race detector, then the data
-# path as a 32-bit program.
+# path as a 32-bit program. The e2e tests run in parallel (each in namespaces
+# of its own), four at a time: much of their time is spent waiting on
+# processes and the network, so more than GOMAXPROCS (2 in CI) run at once.
+TEST_PARALLEL ?= 4
 test: deps build flanneld vet kube-apiserver
-	$(GO) test -count=1 -timeout 24m ./...
+	$(GO) test -count=1 -timeout 24m -parallel $(TEST_PARALLEL) ./...
 	$(MAKE) test-race
 	$(MAKE) test-386
 

@@ -40,6 +40,7 @@ const extensionFull = `{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"19
 // output while the daemon goes on.
 func TestExtension(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-ext", 2, extensionHostGW)
 	for i := 1; i <= 2; i++ {
 		startNode(t, c, i)
@@ -168,6 +169,7 @@ func waitFile(t *testing.T, path string) string {
 // data path (no device, no route, pods do not reach each other).
 func TestAllocAndRefusals(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-alloc", 2, `{"Network":"198.18.0.0/16","Backend":{"Type":"ipsec","PSK":"not long enough"}}`)
 	t.Run("ipsec is refused, saying why and what instead", func(t *testing.T) {
 		n, err := c.LaunchNode(1)

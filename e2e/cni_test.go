@@ -24,6 +24,7 @@ import (
 // default), so the bridge plugin masquerades instead.
 func TestCNIChain(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, tc := range []struct {
 		backend string
 		args    []string
@@ -33,6 +34,7 @@ func TestCNIChain(t *testing.T) {
 		{"host-gw", []string{"--ip-masq"}},
 	} {
 		t.Run(tc.backend, func(t *testing.T) {
+			t.Parallel()
 			config := fmt.Sprintf(`{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18.200.0","Backend":{"Type":%q}}`, tc.backend)
 			c := newCluster(t, "e2e-cni-"+tc.backend, 3, config)
 			for i := 1; i <= 3; i++ {

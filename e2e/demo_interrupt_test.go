@@ -26,6 +26,9 @@ import (
 // while the signal handler was still tearing down.)
 func TestDemoInterrupted(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
+	demoRuns.Lock() // no other demo may sweep the killed one's leftovers
+	defer demoRuns.Unlock()
 	root, demo := repoRoot(t), buildDemo(t)
 
 	killed := startDemo(t, root, demo)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +24,9 @@ const demoTimeout = 3 * time.Minute
 // FlannelIsUp condition), and leave no namespace behind.
 func TestDemo(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
+	demoRuns.Lock()
+	defer demoRuns.Unlock()
 	root := repoRoot(t)
 	demo := buildDemo(t)
 	for _, tc := range []struct {
@@ -50,6 +54,11 @@ func TestDemo(t *testing.T) {
 		})
 	}
 }
+
+// demoRuns keeps TestDemo's runs and TestDemoInterrupted's apart: every
+// demo run sweeps what killed runs left, and TestDemoInterrupted's next
+// run must find the leftovers of the run it killed.
+var demoRuns sync.Mutex
 
 // runDemo runs the demo binary from the repository root until it ends
 // (interrupted, so that it cleans up, after demoTimeout) and returns its

@@ -23,6 +23,7 @@ import (
 // is freed, the retry writes the file and /readyz turns 200.
 func TestSubnetFileDiskFull(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	dir := testbed.Tmpfs(t, "16k") // before the cluster: unmounted after flannelu stopped
 	c := newCluster(t, "e2e-full", 1, udpConfig)
 	subnetFile := filepath.Join(dir, "subnet.env")

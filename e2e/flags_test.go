@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -18,6 +19,7 @@ const flanneldV028Bin = "bin/flanneld-v0.28.9"
 // flannelu's, of the same kind (a bool flag stays a bool: "--flag" alone
 // must work) and with the same default.
 func TestFlagsAsFlanneldV028(t *testing.T) {
+	t.Parallel()
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
 	theirs := helpFlags(t, flanneld)
 	ours := helpFlags(t, flannelu)
@@ -80,6 +82,10 @@ func flanneldBinaryOf(t *testing.T, rel string) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(root, rel)
+	// Once per process: tests run in parallel, and two builds at once
+	// would write the same files.
+	flanneldBuild.Lock()
+	defer flanneldBuild.Unlock()
 	if _, err := exec.LookPath(bin); err != nil {
 		cmd := exec.Command(filepath.Join(root, "scripts", "flanneld.sh"))
 		cmd.Dir = root
@@ -89,3 +95,5 @@ func flanneldBinaryOf(t *testing.T, rel string) string {
 	}
 	return bin
 }
+
+var flanneldBuild sync.Mutex

@@ -26,6 +26,7 @@ import (
 // last forwarding and the new one's first explains.
 func TestUDPRestart(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-udprestart", 2, udpConfig)
 	startPair(t, c)
 	old := c.Nodes[1]
@@ -100,6 +101,7 @@ func checkNoDevice(h *testbed.Host) error {
 // route, and the very sockets (IPv4 and IPv6) the old one had.
 func TestUDPHandOver(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newClusterOf(t, testbed.Options{Name: "e2e-handover", Hosts: 2, IPv6: true}, dualStack.config("udp"))
 	startPair(t, c)
 	waitPing(t, c.Hosts[0].Pods[0], c.Hosts[1].Pods[0].Addr6)
@@ -107,8 +109,12 @@ func TestUDPHandOver(t *testing.T) {
 	keysBefore, leaseBefore := leaseKeys(t, c)
 	socketsBefore := udpSockets(t, c.Hosts[0])
 	iperf := startIperf(t, c)
-	ping := startPing(t, c, "ping-handover", "-i", "0.01", "-c", "2000")
-	ping6 := startPing(t, c, "ping6-handover", "-6", "-i", "0.01", "-c", "2000")
+	// -w: ping waits for each of the 2000 replies (until 2000 are in, or
+	// 80 s), where it would give up on the last ones two round trips
+	// after its last request: late replies on a loaded machine are not
+	// lost ones (150 such were counted lost at load 50).
+	ping := startPing(t, c, "ping-handover", "-i", "0.01", "-c", "2000", "-w", "80")
+	ping6 := startPing(t, c, "ping6-handover", "-6", "-i", "0.01", "-c", "2000", "-w", "80")
 
 	next, err := c.Start(c.Hosts[0].NS, "flannelu-host1-next", old.Args...)
 	if err != nil {
@@ -360,6 +366,7 @@ func logTime(t *testing.T, log, msg string, nth int) time.Time {
 // only /healthz, until a signal; it then exits 0 and its successor goes on.
 func TestHandOverWaitsForTheSignal(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-hwait", 1, ipv4.config("host-gw"))
 	old := startNode(t, c, 1, "--after-handover=wait")
 	next, err := c.Start(c.Hosts[0].NS, "flannelu-host1-next", old.Args...)

@@ -227,6 +227,7 @@ func twoNodes(t *testing.T, c *testbed.Cluster) (n1, n2 *testbed.Node) {
 // validly leases still gets net unreachable.
 func TestInvalidLeasesNotRouted(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-lease", 3, udpConfig)
 	n1, n2 := twoNodes(t, c)
 	stranger := c.Hosts[2].Addr.String()
@@ -298,6 +299,7 @@ func TestInvalidLeasesNotRouted(t *testing.T) {
 // keeps running.
 func TestOwnLeaseOverwritten(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-own", 3, udpConfig)
 	n1, _ := twoNodes(t, c)
 	key, own := subnetKey(n1), leaseValue(c.Hosts[0].Addr.String())
@@ -371,6 +373,7 @@ func waitReadyz(t *testing.T, n *testbed.Node, want int, body string) {
 // to 1; forwarding does not notice.
 func TestEtcdOutage(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-outage", 2, udpConfig)
 	n1, n2 := twoNodes(t, c)
 	nodes := []*testbed.Node{n1, n2}
@@ -442,6 +445,7 @@ func grepLog(path, s string) string {
 // ready, and a host joining afterwards gets a lease every node routes to.
 func TestEtcdLeaderKilled(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newClusterWith(t, testbed.ClusterOptions{Bed: testbed.Options{Name: "e2e-leader", Hosts: 3}, Config: udpConfig, EtcdMembers: 3})
 	n1, n2 := twoNodes(t, c)
 	nodes := []*testbed.Node{n1, n2}
@@ -544,12 +548,14 @@ func waitPeerChain(t *testing.T, h *testbed.Host, want ...netip.Addr) {
 // the flag removes the filter.
 func TestPeerFilter(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, tc := range []struct {
 		backend string
 		port    int
 		st      stack
 	}{{"udp", 8285, dualStack}, {"vxlan", 8472, ipv4}} {
 		t.Run(tc.backend, func(t *testing.T) {
+			t.Parallel()
 			c := newClusterOf(t, testbed.Options{Name: "e2e-pf-" + tc.backend, Hosts: 3, IPv6: tc.st.v6}, tc.st.config(tc.backend))
 			checkPeerFilter(t, c, tc.port, tc.st)
 		})
@@ -659,6 +665,7 @@ func checkPeerFilter(t *testing.T, c *testbed.Cluster, port int, st stack) {
 // address), and spoofed_source counts each.
 func TestSpoofedInnerSources(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-spoof", 2, udpConfig)
 	n1, _ := twoNodes(t, c)
 	victim, peerPod := c.Hosts[0].Pods[0], c.Hosts[1].Pods[0]
@@ -691,6 +698,7 @@ func TestSpoofedInnerSources(t *testing.T) {
 // not host 2's are still refused.
 func TestGatewayForeignSources(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-gw", 2, udpConfig)
 	n1, _ := twoNodes(t, c)
 	pod := c.Hosts[0].Pods[0]
@@ -744,6 +752,7 @@ func TestGatewayForeignSources(t *testing.T) {
 // saying where it stopped (was: exit 1, "context canceled").
 func TestStopWhileWaitingForConfig(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-stop", 1, udpConfig)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

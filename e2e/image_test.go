@@ -21,6 +21,7 @@ import (
 // v0.28.9 prints its own: the version alone on stderr, nothing on stdout,
 // exit status 0.
 func TestReleaseBinary(t *testing.T) {
+	t.Parallel()
 	root := repoRoot(t)
 	bin := filepath.Join(t.TempDir(), "flannelu")
 	build := exec.Command("make", "release", "VERSION=v9.8.7-test", "RELEASE_BIN="+bin)
@@ -112,6 +113,7 @@ func dockerOnLegacy(t *testing.T, ns testbed.NS) {
 // kubernetes-sigs/iptables-wrappers does, points the links at it and runs
 // the command there.
 func TestIPTablesWrapperMode(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T, ns testbed.NS)
@@ -165,6 +167,7 @@ func TestIPTablesWrapperMode(t *testing.T) {
 // them into iptables-legacy, and pod traffic flows.
 func TestIPTablesWrapperLegacyHost(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-ipw", 2, ipv4.config("host-gw"))
 	for _, h := range c.Hosts {
 		dockerOnLegacy(t, h.NS)

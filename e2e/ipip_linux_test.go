@@ -40,6 +40,7 @@ var (
 // route, the routed one the tunnel) and off again (the plain route goes).
 func TestIPIP(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-ipip", 3, fmt.Sprintf(ipipConfig, ""))
 	routeHost3(t, c)
 	args := []string{"--reconcile-interval", "500ms", "--log-level", "debug"}
@@ -141,6 +142,7 @@ func TestIPIP(t *testing.T) {
 // and pods of three nodes reaching each other.
 func TestIPIPKubernetes(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	k := newKubeCluster(t, "ipip", ipv4)
 	t.Run("annotations and subnet.env as flanneld writes them", k.checkAnnotations)
 	t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })

@@ -33,6 +33,7 @@ const iptConfig = `{"Network":"198.18.0.0/16","Backend":{"Type":"vxlan"}}`
 // is not.
 func TestIPTablesWithFlanneldV028(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	v028, v020 := flanneldBinaryOf(t, flanneldV028Bin), flanneldBinaryOf(t, flanneldBin)
 	c := newCluster(t, "e2e-ipt", 2, iptConfig)
 	h1, h2 := c.Hosts[0], c.Hosts[1]

@@ -39,6 +39,7 @@ var overlay = netip.MustParsePrefix("198.18.0.0/16")
 // a hitless restart, a foreign lease, and a peer leaving.
 func TestKernelBackends(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, tc := range []struct{ backend, name, foreign, foreignData string }{
 		// The foreign lease has the other kernel type: a mixed cluster
 		// half-way through a backend change.
@@ -47,6 +48,7 @@ func TestKernelBackends(t *testing.T) {
 	} {
 		for _, st := range []stack{ipv4, dualStack, ipv6Only} {
 			t.Run(tc.backend+"/"+st.String(), func(t *testing.T) {
+				t.Parallel()
 				k := newKernelCluster(t, tc.name+st.suffix(), tc.backend, st)
 				t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, k.pods(1, 2, 3)) })
 				t.Run("lease values", k.checkLeaseValues)

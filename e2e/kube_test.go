@@ -26,8 +26,10 @@ import (
 // deleted.
 func TestKubernetesMode(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, backend := range []string{"udp", "vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			k := newKubeCluster(t, backend, ipv4)
 			t.Run("annotations and subnet.env as flanneld writes them", k.checkAnnotations)
 			t.Run("full mesh ping", func(t *testing.T) { fullMesh(t, allPods(k.c, 1, 2, 3)) })
@@ -209,7 +211,9 @@ func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // the stream runs before the restart: part of the scenario, not an assertion
+	if err := waitAnswered(ping, 100); err != nil { // the stream runs before the restart
+		t.Fatal(err)
+	}
 	start := time.Now()
 	if err := c.KubeAPI.Stop(); err != nil {
 		t.Fatal(err)
@@ -218,7 +222,12 @@ func (k *kubeCluster) checkAPIServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted := time.Since(start)
-	time.Sleep(time.Second)     // and after it, while the informers catch up
+	// and 100 more replies after it, while the informers catch up
+	if b, err := os.ReadFile(ping.Log); err != nil {
+		t.Fatal(err)
+	} else if err := waitAnswered(ping, lastAnswered(b)+100); err != nil {
+		t.Fatal(err)
+	}
 	ping.Signal(syscall.SIGINT) // ping ends at once, its last request maybe unanswered yet
 	if exited, _ := ping.Wait(10 * time.Second); !exited {
 		t.Fatal("ping did not end on SIGINT")

@@ -33,8 +33,9 @@ const annPrefix = "flannel.alpha.coreos.com/"
 // API server outage, and the own node deleted.
 func TestKubernetesHardening(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newClusterWith(t, testbed.ClusterOptions{
-		Bed:    testbed.Options{Name: "e2e-kh", Hosts: 3},
+		Bed:    testbed.Options{Name: "e2e-khard", Hosts: 3},
 		Config: ipv4.kubeConfig("vxlan"),
 		Kube:   true,
 	})

@@ -23,8 +23,10 @@ import (
 // each other over both families as well.
 func TestKubernetesModeDualStack(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, backend := range []string{"vxlan", "host-gw", "udp"} {
 		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
 			k := newKubeCluster(t, backend, dualStack)
 			t.Run("annotations and subnet.env as flanneld v0.28 writes them", k.checkAnnotations)
 			kc, err := k.kernelView()

@@ -28,12 +28,13 @@ import (
 // it cannot see flanneld's process, only its health port), waits without
 // touching the node, and the prober finds the health port answering (so
 // the controller goes on and deletes the old pod); flanneld is stopped
-// and flannelu takes over within a second, under a ping stream between
-// the nodes' pods that loses nothing (vxlan) or has a gap of at most a
-// second (udp, whose device belongs to its process); then node 1 goes
-// back to flanneld.
+// and flannelu takes over (within a second on an idle machine; at most
+// takeOverBound), under a ping stream between the nodes' pods that loses
+// nothing (vxlan) or has a short gap (udp, whose device belongs to its
+// process); then node 1 goes back to flanneld.
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
 	for _, backend := range []string{"vxlan", "udp"} {
 		t.Run(backend, func(t *testing.T) { kubeFlannelRollout(t, flanneld, backend) })
@@ -117,8 +118,11 @@ func kubeFlannelRollout(t *testing.T, flanneld, backend string) {
 			tookOver := logTime(t, fu.Log, "backend running", 1).Sub(stopped)
 			out := stopStampedPing(t, ping)
 			t.Logf("node %d: flannelu took over %v after flanneld exited; %s", i, tookOver.Round(time.Millisecond), out)
-			if tookOver > time.Second {
-				t.Errorf("flannelu took over %v after flanneld exited, want at most 1s", tookOver)
+			// About 0.3 s idle (its wait polls every 100 ms), 1.8 s seen at
+			// load 60: the bound tells a wait that stopped looking from a
+			// busy machine; the lost pings are what a user sees.
+			if tookOver > takeOverBound {
+				t.Errorf("flannelu took over %v after flanneld exited, want at most %v", tookOver, takeOverBound)
 			}
 			m.checkOutage(t, out)
 			// Its own readiness once it serves the port.

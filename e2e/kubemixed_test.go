@@ -21,6 +21,7 @@ const flanneldBin = "bin/flanneld-v0.20.2"
 // expect of flannelu, and the pods of both reach each other.
 func TestKubernetesModeWithFlanneld(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	flanneld := flanneldBinary(t)
 	k := &kubeCluster{backend: "vxlan", stack: ipv4, c: newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-kf", Hosts: 3},

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/flannelu/flannelu/testbed"
 )
 
 // flannelu is the binary under test, built once by TestMain.
@@ -44,6 +46,11 @@ func TestMain(m *testing.M) {
 	// Each testbed removes its own namespaces (and New sweeps its own
 	// name's leftovers); a global sweep here would remove the namespaces
 	// of another test process running at the same time.
+	// The stale sweep (what killed test processes left) runs here, before
+	// any test, and not again (testbed.New sweeps once per process):
+	// TestDemoInterrupted kills a demo and needs its leftovers kept for
+	// the next demo run to sweep, while other tests build beds.
+	testbed.SweepStaleOnce()
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -19,6 +19,7 @@ import (
 // not eth0.)
 func TestIPMasq(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-masq", 3, udpConfig)
 	startNode(t, c, 1, "--ip-masq", "--iptables-resync", "1")
 	startNode(t, c, 3)

@@ -26,6 +26,7 @@ const nftConfig = `{"Network":"198.18.0.0/16","EnableNFTables":true,"Backend":{"
 // and in nftables mode again (its iptables chains and jumps go).
 func TestNFTablesWithFlanneldV028(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
 	c := newCluster(t, "e2e-nft", 2, nftConfig)
 	n1 := startNode(t, c, 1, "--ip-masq", "--iptables-resync", "1")

@@ -53,6 +53,7 @@ func scaleConfig(backend string) string {
 // and deletions with no lost or repeated event.
 func TestScale(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newClusterWith(t, testbed.ClusterOptions{
 		Bed:    testbed.Options{Name: "e2e-scale", Hosts: 2},
 		Config: scaleConfig("udp"),

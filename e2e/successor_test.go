@@ -35,6 +35,7 @@ import (
 // the half-finished client holds the descriptors it was lent.
 func TestHandOverOnlyToATrueSuccessor(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-succ", 2, udpConfig)
 	s := &successors{c: c, dir: filepath.Join(c.Dir, "run-flannel"), procs: map[int]*testbed.Proc{},
 		argv: map[int][]string{}, envs: map[int]subnet.Env{}}

@@ -27,8 +27,10 @@ var tooBig = `flannelu_dropped_packets_total{direction="inside",reason="too_big"
 // counted, and a peer leaving taking its IPv6 route with it.
 func TestUDPBackendIPv6(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	for _, st := range []stack{dualStack, ipv6Only} {
 		t.Run(st.String(), func(t *testing.T) {
+			t.Parallel()
 			c := newClusterOf(t, testbed.Options{Name: "e2e-u" + st.suffix(), Hosts: 3, IPv6: true}, st.config("udp"))
 			for i := 1; i <= 3; i++ {
 				var args []string

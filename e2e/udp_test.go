@@ -29,6 +29,7 @@ const udpConfig = `{"Network":"198.18.0.0/16","SubnetLen":24,"SubnetMax":"198.18
 // each, and a fourth host that is first a stranger and then joins.
 func TestUDPBackend(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-udp", 4, udpConfig)
 	pcapFile := filepath.Join(c.Dir, "trace.pcap")
 	startNode(t, c, 1, "--trace", "--trace-pcap", pcapFile)

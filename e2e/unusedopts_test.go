@@ -15,6 +15,7 @@ import (
 // issue 22's sixth case).
 func TestUnusedOptionsWarned(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-unused", 1, ipv4.config("host-gw"))
 	pcap := filepath.Join(c.Dir, "trace.pcap")
 	n := startNode(t, c, 1, "--trace", "--trace-pcap", pcap)

@@ -31,6 +31,7 @@ var badVtepMACs = []string{`{"VNI":1,"VtepMAC":"zz:zz:zz"}`, `{"VNI":1,"VtepMAC"
 // with one (its flannelu writes it back) costs host 1's pod no echo.
 func TestInvalidVtepMACKeepsPeer(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	c := newCluster(t, "e2e-vtep", 2, ipv4.config("vxlan"))
 	n1, n2 := twoNodes(t, c)
 	k := &kubeProbe{t: t, c: c} // its vxlan readers work for any store

@@ -47,7 +47,9 @@ func wgBed(name string, hosts int) testbed.Options {
 // its device; then on three hosts with the Kubernetes store.
 func TestWireguard(t *testing.T) {
 	testbed.RequireRoot(t)
+	t.Parallel()
 	t.Run("etcd", func(t *testing.T) {
+		t.Parallel()
 		w := &wgCluster{c: newClusterOf(t, wgBed("e2e-wg", 4), wgConfig("separate"))}
 		w.start(t, 1, 2, 3)
 		t.Run("leases, key files and subnet.env as flanneld writes them", func(t *testing.T) { w.checkLeases(t, 51821) })
@@ -67,6 +69,7 @@ func TestWireguard(t *testing.T) {
 		})
 	})
 	t.Run("kube", func(t *testing.T) {
+		t.Parallel()
 		c := newClusterWith(t, testbed.ClusterOptions{Bed: wgBed("e2e-kw", 3), Config: dualStack.kubeConfig("wireguard"), Kube: true})
 		w := &wgCluster{c: c}
 		w.start(t, 1, 2, 3)

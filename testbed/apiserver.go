@@ -157,6 +157,7 @@ func (k *KubeAPIServer) Start() error {
 	if err != nil {
 		return fmt.Errorf("testbed: start kube-apiserver: %w", err)
 	}
+	p.Kill = true
 	k.Proc = p
 	return k.waitReady(readyTimeout)
 }

@@ -99,13 +99,17 @@ func New(opts Options) (b *Bed, err error) {
 	if opts.MTU == 0 {
 		opts.MTU = 1500
 	}
+	if err := claimName(opts.Name); err != nil {
+		return nil, err
+	}
 	b = &Bed{Opts: opts, Dir: opts.Dir}
 	if b.Dir == "" {
 		if b.Dir, err = os.MkdirTemp("", OwnPrefix()+opts.Name+"-"); err != nil {
+			releaseName(opts.Name)
 			return nil, err
 		}
 	}
-	SweepStale()
+	SweepStaleOnce()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("testbed: %v", r)
@@ -125,6 +129,15 @@ func New(opts Options) (b *Bed, err error) {
 	}
 	return b, nil
 }
+
+var sweepOnce sync.Once
+
+// SweepStaleOnce is SweepStale the first time the process calls it; New
+// calls it. Once is enough (what a killed process left stays until
+// someone sweeps), and a test of the sweep itself (the demo's) needs the
+// leftovers it made kept until the run under test sweeps them, whatever
+// other tests of the process build meanwhile.
+func SweepStaleOnce() { sweepOnce.Do(func() { SweepStale() }) }
 
 func (b *Bed) nsName(role string) string {
 	return OwnPrefix() + b.Opts.Name + "-" + role
@@ -221,26 +234,70 @@ func (b *Bed) Close() {
 	b.mu.Unlock()
 	// CNI DEL first, as kubelet tears pods down: it releases the
 	// addresses and host-side state that removing namespaces would not.
+	// The hosts at once, as separate machines would.
+	var dels sync.WaitGroup
 	for _, h := range b.Hosts {
 		if h.CNI != nil {
-			h.CNI.delAll()
+			dels.Add(1)
+			go func() { defer dels.Done(); h.CNI.delAll() }()
 		}
 	}
+	dels.Wait()
+	// All at once: each may take seconds to shut down cleanly, and none
+	// waits for another (kube-apiserver, Kill set, is not asked at all).
+	var wg sync.WaitGroup
 	for _, p := range procs {
-		p.Stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if p.Kill {
+				p.Signal(syscall.SIGKILL)
+			}
+			p.Stop() //nolint:errcheck // the bed is going
+		}()
 	}
+	wg.Wait()
 	for i := len(names) - 1; i >= 0; i-- {
 		deleteNS(names[i])
 	}
 	if b.Opts.Dir == "" {
 		os.RemoveAll(b.Dir) // logs and etcd data of a directory New made
 	}
+	releaseName(b.Opts.Name)
+}
+
+// bedNames are the names of this process's open beds. Tests run in
+// parallel, and two beds of one name would share namespaces (fu-<pid>-
+// <Name>-h1): New refuses a name in use instead.
+var bedNames = struct {
+	sync.Mutex
+	open map[string]bool
+}{open: map[string]bool{}}
+
+func claimName(name string) error {
+	bedNames.Lock()
+	defer bedNames.Unlock()
+	if bedNames.open[name] {
+		return fmt.Errorf("testbed: another bed of this process is named %q (tests running at once need names of their own)", name)
+	}
+	bedNames.open[name] = true
+	return nil
+}
+
+func releaseName(name string) {
+	bedNames.Lock()
+	delete(bedNames.open, name)
+	bedNames.Unlock()
 }
 
 // Proc is a long-running process inside a namespace, its output in Log.
 type Proc struct {
-	Cmd  *exec.Cmd
-	Log  string
+	Cmd *exec.Cmd
+	Log string
+	// Kill makes the bed's Close end the process with SIGKILL rather than
+	// SIGTERM: for a rig such as kube-apiserver, whose graceful drain
+	// (20 s measured under load) tests nothing.
+	Kill bool
 	done chan struct{}
 	err  error
 }

@@ -47,3 +47,21 @@ func TestPinHostsBindsHostsAndPods(t *testing.T) {
 		t.Errorf("an unpinned host runs on CPUs %q, want all of them", got)
 	}
 }
+
+func TestNameInUseRefused(t *testing.T) {
+	RequireRoot(t)
+	b, err := New(Options{Name: "dup", Hosts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2, err := New(Options{Name: "dup", Hosts: 1}); err == nil {
+		b2.Close()
+		t.Fatal("a second open bed of the same name was built; its namespaces would be the first's")
+	}
+	b.Close()
+	b3, err := New(Options{Name: "dup", Hosts: 1})
+	if err != nil {
+		t.Fatalf("the name of a closed bed is free again: %v", err)
+	}
+	b3.Close()
+}
