@@ -15,6 +15,7 @@ import (
 	"github.com/flannelu/flannelu/handover"
 	"github.com/flannelu/flannelu/handover/incumbent"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/etcd"
 	"github.com/flannelu/flannelu/tun"
 )
 
@@ -153,7 +154,7 @@ func (h *handOver) inherit(backendType string) *udp.Inherited {
 // Kubernetes store's lease is the node's podCIDR, whose annotations the
 // predecessor published as this process would, so nothing is written.
 func (h *handOver) lease(store subnet.Store, cfg *subnet.Config, attrs subnet.LeaseAttrs, acquire func() (subnet.Lease, error)) (subnet.Lease, error) {
-	if _, etcd := store.(*subnet.Manager); h.pred == nil || !etcd {
+	if _, inEtcd := store.(*etcd.Manager); h.pred == nil || !inEtcd {
 		return acquire()
 	}
 	l := h.pred.Lease

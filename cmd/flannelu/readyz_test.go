@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/etcd"
 	"github.com/flannelu/flannelu/testbed/etcdtest"
 )
 
@@ -24,7 +25,7 @@ func readyz(r *readiness) (int, string) {
 // store while etcd does not answer.
 func TestReadyz(t *testing.T) {
 	srv := etcdtest.Start(t)
-	mgr := subnet.NewManager(srv.Client(), subnet.Options{Logger: discardLogger(), RequestTimeout: 500 * time.Millisecond})
+	mgr := etcd.NewManager(srv.Client(), etcd.Options{Logger: discardLogger(), RequestTimeout: 500 * time.Millisecond})
 	r := newReadiness(mgr)
 	if code, body := readyz(r); code != http.StatusServiceUnavailable ||
 		body != "lease: held\nstore: reachable\nsubnet file: not written yet\nrules: not set up yet\nbackend: waiting for the first list of peers\n" {

@@ -11,11 +11,12 @@ import (
 	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/internal/outage"
 	"github.com/flannelu/flannelu/subnet"
+	"github.com/flannelu/flannelu/subnet/etcd"
 	"github.com/flannelu/flannelu/subnet/kube"
 )
 
 // outageTracked is a store whose requests report to an outage tracker:
-// both (etcd's Manager, the Kubernetes Store), with one mechanism.
+// both (the etcd Manager, the Kubernetes Store), with one mechanism.
 type outageTracked interface{ Outage() *outage.Tracker }
 
 // exportStoreHealth puts the store's reachability on /metrics: a gauge, 1
@@ -49,7 +50,7 @@ func openStore(ctx context.Context, o *options, log *slog.Logger) (store subnet.
 	if err != nil {
 		return nil, "", nil, err
 	}
-	return subnet.NewManager(cli, subnet.Options{
+	return etcd.NewManager(cli, etcd.Options{
 		Prefix:      o.etcdPrefix,
 		LeaseTTL:    o.leaseTTL,
 		RenewMargin: time.Duration(o.renewMargin) * time.Minute,

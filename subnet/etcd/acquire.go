@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/flannelu/flannelu/subnet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -23,10 +24,10 @@ const acquireAttempts = 30
 // is deleted; (b) prev, the subnet from the old subnet.env, if it fits and
 // is free; (c) a random free subnet between SubnetMin and SubnetMax. A full
 // range gives an error matching ErrNoFreeSubnet.
-func (m *Manager) AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttrs, prev netip.Prefix) (Lease, error) {
-	value, err := MarshalLeaseAttrs(attrs)
+func (m *Manager) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, prev netip.Prefix) (subnet.Lease, error) {
+	value, err := subnet.MarshalLeaseAttrs(attrs)
 	if err != nil {
-		return Lease{}, err
+		return subnet.Lease{}, err
 	}
 	a := &acquirer{m: m, cfg: cfg, attrs: attrs, value: string(value), prev: prev}
 	defer a.releaseGrant()
@@ -40,19 +41,19 @@ func (m *Manager) AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttr
 		d := time.Duration(rand.Int64N(int64(20*time.Millisecond))) + time.Duration(attempt)*5*time.Millisecond
 		select {
 		case <-ctx.Done():
-			return Lease{}, ctx.Err()
+			return subnet.Lease{}, ctx.Err()
 		case <-time.After(d):
 		}
 	}
-	return Lease{}, fmt.Errorf("subnet: gave up after %d lost races for a subnet of %s", acquireAttempts, cfg.Network)
+	return subnet.Lease{}, fmt.Errorf("subnet: gave up after %d lost races for a subnet of %s", acquireAttempts, cfg.Network)
 }
 
 // acquirer holds one AcquireLease call's state: the value to write and an
 // etcd lease granted once and reused across attempts.
 type acquirer struct {
 	m       *Manager
-	cfg     *Config
-	attrs   LeaseAttrs
+	cfg     *subnet.Config
+	attrs   subnet.LeaseAttrs
 	value   string
 	prev    netip.Prefix
 	grantID clientv3.LeaseID
@@ -61,10 +62,10 @@ type acquirer struct {
 }
 
 // try lists the leases and makes one attempt; done is false after a lost race.
-func (a *acquirer) try(ctx context.Context) (l Lease, done bool, err error) {
+func (a *acquirer) try(ctx context.Context) (l subnet.Lease, done bool, err error) {
 	resp, err := a.m.get(ctx, a.m.subnetsDir, clientv3.WithPrefix())
 	if err != nil {
-		return Lease{}, false, fmt.Errorf("subnet: list leases: %w", err)
+		return subnet.Lease{}, false, fmt.Errorf("subnet: list leases: %w", err)
 	}
 	if l, found, ok, err := a.reuseOwn(ctx, resp.Kvs); found || err != nil {
 		return l, ok, err
@@ -75,12 +76,12 @@ func (a *acquirer) try(ctx context.Context) (l Lease, done bool, err error) {
 	}
 	i, err := a.randomFree(taken)
 	if err != nil {
-		return Lease{}, false, err
+		return subnet.Lease{}, false, err
 	}
 	return a.create(ctx, i)
 }
 
-func (a *acquirer) ours(l Lease) bool {
+func (a *acquirer) ours(l subnet.Lease) bool {
 	if a.attrs.PublicIP.IsValid() {
 		return l.Attrs.PublicIP == a.attrs.PublicIP
 	}
@@ -89,7 +90,7 @@ func (a *acquirer) ours(l Lease) bool {
 
 // reuseOwn handles case (a). found reports that a lease with our IP was
 // acted on (ok then says whether that succeeded or lost a race).
-func (a *acquirer) reuseOwn(ctx context.Context, kvs []*mvccpb.KeyValue) (l Lease, found, ok bool, err error) {
+func (a *acquirer) reuseOwn(ctx context.Context, kvs []*mvccpb.KeyValue) (l subnet.Lease, found, ok bool, err error) {
 	for _, kv := range kvs {
 		old, valid := a.m.validLease(kv)
 		if !valid || !a.ours(old) {
@@ -110,27 +111,27 @@ func (a *acquirer) reuseOwn(ctx context.Context, kvs []*mvccpb.KeyValue) (l Leas
 			a.m.log.Info("deleting this host's lease outside the configured range", "key", string(kv.Key))
 			if _, err := a.m.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision)},
 				[]clientv3.Op{clientv3.OpDelete(string(kv.Key))}); err != nil {
-				return Lease{}, true, false, fmt.Errorf("subnet: delete stale lease %s: %w", kv.Key, err)
+				return subnet.Lease{}, true, false, fmt.Errorf("subnet: delete stale lease %s: %w", kv.Key, err)
 			}
 		}
 	}
-	return Lease{}, false, false, nil
+	return subnet.Lease{}, false, false, nil
 }
 
 // rebind rewrites our existing lease with the current attributes on a
 // fresh etcd lease, guarded on ModRevision so a concurrent change wins.
-func (a *acquirer) rebind(ctx context.Context, kv *mvccpb.KeyValue, old Lease) (Lease, bool, error) {
+func (a *acquirer) rebind(ctx context.Context, kv *mvccpb.KeyValue, old subnet.Lease) (subnet.Lease, bool, error) {
 	if err := a.grant(ctx); err != nil {
-		return Lease{}, false, err
+		return subnet.Lease{}, false, err
 	}
 	key := string(kv.Key)
 	resp, err := a.m.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)},
 		[]clientv3.Op{clientv3.OpPut(key, a.value, clientv3.WithLease(a.grantID))})
 	if err != nil {
-		return Lease{}, false, fmt.Errorf("subnet: renew lease %s: %w", key, err)
+		return subnet.Lease{}, false, fmt.Errorf("subnet: renew lease %s: %w", key, err)
 	}
 	if !resp.Succeeded {
-		return Lease{}, false, nil
+		return subnet.Lease{}, false, nil
 	}
 	a.m.log.Info("reusing this host's existing lease", "subnet", old.Subnet, "ipv6Subnet", old.IPv6Subnet)
 	return a.lease(old.Subnet, old.IPv6Subnet), true, nil
@@ -142,35 +143,19 @@ func (a *acquirer) rebind(ctx context.Context, kv *mvccpb.KeyValue, old Lease) (
 func (a *acquirer) takenIndexes(kvs []*mvccpb.KeyValue) map[int]bool {
 	taken := make(map[int]bool, len(kvs))
 	for _, kv := range kvs {
-		sn, sn6, err := ParseSubnetKey(string(kv.Key))
+		sn, sn6, err := subnet.ParseSubnetKey(string(kv.Key))
 		if err != nil {
 			a.m.validLease(kv) // counts and logs the bad key
 			continue
 		}
-		if i, ok := a.indexOfHalf(sn, true); ok {
+		if i, ok := a.cfg.SubnetIndex(sn); ok {
 			taken[i] = true
 		}
-		if i, ok := a.indexOfHalf(sn6, false); ok {
+		if i, ok := a.cfg.SubnetIndex(sn6); ok {
 			taken[i] = true
 		}
 	}
 	return taken
-}
-
-func (a *acquirer) indexOfHalf(p netip.Prefix, is4 bool) (int, bool) {
-	if !p.IsValid() {
-		return 0, false
-	}
-	c := a.cfg
-	if is4 && c.EnableIPv4 && inRange(p, c.SubnetLen, c.SubnetMin, c.SubnetMax) {
-		i := rangeCount(c.SubnetMin, p.Addr(), 32-c.SubnetLen) - 1
-		return i, i < c.subnetCount()
-	}
-	if !is4 && c.EnableIPv6 && inRange(p, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax) {
-		i := rangeCount(c.IPv6SubnetMin, p.Addr(), 128-c.IPv6SubnetLen) - 1
-		return i, i < c.subnetCount()
-	}
-	return 0, false
 }
 
 // prevIndex is case (b): the old subnet.env's subnet, if in range.
@@ -178,12 +163,12 @@ func (a *acquirer) prevIndex() (int, bool) {
 	if !a.prev.IsValid() {
 		return 0, false
 	}
-	return a.indexOfHalf(a.prev.Masked(), a.prev.Addr().Is4())
+	return a.cfg.SubnetIndex(a.prev.Masked())
 }
 
 // randomFree is case (c): a uniformly random index not in taken.
 func (a *acquirer) randomFree(taken map[int]bool) (int, error) {
-	n := a.cfg.subnetCount()
+	n := a.cfg.SubnetCount()
 	if len(taken) < n {
 		// Random probes find a free subnet quickly unless the range is
 		// nearly full; then fall back to listing the free ones.
@@ -202,8 +187,8 @@ func (a *acquirer) randomFree(taken map[int]bool) (int, error) {
 			return free[rand.IntN(len(free))], nil
 		}
 	}
-	lo, lo6 := a.cfg.subnetAt(0)
-	hi, hi6 := a.cfg.subnetAt(n - 1)
+	lo, lo6 := a.cfg.SubnetAt(0)
+	hi, hi6 := a.cfg.SubnetAt(n - 1)
 	return 0, fmt.Errorf("%w in network %s %s: all %d subnets from %s to %s are taken",
 		ErrNoFreeSubnet, a.cfg.Network, a.cfg.IPv6Network, n, firstValid(lo, lo6), firstValid(hi, hi6))
 }
@@ -216,19 +201,19 @@ func firstValid(p, q netip.Prefix) netip.Prefix {
 }
 
 // create writes a new lease for index i if its key does not exist yet.
-func (a *acquirer) create(ctx context.Context, i int) (Lease, bool, error) {
+func (a *acquirer) create(ctx context.Context, i int) (subnet.Lease, bool, error) {
 	if err := a.grant(ctx); err != nil {
-		return Lease{}, false, err
+		return subnet.Lease{}, false, err
 	}
-	sn, sn6 := a.cfg.subnetAt(i)
+	sn, sn6 := a.cfg.SubnetAt(i)
 	key := a.m.key(sn, sn6)
 	resp, err := a.m.txn(ctx, []clientv3.Cmp{clientv3.Compare(clientv3.Version(key), "=", 0)},
 		[]clientv3.Op{clientv3.OpPut(key, a.value, clientv3.WithLease(a.grantID))})
 	if err != nil {
-		return Lease{}, false, fmt.Errorf("subnet: create lease %s: %w", key, err)
+		return subnet.Lease{}, false, fmt.Errorf("subnet: create lease %s: %w", key, err)
 	}
 	if !resp.Succeeded {
-		return Lease{}, false, nil
+		return subnet.Lease{}, false, nil
 	}
 	a.m.log.Info("acquired a new lease", "subnet", sn, "ipv6Subnet", sn6, "ttl", a.m.ttl)
 	return a.lease(sn, sn6), true, nil
@@ -247,8 +232,8 @@ func (a *acquirer) grant(ctx context.Context) error {
 	return nil
 }
 
-func (a *acquirer) lease(sn, sn6 netip.Prefix) Lease {
-	l := Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: a.attrs, LeaseID: int64(a.grantID),
+func (a *acquirer) lease(sn, sn6 netip.Prefix) subnet.Lease {
+	l := subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: a.attrs, LeaseID: int64(a.grantID),
 		Expiration: a.granted.Add(time.Duration(a.ttl) * time.Second)}
 	a.grantID = 0 // now owned by the returned lease
 	return l

@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"net/netip"
@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannelu/flannelu/subnet"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -41,7 +42,7 @@ func TestWatchEventsCarryKeyAndCreated(t *testing.T) {
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
 	c.put(leaseKey("198.18.2.0-24"), valB)
 	r, _ := watch(c, c.manager(Options{}))
-	var evs []Event
+	var evs []subnet.Event
 	select {
 	case evs = <-r.ch:
 	case <-time.After(15 * time.Second):
@@ -85,7 +86,7 @@ func TestKeepLeaseWritesBackOverwrites(t *testing.T) {
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
 	m := c.manager(Options{LeaseTTL: 60 * time.Second})
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
-	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
+	key := leaseKey(subnet.MakeSubnetKey(l.Subnet, netip.Prefix{}))
 	// No wait for the keeper to start: a write before its first read
 	// is found by that read, one after it by its watch.
 	done, _ := keep(c, m, l)

@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -15,16 +15,18 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/flannelu/flannelu/internal/outage"
+	"github.com/flannelu/flannelu/subnet"
 )
 
 var (
-	// ErrNoConfig: <prefix>/config does not exist.
-	ErrNoConfig = errors.New("subnet: no network config in etcd")
 	// ErrNoFreeSubnet: every subnet of the configured range is leased or reserved.
 	ErrNoFreeSubnet = errors.New("subnet: no free subnet")
 	// ErrLeaseTaken: our lease was lost and another host now holds the subnet.
 	ErrLeaseTaken = errors.New("subnet: lease taken by another host")
 )
+
+// subnetsDir is where leases live under the etcd prefix.
+const subnetsDir = "/subnets/"
 
 // Options tune a Manager; the zero value is flanneld's defaults.
 type Options struct {
@@ -101,16 +103,16 @@ func NewManager(cli *clientv3.Client, opts Options) *Manager {
 
 // GetConfig reads and validates <prefix>/config. A missing key gives an
 // error matching ErrNoConfig; an invalid one ParseConfig's error.
-func (m *Manager) GetConfig(ctx context.Context) (*Config, error) {
+func (m *Manager) GetConfig(ctx context.Context) (*subnet.Config, error) {
 	key := m.prefix + "/config"
 	resp, err := m.get(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("subnet: read %s: %w", key, err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("%w: %s is missing", ErrNoConfig, key)
+		return nil, fmt.Errorf("%w: %s is missing", subnet.ErrNoConfig, key)
 	}
-	c, err := ParseConfig(resp.Kvs[0].Value)
+	c, err := subnet.ParseConfig(resp.Kvs[0].Value)
 	if err != nil {
 		return nil, fmt.Errorf("subnet: %s: %w", key, err)
 	}
@@ -123,27 +125,29 @@ func (m *Manager) GetConfig(ctx context.Context) (*Config, error) {
 func (m *Manager) MalformedLeases() uint64 { return m.malformed.Load() }
 
 // LeaseKey is own's etcd key, as WatchLeases reports it.
-func (m *Manager) LeaseKey(own Lease) string { return m.key(own.Subnet, own.IPv6Subnet) }
+func (m *Manager) LeaseKey(own subnet.Lease) string { return m.key(own.Subnet, own.IPv6Subnet) }
 
-func (m *Manager) key(sn, sn6 netip.Prefix) string { return m.subnetsDir + MakeSubnetKey(sn, sn6) }
+func (m *Manager) key(sn, sn6 netip.Prefix) string {
+	return m.subnetsDir + subnet.MakeSubnetKey(sn, sn6)
+}
 
 // parseKV turns a stored lease into a Lease. Expiration is left zero: only
 // the lease's owner tracks it; LeaseID 0 marks a reservation.
-func parseKV(kv *mvccpb.KeyValue) (Lease, error) {
-	sn, sn6, err := ParseSubnetKey(string(kv.Key))
+func parseKV(kv *mvccpb.KeyValue) (subnet.Lease, error) {
+	sn, sn6, err := subnet.ParseSubnetKey(string(kv.Key))
 	if err != nil {
-		return Lease{}, err
+		return subnet.Lease{}, err
 	}
-	attrs, err := ParseLeaseAttrs(kv.Value)
+	attrs, err := subnet.ParseLeaseAttrs(kv.Value)
 	if err != nil {
-		return Lease{}, fmt.Errorf("%s: %w", kv.Key, err)
+		return subnet.Lease{}, fmt.Errorf("%s: %w", kv.Key, err)
 	}
-	return Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: kv.Lease, Created: kv.CreateRevision}, nil
+	return subnet.Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs, LeaseID: kv.Lease, Created: kv.CreateRevision}, nil
 }
 
 // validLease is parseKV that counts and logs (once per key and revision) a
 // malformed lease instead of returning its error.
-func (m *Manager) validLease(kv *mvccpb.KeyValue) (Lease, bool) {
+func (m *Manager) validLease(kv *mvccpb.KeyValue) (subnet.Lease, bool) {
 	l, err := parseKV(kv)
 	if err == nil {
 		return l, true
@@ -158,5 +162,5 @@ func (m *Manager) validLease(kv *mvccpb.KeyValue) (Lease, bool) {
 		m.malformed.Add(1)
 		m.log.Warn("skipping malformed lease", "key", string(kv.Key), "revision", kv.ModRevision, "error", err)
 	}
-	return Lease{}, false
+	return subnet.Lease{}, false
 }

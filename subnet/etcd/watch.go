@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flannelu/flannelu/subnet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -26,8 +27,8 @@ import (
 //
 // handle runs on WatchLeases' goroutine, one call at a time; it owns the
 // slice it is given. While it blocks, etcd changes queue up.
-func (m *Manager) WatchLeases(ctx context.Context, handle func([]Event)) error {
-	w := &watcher{m: m, handle: handle, known: make(map[string]Lease)}
+func (m *Manager) WatchLeases(ctx context.Context, handle func([]subnet.Event)) error {
+	w := &watcher{m: m, handle: handle, known: make(map[string]subnet.Lease)}
 	for {
 		rev, err := w.resync(ctx)
 		if err == nil {
@@ -39,7 +40,7 @@ func (m *Manager) WatchLeases(ctx context.Context, handle func([]Event)) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !errors.Is(err, ErrUnavailable) { // an outage is logged by the tracker
+		if !errors.Is(err, subnet.ErrUnavailable) { // an outage is logged by the tracker
 			m.log.Info("lease watch interrupted, listing again", "error", err)
 		}
 		if !sleep(ctx, resyncDelay(err)) {
@@ -62,8 +63,8 @@ var errCompacted = errors.New("watch revision compacted")
 // watcher is WatchLeases' state: the leases last reported, by key.
 type watcher struct {
 	m      *Manager
-	handle func([]Event)
-	known  map[string]Lease
+	handle func([]subnet.Event)
+	known  map[string]subnet.Lease
 	listed bool // the first list was reported (even when empty)
 }
 
@@ -73,7 +74,7 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("list leases: %w", err)
 	}
-	var events []Event
+	var events []subnet.Event
 	seen := make(map[string]bool, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
 		key := string(kv.Key)
@@ -85,7 +86,7 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 	for key, old := range w.known {
 		if !seen[key] {
 			delete(w.known, key)
-			events = append(events, Event{Type: EventRemoved, Lease: old, Key: key})
+			events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old, Key: key})
 		}
 	}
 	if len(events) > 0 || !w.listed {
@@ -98,14 +99,14 @@ func (w *watcher) resync(ctx context.Context) (int64, error) {
 // put records a valid lease and appends the event it causes, if any. A
 // key deleted and created again between two lists changed its creation
 // order, which the Validator ranks by: that is a change too.
-func (w *watcher) put(events []Event, key string, l Lease) []Event {
+func (w *watcher) put(events []subnet.Event, key string, l subnet.Lease) []subnet.Event {
 	old, had := w.known[key]
 	w.known[key] = l
 	switch {
 	case !had:
-		return append(events, Event{Type: EventAdded, Lease: l, Key: key})
+		return append(events, subnet.Event{Type: subnet.EventAdded, Lease: l, Key: key})
 	case !old.Attrs.Equal(l.Attrs) || old.Created != l.Created:
-		return append(events, Event{Type: EventChanged, Lease: l, Key: key})
+		return append(events, subnet.Event{Type: subnet.EventChanged, Lease: l, Key: key})
 	}
 	return events
 }
@@ -122,7 +123,7 @@ func (w *watcher) follow(ctx context.Context, rev int64) error {
 		if err := wresp.Err(); err != nil {
 			return err
 		}
-		var events []Event
+		var events []subnet.Event
 		for _, ev := range wresp.Events {
 			events = w.apply(events, ev)
 		}
@@ -133,12 +134,12 @@ func (w *watcher) follow(ctx context.Context, rev int64) error {
 	return errors.New("watch channel closed")
 }
 
-func (w *watcher) apply(events []Event, ev *clientv3.Event) []Event {
+func (w *watcher) apply(events []subnet.Event, ev *clientv3.Event) []subnet.Event {
 	key := string(ev.Kv.Key)
 	if ev.Type == mvccpb.DELETE {
 		if old, had := w.known[key]; had {
 			delete(w.known, key)
-			events = append(events, Event{Type: EventRemoved, Lease: old, Key: key})
+			events = append(events, subnet.Event{Type: subnet.EventRemoved, Lease: old, Key: key})
 		}
 		return events
 	}

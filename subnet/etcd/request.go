@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -14,12 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/flannelu/flannelu/internal/outage"
+	"github.com/flannelu/flannelu/subnet"
 )
-
-// ErrUnavailable: the store did not answer (unreachable, no leader, timed
-// out). The daemon waits and asks again; the outage itself is logged by
-// the store, once when it starts, once a minute and once when it ends.
-var ErrUnavailable = errors.New("subnet: store unavailable")
 
 // Defaults for Options.RequestTimeout and Options.CheckInterval.
 const (
@@ -57,7 +53,7 @@ func (m *Manager) do(ctx context.Context, req func(context.Context) error) error
 			}
 		}
 		m.reach.Fail(sent, err)
-		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+		err = fmt.Errorf("%w: %w", subnet.ErrUnavailable, err)
 	}
 	return err
 }

@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed/logtest"
 )
 
@@ -20,7 +21,7 @@ import (
 const eventDeadline = 30 * time.Second
 
 // keep runs KeepLease in the background; the returned channel yields its result.
-func keep(c *cluster, m *Manager, l Lease) (<-chan error, context.CancelFunc) {
+func keep(c *cluster, m *Manager, l subnet.Lease) (<-chan error, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c.t.Cleanup(cancel)
 	done := make(chan error, 1)
@@ -39,9 +40,9 @@ func waitLog(t *testing.T, log *logtest.Log, msg string, n int) {
 // checkKept fails unless the subnet's key is on lease l and etcd still
 // counts that lease down, more than one TTL after it was granted: the
 // keeper's renewals are what kept it.
-func checkKept(t *testing.T, c *cluster, l Lease, granted time.Time, ttl time.Duration) {
+func checkKept(t *testing.T, c *cluster, l subnet.Lease, granted time.Time, ttl time.Duration) {
 	t.Helper()
-	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
+	key := leaseKey(subnet.MakeSubnetKey(l.Subnet, netip.Prefix{}))
 	if _, lease, ok := c.get(key); !ok || lease != l.LeaseID {
 		t.Fatalf("key present %v on lease %d, want the kept lease %d", ok, lease, l.LeaseID)
 	}
@@ -72,7 +73,7 @@ func TestKeepLeaseRenews(t *testing.T) {
 		t.Fatalf("KeepLease after cancel = %v, want nil", err)
 	}
 	// A clean shutdown leaves the lease in place.
-	if _, _, ok := c.get(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))); !ok {
+	if _, _, ok := c.get(leaseKey(subnet.MakeSubnetKey(l.Subnet, netip.Prefix{}))); !ok {
 		t.Fatal("KeepLease deleted the lease on shutdown")
 	}
 }
@@ -119,7 +120,7 @@ func TestKeepLeaseRetakesRevokedLease(t *testing.T) {
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
 	m, log := c.loggedManager(Options{LeaseTTL: 30 * time.Second})
 	l := c.acquire(m, "192.0.2.1", netip.Prefix{})
-	key := leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{}))
+	key := leaseKey(subnet.MakeSubnetKey(l.Subnet, netip.Prefix{}))
 	retaken := watchLeaseChange(c, key, l.LeaseID)
 	done, _ := keep(c, m, l)
 	waitLog(t, log, keeperWatching, 1) // the revocation is seen by the watch, not the first read
@@ -152,7 +153,7 @@ func TestKeepLeaseTakenByAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.put(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{})), `{"PublicIP":"192.0.2.7","PublicIPv6":null}`, clientv3.WithLease(other.ID))
+	c.put(leaseKey(subnet.MakeSubnetKey(l.Subnet, netip.Prefix{})), `{"PublicIP":"192.0.2.7","PublicIPv6":null}`, clientv3.WithLease(other.ID))
 	select {
 	case err := <-done:
 		if !errors.Is(err, ErrLeaseTaken) || !strings.Contains(err.Error(), l.Subnet.String()) ||
@@ -167,14 +168,14 @@ func TestKeepLeaseTakenByAnother(t *testing.T) {
 // recorder collects WatchLeases batches.
 type recorder struct {
 	c  *cluster
-	ch chan []Event
+	ch chan []subnet.Event
 }
 
 func watch(c *cluster, m *Manager) (*recorder, context.CancelFunc) {
-	r := &recorder{c: c, ch: make(chan []Event, 1000)}
+	r := &recorder{c: c, ch: make(chan []subnet.Event, 1000)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- m.WatchLeases(ctx, func(ev []Event) { r.ch <- ev }) }()
+	go func() { done <- m.WatchLeases(ctx, func(ev []subnet.Event) { r.ch <- ev }) }()
 	c.t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -185,7 +186,7 @@ func watch(c *cluster, m *Manager) (*recorder, context.CancelFunc) {
 }
 
 // describe renders events as sorted "type subnet ip" strings.
-func describe(evs []Event) []string {
+func describe(evs []subnet.Event) []string {
 	var out []string
 	for _, e := range evs {
 		out = append(out, e.Type.String()+" "+e.Lease.Subnet.String()+" "+e.Lease.Attrs.PublicIP.String())
@@ -207,7 +208,7 @@ const (
 // caused has arrived by then.
 func (r *recorder) expect(t *testing.T, want ...string) {
 	t.Helper()
-	var got []Event
+	var got []subnet.Event
 	deadline := time.After(eventDeadline)
 	for len(got) < len(want) {
 		select {
@@ -218,11 +219,11 @@ func (r *recorder) expect(t *testing.T, want ...string) {
 		}
 	}
 	r.c.put(leaseKey(markerSubnet), markerValue)
-	got = append(got, r.until(t, EventAdded)...)
+	got = append(got, r.until(t, subnet.EventAdded)...)
 	if _, err := r.c.cli.Delete(r.c.ctx(), leaseKey(markerSubnet)); err != nil {
 		t.Fatal(err)
 	}
-	got = append(got, r.until(t, EventRemoved)...)
+	got = append(got, r.until(t, subnet.EventRemoved)...)
 	sort.Strings(want)
 	if g := describe(got); strings.Join(g, "|") != strings.Join(want, "|") {
 		t.Fatalf("events %v, want %v", g, want)
@@ -231,10 +232,10 @@ func (r *recorder) expect(t *testing.T, want ...string) {
 
 // until reads batches until the marker's event of type typ and returns
 // every other event read.
-func (r *recorder) until(t *testing.T, typ EventType) []Event {
+func (r *recorder) until(t *testing.T, typ subnet.EventType) []subnet.Event {
 	t.Helper()
 	marker := netip.MustParsePrefix(strings.Replace(markerSubnet, "-", "/", 1))
-	var other []Event
+	var other []subnet.Event
 	deadline := time.After(eventDeadline)
 	for {
 		select {

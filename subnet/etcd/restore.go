@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flannelu/flannelu/subnet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -60,7 +61,7 @@ func (k *keeper) heldByAnother(ctx context.Context, kv *mvccpb.KeyValue) (holder
 	if kv == nil {
 		return "", false, nil
 	}
-	a, perr := ParseLeaseAttrs(kv.Value)
+	a, perr := subnet.ParseLeaseAttrs(kv.Value)
 	if perr != nil || a.PublicIP == k.lease.Attrs.PublicIP && a.PublicIPv6 == k.lease.Attrs.PublicIPv6 {
 		return "", false, nil // garbage, or our own address: ours to write back
 	}

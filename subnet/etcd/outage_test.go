@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed/logtest"
 )
 
@@ -46,8 +47,8 @@ func TestOutageLoggedAndReported(t *testing.T) {
 	}
 	// Requests fail within the request timeout instead of blocking.
 	start := time.Now()
-	if _, err := m.GetConfig(context.Background()); !errors.Is(err, ErrUnavailable) || time.Since(start) > 5*time.Second {
-		t.Errorf("GetConfig with etcd down = %v after %v, want ErrUnavailable within the timeout", err, time.Since(start))
+	if _, err := m.GetConfig(context.Background()); !errors.Is(err, subnet.ErrUnavailable) || time.Since(start) > 5*time.Second {
+		t.Errorf("GetConfig with etcd down = %v after %v, want subnet.ErrUnavailable within the timeout", err, time.Since(start))
 	}
 	// Many failed requests (the keeper reads every 200 ms, the watcher
 	// lists again): still one line.

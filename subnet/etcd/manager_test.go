@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/flannelu/flannelu/subnet"
 	"github.com/flannelu/flannelu/testbed/etcdtest"
 	"github.com/flannelu/flannelu/testbed/logtest"
 )
@@ -27,7 +28,7 @@ type cluster struct {
 	t   *testing.T
 	srv *etcdtest.Server
 	cli *clientv3.Client // the test's own client, playing the admin
-	cfg *Config
+	cfg *subnet.Config
 }
 
 func newCluster(t *testing.T, config string) *cluster {
@@ -36,7 +37,7 @@ func newCluster(t *testing.T, config string) *cluster {
 	c := &cluster{t: t, srv: srv, cli: srv.Client()}
 	if config != "" {
 		c.put(prefix+"/config", config)
-		cfg, err := ParseConfig([]byte(config))
+		cfg, err := subnet.ParseConfig([]byte(config))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,9 +110,9 @@ func (w *testWriter) close() {
 	w.mu.Unlock()
 }
 
-func attrs(ip string) LeaseAttrs { return LeaseAttrs{PublicIP: netip.MustParseAddr(ip)} }
+func attrs(ip string) subnet.LeaseAttrs { return subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip)} }
 
-func (c *cluster) acquire(m *Manager, ip string, prev netip.Prefix) Lease {
+func (c *cluster) acquire(m *Manager, ip string, prev netip.Prefix) subnet.Lease {
 	c.t.Helper()
 	l, err := m.AcquireLease(c.ctx(), c.cfg, attrs(ip), prev)
 	if err != nil {
@@ -126,8 +127,8 @@ func TestGetConfig(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, "")
 	m := c.manager(Options{})
-	if _, err := m.GetConfig(c.ctx()); !errors.Is(err, ErrNoConfig) {
-		t.Fatalf("no config: err = %v, want ErrNoConfig", err)
+	if _, err := m.GetConfig(c.ctx()); !errors.Is(err, subnet.ErrNoConfig) {
+		t.Fatalf("no config: err = %v, want subnet.ErrNoConfig", err)
 	}
 	c.put(prefix+"/config", `{"Network":"198.18.0.0/16","SubnetLen":40}`)
 	if _, err := m.GetConfig(c.ctx()); err == nil || !strings.Contains(err.Error(), "SubnetLen 40") {
@@ -144,7 +145,7 @@ func TestAcquireWritesFlannelLease(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16"}`)
 	l := c.acquire(c.manager(Options{}), "192.0.2.1", netip.Prefix{})
-	val, lease, ok := c.get(leaseKey(MakeSubnetKey(l.Subnet, netip.Prefix{})))
+	val, lease, ok := c.get(leaseKey(subnet.MakeSubnetKey(l.Subnet, netip.Prefix{})))
 	if !ok || val != `{"PublicIP":"192.0.2.1","PublicIPv6":null}` || lease != l.LeaseID || lease == 0 {
 		t.Fatalf("stored %q lease %d ok %v; want flannel's udp value on etcd lease %d", val, lease, ok, l.LeaseID)
 	}
@@ -166,7 +167,7 @@ func TestAcquireReusesLeaseOfSamePublicIP(t *testing.T) {
 	if again.Subnet != first.Subnet {
 		t.Fatalf("after restart got %s, want the same %s", again.Subnet, first.Subnet)
 	}
-	if _, lease, _ := c.get(leaseKey(MakeSubnetKey(again.Subnet, netip.Prefix{}))); lease != again.LeaseID || lease == first.LeaseID {
+	if _, lease, _ := c.get(leaseKey(subnet.MakeSubnetKey(again.Subnet, netip.Prefix{}))); lease != again.LeaseID || lease == first.LeaseID {
 		t.Fatalf("key on etcd lease %d, want the new lease %d (old %d)", lease, again.LeaseID, first.LeaseID)
 	}
 }
@@ -238,7 +239,7 @@ func TestAcquireRace(t *testing.T) {
 	const hosts = 100
 	clients := []*clientv3.Client{c.srv.Client(), c.srv.Client(), c.srv.Client(), c.srv.Client()}
 	var wg sync.WaitGroup
-	got := make([]Lease, hosts)
+	got := make([]subnet.Lease, hosts)
 	errs := make([]error, hosts)
 	start := make(chan struct{})
 	for i := range hosts {
@@ -283,7 +284,7 @@ func TestAcquireFullNetwork(t *testing.T) {
 func TestAcquireDualStack(t *testing.T) {
 	t.Parallel()
 	c := newCluster(t, `{"Network":"198.18.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48"}`)
-	a := LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: netip.MustParseAddr("2001:db8::1")}
+	a := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: netip.MustParseAddr("2001:db8::1")}
 	l, err := c.manager(Options{}).AcquireLease(c.ctx(), c.cfg, a, netip.MustParsePrefix("198.18.9.0/24"))
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package subnet
+package etcd
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/flannelu/flannelu/subnet"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -43,8 +44,8 @@ var errChanged = errors.New("own lease changed")
 // reserve a held subnet for another host, stop its holder and delete its
 // key first. A reservation we hold (LeaseID 0) needs no renewal; when
 // rewritten for another address, the operator moved it and it is taken.
-func (m *Manager) KeepLease(ctx context.Context, cfg *Config, lease Lease) error {
-	value, err := MarshalLeaseAttrs(lease.Attrs)
+func (m *Manager) KeepLease(ctx context.Context, cfg *subnet.Config, lease subnet.Lease) error {
+	value, err := subnet.MarshalLeaseAttrs(lease.Attrs)
 	if err != nil {
 		return err
 	}
@@ -65,7 +66,7 @@ func (m *Manager) KeepLease(ctx context.Context, cfg *Config, lease Lease) error
 			return err
 		case errors.Is(err, errChangedAgain):
 			continue // look again at once
-		case err != nil && !errors.Is(err, ErrUnavailable): // an outage is logged by the tracker
+		case err != nil && !errors.Is(err, subnet.ErrUnavailable): // an outage is logged by the tracker
 			m.log.Warn("lease keeper: etcd error, retrying", "key", k.key, "error", err)
 		}
 		if err != nil && !sleep(ctx, retryDelay) {
@@ -88,8 +89,8 @@ func (m *Manager) setLeaseTrouble(s string) { m.leaseTrouble.Store(&s) }
 
 type keeper struct {
 	m     *Manager
-	cfg   *Config
-	lease Lease
+	cfg   *subnet.Config
+	lease subnet.Lease
 	key   string
 	value string
 }
@@ -109,7 +110,7 @@ func (k *keeper) intact(kv *mvccpb.KeyValue) bool {
 	if kv == nil || kv.Lease != k.lease.LeaseID {
 		return false
 	}
-	a, err := ParseLeaseAttrs(kv.Value)
+	a, err := subnet.ParseLeaseAttrs(kv.Value)
 	return err == nil && a.Equal(k.lease.Attrs)
 }
 
