@@ -50,6 +50,16 @@ type Backend interface {
 	Run(ctx context.Context) error
 }
 
+// Reconciler is implemented by a backend that programs the kernel for
+// each peer (vxlan, host-gw): Reconcile makes the kernel match the peers
+// it has been given, deleting the entries of peers it does not know. The
+// daemon calls it once the first complete snapshot of the leases has been
+// handled, before Run: the entries of peers deleted or changed while the
+// daemon was down go at start rather than at the first periodic pass.
+type Reconciler interface {
+	Reconcile(ctx context.Context) error
+}
+
 // DataChecker is implemented by a backend that reads data of its own from
 // peer leases (vxlan: the VtepMAC). The daemon's subnet.Validator applies
 // it to every lease write, so a write the backend could not use is

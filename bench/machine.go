@@ -11,17 +11,36 @@ import (
 	"time"
 )
 
+// machine is where and when a harness run ran, and what.
+type machine struct {
+	Date     string  `json:"date"`
+	Command  string  `json:"command"`
+	CPU      string  `json:"cpu"`
+	Cores    int     `json:"cores"`
+	MemGiB   float64 `json:"mem_gib"`
+	Kernel   string  `json:"kernel"`
+	Go       string  `json:"go"`
+	Flannelu string  `json:"flannelu"`
+	LoadAvg  string  `json:"load_avg_at_start"`
+}
+
+func newMachine(command, flannelu string) machine {
+	return machine{
+		Date:     time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+		Command:  command,
+		CPU:      cpuModel(),
+		Cores:    runtime.NumCPU(),
+		MemGiB:   memGiB(),
+		Kernel:   firstLine("/proc/sys/kernel/osrelease"),
+		Go:       runtime.Version(),
+		Flannelu: flanneluVersion(flannelu),
+		LoadAvg:  loadAvg(),
+	}
+}
+
 // report is one harness run: where it ran and what it measured.
 type report struct {
-	Date     string       `json:"date"`
-	Command  string       `json:"command"`
-	CPU      string       `json:"cpu"`
-	Cores    int          `json:"cores"`
-	MemGiB   float64      `json:"mem_gib"`
-	Kernel   string       `json:"kernel"`
-	Go       string       `json:"go"`
-	Flannelu string       `json:"flannelu"`
-	LoadAvg  string       `json:"load_avg_at_start"`
+	machine
 	Settings settings     `json:"settings"`
 	Paths    []pathResult `json:"paths"`
 	// Rounds holds every round of a -rounds run (Paths is the first).
@@ -48,15 +67,7 @@ type settings struct {
 
 func newReport(cfg *config) *report {
 	return &report{
-		Date:     time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		Command:  cfg.command,
-		CPU:      cpuModel(),
-		Cores:    runtime.NumCPU(),
-		MemGiB:   memGiB(),
-		Kernel:   firstLine("/proc/sys/kernel/osrelease"),
-		Go:       runtime.Version(),
-		Flannelu: flanneluVersion(cfg.flannelu),
-		LoadAvg:  loadAvg(),
+		machine: newMachine(cfg.command, cfg.flannelu),
 		Settings: settings{IperfSeconds: cfg.iperfTime.Seconds(), UDPSeconds: cfg.udpTime.Seconds(),
 			Rates: cfg.rates, RoundTrips: cfg.roundTrips, Quick: cfg.quick, PinHosts: cfg.pin,
 			Rounds: cfg.rounds, Measures: cfg.measure, Perf: cfg.perf},

@@ -63,6 +63,7 @@ type config struct {
 	measure    []string // which of allMeasures to run
 	perf       bool     // count the forwarders' system calls and wake-ups per round trip
 	rounds     int      // measure every path this many times, interleaved
+	cp         *cpFlags // the control-plane harness's flags (cp.go)
 }
 
 // allMeasures are the measurements, in the order they run.
@@ -83,6 +84,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench: needs root (network namespaces)")
 		os.Exit(1)
 	}
+	if cfg.measures(controlPlane) {
+		if err := runControlPlane(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := run(cfg)
 	if rep != nil {
 		fmt.Print(markdown(rep))
@@ -98,6 +106,7 @@ func main() {
 
 func parseFlags(args []string) (*config, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	cp := addControlPlaneFlags(fs)
 	bin := fs.String("flannelu", "bin/flannelu", "the flannelu binary")
 	flanneld := fs.String("flanneld", flanneldBin, "flanneld v0.20.2, for the "+flanneldPath+" path (make flanneld)")
 	paths := fs.String("paths", strings.Join(allPaths, ","), "data paths to measure: "+strings.Join(allPaths, ", "))
@@ -112,7 +121,8 @@ func parseFlags(args []string) (*config, error) {
 	profile := fs.String("profile", "", "write each flannelu's CPU profile into this directory (<path>-h<i>.pprof)")
 	pin := fs.Bool("pin", false, "bind each host and its pods to a CPU of its own (taskset), like two one-CPU machines")
 	extra := fs.String("flannelu-args", "", "extra flannelu flags for every node, space-separated (e.g. \"--udp-workers 2\")")
-	measure := fs.String("measure", strings.Join(allMeasures, ","), "measurements to run: "+strings.Join(allMeasures, ", "))
+	measure := fs.String("measure", strings.Join(allMeasures, ","), "measurements to run: "+strings.Join(allMeasures, ", ")+
+		"; or "+controlPlane+" alone (the control-plane harness: -nodes, -stores, -backends, ...)")
 	rounds := fs.Int("rounds", 1, "measure the paths this many times, interleaved, and print medians and ranges (not with -write)")
 	perf := fs.Bool("perf", false, "count the forwarders' system calls, context switches, CPU migrations and CPU time per round trip (perf stat)")
 	if err := fs.Parse(args); err != nil {
@@ -121,8 +131,8 @@ func parseFlags(args []string) (*config, error) {
 	cfg := &config{paths: splitList(*paths), iperfTime: *iperfTime, udpTime: *udpTime,
 		roundTrips: *rts, quick: *quick, write: *write, jsonOut: *jsonOut, name: *name,
 		command: "go run ./bench " + strings.Join(args, " "), profile: *profile, args: strings.Fields(*extra), pin: *pin,
-		measure: splitList(*measure), perf: *perf, rounds: *rounds}
-	if cfg.jsonOut == "" && cfg.write != "" {
+		measure: splitList(*measure), perf: *perf, rounds: *rounds, cp: cp}
+	if cfg.jsonOut == "" && cfg.write != "" && !cfg.measures(controlPlane) { // its own: cpFlags.config
 		cfg.jsonOut = filepath.Join("bench", map[bool]string{false: "results.json", true: "results-pinned.json"}[cfg.pin])
 	}
 	var err error
@@ -140,6 +150,12 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if cfg.self, err = os.Executable(); err != nil {
 		return nil, err
+	}
+	if cfg.measures(controlPlane) && len(cfg.measure) > 1 {
+		return nil, errors.New("-measure " + controlPlane + " runs alone")
+	}
+	if cfg.measures(controlPlane) {
+		return cfg, nil // runControlPlane checks its own flags
 	}
 	return cfg, cfg.check()
 }

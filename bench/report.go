@@ -187,6 +187,12 @@ func ratioCell(r row, c ratio, p, base pathResult) string {
 // dropped there, so that re-running does not add a blank line each time).
 func updateSection(doc, section string, pinned bool) string {
 	begin, end := markers(pinned)
+	return replaceBetween(doc, section, begin, end)
+}
+
+// replaceBetween replaces the part of doc from begin to end (the
+// markers included, which section carries) by section, or appends it.
+func replaceBetween(doc, section, begin, end string) string {
 	i := strings.Index(doc, begin)
 	j := strings.Index(doc, end)
 	if i >= 0 && j > i {

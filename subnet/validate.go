@@ -75,8 +75,12 @@ type Validator struct {
 	log       *slog.Logger
 
 	invalid  [numInvalidReasons]atomic.Uint64
+	peers    atomic.Int64      // len(accepted), for the gauge
 	entries  map[string]*entry // every key with a valid value, by key
 	accepted map[string]Lease  // what the backends have, by key
+	held     claims            // the subnets of accepted
+	losers   int               // entries that lost their subnet to another
+	dirty    map[string]bool   // keys an event touched since the last resolve
 }
 
 // entry is a key's last valid value and whether it lost its subnet.
@@ -90,7 +94,8 @@ type entry struct {
 // NewValidator returns a Validator with no peers yet.
 func NewValidator(o ValidatorOptions) *Validator {
 	v := &Validator{cfg: o.Config, own: o.Own, ownKey: o.OwnKey, checkData: o.CheckData, log: o.Logger,
-		ownAddrs: map[netip.Addr]bool{}, entries: map[string]*entry{}, accepted: map[string]Lease{}}
+		ownAddrs: map[netip.Addr]bool{}, entries: map[string]*entry{}, accepted: map[string]Lease{},
+		held: newClaims(), dirty: map[string]bool{}}
 	if v.log == nil {
 		v.log = slog.Default()
 	}
@@ -104,6 +109,8 @@ func NewValidator(o ValidatorOptions) *Validator {
 	for r := range numInvalidReasons {
 		vec.Func(func() uint64 { return v.Invalid(r) }, r.String())
 	}
+	o.Metrics.GaugeFunc("flannelu_peers", "Peer leases the backend has now: those the validator accepted.",
+		func() float64 { return float64(v.peers.Load()) })
 	return v
 }
 
@@ -141,6 +148,7 @@ func (v *Validator) apply(ev Event) {
 		v.log.Debug("own lease event left to the lease keeper", "key", key, "type", ev.Type.String())
 		return
 	}
+	v.dirty[key] = true
 	if ev.Type == EventRemoved {
 		delete(v.entries, key)
 		return
@@ -245,8 +253,75 @@ func (v *Validator) checkPublic(a netip.Addr, required, v6 bool, field string) (
 }
 
 // resolve gives each contested subnet to the lease created first, then
-// returns the events from the previous accepted set to the new one.
+// returns the events from the previous accepted set to the new one. When
+// no lease is waiting for a contested subnet and the batch's leases
+// overlap nothing held, only the keys the batch touched change: each is
+// handled in a few map operations, whatever the number of peers (a burst
+// of joins into 5,000 nodes costs per join, not per node). Anything else
+// (an overlap, a loser that may now win) ranks every lease again.
 func (v *Validator) resolve() []Event {
+	dirty := make([]string, 0, len(v.dirty))
+	for k := range v.dirty {
+		dirty = append(dirty, k)
+	}
+	clear(v.dirty)
+	slices.Sort(dirty)
+	if v.losers == 0 {
+		if evs, ok := v.resolveTouched(dirty); ok {
+			v.peers.Store(int64(len(v.accepted)))
+			return evs
+		}
+	}
+	return v.resolveAll()
+}
+
+// resolveTouched re-decides only the touched keys; ok is false (and
+// nothing changed) when one of them overlaps a held subnet.
+func (v *Validator) resolveTouched(keys []string) (evs []Event, ok bool) {
+	before := make(map[string]Lease, len(keys))
+	for _, k := range keys {
+		if l, had := v.accepted[k]; had {
+			before[k] = l
+			v.release(l)
+			delete(v.accepted, k)
+		}
+	}
+	for i, k := range keys {
+		e := v.entries[k]
+		if e == nil {
+			continue
+		}
+		if v.holderOf(v.held, e.lease) != "" {
+			for _, done := range keys[:i] { // undo: back to the state before the batch
+				if l, had := v.accepted[done]; had {
+					v.release(l)
+					delete(v.accepted, done)
+				}
+			}
+			for bk, l := range before {
+				v.hold(v.held, l, bk)
+				v.accepted[bk] = l
+			}
+			return nil, false
+		}
+		v.hold(v.held, e.lease, k)
+		v.accepted[k] = e.lease
+	}
+	return v.diffKeys(keys, before), true
+}
+
+// release drops an accepted lease's subnets from held.
+func (v *Validator) release(l Lease) {
+	if v.cfg.EnableIPv4 {
+		v.held.release(l.Subnet, v.cfg.Network.Bits())
+	}
+	if v.cfg.EnableIPv6 {
+		v.held.release(l.IPv6Subnet, v.cfg.IPv6Network.Bits())
+	}
+}
+
+// resolveAll ranks every lease and rebuilds the accepted set.
+func (v *Validator) resolveAll() []Event {
 	keys := make([]string, 0, len(v.entries))
 	for k := range v.entries {
 		keys = append(keys, k)
@@ -256,9 +331,11 @@ func (v *Validator) resolve() []Event {
 	})
 	held := newClaims()
 	next := make(map[string]Lease, len(keys))
+	v.losers = 0
 	for _, k := range keys {
 		e := v.entries[k]
 		if winner := v.holderOf(held, e.lease); winner != "" {
+			v.losers++
 			if e.lostTo != winner {
 				e.lostTo = winner
 				v.invalid[OverlapsPeer].Add(1)
@@ -277,7 +354,8 @@ func (v *Validator) resolve() []Event {
 		next[k] = e.lease
 	}
 	evs := v.diff(next)
-	v.accepted = next
+	v.accepted, v.held = next, held
+	v.peers.Store(int64(len(next)))
 	return evs
 }
 
@@ -325,31 +403,52 @@ func (v *Validator) hold(held claims, l Lease, key string) {
 // /24 in a /16, whatever the number of peers.
 type claims struct {
 	held   map[netip.Prefix]string // each held subnet -> its key
-	around map[netip.Prefix]string // each prefix strictly containing a held subnet -> the key of one
+	around map[netip.Prefix]int    // each prefix strictly containing held subnets -> how many
 }
 
 func newClaims() claims {
-	return claims{held: map[netip.Prefix]string{}, around: map[netip.Prefix]string{}}
+	return claims{held: map[netip.Prefix]string{}, around: map[netip.Prefix]int{}}
 }
 
 // overlapping returns the key of a held subnet overlapping p, or "".
 // netBits is the network's prefix length.
 func (c claims) overlapping(p netip.Prefix, netBits int) string {
-	if k := c.around[p]; k != "" {
-		return k
-	}
 	for bits := p.Bits(); bits >= netBits; bits-- {
 		if k := c.held[netip.PrefixFrom(p.Addr(), bits).Masked()]; k != "" {
 			return k
 		}
 	}
-	return ""
+	if c.around[p] == 0 {
+		return ""
+	}
+	// p contains held subnets (a contested subnet: rare): name the lowest.
+	var first netip.Prefix
+	key := ""
+	for h, k := range c.held {
+		if h.Bits() > p.Bits() && p.Contains(h.Addr()) && (key == "" || h.Addr().Less(first.Addr())) {
+			first, key = h, k
+		}
+	}
+	return key
 }
 
 func (c claims) hold(p netip.Prefix, netBits int, key string) {
 	c.held[p] = key
 	for bits := p.Bits() - 1; bits >= netBits; bits-- {
-		c.around[netip.PrefixFrom(p.Addr(), bits).Masked()] = key
+		c.around[netip.PrefixFrom(p.Addr(), bits).Masked()]++
+	}
+}
+
+func (c claims) release(p netip.Prefix, netBits int) {
+	if _, ok := c.held[p]; !ok {
+		return
+	}
+	delete(c.held, p)
+	for bits := p.Bits() - 1; bits >= netBits; bits-- {
+		a := netip.PrefixFrom(p.Addr(), bits).Masked()
+		if c.around[a]--; c.around[a] <= 0 {
+			delete(c.around, a)
+		}
 	}
 }
 
@@ -372,6 +471,28 @@ func (v *Validator) diff(next map[string]Lease) []Event {
 		case !ok || now.Subnet != old.Subnet || now.IPv6Subnet != old.IPv6Subnet:
 			added = append(added, Event{Type: EventAdded, Lease: now, Key: k})
 		case !now.Attrs.Equal(old.Attrs):
+			added = append(added, Event{Type: EventChanged, Lease: now, Key: k})
+		}
+	}
+	return append(removed, added...)
+}
+
+// diffKeys is diff for the touched keys alone (sorted), from their
+// accepted leases before (absent: not accepted) to v.accepted.
+func (v *Validator) diffKeys(keys []string, before map[string]Lease) []Event {
+	var removed, added []Event
+	for _, k := range keys {
+		old, had := before[k]
+		now, ok := v.accepted[k]
+		switch {
+		case had && (!ok || now.Subnet != old.Subnet || now.IPv6Subnet != old.IPv6Subnet):
+			removed = append(removed, Event{Type: EventRemoved, Lease: old, Key: k})
+			if ok {
+				added = append(added, Event{Type: EventAdded, Lease: now, Key: k})
+			}
+		case !had && ok:
+			added = append(added, Event{Type: EventAdded, Lease: now, Key: k})
+		case had && ok && !now.Attrs.Equal(old.Attrs):
 			added = append(added, Event{Type: EventChanged, Lease: now, Key: k})
 		}
 	}

@@ -86,8 +86,8 @@ func KubeAPIServerBinary() (string, error) {
 // StartKubeAPIServer starts kube-apiserver in host h on its underlay
 // address, storing in etcd, and waits until /readyz answers ok. The bed
 // stops it on Close. Two servers on two hosts may share one etcd, as an
-// HA control plane does.
-func (b *Bed) StartKubeAPIServer(h *Host, etcd *Etcd) (*KubeAPIServer, error) {
+// HA control plane does. extra are more flags (an audit log, say).
+func (b *Bed) StartKubeAPIServer(h *Host, etcd *Etcd, extra ...string) (*KubeAPIServer, error) {
 	bin, err := KubeAPIServerBinary()
 	if err != nil {
 		return nil, err
@@ -125,6 +125,7 @@ func (b *Bed) StartKubeAPIServer(h *Host, etcd *Etcd) (*KubeAPIServer, error) {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
+	k.args = append(k.args, extra...)
 	if err := k.Start(); err != nil {
 		return nil, err
 	}

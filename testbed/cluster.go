@@ -42,6 +42,8 @@ type ClusterOptions struct {
 	// as flannel's service account. The test registers the Node objects
 	// (CreateNode), as kubelet and kube-controller-manager would.
 	Kube bool
+	// KubeAPIArgs are more kube-apiserver flags (Kube only).
+	KubeAPIArgs []string
 }
 
 // Cluster is a testbed with etcd and the network config in place; nodes

@@ -29,7 +29,7 @@ func ManifestPath() (string, error) {
 // manifest (flannel's RBAC among it) and writes the files flannelu reads.
 func (c *Cluster) startKube() (err error) {
 	h := c.Hosts[0]
-	if c.KubeAPI, err = c.StartKubeAPIServer(h, c.Etcd); err != nil {
+	if c.KubeAPI, err = c.StartKubeAPIServer(h, c.Etcd, c.Opts.KubeAPIArgs...); err != nil {
 		return err
 	}
 	if c.KubeAdmin, err = c.KubeAPI.Clientset(AdminUser); err != nil {

@@ -31,6 +31,9 @@ type Backend struct {
 
 	mu   sync.Mutex // guards the families' state; HandleEvents and Run share it
 	fams []*family  // IPv4 first, then IPv6
+	// batch writes the routes of many peers at once (kernel.Batch), in
+	// this process's namespace: only when nl is the process's own.
+	batch *kernel.Batcher
 
 	peerErrors *metrics.Counter
 }
@@ -107,6 +110,7 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 		if b.nl, err = netlink.NewHandle(); err != nil {
 			return nil, fmt.Errorf("host-gw: netlink: %w", err)
 		}
+		b.batch = kernel.NewBatcher(kernel.NewBatch)
 	}
 	return b, nil
 }
@@ -153,18 +157,22 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 // usable public address). A lease of another backend type is logged and
 // ignored, as flanneld does. Each family is routed on its own: a
 // dual-stack peer without a PublicIPv6 keeps its IPv4 route.
+// Many routes at once (a start-up, a burst) go to the kernel many per
+// system call (kernel.Batcher).
 func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	batch := b.batch.For(len(events), b.log)
 	for _, ev := range events {
 		foreign := kernel.Foreign(ev, b.typ, b.log, b.peerErrors)
 		for _, f := range b.fams {
-			f.handle(ev, foreign)
+			f.handle(ev, foreign, batch)
 		}
 	}
+	b.batch.Flush(batch, b.log)
 }
 
-func (f *family) handle(ev subnet.Event, foreign bool) {
+func (f *family) handle(ev subnet.Event, foreign bool, batch *kernel.Batch) {
 	key := f.fam.Subnet(ev.Lease).Masked()
 	old, known := f.peers[key]
 	if ev.Type == subnet.EventRemoved || foreign {
@@ -185,6 +193,10 @@ func (f *family) handle(ev subnet.Event, foreign bool) {
 	}
 	p := &peer{subnet: key, gateway: f.fam.PublicIP(ev.Lease)}
 	f.peers[key] = p
+	if batch != nil {
+		batch.RouteReplace(f.route(p), func(err error) { f.programmed(p, err) }) //nolint:errcheck // reported through the callback
+		return
+	}
 	f.program(p) // replaces a changed peer's route in place
 }
 
@@ -199,9 +211,11 @@ func (f *family) route(p *peer) *netlink.Route {
 // program installs the peer's route. A failure (typically ENETUNREACH:
 // the gateway is not on our link) is logged once per failing spell and
 // counted; the reconcile loop keeps retrying it quietly.
-func (f *family) program(p *peer) {
+func (f *family) program(p *peer) { f.programmed(p, f.b.nl.RouteReplace(f.route(p))) }
+
+// programmed logs and counts the outcome of writing p's route.
+func (f *family) programmed(p *peer, err error) {
 	log := f.b.log
-	err := f.b.nl.RouteReplace(f.route(p))
 	switch {
 	case err == nil && p.failing:
 		p.failing = false
@@ -231,6 +245,14 @@ func (f *family) remove(p *peer) {
 		return
 	}
 	f.b.log.Debug("peer route removed", "subnet", p.subnet)
+}
+
+// Reconcile runs one reconcile pass now (backend.Reconciler): the routes
+// of peers it was not given go, missing ones are added.
+func (b *Backend) Reconcile(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reconcile()
 }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
@@ -270,7 +292,7 @@ func (f *family) reconcile() error {
 	for i := range routes {
 		r := &routes[i]
 		dst, ok := kernel.Prefix(r.Dst)
-		if !ok || r.Gw == nil || r.Protocol == unix.RTPROT_KERNEL || dst == f.own || !kernel.Owned(f.network, dst) {
+		if !ok || r.Gw == nil || !kernel.Flannels(r) || dst == f.own || !kernel.Owned(f.network, dst) {
 			continue // not ours
 		}
 		if p, ok := missing[dst]; ok && r.Gw.Equal(kernel.IP(p.gateway)) {

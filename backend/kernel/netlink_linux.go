@@ -96,3 +96,10 @@ func OnLink(h *netlink.Handle, gw []byte, link int) (bool, error) {
 	}
 	return false, nil
 }
+
+// Flannels reports whether a route may be one flannel made: flanneld and
+// flannelu write their routes with netlink's default protocol, boot (as
+// `ip route add` does unless told otherwise). Routes of any other origin,
+// the kernel's own, `proto static` ones, a routing daemon's, are never
+// flannel's to delete.
+func Flannels(r *netlink.Route) bool { return r.Protocol == unix.RTPROT_BOOT }

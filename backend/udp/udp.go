@@ -124,6 +124,12 @@ type Backend struct {
 
 	mu    sync.Mutex
 	peers map[netip.Prefix]routetable.Peer
+	// touched holds, for each peer changed since the last snapshot, its
+	// value in that snapshot (events.go).
+	touched      map[netip.Prefix]routetable.Peer
+	publishTimer *time.Timer   // a paced snapshot to come
+	lastPublish  time.Time     // when the last snapshot was published
+	lastBuild    time.Duration // how long building it took
 }
 
 // New checks the options; nothing is created before Start.
@@ -160,13 +166,15 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	}
 	b := &Backend{
 		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, mtu6: mtu6, log: opts.Logger,
-		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{},
+		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{}, touched: map[netip.Prefix]routetable.Peer{},
 	}
 	if opts.Network.IsValid() {
 		netAddr := opts.Network.Masked().Addr().As4()
 		b.netBase, b.netMask = binary.BigEndian.Uint32(netAddr[:]), ^uint32(0)<<(32-opts.Network.Bits())
 	}
 	b.drops.Register(opts.Metrics)
+	opts.Metrics.GaugeFunc("flannelu_udp_route_table_peers", "Peers in the udp backend's route table (the snapshot the forwarder reads).",
+		func() float64 { return float64(b.routes.Snapshot().Len()) })
 	b.kdrops.register(opts.Metrics)
 	return b, nil
 }

@@ -31,6 +31,9 @@ type Backend struct {
 
 	mu    sync.Mutex // guards the vteps' kernel state; HandleEvents and Run share it
 	vteps []*vtep    // IPv4 (flannel.<VNI>) first, then IPv6 (flannel-v6.<VNI>)
+	// batch writes the entries of many new peers at once (kernel.Batch),
+	// in this process's namespace: only when nl is the process's own.
+	batch *kernel.Batcher
 
 	peerErrors *metrics.Counter
 }
@@ -64,6 +67,7 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 		if b.nl, err = netlink.NewHandle(); err != nil {
 			return nil, fmt.Errorf("vxlan: netlink: %w", err)
 		}
+		b.batch = kernel.NewBatcher(kernel.NewBatch)
 	}
 	return b, nil
 }
@@ -169,6 +173,15 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 		}
 	}
 	return nil
+}
+
+// Reconcile runs one reconcile pass now (backend.Reconciler): the routes,
+// neighbours and fdb entries of peers it was not given go, missing ones
+// are added.
+func (b *Backend) Reconcile(context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.reconcile()
 }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns

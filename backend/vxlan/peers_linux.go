@@ -32,20 +32,26 @@ type peer struct {
 // BackendV6Data) still gets its IPv4 entries, where flanneld would skip
 // the whole lease. A failure to program one peer is logged and counted and
 // does not affect others; the reconcile loop retries it.
+//
+// The entries of peers new to it go to the kernel many per system call
+// when a batch brings many (kernel.Batcher): a start-up into 5,000 peers.
 func (b *Backend) HandleEvents(ctx context.Context, events []subnet.Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	batch := b.batch.For(len(events), b.log)
 	for _, ev := range events {
 		foreign := kernel.Foreign(ev, BackendType, b.log, b.peerErrors)
 		for _, v := range b.vteps {
-			v.handle(ev, foreign)
+			v.handle(ev, foreign, batch)
 		}
 	}
+	b.batch.Flush(batch, b.log)
 }
 
 // handle applies one event to this family; foreign says the lease is of
-// another backend type and only its removal is left to do.
-func (v *vtep) handle(ev subnet.Event, foreign bool) {
+// another backend type and only its removal is left to do. A new peer's
+// entries are queued in batch when there is one.
+func (v *vtep) handle(ev subnet.Event, foreign bool, batch *kernel.Batch) {
 	key := v.fam.Subnet(ev.Lease).Masked()
 	old, known := v.peers[key]
 	if ev.Type == subnet.EventRemoved || foreign {
@@ -68,6 +74,10 @@ func (v *vtep) handle(ev subnet.Event, foreign bool) {
 	v.peers[key] = p
 	if v.dev == nil {
 		return // before Init: the reconcile after Start programs it
+	}
+	if batch != nil && !known {
+		v.queue(batch, p)
+		return
 	}
 	err = v.program(p)
 	if err == nil && known {
@@ -177,6 +187,25 @@ func (v *vtep) program(p peer) error {
 		return fmt.Errorf("route %v: %w", p.subnet, err)
 	}
 	return nil
+}
+
+// queue is program through a batch: the same entries in the same order,
+// each failure reported as program's would be.
+func (v *vtep) queue(batch *kernel.Batch, p peer) {
+	failed := false
+	report := func(what string, arg any) func(error) {
+		return func(err error) {
+			if err != nil && !failed {
+				failed = true
+				v.report(p, fmt.Errorf("%s %v: %w", what, arg, err), "added")
+			}
+		}
+	}
+	if !p.direct {
+		batch.NeighSet(v.neigh(p), report("neighbour", p.subnet.Addr())) //nolint:errcheck // reported through the callbacks
+		batch.NeighSet(v.fdb(p), report("fdb", p.mac))                   //nolint:errcheck // reported through the callbacks
+	}
+	batch.RouteReplace(v.route(p), report("route", p.subnet)) //nolint:errcheck // reported through the callbacks
 }
 
 // unprogram deletes a peer's entries: route first, so nothing is sent to

@@ -51,8 +51,8 @@ func routeMatches(r *netlink.Route, want *netlink.Route) bool {
 // syncRoutes: every route of the family in the main table on the device
 // (and, with DirectRouting, every gateway route on the external interface
 // into the family's network) is ours; keep the ones a peer wants, delete
-// the rest, add what is missing. Routes the kernel made (proto kernel) are
-// left alone.
+// the rest, add what is missing. Routes of another protocol than flannel's
+// (the kernel's, proto static, a routing daemon's) are left alone.
 func (v *vtep) syncRoutes() error {
 	want := make(map[netip.Prefix]*netlink.Route, len(v.peers))
 	for k, p := range v.peers {
@@ -70,7 +70,7 @@ func (v *vtep) syncRoutes() error {
 		for i := range routes {
 			r := &routes[i]
 			dst, ok := kernel.Prefix(r.Dst)
-			if !ok || r.Protocol == unix.RTPROT_KERNEL || !v.ownsRoute(link, dst, r) {
+			if !ok || !kernel.Flannels(r) || !v.ownsRoute(link, dst, r) {
 				continue
 			}
 			if w, ok := want[dst]; ok && routeMatches(r, w) {

@@ -80,6 +80,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) (err error) {
 		return err
 	}
 	defer func() { ho.close(err) }()
+	removeLeftovers(cfg, ext, log)
 	stage = "setting up the backend"
 	be, err := newBackend(cfg, ext, o, reg, log, ho.inherit(cfg.BackendType))
 	if err != nil {
@@ -246,6 +247,7 @@ func runLoops(ctx context.Context, o *options, ready *readiness, mgr subnet.Stor
 		case <-ctx.Done():
 			return nil
 		}
+		afterFirstSnapshot(ctx, be, log)
 		ready.backend.Store(backendRunning)
 		defer ready.backend.Store(backendStopped)
 		close(running)

@@ -23,6 +23,12 @@ type outageTracked interface{ Outage() *outage.Tracker }
 // while it answers and 0 during an outage (as /readyz's "store" line), and
 // the count of requests it did not answer.
 func exportStoreHealth(reg *metrics.Registry, store subnet.Store) {
+	if q, ok := store.(interface{ QueueDepth() (now, most int64) }); ok {
+		reg.GaugeFunc("flannelu_store_queue_depth", "Changed nodes waiting to be read (Kubernetes mode): each node is queued once however often it changed.",
+			func() float64 { n, _ := q.QueueDepth(); return float64(n) })
+		reg.GaugeFunc("flannelu_store_queue_depth_max", "The most changed nodes that waited to be read at once since the first list was handled (Kubernetes mode).",
+			func() float64 { _, m := q.QueueDepth(); return float64(m) })
+	}
 	s, ok := store.(outageTracked)
 	if !ok {
 		return
@@ -99,29 +105,25 @@ func openKubeStore(ctx context.Context, o *options, log *slog.Logger) (subnet.St
 const nodeSyncTimeout = 10 * time.Minute
 
 // waitNodeSync waits, as flanneld v0.28 does, until the node informer has
-// listed the nodes; past timeout it is an error, unless cont
+// listed the nodes (looking every few milliseconds: flanneld looks every
+// second, a second of every start); past timeout it is an error, unless cont
 // (CONT_WHEN_CACHE_NOT_READY=true): then the start goes on, and what
 // needs the nodes (the lease, the peers) waits for them on its own.
 func waitNodeSync(ctx context.Context, s interface{ HasSynced() bool }, timeout time.Duration, cont bool, log *slog.Logger) error {
 	log.Info("waiting for the node informer to sync", "timeout", timeout)
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(min(time.Second, timeout/4+1))
-	defer tick.Stop()
-	for !s.HasSynced() {
-		if time.Now().After(deadline) {
-			if cont {
-				log.Error("node informer not synced in time; going on (CONT_WHEN_CACHE_NOT_READY=true)", "timeout", timeout)
-				return nil
-			}
-			return fmt.Errorf("node informer not synced within %v (set CONT_WHEN_CACHE_NOT_READY=true to go on regardless)", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-		}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if kube.WaitSynced(wctx, s.HasSynced) {
+		return nil
 	}
-	return nil
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if cont {
+		log.Error("node informer not synced in time; going on (CONT_WHEN_CACHE_NOT_READY=true)", "timeout", timeout)
+		return nil
+	}
+	return fmt.Errorf("node informer not synced within %v (set CONT_WHEN_CACHE_NOT_READY=true to go on regardless)", timeout)
 }
 
 // useNodePublicIP takes the node's node-public-ip and node-public-ipv6

@@ -161,7 +161,7 @@ flannelu_forwarded_packets_total{direction="outside"} 7
 // exactly the reasons the forwarder counts, so it advertises no label that
 // stays 0 forever.
 func TestREADMEListsCountedReasons(t *testing.T) {
-	readme, err := os.ReadFile("../README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/tools/cache"
@@ -17,6 +18,21 @@ type follower struct {
 	queue workqueue.TypedRateLimitingInterface[string]
 	reg   cache.ResourceEventHandlerRegistration
 	s     *Store
+	// depth, when set, records the queue's length now and at most (the
+	// watch's queue: flannelu_store_queue_depth and _max).
+	depth *queueDepth
+}
+
+// queueDepth is a queue's length, now and the most it has been.
+type queueDepth struct{ now, max atomic.Int64 }
+
+func (d *queueDepth) set(n int) {
+	if d == nil {
+		return
+	}
+	d.now.Store(int64(n))
+	for m := d.max.Load(); int64(n) > m && !d.max.CompareAndSwap(m, int64(n)); m = d.max.Load() {
+	}
 }
 
 // retryMin and retryMax bound the delay before a failed step on a node
@@ -39,6 +55,7 @@ func (s *Store) follow(only string) (*follower, error) {
 		key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
 		if err == nil && (only == "" || key == only) {
 			f.queue.Add(key)
+			f.depth.set(f.queue.Len())
 		}
 	}
 	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -57,7 +74,29 @@ func (s *Store) follow(only string) (*follower, error) {
 // synced waits until the informer has listed the nodes and replayed them
 // into the queue; false when ctx ended first.
 func (f *follower) synced(ctx context.Context) bool {
-	return cache.WaitForCacheSync(ctx.Done(), f.reg.HasSynced)
+	return WaitSynced(ctx, f.reg.HasSynced)
+}
+
+// syncPoll is how often WaitSynced looks: client-go's WaitForCacheSync
+// looks every 100 ms, flanneld every second, and a start-up waits for
+// the informer three times (the daemon, the lease, the peers): up to a
+// second of a start that otherwise takes a few hundred milliseconds.
+const syncPoll = 5 * time.Millisecond
+
+// WaitSynced waits until synced reports true (an informer's or a handler
+// registration's HasSynced, a cheap read) and returns true, or false once
+// ctx has ended.
+func WaitSynced(ctx context.Context, synced func() bool) bool {
+	t := time.NewTicker(syncPoll)
+	defer t.Stop()
+	for !synced() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+	}
+	return true
 }
 
 // next blocks until names are queued and returns all of them, or returns
@@ -70,7 +109,9 @@ func (f *follower) next(ctx context.Context) ([]string, bool) {
 		return nil, false
 	}
 	f.queue.Done(name)
-	return append([]string{name}, f.queued()...), true
+	names := append([]string{name}, f.queued()...)
+	f.depth.set(0)
+	return names, true
 }
 
 // queued returns the names queued now, without waiting.

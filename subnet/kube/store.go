@@ -42,11 +42,13 @@ type Store struct {
 	client       *Client
 	node         string
 	ann          Annotations
+	annKeys      []string // ann's keys: the annotations the informer keeps (slim)
 	netConf      string
 	setCondition bool
 	log          *slog.Logger
 	informer     cache.SharedIndexInformer
 	relists      atomic.Int64 // full lists of the nodes after the first sync
+	queue        queueDepth   // the watch's queue of changed nodes
 	cfg          atomic.Pointer[subnet.Config]
 	written      atomic.Pointer[string] // resourceVersion of this store's last patch of its node
 	leaseTrouble atomic.Pointer[string] // what is wrong with the node's lease annotations; "" or nil: nothing
@@ -87,8 +89,12 @@ func New(ctx context.Context, client *Client, opts Options) (*Store, error) {
 		warned:       map[string]string{},
 		badOverwrite: map[string]string{},
 	}
+	s.annKeys = ann.keys()
 	s.informer = cache.NewSharedIndexInformerWithOptions(s.listWatch(), &v1.Node{},
 		cache.SharedIndexInformerOptions{ResyncPeriod: ResyncPeriod})
+	if err := s.informer.SetTransform(s.slim); err != nil {
+		return nil, err
+	}
 	if err := s.informer.SetWatchErrorHandlerWithContext(s.watchError); err != nil {
 		return nil, err
 	}
@@ -104,7 +110,16 @@ func (s *Store) listWatch() *cache.ListWatch {
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			s.countRelist(o)
-			return s.client.ListNodes(ctx, o)
+			list, err := s.client.ListNodes(ctx, o)
+			if err == nil {
+				// Slimmed here, a page at a time, rather than by the
+				// informer once it has the whole list: the full nodes of
+				// a page are garbage before the next page is decoded.
+				for i := range list.Items {
+					list.Items[i] = *s.slimNode(&list.Items[i])
+				}
+			}
+			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			if o.SendInitialEvents != nil && *o.SendInitialEvents {
@@ -121,6 +136,11 @@ func (s *Store) countRelist(o metav1.ListOptions) {
 		s.log.Info("listing all nodes again: the node watch could not resume", "relists", n, "resource_version", o.ResourceVersion)
 	}
 }
+
+// QueueDepth is how many changed nodes wait in the watch's queue now,
+// and the most that ever waited: each node is queued once however often
+// it changed, so the queue never holds more than the cluster's nodes.
+func (s *Store) QueueDepth() (now, most int64) { return s.queue.now.Load(), s.queue.max.Load() }
 
 // HasSynced reports whether the informer has listed the nodes once.
 func (s *Store) HasSynced() bool { return s.informer.HasSynced() }
@@ -261,7 +281,7 @@ func (s *Store) cachedNode(name string) *v1.Node {
 // registered yet), which flannel v0.28 takes over --public-ip. It waits
 // for the informer's first list.
 func (s *Store) NodePublicIPs(ctx context.Context) (ip4, ip6 netip.Addr, err error) {
-	if !cache.WaitForCacheSync(ctx.Done(), s.informer.HasSynced) {
+	if !WaitSynced(ctx, s.informer.HasSynced) {
 		return ip4, ip6, ctx.Err()
 	}
 	if n := s.cachedNode(s.node); n != nil {

@@ -27,12 +27,14 @@ func (s *Store) WatchLeases(ctx context.Context, handle func([]subnet.Event)) er
 	if err != nil {
 		return err
 	}
+	f.depth = &s.queue
 	defer f.stop()
 	if !f.synced(ctx) {
 		return nil
 	}
 	w := &watcher{s: s, cfg: cfg, known: map[string]subnet.Lease{}}
 	handle(w.update(f.queued())) // the synced list, even when empty
+	s.queue.max.Store(0)         // the most since: the first list queued every node
 	for {
 		names, ok := f.next(ctx)
 		if !ok {
