@@ -67,7 +67,7 @@ $(KUBE_APISERVER): testbed/kubeapi/go.mod testbed/kubeapi/go.sum testbed/kubeapi
 # end-to-end tests (root), then again under the race detector, then the data
 # path as a 32-bit program.
 test: deps build flanneld vet kube-apiserver
-	$(GO) test -count=1 -timeout 18m ./...
+	$(GO) test -count=1 -timeout 24m ./...
 	$(MAKE) test-race
 	$(MAKE) test-386
 
