@@ -38,8 +38,8 @@ func removeLeftovers(cfg *subnet.Config, ext *backend.ExternalInterface, log *sl
 // its issue #2554), rather than at the first periodic pass; a failure is
 // logged and the periodic passes retry. Then the memory the start-up's
 // list took (the whole store's leases or nodes, decoded at once) goes back
-// to the system: at 5,000 kubelet-sized nodes it held RSS above 160 MB for
-// minutes after the heap had shrunk to a tenth of that.
+// to the system, which otherwise keeps it for minutes after the heap has
+// shrunk (BENCHMARKS.md, "Choices measured in the code").
 func afterFirstSnapshot(ctx context.Context, be backend.Backend, log *slog.Logger) {
 	defer debug.FreeOSMemory()
 	r, ok := be.(backend.Reconciler)
