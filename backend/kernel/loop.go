@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 )
@@ -37,6 +38,17 @@ func Reconcile(ctx context.Context, interval time.Duration, log *slog.Logger, sy
 			log.Warn("reconcile failed, retrying next interval", "interval", interval, "error", err)
 		}
 	}
+}
+
+// Each calls fn on every item, in order, and joins the errors: one
+// reconcile pass over a backend's families, of which one failing does not
+// keep the others from theirs.
+func Each[T any](items []T, fn func(T) error) error {
+	var errs []error
+	for _, it := range items {
+		errs = append(errs, fn(it))
+	}
+	return errors.Join(errs...)
 }
 
 // The debug messages of Reconcile: the loop is running (its first pass
