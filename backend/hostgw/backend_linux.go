@@ -249,11 +249,7 @@ func (f *family) remove(p *peer) {
 
 // Reconcile runs one reconcile pass now (backend.Reconciler): the routes
 // of peers it was not given go, missing ones are added.
-func (b *Backend) Reconcile(context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.reconcile()
-}
+func (b *Backend) Reconcile(context.Context) error { return kernel.Locked(&b.mu, b.reconcile) }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
 // nil, leaving the routes in place. One pass covers both families.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -49,6 +50,14 @@ func Each[T any](items []T, fn func(T) error) error {
 		errs = append(errs, fn(it))
 	}
 	return errors.Join(errs...)
+}
+
+// Locked calls fn with mu held: a backend's reconcile pass, serialized
+// with the events it handles.
+func Locked(mu sync.Locker, fn func() error) error {
+	mu.Lock()
+	defer mu.Unlock()
+	return fn()
 }
 
 // The debug messages of Reconcile: the loop is running (its first pass

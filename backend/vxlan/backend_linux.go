@@ -178,11 +178,7 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 // Reconcile runs one reconcile pass now (backend.Reconciler): the routes,
 // neighbours and fdb entries of peers it was not given go, missing ones
 // are added.
-func (b *Backend) Reconcile(context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.reconcile()
-}
+func (b *Backend) Reconcile(context.Context) error { return kernel.Locked(&b.mu, b.reconcile) }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
 // nil, leaving the kernel state in place. One pass covers both families.
