@@ -122,7 +122,7 @@ func newFlagSet(o *Options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.version, "version", false, "print version and exit")
 	addGlogFlags(fs)
 
-	fs.BoolVar(&o.peerFilter, "iptables-peer-filter", false, "flannelu: drop UDP to the backend's port (udp, vxlan) unless it comes from a current peer's public IP (INPUT chain FLANNELU-PEERS in iptables, and ip6tables on an IPv6 network; flannel's wire cannot be authenticated, see README)")
+	fs.BoolVar(&o.peerFilter, "iptables-peer-filter", false, "flannelu: drop UDP to the backend's port (udp, vxlan) unless it comes from a current peer's public IP (INPUT chain FLANNELU-PEERS in iptables, and ip6tables on an IPv6 network; flannel's wire cannot be authenticated, see docs/security.md)")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "flannelu: TTL of the etcd lease behind the subnet (flanneld: fixed 24h)")
 	fs.DurationVar(&o.reconcileInterval, "reconcile-interval", 10*time.Second, "flannelu: how often the vxlan and host-gw backends restore kernel state")
 	fs.BoolVar(&o.trace, "trace", false, "flannelu: print one line per forwarded or dropped packet (udp backend, rate-limited)")
@@ -132,7 +132,7 @@ func newFlagSet(o *Options, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.udpOffload, "udp-offload", true, "flannelu: udp backend moves TCP/UDP super-packets through the TUN and UDP GSO/GRO (falls back where the kernel refuses)")
 	fs.BoolVar(&o.udpForeignSources, "udp-foreign-sources", false, "flannelu: udp backend also accepts from a peer inner sources outside the Network (a gateway host forwarding external traffic into the overlay unmasqueraded); by default a peer's packets must come from its own subnet, and overlay sources not the sender's are refused either way")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "flannelu: write a Go CPU profile to this file until exit (debugging)")
-	fs.StringVar(&o.handOverSocket, "handover-socket", "", "flannelu: Unix socket on which a flannelu started later on this host takes over from this one without a lost packet (upgrades; see README): \"@name\" an abstract socket (the default, @flannelu followed by --subnet-file's path: one per network namespace and subnet file), a path a socket file, \"none\" to disable")
+	fs.StringVar(&o.handOverSocket, "handover-socket", "", "flannelu: Unix socket on which a flannelu started later on this host takes over from this one without a lost packet (upgrades; see docs/upgrades.md): \"@name\" an abstract socket (the default, @flannelu followed by --subnet-file's path: one per network namespace and subnet file), a path a socket file, \"none\" to disable")
 	fs.DurationVar(&o.handOverTimeout, "handover-timeout", handover.DefaultTimeout, "flannelu: how long a successor may take from receiving this process's state to saying it forwards; one that does not is cut off and this process carries on")
 	fs.StringVar(&o.afterHandOver, "after-handover", afterHandOverExit, "flannelu: what a flannelu does once a successor took over: exit (status 0), or wait, serving /healthz, until a signal stops it (a Kubernetes pod, whose container would be restarted)")
 	fs.DurationVar(&o.udpBusyPoll, "udp-busy-poll", 0, "flannelu: udp backend checks for the next packet without sleeping for this long after each one, yielding the CPU between checks (at most 1ms; 0: off): CPU time for lower latency where waking an idle CPU is slow, e.g. virtual machines (see BENCHMARKS.md)")
