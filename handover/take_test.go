@@ -40,15 +40,7 @@ func TestTakeFindsThePredecessor(t *testing.T) {
 // for; once it stops, Take looks again and starts.
 func TestTakeWaitsForARefusingFlannelu(t *testing.T) {
 	a := abstractAddr(t)
-	srvLogger, srvLog := logtest.New(nil)
-	srv := &Server{Addr: a, Identity: ident, Lease: lease, Log: srvLogger, Leave: func() {}}
-	ctx, stopServer := context.WithCancel(context.Background())
-	defer stopServer()
-	served := make(chan error, 1)
-	go func() { served <- srv.Run(ctx) }()
-	if err := srvLog.Wait(Listening, 1, waitLimit); err != nil {
-		t.Fatal(err)
-	}
+	srvLog, stopServer := serveUntilStopped(t, a)
 	other := ident
 	other.Backend = "vxlan"
 	logger, log := logtest.New(nil)
@@ -70,7 +62,6 @@ func TestTakeWaitsForARefusingFlannelu(t *testing.T) {
 	default:
 	}
 	stopServer()
-	<-served
 	r := <-took
 	if r.pred != nil || r.err != nil {
 		t.Fatalf("Take after the refusing flannelu stopped = %v, %v; want a normal start", r.pred, r.err)
