@@ -228,3 +228,26 @@ func anchors(text string) []string {
 	}
 	return out
 }
+
+// TestLayoutNamesEveryPackage: docs/design.md's layout names every
+// package of the tree, so a newcomer finds each one there.
+func TestLayoutNamesEveryPackage(t *testing.T) {
+	design := documents(t)["docs/design.md"]
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		switch d.Name() {
+		case "bin", ".cache", ".git", "testdata", "docs", "deploy", "scripts":
+			return filepath.SkipDir
+		}
+		pkg := filepath.ToSlash(strings.TrimPrefix(path, "../"))
+		if goFiles, _ := filepath.Glob(filepath.Join(path, "*.go")); len(goFiles) > 0 && !strings.Contains(design, "`"+pkg+"`") {
+			t.Errorf("docs/design.md's layout does not name %s", pkg)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
