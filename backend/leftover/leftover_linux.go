@@ -7,6 +7,7 @@ import (
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/backend/kernel"
 )
@@ -51,6 +52,11 @@ func removeDevices(nl *netlink.Handle, o Options) error {
 		if typ == "" || !deviceKinds[l.Type()] || o.keepsDevice(name) {
 			continue
 		}
+		if held(l) {
+			o.Logger.Info("leaving the device of another backend: a running process holds it (another network's flannelu or flanneld on this host)",
+				"device", name, "backend", typ, "configured", o.Backend)
+			continue
+		}
 		if err := nl.LinkDel(l); err != nil && !kernel.NotExist(err) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
 			continue
@@ -59,6 +65,15 @@ func removeDevices(nl *netlink.Handle, o Options) error {
 			"backend", typ, "configured", o.Backend)
 	}
 	return errors.Join(errs...)
+}
+
+// held reports whether a process holds a TUN device: the kernel turns
+// its carrier on with the first queue attached and off with the last. A
+// left-over TUN has none; one with a queue is a running daemon's (another
+// network's, whose subnet file and hand-over socket are not this one's),
+// which deleting it would cut off.
+func held(l netlink.Link) bool {
+	return l.Type() == "tuntap" && l.Attrs().RawFlags&unix.IFF_LOWER_UP != 0
 }
 
 func removeGatewayRoutes(nl *netlink.Handle, o Options, network netip.Prefix) error {

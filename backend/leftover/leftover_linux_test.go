@@ -2,9 +2,14 @@ package leftover
 
 import (
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/testbed"
 	"github.com/flannelu/flannelu/testbed/kerneltest"
@@ -86,4 +91,61 @@ func TestRemovesWhatOtherBackendsLeft(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A TUN of another backend that a running process holds (another
+// network's udp flannelu on this host) is left alone; once its process
+// lets go, it is a leftover and removed.
+func TestLeavesAHeldTUN(t *testing.T) {
+	ns := host(t)
+	release := attachQueue(t, ns, "flannel0")
+	opts := Options{Backend: "vxlan", BackendJSON: []byte(`{"Type":"vxlan"}`), Logger: kerneltest.Logger(t), Netlink: ns.NL}
+	if err := Remove(opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := links(t, ns); !slices.Contains(got, "flannel0") {
+		t.Fatalf("links %v: flannel0 removed while a process holds it", got)
+	}
+	release()
+	if err := Remove(opts); err != nil {
+		t.Fatal(err)
+	}
+	if got := links(t, ns); slices.Contains(got, "flannel0") {
+		t.Fatalf("links %v: flannel0 kept after its process let go", got)
+	}
+}
+
+// attachQueue attaches a queue to the TUN device name in ns, as a running
+// udp daemon holds one; release detaches it.
+func attachQueue(t *testing.T, ns *kerneltest.Namespace, name string) (release func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns.NS); err != nil {
+		t.Fatal(err)
+	}
+	fd, openErr := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	var ifr *unix.Ifreq
+	if openErr == nil {
+		ifr, openErr = unix.NewIfreq(name)
+	}
+	if openErr == nil {
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		openErr = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err := netns.Set(orig); err != nil {
+		t.Fatal(err) // the thread stays locked, and goes with the goroutine
+	}
+	runtime.UnlockOSThread()
+	if openErr != nil {
+		t.Fatalf("attach a queue to %s: %v", name, openErr)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { unix.Close(fd) }) }
+	t.Cleanup(release)
+	return release
 }
