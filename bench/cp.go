@@ -76,7 +76,7 @@ func addControlPlaneFlags(fs *flag.FlagSet) *cpFlags {
 		phases:       fs.String("phases", strings.Join(allPhases, ","), "control-plane: phases ("+strings.Join(allPhases, ", ")+")"),
 		burst:        fs.Int("burst", 1000, "control-plane: joins (then deletions) in the burst"),
 		burstTime:    fs.Duration("burst-time", 10*time.Second, "control-plane: how long the joins (and the deletions) of the burst take"),
-		steady:       fs.Duration("steady", time.Minute, "control-plane: length of the steady state (10m for the issue's run)"),
+		steady:       fs.Duration("steady", time.Minute, "control-plane: length of the steady state (10m for a long run)"),
 		steadyPeriod: fs.Duration("steady-period", 5*time.Minute, "control-plane: every peer's annotation is updated once per period in the steady state (kube)"),
 		timeout:      fs.Duration("cp-timeout", 60*time.Second, "control-plane: longest wait for a daemon's start or for an event to reach every watcher"),
 		flanneldV028: fs.String("flanneld-v028", "bin/flanneld-v0.28.9", "control-plane: flanneld v0.28.9 (make flanneld)"),

@@ -181,14 +181,7 @@ func TestRefusesAnotherNetwork(t *testing.T) {
 // Wait returns once the refusing server has stopped.
 func TestRefusalEndsWithTheServer(t *testing.T) {
 	a := abstractAddr(t)
-	logger, log := logtest.New(nil)
-	srv := &Server{Addr: a, Identity: ident, Lease: lease, Log: logger, Leave: func() {}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	if err := log.Wait(Listening, 1, waitLimit); err != nil {
-		t.Fatal(err)
-	}
+	_, stop := serveUntilStopped(t, a)
 	other := ident
 	other.Backend = "vxlan"
 	_, err := Find(context.Background(), a, other, 0, discard())
@@ -196,11 +189,27 @@ func TestRefusalEndsWithTheServer(t *testing.T) {
 	if !errors.As(err, &r) {
 		t.Fatalf("Find: %v, want a refusal", err)
 	}
-	cancel()
+	stop()
 	if err := r.Wait(context.Background()); err != nil {
 		t.Fatalf("Wait after the server stopped: %v", err)
 	}
-	<-done
+}
+
+// serveUntilStopped runs a server on a with the package's test lease and
+// identity until stop, which returns once Run has.
+func serveUntilStopped(t *testing.T, a Addr) (log *logtest.Log, stop func()) {
+	t.Helper()
+	logger, log := logtest.New(nil)
+	srv := &Server{Addr: a, Identity: ident, Lease: lease, Log: logger, Leave: func() {}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Run(ctx) }() //nolint:errcheck // a stopped server's result is not the test's
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	if err := log.Wait(Listening, 1, waitLimit); err != nil {
+		t.Fatal(err)
+	}
+	return log, stop
 }
 
 // Garbage, a client that never says hello and one that takes the

@@ -229,10 +229,10 @@ func (f family) bound(field, s string, p netip.Prefix, subnetLen int, def u128) 
 // IPv6 range stays countable in an int.
 const maxIndex = 1 << 30
 
-// subnetCount is how many subnets the allocator may hand out: the IPv4
+// SubnetCount is how many subnets the allocator may hand out: the IPv4
 // range, or the IPv6 range for IPv6 only, or the smaller of the two for
 // dual stack (subnet i of one family pairs with subnet i of the other).
-func (c *Config) subnetCount() int {
+func (c *Config) SubnetCount() int {
 	n := maxIndex
 	if c.EnableIPv4 {
 		n = min(n, rangeCount(c.SubnetMin, c.SubnetMax, 32-c.SubnetLen))
@@ -251,9 +251,9 @@ func rangeCount(lo, hi netip.Addr, hostBits int) int {
 	return int(d.lo) + 1
 }
 
-// subnetAt returns the i-th allocatable subnet pair, 0 <= i < subnetCount().
+// SubnetAt returns the i-th allocatable subnet pair, 0 <= i < SubnetCount().
 // A disabled family's prefix is the zero Prefix.
-func (c *Config) subnetAt(i int) (sn, sn6 netip.Prefix) {
+func (c *Config) SubnetAt(i int) (sn, sn6 netip.Prefix) {
 	if c.EnableIPv4 {
 		a := toU128(c.SubnetMin).add(u128{lo: uint64(i)}.shl(uint(32 - c.SubnetLen)))
 		sn = netip.PrefixFrom(a.addr(true), c.SubnetLen)
@@ -263,6 +263,22 @@ func (c *Config) subnetAt(i int) (sn, sn6 netip.Prefix) {
 		sn6 = netip.PrefixFrom(a.addr(false), c.IPv6SubnetLen)
 	}
 	return sn, sn6
+}
+
+// SubnetIndex is the index i for which SubnetAt(i) holds p (either
+// family's half of the pair), if p is one this config may hand out.
+func (c *Config) SubnetIndex(p netip.Prefix) (int, bool) {
+	switch {
+	case !p.IsValid():
+		return 0, false
+	case p.Addr().Is4() && c.EnableIPv4 && inRange(p, c.SubnetLen, c.SubnetMin, c.SubnetMax):
+		i := rangeCount(c.SubnetMin, p.Addr(), 32-c.SubnetLen) - 1
+		return i, i < c.SubnetCount()
+	case p.Addr().Is6() && c.EnableIPv6 && inRange(p, c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax):
+		i := rangeCount(c.IPv6SubnetMin, p.Addr(), 128-c.IPv6SubnetLen) - 1
+		return i, i < c.SubnetCount()
+	}
+	return 0, false
 }
 
 // Fits reports whether a lease's subnets are ones this config could have

@@ -53,12 +53,12 @@ func TestParseConfigIPv6(t *testing.T) {
 	if c.IPv6SubnetLen != 64 || c.IPv6SubnetMin.String() != "fc00:0:0:1::" || c.IPv6SubnetMax.String() != "fc00:0:0:ffff::" {
 		t.Fatalf("v6 defaults: len %d min %s max %s", c.IPv6SubnetLen, c.IPv6SubnetMin, c.IPv6SubnetMax)
 	}
-	if n := c.subnetCount(); n != 255 {
-		t.Fatalf("dual stack subnetCount = %d, want 255 (the IPv4 range is the smaller)", n)
+	if n := c.SubnetCount(); n != 255 {
+		t.Fatalf("dual stack SubnetCount = %d, want 255 (the IPv4 range is the smaller)", n)
 	}
-	sn, sn6 := c.subnetAt(2)
+	sn, sn6 := c.SubnetAt(2)
 	if sn.String() != "198.18.3.0/24" || sn6.String() != "fc00:0:0:3::/64" {
-		t.Fatalf("subnetAt(2) = %s %s", sn, sn6)
+		t.Fatalf("SubnetAt(2) = %s %s", sn, sn6)
 	}
 }
 
@@ -127,15 +127,15 @@ func FuzzParseConfig(f *testing.F) {
 			return
 		}
 		// A valid config hands out its SubnetMin first and SubnetMax last.
-		n := c.subnetCount()
+		n := c.SubnetCount()
 		if n < 1 {
 			t.Fatalf("valid config with %d subnets", n)
 		}
-		first, first6 := c.subnetAt(0)
+		first, first6 := c.SubnetAt(0)
 		if !c.Fits(first, first6) {
 			t.Fatalf("first subnet %s %s does not fit its config", first, first6)
 		}
-		last, last6 := c.subnetAt(n - 1)
+		last, last6 := c.SubnetAt(n - 1)
 		if !c.Fits(last, last6) {
 			t.Fatalf("last subnet %s %s does not fit its config", last, last6)
 		}

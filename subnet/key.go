@@ -7,9 +7,6 @@ import (
 	"strings"
 )
 
-// subnetsDir is where leases live under the etcd prefix.
-const subnetsDir = "/subnets/"
-
 // MakeSubnetKey returns the last element of a lease key in flannel's form:
 // 198.18.40.0-24, or 198.18.40.0-24&fc00::-64 for dual stack. For an
 // IPv6-only lease the IPv4 part is 0.0.0.0-0, as flanneld writes it.

@@ -1,8 +1,3 @@
-// Package subnet is flannelu's control plane on etcd: the network config at
-// <prefix>/config, the per-host subnet leases at <prefix>/subnets/, and the
-// subnet.env file the CNI plugin reads. Every format here is flanneld's
-// (see shared/flannel-compat.md): a flanneld and a flannelu in one etcd see
-// each other's leases as their own.
 package subnet
 
 import (
@@ -23,7 +18,7 @@ type LeaseAttrs struct {
 	BackendV6Data json.RawMessage
 }
 
-// Lease is one host's subnet as read from or written to etcd.
+// Lease is one host's subnet as a store holds it.
 type Lease struct {
 	Subnet     netip.Prefix // IPv4 subnet, masked, e.g. 198.18.40.0/24
 	IPv6Subnet netip.Prefix // zero Prefix unless the network is dual stack

@@ -6,6 +6,18 @@ import (
 	"net/netip"
 )
 
+// Errors every store returns for the same condition, which the daemon
+// tells apart.
+var (
+	// ErrNoConfig: the network config does not exist (yet).
+	ErrNoConfig = errors.New("subnet: no network config in etcd")
+	// ErrUnavailable: the store did not answer (unreachable, no leader,
+	// timed out). The daemon waits and asks again; the outage itself is
+	// logged by the store, once when it starts, once a minute and once
+	// when it ends.
+	ErrUnavailable = errors.New("subnet: store unavailable")
+)
+
 // ErrHostRemoved: the store removed this host from the network for good
 // (its Kubernetes node was deleted). KeepLease returns an error matching
 // it; the daemon then withdraws the peer entries its backend made (routes,
@@ -14,7 +26,7 @@ import (
 var ErrHostRemoved = errors.New("this host was removed from the network")
 
 // Store is where the network config and the hosts' leases live: etcd
-// (Manager, flanneld's default) or the Kubernetes API (package kube,
+// (package etcd, flanneld's default) or the Kubernetes API (package kube,
 // flanneld's --kube-subnet-mgr). The daemon, the backends, the route table
 // and subnet.env see only this contract and the types of this package, so
 // they never know which store feeds them. Implementations are safe for
@@ -53,5 +65,3 @@ type Store interface {
 	// Any other key with the same subnets is a peer claiming them.
 	LeaseKey(own Lease) string
 }
-
-var _ Store = (*Manager)(nil)

@@ -36,6 +36,9 @@ func validatorFor(t testing.TB, config string) (*Validator, *bytes.Buffer) {
 	return v, &log
 }
 
+// attrs are the lease attributes of a host at ip.
+func attrs(ip string) LeaseAttrs { return LeaseAttrs{PublicIP: netip.MustParseAddr(ip)} }
+
 const v4Config = `{"Network":"198.18.0.0/16","SubnetLen":24}`
 
 // kubeV4Config is v4Config as the Kubernetes store reads it
@@ -49,7 +52,7 @@ func put(subnet, ip string, rev int64) Event {
 		panic(err)
 	}
 	l := Lease{Subnet: sn, IPv6Subnet: sn6, Attrs: attrs(ip), Created: rev}
-	return Event{Type: EventAdded, Lease: l, Key: prefix + "/subnets/" + subnet}
+	return Event{Type: EventAdded, Lease: l, Key: "/coreos.com/network/subnets/" + subnet}
 }
 
 func del(ev Event) Event {

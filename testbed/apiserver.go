@@ -47,8 +47,8 @@ var userGroups = map[string]string{
 	LimitedUser: "",
 }
 
-// readyTimeout bounds a (re)start; the issue measured about 5 s on an
-// idle two-core machine.
+// readyTimeout bounds a (re)start, which takes seconds on an idle
+// two-core machine and many times that under load.
 const readyTimeout = 90 * time.Second
 
 // KubeAPIServer is a real kube-apiserver (built from testbed/kubeapi)

@@ -249,30 +249,16 @@ func (f *family) remove(p *peer) {
 
 // Reconcile runs one reconcile pass now (backend.Reconciler): the routes
 // of peers it was not given go, missing ones are added.
-func (b *Backend) Reconcile(context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.reconcile()
-}
+func (b *Backend) Reconcile(context.Context) error { return kernel.Locked(&b.mu, b.reconcile) }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
 // nil, leaving the routes in place. One pass covers both families.
 func (b *Backend) Run(ctx context.Context) error {
-	return kernel.Reconcile(ctx, b.interval, b.log, func(context.Context) error {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.reconcile()
-	})
+	return kernel.Reconcile(ctx, b.interval, b.log, b.Reconcile)
 }
 
 // reconcile runs one pass over every family. Callers hold b.mu.
-func (b *Backend) reconcile() error {
-	var errs []error
-	for _, f := range b.fams {
-		errs = append(errs, f.reconcile())
-	}
-	return errors.Join(errs...)
-}
+func (b *Backend) reconcile() error { return kernel.Each(b.fams, (*family).reconcile) }
 
 // reconcile deletes owned routes no peer wants and re-adds missing ones.
 // Callers hold the Backend's mutex.

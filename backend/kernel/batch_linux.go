@@ -18,8 +18,9 @@ import (
 // the messages of a batch go to the kernel in one sendmsg, which processes
 // them in order, and the answers come back together. netlink.Handle makes
 // a round trip per entry (a send, a wait in the Go scheduler's poller, a
-// 64 KB receive buffer each): programming the 5,000 peers of a start-up,
-// three entries each for vxlan, took 1.1 s on a loaded two-core machine.
+// 64 KB receive buffer each), which made programming the thousands of
+// peers of a large cluster's start-up slow (BENCHMARKS.md, "Choices
+// measured in the code").
 // Only the writes flannel's backends make are encoded here (replace of a
 // unicast route with a gateway, set of a permanent neighbour or fdb
 // entry); Flush reports each message's error to its callback.

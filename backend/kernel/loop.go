@@ -2,7 +2,9 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -37,6 +39,25 @@ func Reconcile(ctx context.Context, interval time.Duration, log *slog.Logger, sy
 			log.Warn("reconcile failed, retrying next interval", "interval", interval, "error", err)
 		}
 	}
+}
+
+// Each calls fn on every item, in order, and joins the errors: one
+// reconcile pass over a backend's families, of which one failing does not
+// keep the others from theirs.
+func Each[T any](items []T, fn func(T) error) error {
+	var errs []error
+	for _, it := range items {
+		errs = append(errs, fn(it))
+	}
+	return errors.Join(errs...)
+}
+
+// Locked calls fn with mu held: a backend's reconcile pass, serialized
+// with the events it handles.
+func Locked(mu sync.Locker, fn func() error) error {
+	mu.Lock()
+	defer mu.Unlock()
+	return fn()
 }
 
 // The debug messages of Reconcile: the loop is running (its first pass

@@ -178,27 +178,13 @@ func (b *Backend) Start(ctx context.Context, own subnet.Lease) error {
 // Reconcile runs one reconcile pass now (backend.Reconciler): the routes,
 // neighbours and fdb entries of peers it was not given go, missing ones
 // are added.
-func (b *Backend) Reconcile(context.Context) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.reconcile()
-}
+func (b *Backend) Reconcile(context.Context) error { return kernel.Locked(&b.mu, b.reconcile) }
 
 // Run reconciles every ReconcileInterval until ctx is done and returns
 // nil, leaving the kernel state in place. One pass covers both families.
 func (b *Backend) Run(ctx context.Context) error {
-	return kernel.Reconcile(ctx, b.interval, b.log, func(context.Context) error {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		return b.reconcile()
-	})
+	return kernel.Reconcile(ctx, b.interval, b.log, b.Reconcile)
 }
 
 // reconcile runs one pass over every family. Callers hold b.mu.
-func (b *Backend) reconcile() error {
-	var errs []error
-	for _, v := range b.vteps {
-		errs = append(errs, v.reconcile())
-	}
-	return errors.Join(errs...)
-}
+func (b *Backend) reconcile() error { return kernel.Each(b.vteps, (*vtep).reconcile) }

@@ -1,7 +1,8 @@
 // Command flannelu is a flannel-compatible overlay network daemon: one runs
-// on every host, takes a subnet lease in etcd (flanneld's schema), writes
-// subnet.env for the CNI plugin and carries pod traffic between hosts with
-// the backend named in the network config (udp, vxlan or host-gw).
+// on every host, takes a subnet lease in etcd (flanneld's schema) or from
+// the Kubernetes API, writes subnet.env for the CNI plugin and carries pod
+// traffic between hosts with the backend named in the network config. The
+// daemon itself is package daemon; this is its command line and process.
 package main
 
 import (
@@ -13,9 +14,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strings"
 	"syscall"
 
+	"github.com/flannelu/flannelu/daemon"
 	"github.com/flannelu/flannelu/internal/logline"
 )
 
@@ -26,8 +27,10 @@ func main() {
 	os.Exit(realMain(os.Args[1:]))
 }
 
+// realMain parses the flags, sets the logger up and runs the daemon until
+// SIGINT or SIGTERM; it returns the exit status.
 func realMain(args []string) int {
-	opts, err := parseOptions(args, lookupEnv, os.Stderr)
+	opts, err := daemon.ParseOptions(args, os.LookupEnv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -35,32 +38,44 @@ func realMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "flannelu:", err)
 		return 2
 	}
-	if opts.version {
+	if opts.Version() {
 		// As flanneld prints its version: the version alone, on stderr.
 		fmt.Fprintln(os.Stderr, version)
 		return 0
 	}
-	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: opts.level()}), logline.DefaultMax))
-	slog.SetDefault(log)
-	for _, w := range opts.warnings() {
-		log.Warn(w)
-	}
-
-	if opts.cpuProfile != "" {
-		stopProfile, err := startCPUProfile(opts.cpuProfile)
+	log := newLogger(opts)
+	if path := opts.CPUProfile(); path != "" {
+		stopProfile, err := startCPUProfile(path)
 		if err != nil {
 			log.Error("cpu profile", "error", err)
 			return 1
 		}
 		defer stopProfile()
 	}
+	return runDaemon(opts, log)
+}
+
+// newLogger is the process's logger (also slog's default), each line
+// bounded in length; it logs the warnings the options carry.
+func newLogger(opts *daemon.Options) *slog.Logger {
+	log := slog.New(logline.Bound(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: opts.Level()}), logline.DefaultMax))
+	slog.SetDefault(log)
+	for _, w := range opts.Warnings() {
+		log.Warn(w)
+	}
+	return log
+}
+
+// runDaemon runs the daemon until a signal and returns the exit status: a
+// signal during start-up is a clean stop, not a failure.
+func runDaemon(opts *daemon.Options, log *slog.Logger) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("starting flannelu", "version", version)
-	var stopped *stoppedError
-	switch err := run(ctx, opts, log); {
+	var stopped *daemon.StoppedError
+	switch err := daemon.Run(ctx, opts, log); {
 	case errors.As(err, &stopped):
-		log.Info("stopped by signal during start-up", "while", stopped.stage)
+		log.Info("stopped by signal during start-up", "while", stopped.Stage)
 		return 0
 	case err != nil:
 		log.Error("flannelu stopped", "error", err)
@@ -80,12 +95,4 @@ func startCPUProfile(path string) (stop func(), err error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
-}
-
-func parseLogLevel(s string) (slog.Level, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(strings.ToUpper(s))); err != nil {
-		return 0, fmt.Errorf("--log-level %q: must be debug, info, warn or error", s)
-	}
-	return l, nil
 }

@@ -35,15 +35,11 @@
 //
 // # Why not client_golang
 //
-// Measured on the daemon (go1.26.8, linux/amd64, 2 shared cores), the same
-// API backed by github.com/prometheus/client_golang v1.25.0 with promhttp
-// made bin/flannelu 1.17 MB larger (28.08 MB against 26.91 MB; this
-// package adds 60 kB to the 26.85 MB before it). With k8s.io/client-go
-// v0.37.2 linked, as the Kubernetes store will, the difference stays
-// 1.15 MB (62.54 against 61.39 MB): client-go does not link client_golang,
-// which is in go.mod only because etcd's modules require it. A scrape of
-// a registry shaped like the udp daemon's (29 series) took 446
-// allocations (53 kB) and 180-480 µs with client_golang, 0 allocations and
-// 12-17 µs here; an increment is one atomic add and allocates nothing
-// either way. For some 300 lines, the hand-written writer stays.
+// The same API backed by github.com/prometheus/client_golang with promhttp
+// made the binary larger (client-go does not link client_golang, which is
+// in go.mod only because etcd's modules require it), and a scrape
+// allocated hundreds of times and took an order of magnitude longer than
+// this package's, which allocates nothing (BENCHMARKS.md, "Choices
+// measured in the code"); an increment is one atomic add either way. For
+// some 300 lines, the hand-written writer stays.
 package metrics

@@ -88,10 +88,10 @@ type Tracer struct {
 	base  time.Time
 	slots []slot
 	// Slot indices move free -> (Packet) -> full -> (writer) -> free.
-	// Both channels hold every index, so a send never blocks. They cost
-	// ~45 ns a traced packet more than the lock-free ring they replaced;
-	// the writer's ~370 ns a record bounds tracing anyway (see the commit
-	// that removed package ring).
+	// Both channels hold every index, so a send never blocks. They cost a
+	// traced packet a little more than a lock-free ring would, but the
+	// writer's formatting bounds tracing anyway (BENCHMARKS.md, "Choices
+	// measured in the code").
 	free, full chan uint32
 
 	closed  atomic.Bool
@@ -269,8 +269,8 @@ func (t *Tracer) Close() error {
 
 // The writer polls for records while packets are flowing and parks only
 // after a quiet spell. Parking whenever none is queued would make each
-// Packet that finds the writer asleep pay a goroutine wake-up (~300 ns,
-// measured), which is the forwarder's time; polling moves that cost to
+// Packet that finds the writer asleep pay a goroutine wake-up, which is
+// the forwarder's time; polling moves that cost to
 // the writer, and parking keeps an idle tracer from using CPU.
 const (
 	pollInterval = time.Millisecond

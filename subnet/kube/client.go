@@ -44,9 +44,9 @@ func RESTConfig(apiURL, kubeconfig string) (*rest.Config, error) {
 // outage tracker, as the etcd store's do: an API server that stops
 // answering is logged when that starts and when it ends, and shows in
 // /readyz and /metrics while it lasts. client-go's generated core/v1 client
-// registers every API group of Kubernetes and its apply configurations:
-// measured, bin/flannelu was 65.9 MB with it and is 40.5 MB with this
-// (26.9 MB without Kubernetes mode).
+// registers every API group of Kubernetes and its apply configurations,
+// which made the binary a good deal larger (BENCHMARKS.md, "Choices
+// measured in the code").
 type Client struct {
 	rest  *rest.RESTClient
 	reach *outage.Tracker

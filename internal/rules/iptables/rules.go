@@ -168,7 +168,7 @@ func Forward(network netip.Prefix) Set {
 // from the peers' public addresses go on through INPUT (RETURN, so the
 // host's own firewall still decides), every other datagram to the port is
 // dropped. flannel's wire carries no authentication, so the outer source
-// address is all there is to filter on (see README). The peers are IPv4
+// address is all there is to filter on (see docs/security.md). The peers are IPv4
 // addresses; Peers6 is the same filter for ip6tables.
 func Peers(port int, peers []netip.Addr) Set {
 	return peerSet(port, peers, false)

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package main
-
-import "syscall"
-
-// reusePort does nothing: flannelu runs on Linux only.
-func reusePort(_, _ string, _ syscall.RawConn) error { return nil }
