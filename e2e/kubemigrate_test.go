@@ -29,13 +29,13 @@ import (
 // touching the node, and the prober finds the health port answering (so
 // the controller goes on and deletes the old pod); flanneld is stopped
 // and flannelu takes over within a second, under a ping stream between
-// the nodes' pods that loses nothing (vxlan) or has a gap of at most a
-// second (udp, whose device belongs to its process); then node 1 goes
-// back to flanneld.
+// the nodes' pods that loses nothing (vxlan, host-gw) or has a gap of at
+// most a second (udp, whose device belongs to its process); then node 1
+// goes back to flanneld.
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
-	for _, backend := range []string{"vxlan", "udp"} {
+	for _, backend := range []string{"vxlan", "udp", "host-gw"} {
 		t.Run(backend, func(t *testing.T) { kubeFlannelRollout(t, flanneld, backend) })
 	}
 }
@@ -55,7 +55,7 @@ func kubeFlannelRollout(t *testing.T, flanneld, backend string) {
 	}
 	flanneldArgs := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "--after-handover") })
 	k := &kubeCluster{c: c, backend: backend, stack: ipv4}
-	m := &migration{backend: backend} // its loss rule: none for vxlan, a gap of at most 1 s for udp
+	m := &migration{backend: backend} // its loss rule: none for vxlan and host-gw, a gap of at most 1 s for udp
 	procs := map[int]*testbed.Proc{}
 	subnetFile := func(i int) string { return filepath.Join(c.Dir, c.Hosts[i-1].Name, "subnet.env") }
 	nodeArgs := func(i int) []string {
