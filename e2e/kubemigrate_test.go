@@ -30,13 +30,13 @@ import (
 // the controller goes on and deletes the old pod); flanneld is stopped
 // and flannelu takes over (within a second on an idle machine; at most
 // takeOverBound), under a ping stream between the nodes' pods that loses
-// nothing (vxlan) or has a short gap (udp, whose device belongs to its
-// process); then node 1 goes back to flanneld.
+// nothing (vxlan, host-gw) or has a short gap (udp, whose device belongs
+// to its process); then node 1 goes back to flanneld.
 func TestKubeFlannelRollout(t *testing.T) {
 	testbed.RequireRoot(t)
 	t.Parallel()
 	flanneld := flanneldBinaryOf(t, flanneldV028Bin)
-	for _, backend := range []string{"vxlan", "udp"} {
+	for _, backend := range []string{"vxlan", "udp", "host-gw"} {
 		t.Run(backend, func(t *testing.T) { kubeFlannelRollout(t, flanneld, backend) })
 	}
 }
@@ -56,7 +56,7 @@ func kubeFlannelRollout(t *testing.T, flanneld, backend string) {
 	}
 	flanneldArgs := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return strings.HasPrefix(a, "--after-handover") })
 	k := &kubeCluster{c: c, backend: backend, stack: ipv4}
-	m := &migration{backend: backend} // its loss rule: none for vxlan, a gap of at most 1 s for udp
+	m := &migration{backend: backend} // its loss rule: none for vxlan and host-gw, a gap of at most 1 s for udp
 	procs := map[int]*testbed.Proc{}
 	subnetFile := func(i int) string { return filepath.Join(c.Dir, c.Hosts[i-1].Name, "subnet.env") }
 	nodeArgs := func(i int) []string {
