@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/flannelu/flannelu/backend/kernel"
-	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/testbed/kerneltest"
 )
 
 // TestBatchWritesWhatHandleWrites programs 600 vxlan peers (neighbour,

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flannelu/flannelu/backend/kernel/kerneltest"
 	"github.com/flannelu/flannelu/testbed"
+	"github.com/flannelu/flannelu/testbed/kerneltest"
 )
 
 var network = netip.MustParsePrefix("198.18.0.0/16")
