@@ -32,6 +32,7 @@ type Conn struct {
 	truncated *metrics.Counter
 	rx        recvOp
 	tx        sendOp
+	lone      loneOp
 }
 
 // Listen opens the socket: bound to cfg.Addr, outgoing datagrams with DF
@@ -131,11 +132,10 @@ func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.Addr
 			c.rx.gro = c.gro
 		}
 	}
-	// Bind the poller callbacks once: a closure per call would allocate.
-	c.rx.fn = c.rx.recv
-	c.tx.fn = c.tx.send
-	c.rx.once.Bind(c.rx.fn)
-	c.tx.once.Bind(c.tx.fn)
+	c.rx.op.Bind(c.rx.step)
+	c.tx.op.Bind(c.tx.step)
+	c.lone.op.Bind(c.lone.step)
+	c.lone.ipip = c.ipip
 	return c
 }
 

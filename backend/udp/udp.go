@@ -239,14 +239,14 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 func (b *Backend) openTUN(queues int) error {
 	var err error
 	if b.opts.Offload {
-		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, SelfPolled: true, Metrics: b.opts.Metrics})
+		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, Metrics: b.opts.Metrics})
 		if err == nil {
 			b.vnet = true
 			return nil
 		}
 		b.log.Warn("TUN offloads refused; forwarding one packet at a time", "error", err)
 	}
-	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, SelfPolled: true, Metrics: b.opts.Metrics}); err != nil {
+	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, Metrics: b.opts.Metrics}); err != nil {
 		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
 	}
 	return nil

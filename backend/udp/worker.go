@@ -85,11 +85,6 @@ type inside struct {
 	heads    [][]byte
 	payloads [][]byte
 	segUsed  int
-
-	// the IPv4 and IPv6 sockets while the loop holds them (-1 otherwise),
-	// for a lone datagram's system call (lone_linux.go), and its state
-	sock, sock6 int
-	lone        encap.Lone
 }
 
 // outside is the UDP to TUN half: everything its goroutine writes.
@@ -106,8 +101,7 @@ type outside struct {
 	pkts  [][]byte
 	npkts int
 	co    *offload.Coalescer
-
-	tunFD int // the TUN queue while the loop holds it (-1 otherwise), for a lone packet's write
+	lone  [1][]byte // writeLone's one frame
 }
 
 // newWorker allocates a worker's buffers. A nil q (tests of the per-packet
@@ -140,7 +134,6 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
 		msgs: make([]encap.Message, n), msgs6: make([]encap.Message, n),
 		icmp: makeBufs(n, headroom+max(packet.MaxICMPErrorLen, packet.MaxICMPv6ErrorLen)),
-		sock: -1, sock6: -1,
 	}
 	if e.vnet {
 		in.msgs = make([]encap.Message, n+segSlots)
@@ -154,7 +147,7 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 // newOutside allocates the outside half; coalesceUDP lets its coalescer
 // merge UDP datagrams too (the TUN accepts USO super-packets).
 func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) *outside {
-	o := &outside{env: e, conn: conn, q: q, tunFD: -1}
+	o := &outside{env: e, conn: conn, q: q}
 	readBatch := n
 	if e.vnet {
 		if e.encap != encap.IPIP {
@@ -186,37 +179,6 @@ func (o *outside) step(k int) error {
 		return o.batchOffload(min(k, len(o.msgs)))
 	}
 	return o.batch(min(k, len(o.msgs)))
-}
-
-// hold lends the halves the descriptors the loop holds (run keeps them
-// open meanwhile) for the one-packet system calls, until release: the
-// TUN queue to each outside half, and each socket to the inside half if
-// it sends on it. sock6 is the second outside half's socket, -1 without
-// one.
-func (w *worker) hold(tunFD, sock, sock6 int) (release func()) {
-	w.in.lend(w.out.conn, sock)
-	w.out.tunFD = tunFD
-	if w.out6 != nil {
-		w.in.lend(w.out6.conn, sock6)
-		w.out6.tunFD = tunFD
-	}
-	return func() {
-		w.in.sock, w.in.sock6, w.out.tunFD = -1, -1, -1
-		if w.out6 != nil {
-			w.out6.tunFD = -1
-		}
-	}
-}
-
-// lend gives the inside half fd, conn's descriptor (an outside half's,
-// never nil), if it sends on conn.
-func (in *inside) lend(conn *encap.Conn, fd int) {
-	switch conn {
-	case in.conn:
-		in.sock = fd
-	case in.conn6:
-		in.sock6 = fd
-	}
 }
 
 func makeBufs(n, size int) [][]byte {
