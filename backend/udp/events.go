@@ -13,7 +13,8 @@ import (
 // HandleEvents turns a batch of peer lease changes into a new route table
 // snapshot. A lease of another backend type is ignored with a warning, as
 // flanneld's backends do: that host listens for vxlan or nothing, not for
-// our UDP (or IPIP).
+// our UDP (or IPIP); a peer whose lease changes to another type is
+// removed, as the kernel backends remove it.
 //
 // A snapshot is built whole (O(n): at 5,000 peers about 2 ms and 850 KB),
 // so in a burst of single events the builds are paced: when the last one
@@ -33,6 +34,9 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 		case ev.Type == subnet.EventRemoved:
 			delete(b.peers, id)
 		case !b.carries(l.Attrs.BackendType):
+			// As the kernel backends: the host no longer speaks our wire,
+			// so what was programmed for it goes.
+			delete(b.peers, id)
 			b.log.Warn("ignoring a peer lease of another backend type", "subnet", id, "type", l.Attrs.BackendType)
 		case problem != "":
 			b.log.Warn("ignoring a peer lease "+problem, "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet)
