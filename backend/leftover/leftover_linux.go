@@ -8,6 +8,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
 )
 
@@ -62,7 +63,7 @@ func removeDevices(nl *netlink.Handle, o Options) error {
 }
 
 func removeGatewayRoutes(nl *netlink.Handle, o Options, network netip.Prefix) error {
-	routes, err := kernel.Routes(nl, kernel.FamilyOf(network.Addr()), o.ExtIface)
+	routes, err := kernel.Routes(nl, backend.FamilyOf(network.Addr()), o.ExtIface)
 	if err != nil {
 		return err
 	}
