@@ -1,7 +1,6 @@
 package udp
 
 import (
-	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/internal/drop"
 	"github.com/flannelu/flannelu/internal/packet"
 )
@@ -14,14 +13,11 @@ import (
 // buffer, an unreachable peer) takes the batch path after it, which waits
 // for room or counts the drop.
 
-// sendLone sends m, a whole packet, on the socket of its peer's family,
-// and reports whether it went.
-func (in *inside) sendLone(m *encap.Message) bool {
-	conn := in.conn
-	if !m.Addr.Addr().Is4() {
-		conn = in.conn6
-	}
-	if conn == nil || !conn.TrySend(m) {
+// sendLone sends the one datagram queued for the underlay v, a whole
+// packet, and reports whether it went.
+func (in *inside) sendLone(v via) bool {
+	m := &in.msgs[v][0]
+	if in.conns[v] == nil || !in.conns[v].TrySend(m) {
 		return false
 	}
 	in.drops.AddForwarded(drop.Inside, 1, uint64(m.N))

@@ -44,11 +44,7 @@ type env struct {
 	routes *routetable.Table
 	drops  *drop.Counters
 	tracer *trace.Tracer // nil when tracing is off
-	mtu    int           // the overlay MTU for IPv4 inner packets
-	mtu6   int           // the overlay MTU for IPv6 inner packets
-	own    netip.Prefix  // this host's lease subnet
-	own6   netip.Prefix  // this host's IPv6 lease subnet; zero when IPv6 is not carried
-	net6   netip.Prefix  // Options.Network6, for ForeignSources
+	fams   [2]fam        // by inner family: ipv4, ipv6
 	vnet   bool          // the TUN carries virtio-net headers (offload mode)
 	encap  encap.Encapsulation
 	// keepTTL leaves inner TTLs alone (IPIP, as the kernel's ipip device:
@@ -57,24 +53,23 @@ type env struct {
 	keepTTL bool
 	// The host's underlays: an IPv4 socket, an IPv6 socket.
 	under4, under6 bool
-	// Options.ForeignSources, and Network as integers for its per-packet
-	// "outside the overlay" test (see sourceOK).
-	foreignSources   bool
-	netBase, netMask uint32
+	// Options.ForeignSources (see sourceOK).
+	foreignSources bool
 }
 
 // inside is the TUN to UDP half: everything its goroutine writes.
 type inside struct {
 	env
-	q     *tun.Queue  // reads pod packets, writes ICMP errors back
-	conn  *encap.Conn // sends datagrams over IPv4; nil on an IPv6-only host
-	conn6 *encap.Conn // sends datagrams over IPv6; nil without an IPv6 underlay
+	q *tun.Queue // reads pod packets, writes ICMP errors back
+	// by underlay (viaIPv4, viaIPv6): the socket (nil where the host has
+	// none), what goes out on it, pointing into bufs and heads, and how
+	// many of those are queued
+	conns [2]*encap.Conn
+	msgs  [2][]encap.Message
+	nout  [2]int
 
 	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
-	msgs  []encap.Message // what goes out over IPv4, pointing into bufs and heads
-	msgs6 []encap.Message // what goes out over IPv6
-	nout6 int
 	icmp  [][]byte // ICMP errors to write back into the TUN
 	nicmp int
 	limit icmpLimiter
@@ -112,9 +107,10 @@ func newWorker(b *Backend, q *tun.Queue, conn, conn6 *encap.Conn) *worker {
 	if q != nil {
 		n = q.BatchSize()
 	}
-	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer, mtu: b.mtu, mtu6: b.mtu6, own: b.own, own6: b.own6,
-		net6: b.opts.Network6, vnet: b.vnet, encap: b.opts.Encap, keepTTL: b.opts.Encap == encap.IPIP, under4: b.has4(), under6: b.has6(),
-		foreignSources: b.opts.ForeignSources, netBase: b.netBase, netMask: b.netMask}
+	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer,
+		fams: [2]fam{{mtu: b.mtu, own: b.own, network: b.opts.Network}, {mtu: b.mtu6, own: b.own6, network: b.opts.Network6}},
+		vnet: b.vnet, encap: b.opts.Encap, keepTTL: b.opts.Encap == encap.IPIP, under4: b.has4(), under6: b.has6(),
+		foreignSources: b.opts.ForeignSources}
 	coalesceUDP := b.vnet && b.dev.Offloads().Has(tun.OffloadUSO4) && (!b.own6.IsValid() || b.dev.Offloads().Has(tun.OffloadUSO6))
 	w := &worker{in: newInside(e, q, conn, conn6, n)}
 	switch {
@@ -129,15 +125,17 @@ func newWorker(b *Backend, q *tun.Queue, conn, conn6 *encap.Conn) *worker {
 }
 
 func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
+	queue := n
+	if e.vnet {
+		queue = n + segSlots
+	}
 	in := &inside{
-		env: e, q: q, conn: conn, conn6: conn6,
+		env: e, q: q, conns: [2]*encap.Conn{conn, conn6},
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
-		msgs: make([]encap.Message, n), msgs6: make([]encap.Message, n),
+		msgs: [2][]encap.Message{make([]encap.Message, queue), make([]encap.Message, queue)},
 		icmp: makeBufs(n, headroom+max(packet.MaxICMPErrorLen, packet.MaxICMPv6ErrorLen)),
 	}
 	if e.vnet {
-		in.msgs = make([]encap.Message, n+segSlots)
-		in.msgs6 = make([]encap.Message, n+segSlots)
 		in.heads = makeBufs(segSlots, offload.MaxHeaderLen)
 		in.payloads = make([][]byte, segSlots)
 	}
