@@ -58,7 +58,7 @@ func groSize(oob []byte) int {
 // returned n it sets msgs[i].N and msgs[i].Addr (the sender) and fills
 // msgs[i].Buf[:N], and msgs[i].Off where the inner packet starts (after
 // the outer header an IPIP socket receives). A datagram larger than its
-// Buf is dropped (N = 0) and counted in Truncated. The caller owns the
+// Buf is dropped (N = 0) and counted (flannelu_udp_truncated_datagrams_total). The caller owns the
 // Bufs; ReadBatch keeps no reference after it returns.
 func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {

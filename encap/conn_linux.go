@@ -231,11 +231,6 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 // whether ReadBatch receives with UDP GRO (asked for with Config.GRO).
 func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
 
-// Truncated counts datagrams dropped because they were larger than the
-// Message.Buf they arrived in. Conns listening with the same
-// Config.Metrics share one count.
-func (c *Conn) Truncated() uint64 { return c.truncated.Value() }
-
 // Close closes the socket; a blocked ReadBatch or WriteBatch returns an
 // error matching errors.Is(err, net.ErrClosed). A SelfPolled socket is
 // also shut down for reading, which wakes its pollers, unless another

@@ -25,7 +25,6 @@ func (c *Conn) ReadBatch([]Message) (int, error)  { return 0, ErrUnsupported }
 func (c *Conn) WriteBatch([]Message) (int, error) { return 0, ErrUnsupported }
 func (c *Conn) LocalAddr() netip.AddrPort         { return netip.AddrPort{} }
 func (c *Conn) Offloads() (gso, gro bool)         { return false, false }
-func (c *Conn) Truncated() uint64                 { return 0 }
 func (c *Conn) Close() error                      { return nil }
 func (c *Conn) Drops() uint64                     { return 0 }
 

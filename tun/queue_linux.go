@@ -86,7 +86,7 @@ func (q *Queue) BatchSize() int { return DefaultBatchSize }
 // packet.VirtioNetHdrLen bytes in VnetHdr mode, where every packet starts
 // with a virtio_net_hdr. The kernel silently truncates a packet larger than
 // its buffer; outside VnetHdr mode Read detects that from the IP header,
-// drops the packet and counts it in Device.Truncated. After Device.Close,
+// drops the packet and counts it (flannelu_tun_truncated_packets_total). After Device.Close,
 // Read returns an error matching errors.Is(err, os.ErrClosed), after
 // Device.StopReads one matching os.ErrDeadlineExceeded.
 func (q *Queue) Read(bufs [][]byte, sizes []int, offset int) (int, error) {

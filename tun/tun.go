@@ -40,7 +40,7 @@ type Config struct {
 	// by gso_size; parsing that header is the caller's job.
 	// Device.Offloads reports what the kernel accepted.
 	VnetHdr bool
-	// Metrics receives flannelu_tun_truncated_packets_total (Truncated);
+	// Metrics receives flannelu_tun_truncated_packets_total (packets Read dropped as larger than their buffer);
 	// nil exports it nowhere.
 	Metrics *metrics.Registry
 }

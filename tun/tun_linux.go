@@ -192,11 +192,6 @@ func (d *Device) Queues() []*Queue { return d.queues }
 // zero on a device opened without VnetHdr.
 func (d *Device) Offloads() Offload { return d.offloads }
 
-// Truncated counts packets Read dropped because they did not fit their
-// buffer (not detected in VnetHdr mode, where the caller parses frames).
-// Devices opened with the same Config.Metrics share one count.
-func (d *Device) Truncated() uint64 { return d.truncated.Value() }
-
 // Close closes every queue. A Read or Write blocked on any queue returns
 // an error matching errors.Is(err, os.ErrClosed). Close is idempotent.
 func (d *Device) Close() error {

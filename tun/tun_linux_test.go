@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -408,7 +409,8 @@ func TestOffloadString(t *testing.T) {
 }
 
 func TestReadDropsPacketLargerThanBuffer(t *testing.T) {
-	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	reg := metrics.NewRegistry()
+	ns, dev := openConfigured(t, Config{Name: "flu0", Metrics: reg})
 	src := netip.MustParseAddrPort(tunAddr + ":4000")
 	dst := netip.MustParseAddrPort("198.18.1.2:9")
 	c := udpIn(t, ns, src.String())
@@ -417,10 +419,20 @@ func TestReadDropsPacketLargerThanBuffer(t *testing.T) {
 	bufs := [][]byte{make([]byte, headroom+64), make([]byte, headroom+64)}
 	sizes := make([]int, 2)
 	n := readWithin(t, dev.Queues()[0], bufs, sizes, headroom)
-	if n != 1 || dev.Truncated() != 1 {
-		t.Fatalf("Read = %d packets, Truncated = %d; want the small one and 1 drop", n, dev.Truncated())
+	if exposed := metricsText(t, reg); n != 1 || !strings.Contains(exposed, "flannelu_tun_truncated_packets_total 1\n") {
+		t.Fatalf("Read = %d packets, metrics:\n%s\nwant the small one and flannelu_tun_truncated_packets_total 1", n, exposed)
 	}
 	if got := udpPayload(t, bufs[0][headroom:headroom+sizes[0]], src, dst); string(got) != "fits" {
 		t.Fatalf("payload %q, want \"fits\"", got)
 	}
+}
+
+// metricsText is what reg exposes to a scraper.
+func metricsText(tb testing.TB, reg *metrics.Registry) string {
+	tb.Helper()
+	var b strings.Builder
+	if _, err := reg.WriteTo(&b); err != nil {
+		tb.Fatal(err)
+	}
+	return b.String()
 }
