@@ -55,8 +55,8 @@ func BenchmarkOutsidePacket(b *testing.B) {
 func BenchmarkSourceCheck(b *testing.B) {
 	o := deviceless(b).out
 	snap := o.routes.Snapshot()
-	h, err := parseInner(innerPacket(b, "198.18.2.5", "198.18.1.7", 100), false)
-	if err != nil {
+	var h inner
+	if err := h.parse(innerPacket(b, "198.18.2.5", "198.18.1.7", 100), false); err != nil {
 		b.Fatal(err)
 	}
 	from := netip.MustParseAddr("192.0.2.2")

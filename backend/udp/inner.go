@@ -26,17 +26,21 @@ const (
 // isIPv6 reports whether pkt claims to be IPv6 (version nibble 6).
 func isIPv6(pkt []byte) bool { return len(pkt) > 0 && pkt[0]>>4 == 6 }
 
-// parseInner validates pkt as IPv6 when it claims to be and the network
+// parse validates pkt as IPv6 when it claims to be and the network
 // carries IPv6 (carry6), else as IPv4: flanneld's udp backend carries
 // IPv4 only, and a packet of a family the network does not carry is
-// malformed for it. Extension headers are passed through.
-func parseInner(pkt []byte, carry6 bool) (inner, error) {
+// malformed for it. Extension headers are passed through. h is the
+// half's own (inside.hdr, outside.hdr): parsed in place, the header of
+// the other family is neither zeroed nor copied.
+func (h *inner) parse(pkt []byte, carry6 bool) (err error) {
 	if carry6 && isIPv6(pkt) {
-		ip, err := packet.ParseIPv6(pkt)
-		return inner{fam: ipv6, ip6: ip}, err
+		h.fam = ipv6
+		h.ip6, err = packet.ParseIPv6(pkt)
+		return err
 	}
-	ip, err := packet.ParseIPv4(pkt)
-	return inner{ip4: ip}, err
+	h.fam = ipv4
+	h.ip4, err = packet.ParseIPv4(pkt)
+	return err
 }
 
 func (h *inner) src() netip.Addr {

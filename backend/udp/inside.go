@@ -86,8 +86,8 @@ func (in *inside) flushICMP() {
 // an ICMP or ICMPv6 error where that helps the sender). It lowers pkt's
 // TTL or hop limit.
 func (in *inside) route(pkt []byte, wire int, snap *routetable.Snapshot) (*routetable.Peer, bool) {
-	h, err := parseInner(pkt, in.fams[ipv6].own.IsValid())
-	if err != nil {
+	h := &in.hdr
+	if err := h.parse(pkt, in.fams[ipv6].own.IsValid()); err != nil {
 		reason := drop.Malformed
 		if err == packet.ErrVersion {
 			reason = drop.NotIPv4 // IPv6 where the network carries none
@@ -102,29 +102,42 @@ func (in *inside) route(pkt []byte, wire int, snap *routetable.Snapshot) (*route
 		// kernel accepts the error (reverse-path filter, martian checks)
 		// and the pod sees it. flanneld uses a local address, and the
 		// kernel drops its error as a martian.
-		in.answer(replyNetUnreachable, &h, pkt, h.dst())
+		in.answer(replyNetUnreachable, h, pkt, h.dst())
 		in.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
 		return nil, false
 	}
-	// Errors about a known peer come from the far end of the tunnel, the
-	// peer's TUN address, for the same reason.
-	far, to := peer.Subnet.Addr(), peer.AddrPort()
-	if h.fam == ipv6 {
-		far, to = peer.Subnet6.Addr(), peer.AddrPort6()
-	}
 	if wire > in.fams[h.fam].mtu {
 		if h.fam == ipv6 || h.ip4.DF { // IPv6 routers never fragment: the sender always hears
-			in.answer(replyFragNeeded, &h, pkt, far)
+			in.answer(replyFragNeeded, h, pkt, farEnd(h, peer))
 		}
-		in.count(drop.Inside, drop.TooBig, pkt, to)
+		in.count(drop.Inside, drop.TooBig, pkt, peerAddr(h, peer))
 		return nil, false
 	}
 	if !in.keepTTL && !h.decrementTTL(pkt) {
-		in.answer(replyTimeExceeded, &h, pkt, far)
-		in.count(drop.Inside, drop.TTLExpired, pkt, to)
+		in.answer(replyTimeExceeded, h, pkt, farEnd(h, peer))
+		in.count(drop.Inside, drop.TTLExpired, pkt, peerAddr(h, peer))
 		return nil, false
 	}
 	return peer, true
+}
+
+// farEnd is where errors about a packet to a known peer come from: the
+// far end of the tunnel, the peer's TUN address of the packet's family,
+// for the reason the destination answers for an unknown one.
+func farEnd(h *inner, peer *routetable.Peer) netip.Addr {
+	if h.fam == ipv6 {
+		return peer.Subnet6.Addr()
+	}
+	return peer.Subnet.Addr()
+}
+
+// peerAddr is the peer's public address of the packet's family, for the
+// trace line of a drop.
+func peerAddr(h *inner, peer *routetable.Peer) netip.AddrPort {
+	if h.fam == ipv6 {
+		return peer.AddrPort6()
+	}
+	return peer.AddrPort()
 }
 
 // icmpReply is the ICMP error the inside direction sends back to a pod.

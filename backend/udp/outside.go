@@ -56,8 +56,8 @@ func (o *outside) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
 // before this and the subnet and source checks here are the anti-spoofing
 // it lacks.
 func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snapshot) (int, bool) {
-	h, err := parseInner(pkt, o.fams[ipv6].own.IsValid())
-	if err != nil {
+	h := &o.hdr
+	if err := h.parse(pkt, o.fams[ipv6].own.IsValid()); err != nil {
 		o.count(drop.Outside, drop.Malformed, pkt, m.Addr)
 		return 0, false
 	}
@@ -65,7 +65,7 @@ func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Sna
 		o.count(drop.Outside, drop.NotOurSubnet, pkt, m.Addr)
 		return 0, false
 	}
-	if !o.sourceOK(&h, m.Addr.Addr(), snap) {
+	if !o.sourceOK(h, m.Addr.Addr(), snap) {
 		o.count(drop.Outside, drop.SpoofedSource, pkt, m.Addr)
 		return 0, false
 	}

@@ -70,6 +70,7 @@ type inside struct {
 
 	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
+	hdr   inner    // the header of the packet being routed
 	icmp  [][]byte // ICMP errors to write back into the TUN
 	nicmp int
 	limit icmpLimiter
@@ -90,6 +91,7 @@ type outside struct {
 
 	bufs [][]byte // socket read buffers, headroom + a whole datagram (or GRO run) each
 	msgs []encap.Message
+	hdr  inner    // the header of the inner packet being checked
 	tun  [][]byte // plain mode: what goes to the TUN, bufs[i][:headroom+n]
 
 	// offload mode: accepted packets waiting to be coalesced, slices of bufs
