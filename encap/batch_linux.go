@@ -1,7 +1,6 @@
 package encap
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"unsafe"
@@ -59,7 +58,7 @@ func groSize(oob []byte) int {
 // returned n it sets msgs[i].N and msgs[i].Addr (the sender) and fills
 // msgs[i].Buf[:N], and msgs[i].Off where the inner packet starts (after
 // the outer header an IPIP socket receives). A datagram larger than its
-// Buf is dropped (N = 0) and counted in Truncated. The caller owns the
+// Buf is dropped (N = 0) and counted (flannelu_udp_truncated_datagrams_total). The caller owns the
 // Bufs; ReadBatch keeps no reference after it returns.
 func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	if len(msgs) == 0 {
@@ -67,8 +66,8 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	}
 	op := &c.rx
 	op.prepare(msgs)
-	err := c.do(false, op.fn, &op.once)
-	n, opErr := op.n, op.err
+	errno, err := c.do(false, &op.op)
+	n := op.n
 	for i := 0; i < n; i++ {
 		m, h := &msgs[i], &op.hdrs[i]
 		m.N = int(h.Len)
@@ -90,8 +89,8 @@ func (c *Conn) ReadBatch(msgs []Message) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encap: read: %w", err)
 	}
-	if opErr != nil {
-		return 0, fmt.Errorf("encap: recvmmsg: %w", opErr)
+	if errno != 0 {
+		return 0, fmt.Errorf("encap: recvmmsg: %w", errno)
 	}
 	return n, nil
 }
@@ -142,40 +141,38 @@ func (c *Conn) send(msgs []Message) (int, error) {
 	gso := c.gso.Load()
 	op := &c.tx
 	op.prepare(msgs, gso, c.v6)
-	err := c.do(true, op.fn, &op.once)
-	sent, opErr := op.msgsSent(), op.err
+	errno, err := c.do(true, &op.op)
+	sent := op.msgsSent()
 	failedGroup := op.groupLen(op.sent)
 	op.release(len(msgs))
 	if err != nil {
 		return sent, fmt.Errorf("encap: write: %w", err)
 	}
-	if opErr == nil {
+	if errno == 0 {
 		return sent, nil
 	}
-	if gso && failedGroup > 1 && errors.Is(opErr, unix.EIO) {
+	if gso && failedGroup > 1 && errno == unix.EIO {
 		// The egress device cannot segment (seen with some NICs and
 		// checksum settings): send one datagram per message from now on.
 		c.gso.Store(false)
-		slog.Warn("encap: UDP GSO send failed; sending one datagram per message", "error", opErr)
+		slog.Warn("encap: UDP GSO send failed; sending one datagram per message", "error", errno)
 		more, err := c.send(msgs[sent:])
 		return sent + more, err
 	}
-	return sent, fmt.Errorf("encap: send to %v: %w", msgs[sent].Addr, opErr)
+	return sent, fmt.Errorf("encap: send to %v: %w", msgs[sent].Addr, errno)
 }
 
-// recvOp is the preallocated state of ReadBatch; recv is its callback.
+// recvOp is the preallocated state of ReadBatch; step is its system call.
 type recvOp struct {
+	op    poller.Op
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []sockaddr
 	gro   bool
 	ipip  bool   // an IPIP socket: Off is the outer header's length
 	oob   []byte // groCmsgSpace per message, when gro
-	once  poller.Attempt
 	count int
 	n     int
-	err   error
-	fn    func(fd uintptr) bool
 }
 
 func (op *recvOp) prepare(msgs []Message) {
@@ -198,24 +195,17 @@ func (op *recvOp) prepare(msgs []Message) {
 			op.hdrs[i].Hdr.SetControllen(groCmsgSpace)
 		}
 	}
-	op.count, op.n, op.err = len(msgs), 0, nil
+	op.count, op.n = len(msgs), 0
 }
 
-func (op *recvOp) recv(fd uintptr) bool {
-	for {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&op.hdrs[0])), uintptr(op.count), 0, 0, 0)
-		switch e {
-		case 0:
-			op.n = int(r)
-			return true
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			op.err = e
-			return true
-		}
+// step receives what is ready with one recvmmsg.
+func (op *recvOp) step(fd uintptr) (bool, unix.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&op.hdrs[0])), uintptr(op.count), 0, 0, 0)
+	if e != 0 {
+		return false, e
 	}
+	op.n = int(r)
+	return true, 0
 }
 
 // release drops the references to the caller's buffers.
@@ -225,20 +215,19 @@ func (op *recvOp) release(n int) {
 	}
 }
 
-// sendOp is the preallocated state of WriteBatch; send is its callback.
-// A group is the run of messages one mmsghdr carries (one without GSO).
+// sendOp is the preallocated state of WriteBatch; step is its system
+// call. A group is the run of messages one mmsghdr carries (one without
+// GSO).
 type sendOp struct {
+	op     poller.Op
 	hdrs   []unix.Mmsghdr
 	iovs   []unix.Iovec // up to three per message: the IPIP header, Head, Buf[:N]
 	names  []sockaddr
 	outer  [][OuterHeaderLen]byte // IPIP: each message's outer header
 	oob    []byte
-	once   poller.Attempt
 	ends   []int // ends[g]: index after the last message of group g
 	groups int
 	sent   int // groups sent so far
-	err    error
-	fn     func(fd uintptr) bool
 
 	ipip bool // an IPIP socket: an outer header per message
 }
@@ -274,7 +263,7 @@ func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 			setIovec(&op.iovs[iov], msgs[j].Buf[:msgs[j].N])
 			iov++
 		}
-		namelen := PutSockaddr(&op.names[g], msgs[i].Addr, v6)
+		namelen := putSockaddr(&op.names[g], msgs[i].Addr, v6)
 		h := &op.hdrs[g]
 		*h = unix.Mmsghdr{Hdr: unix.Msghdr{
 			Name:    (*byte)(unsafe.Pointer(&op.names[g])),
@@ -291,7 +280,7 @@ func (op *sendOp) prepare(msgs []Message, gso, v6 bool) {
 		op.ends[g] = end
 		i = end
 	}
-	op.groups, op.sent, op.err = g, 0, nil
+	op.groups, op.sent = g, 0
 }
 
 // groupEnd returns the end of the GSO run starting at msgs[i]: same
@@ -325,21 +314,14 @@ func putSegmentCmsg(oob []byte, size uint16) {
 	*(*uint16)(unsafe.Pointer(&oob[unix.CmsgLen(0)])) = size
 }
 
-func (op *sendOp) send(fd uintptr) bool {
-	for op.sent < op.groups {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&op.hdrs[op.sent])), uintptr(op.groups-op.sent), 0, 0, 0)
-		switch e {
-		case 0:
-			op.sent += int(r)
-		case unix.EINTR:
-		case unix.EAGAIN:
-			return false
-		default:
-			op.err = e
-			return true
-		}
+// step sends the groups not sent yet with one sendmmsg.
+func (op *sendOp) step(fd uintptr) (bool, unix.Errno) {
+	r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&op.hdrs[op.sent])), uintptr(op.groups-op.sent), 0, 0, 0)
+	if e != 0 {
+		return false, e
 	}
-	return true
+	op.sent += int(r)
+	return op.sent == op.groups, 0
 }
 
 // msgsSent is the number of messages in the groups sent so far.

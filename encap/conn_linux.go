@@ -32,6 +32,7 @@ type Conn struct {
 	truncated *metrics.Counter
 	rx        recvOp
 	tx        sendOp
+	lone      loneOp
 }
 
 // Listen opens the socket: bound to cfg.Addr, outgoing datagrams with DF
@@ -131,11 +132,10 @@ func newConn(cfg Config, closer io.Closer, raw syscall.RawConn, local netip.Addr
 			c.rx.gro = c.gro
 		}
 	}
-	// Bind the poller callbacks once: a closure per call would allocate.
-	c.rx.fn = c.rx.recv
-	c.tx.fn = c.tx.send
-	c.rx.once.Bind(c.rx.fn)
-	c.tx.once.Bind(c.tx.fn)
+	c.rx.op.Bind(c.rx.step)
+	c.tx.op.Bind(c.tx.step)
+	c.lone.op.Bind(c.lone.step)
+	c.lone.ipip = c.ipip
 	return c
 }
 
@@ -230,11 +230,6 @@ func (c *Conn) LocalAddr() netip.AddrPort { return c.local }
 // Offloads reports whether WriteBatch coalesces datagrams with UDP GSO and
 // whether ReadBatch receives with UDP GRO (asked for with Config.GRO).
 func (c *Conn) Offloads() (gso, gro bool) { return c.gso.Load(), c.gro }
-
-// Truncated counts datagrams dropped because they were larger than the
-// Message.Buf they arrived in. Conns listening with the same
-// Config.Metrics share one count.
-func (c *Conn) Truncated() uint64 { return c.truncated.Value() }
 
 // Close closes the socket; a blocked ReadBatch or WriteBatch returns an
 // error matching errors.Is(err, net.ErrClosed). A SelfPolled socket is

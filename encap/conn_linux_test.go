@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/testbed"
 )
 
@@ -223,14 +225,20 @@ func TestReadBatchReturnsSeveralReadyDatagrams(t *testing.T) {
 }
 
 func TestOversizedDatagramIsCountedNotDelivered(t *testing.T) {
-	_, a, b := pair(t)
+	ns := pairNS(t)
+	reg := metrics.NewRegistry()
+	a, b := listenIn(t, ns, Config{Addr: hostA}), listenIn(t, ns, Config{Addr: hostB, Metrics: reg})
 	sent := outgoing(hostB, []int{1000, 10})
 	if n, err := a.WriteBatch(sent); n != 2 || err != nil {
 		t.Fatalf("WriteBatch = %d, %v", n, err)
 	}
 	got := readAll(t, b, 2, 100)
-	if got[0].N != 0 || got[1].N != 10 || b.Truncated() != 1 {
-		t.Fatalf("N = %d, %d, Truncated = %d; want 0, 10, 1", got[0].N, got[1].N, b.Truncated())
+	var exposed strings.Builder
+	if _, err := reg.WriteTo(&exposed); err != nil {
+		t.Fatal(err)
+	}
+	if got[0].N != 0 || got[1].N != 10 || !strings.Contains(exposed.String(), "flannelu_udp_truncated_datagrams_total 1\n") {
+		t.Fatalf("N = %d, %d, metrics:\n%s\nwant 0, 10 and flannelu_udp_truncated_datagrams_total 1", got[0].N, got[1].N, exposed.String())
 	}
 }
 

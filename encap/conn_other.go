@@ -25,15 +25,11 @@ func (c *Conn) ReadBatch([]Message) (int, error)  { return 0, ErrUnsupported }
 func (c *Conn) WriteBatch([]Message) (int, error) { return 0, ErrUnsupported }
 func (c *Conn) LocalAddr() netip.AddrPort         { return netip.AddrPort{} }
 func (c *Conn) Offloads() (gso, gro bool)         { return false, false }
-func (c *Conn) Truncated() uint64                 { return 0 }
 func (c *Conn) Close() error                      { return nil }
 func (c *Conn) Drops() uint64                     { return 0 }
 
-// Lone is Linux's one-packet sender; here it sends nothing.
-type Lone struct{}
-
-// Send fails: see Listen.
-func (l *Lone) Send(int, Encapsulation, bool, *Message) bool { return false }
+// TrySend sends nothing: see Listen.
+func (c *Conn) TrySend(*Message) bool { return false }
 
 // Adopt fails: see Listen.
 func Adopt(Config, *os.File) (*Conn, error) { return nil, ErrUnsupported }

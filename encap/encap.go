@@ -79,7 +79,7 @@ type Config struct {
 	// when the send buffer is full.
 	SelfPolled bool
 	// Metrics receives flannelu_udp_truncated_datagrams_total
-	// (Conn.Truncated); nil exports it nowhere.
+	// (datagrams larger than their buffer); nil exports it nowhere.
 	Metrics *metrics.Registry
 }
 

@@ -19,7 +19,7 @@ func TestSockaddrRoundTrip(t *testing.T) {
 	} {
 		var sa sockaddr
 		want := netip.MustParseAddrPort(tc.addr)
-		if n := PutSockaddr(&sa, want, tc.v6); n != tc.namelen {
+		if n := putSockaddr(&sa, want, tc.v6); n != tc.namelen {
 			t.Fatalf("%v: namelen %d, want %d", want, n, tc.namelen)
 		}
 		got, err := parseSockaddr(sockaddrBytes(&sa, tc.namelen))
@@ -46,7 +46,7 @@ func FuzzParseSockaddr(f *testing.F) {
 		}
 		v6 := ap.Addr().Is6()
 		var sa sockaddr
-		n := PutSockaddr(&sa, ap, v6)
+		n := putSockaddr(&sa, ap, v6)
 		// Compared: family, port and address (not flow info or scope).
 		enc := unsafe.Slice((*byte)(unsafe.Pointer(&sa)), n)
 		if string(enc[:4]) != string(b[:4]) || v6 && string(enc[8:24]) != string(b[8:24]) || !v6 && string(enc[4:8]) != string(b[4:8]) {

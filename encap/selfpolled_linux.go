@@ -17,10 +17,7 @@ import (
 type selfPolled struct {
 	on     bool
 	closed atomic.Bool
-	shared atomic.Bool    // another process may hold the socket: no shutdown
-	out    [1]unix.PollFd // waitRoom's poll set
-	pollFn func(fd uintptr)
-	pollN  int
+	shared atomic.Bool // another process may hold the socket: no shutdown
 }
 
 // listenSelfPolled opens the socket with system calls of its own: net's
@@ -63,10 +60,6 @@ func selfPolledConn(cfg Config, f *os.File, local netip.AddrPort) (*Conn, error)
 	}
 	c := newConn(cfg, f, raw, local)
 	c.on = true
-	c.pollFn = func(fd uintptr) {
-		c.out[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
-		c.pollN, _ = unix.Poll(c.out[:], 100)
-	}
 	return c, nil
 }
 
@@ -132,34 +125,27 @@ func (c *Conn) wake() {
 	c.raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RD) }) //nolint:errcheck // see above
 }
 
-// do runs one ReadBatch or WriteBatch callback: through Go's poller, or,
-// SelfPolled, without waiting to read (false: nothing was ready) and,
-// when the send buffer is full, waiting for room to write.
-func (c *Conn) do(write bool, fn func(uintptr) bool, once *poller.Attempt) error {
+// do runs one ReadBatch or WriteBatch operation through the data path's
+// retry loop (poller.Op): on a SelfPolled socket a read takes what is
+// ready without waiting and a write waits for room (poller.Op's
+// full-buffer rule); otherwise through Go's netpoller, which waits in
+// both directions. errno is the system call's that ended the operation.
+func (c *Conn) do(write bool, op *poller.Op) (unix.Errno, error) {
 	if !c.on {
-		if write {
-			return c.raw.Write(fn)
-		}
-		return c.raw.Read(fn)
+		return op.Polled(c.raw, write)
 	}
-	for {
-		if c.closed.Load() {
-			return net.ErrClosed
-		}
-		done, err := once.Run(c.raw)
-		if err != nil {
-			return net.ErrClosed
-		}
-		if done || !write {
-			return nil
-		}
-		c.waitRoom()
+	if c.closed.Load() {
+		return 0, net.ErrClosed
 	}
-}
-
-// waitRoom waits, through the scheduler, until the socket can take a
-// datagram again or 100 ms passed (Close does not wake a wait for
-// writability).
-func (c *Conn) waitRoom() {
-	c.raw.Control(c.pollFn) //nolint:errcheck // a closed socket fails the next attempt
+	var errno unix.Errno
+	var err error
+	if write {
+		errno, err = op.Write(c.raw)
+	} else {
+		_, errno, err = op.Try(c.raw)
+	}
+	if err != nil {
+		return 0, net.ErrClosed
+	}
+	return errno, nil
 }

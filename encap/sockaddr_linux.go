@@ -15,11 +15,11 @@ var errNotInet = errors.New("encap: not an AF_INET or AF_INET6 socket address")
 // of socket.
 type sockaddr = unix.RawSockaddrInet6
 
-// PutSockaddr writes ap into sa as a sockaddr_in (v6 false; ap IPv4 or
+// putSockaddr writes ap into sa as a sockaddr_in (v6 false; ap IPv4 or
 // IPv4-mapped) or a sockaddr_in6 (v6 true), the port in network byte
-// order, and returns the length to pass to the kernel. sendmmsg's names
-// use it, and so does a caller's own sendto.
-func PutSockaddr(sa *unix.RawSockaddrInet6, ap netip.AddrPort, v6 bool) uint32 {
+// order, and returns the length to pass to the kernel: sendmmsg's names
+// and TrySend's sendto.
+func putSockaddr(sa *sockaddr, ap netip.AddrPort, v6 bool) uint32 {
 	if v6 {
 		*sa = sockaddr{Family: unix.AF_INET6, Addr: ap.Addr().As16()}
 		putPort(&sa.Port, ap.Port())

@@ -17,16 +17,9 @@ type Peer struct {
 	PublicIPv6 netip.Addr   // IPv6 underlay address, e.g. 2001:db8:0:1::7; zero if none
 	Port       uint16       // UDP port, flannel's default 8285; 0 for an IPIP peer (IP protocol 4 has no ports)
 
-	public4 [4]byte  // PublicIP as bytes, precomputed for sockaddrs
+	public4 [4]byte  // PublicIP as bytes, precomputed for the index by public address
 	public6 [16]byte // PublicIPv6 as bytes
 }
-
-// PublicIP4 returns the public IP as 4 bytes, ready for a
-// unix.SockaddrInet4 or a raw sockaddr_in.
-func (p *Peer) PublicIP4() [4]byte { return p.public4 }
-
-// PublicIP6 returns the public IPv6 address as 16 bytes.
-func (p *Peer) PublicIP6() [16]byte { return p.public6 }
 
 // AddrPort returns the peer's IPv4 UDP endpoint.
 func (p *Peer) AddrPort() netip.AddrPort { return netip.AddrPortFrom(p.PublicIP, p.Port) }

@@ -2,6 +2,7 @@ package routetable
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"slices"
 )
 
@@ -126,4 +127,12 @@ func (s *Snapshot) newLevel(shift uint8, idxs []int32) level {
 		l.sparse[keyOf(i)] = i + 1
 	}
 	return l
+}
+
+// IsPeerAddr is IsPeer or IsPeer6 by src's family.
+func (s *Snapshot) IsPeerAddr(src netip.Addr) (*Peer, bool) {
+	if src.Is4() || src.Is4In6() {
+		return s.IsPeer(src.As4())
+	}
+	return s.IsPeer6(src.As16())
 }

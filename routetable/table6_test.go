@@ -67,7 +67,7 @@ func TestLookup6LongestPrefix(t *testing.T) {
 	// The dual-stack peer is one entry, found by either family.
 	p4, _ := s.Lookup(a4("198.18.1.9"))
 	p6, _ := s.Lookup6(a16("2001:db8:100:1::9"))
-	if p4 != p6 || p6.AddrPort6() != netip.MustParseAddrPort("[2001:db8:0:1::1]:8285") || p6.PublicIP6() != a16("2001:db8:0:1::1") {
+	if p4 != p6 || p6.AddrPort6() != netip.MustParseAddrPort("[2001:db8:0:1::1]:8285") || p6.PublicIPv6.As16() != a16("2001:db8:0:1::1") {
 		t.Fatalf("dual-stack peer: %+v / %+v", p4, p6)
 	}
 	if s.Len() != 7 {

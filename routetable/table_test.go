@@ -54,7 +54,7 @@ func TestLookupLongestPrefix(t *testing.T) {
 		}
 	}
 	p, _ := s.Lookup(a4("198.18.41.3"))
-	if p.PublicIP4() != a4("192.0.2.2") || p.AddrPort() != netip.MustParseAddrPort("192.0.2.2:8285") {
+	if p.PublicIP.As4() != a4("192.0.2.2") || p.AddrPort() != netip.MustParseAddrPort("192.0.2.2:8285") {
 		t.Fatalf("peer endpoint %v", p.AddrPort())
 	}
 }
@@ -131,7 +131,7 @@ func TestUpdateRejectsInvalidPeers(t *testing.T) {
 		t.Fatalf("the IPIP peer (no port): %v, %v", p, ok)
 	}
 	p, ok := s.Lookup(a4("198.18.44.1"))
-	if !ok || p.Subnet.String() != "198.18.44.0/24" || p.PublicIP.String() != "192.0.2.5" || p.PublicIP4() != a4("192.0.2.5") {
+	if !ok || p.Subnet.String() != "198.18.44.0/24" || p.PublicIP.String() != "192.0.2.5" || p.PublicIP.As4() != a4("192.0.2.5") {
 		t.Fatalf("normalized peer: %+v", p)
 	}
 	if err := tb.Update([]Peer{peer("198.18.45.0/24", "192.0.2.6")}, nil); err != nil {
@@ -218,14 +218,14 @@ func TestConcurrentReadersSeeConsistentSnapshots(t *testing.T) {
 					t.Error("snapshot without its first peer")
 					return
 				}
-				g := int(first.PublicIP4()[3]) - 1
+				g := int(first.PublicIP.As4()[3]) - 1
 				if s.Len() != size(g) {
 					t.Errorf("snapshot of generation %d has %d peers, want %d", g, s.Len(), size(g))
 					return
 				}
 				for i := 0; i < s.Len(); i++ {
 					p, ok := s.Lookup([4]byte{198, 18, byte(i), 9})
-					if !ok || p.PublicIP4() != first.PublicIP4() {
+					if !ok || p.PublicIP.As4() != first.PublicIP.As4() {
 						t.Errorf("snapshot mixes generations at peer %d", i)
 						return
 					}
@@ -234,7 +234,7 @@ func TestConcurrentReadersSeeConsistentSnapshots(t *testing.T) {
 					t.Error("snapshot has more peers than its Len")
 					return
 				}
-				if _, ok := s.IsPeer(first.PublicIP4()); !ok {
+				if _, ok := s.IsPeer(first.PublicIP.As4()); !ok {
 					t.Error("IsPeer disagrees with Lookup")
 					return
 				}

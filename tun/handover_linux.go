@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"syscall"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,19 +32,17 @@ func (d *Device) DupFiles() ([]*os.File, error) {
 // handed over (DupFiles there). The interface's name and mode (VnetHdr) are
 // the device's own, read back with TUNGETIFF; cfg.Name, cfg.Queues and
 // cfg.VnetHdr are ignored. Offloads are negotiated again, which changes
-// nothing on a device that already has them. cfg.SelfPolled gives the
-// Device its own closing eventfd (Hold). Adopt takes ownership of files:
+// nothing on a device that already has them. The Device has a closing
+// eventfd of its own (Hold). Adopt takes ownership of files:
 // they are closed on error and by Device.Close.
 func Adopt(cfg Config, files []*os.File) (_ *Device, err error) {
 	if len(files) == 0 {
 		return nil, errors.New("tun: no queue to adopt")
 	}
 	d := &Device{truncated: truncatedCounter(cfg.Metrics)}
-	if cfg.SelfPolled {
-		if err := d.openClosing(); err != nil {
-			closeAll(files)
-			return nil, err
-		}
+	if err := d.openClosing(); err != nil {
+		closeAll(files)
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
@@ -71,7 +68,7 @@ func Adopt(cfg Config, files []*os.File) (_ *Device, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("tun: adopt queue %d: %w", i, err)
 		}
-		q, err := newQueue(d, fd, vnet, cfg.SelfPolled)
+		q, err := newQueue(d, fd, vnet)
 		if err != nil {
 			return nil, fmt.Errorf("tun: adopt queue %d: %w", i, err)
 		}
@@ -153,21 +150,13 @@ func closeAll(files []*os.File) {
 	}
 }
 
-// StopReads makes every queue's pending (blocking mode) and future Read
-// return an error matching os.ErrDeadlineExceeded, leaving the queues open
-// for writes: a forwarder stops reading, finishes what it holds, and only
-// then closes them. On a SelfPolled device it also makes the closing
-// eventfd readable (Hold), so that a thread waiting on the queues wakes
-// up; the eventfd is this process's, so another process sharing the
-// queues (DupFiles, Adopt) keeps reading them.
+// StopReads makes every queue's future Read return an error matching
+// os.ErrDeadlineExceeded, leaving the queues open for writes: a forwarder
+// stops reading, finishes what it holds, and only then closes them. It
+// also makes the closing eventfd readable (Hold), so that a thread waiting
+// on the queues wakes up; the eventfd is this process's, so another
+// process sharing the queues (DupFiles, Adopt) keeps reading them.
 func (d *Device) StopReads() error {
-	if d.closing != nil {
-		d.stopped.Store(true)
-		return d.wakeClosing()
-	}
-	var errs []error
-	for _, q := range d.queues {
-		errs = append(errs, q.file.SetReadDeadline(time.Unix(1, 0)))
-	}
-	return errors.Join(errs...)
+	d.stopped.Store(true)
+	return d.wakeClosing()
 }

@@ -1,7 +1,6 @@
 package tun
 
 import (
-	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -70,29 +69,5 @@ func TestAdoptRefusesWhatIsNotATUNQueue(t *testing.T) {
 	}
 	if _, err := Adopt(Config{}, nil); err == nil {
 		t.Fatal("Adopt of nothing succeeded")
-	}
-}
-
-// StopReads ends a blocked Read with os.ErrDeadlineExceeded and leaves the
-// queue open for writes.
-func TestStopReadsEndsABlockedRead(t *testing.T) {
-	_, dev := openConfigured(t, Config{Name: "flu0"})
-	q := dev.Queues()[0]
-	done := make(chan error, 1)
-	go func() {
-		bufs, sizes := makeBufs(1)
-		_, err := q.Read(bufs, sizes, headroom)
-		done <- err
-	}()
-	if err := dev.StopReads(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; !errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("Read after StopReads = %v, want os.ErrDeadlineExceeded", err)
-	}
-	pkt := ipv4UDP(netip.MustParseAddrPort("198.18.1.2:9000"), netip.MustParseAddrPort(tunAddr+":4000"), 64, []byte("x"))
-	buf := append(make([]byte, headroom), pkt...)
-	if n, err := q.Write([][]byte{buf}, headroom); n != 1 || err != nil {
-		t.Fatalf("Write after StopReads = %d, %v", n, err)
 	}
 }

@@ -1,10 +1,13 @@
-// Package tun is the TUN end of the udp backend's userspace forwarder: it
-// opens a Linux TUN device (IFF_TUN|IFF_NO_PI, flannel's flannel0) and moves
-// batches of raw IP packets between the kernel and caller-owned buffers.
+// Package tun is the TUN end of the userspace forwarder: it opens a Linux
+// TUN device (IFF_TUN|IFF_NO_PI, flannel's flannel0) and moves batches of
+// raw IP packets between the kernel and caller-owned buffers. Every
+// system call on a queue's descriptor is made here.
 //
-// Each Read wakes up once per batch and then drains, without blocking,
-// every packet the kernel has ready; Write hands packets to the kernel one
-// write(2) each. Neither allocates per packet.
+// The queues are kept out of Go's netpoller: the caller waits for them
+// itself (package poller) on the descriptors Queue.Hold lends it, then
+// Read drains, without waiting, every packet the kernel has ready; Write
+// hands packets to the kernel one write(2) each. Neither allocates per
+// packet.
 package tun
 
 import (
@@ -37,12 +40,7 @@ type Config struct {
 	// by gso_size; parsing that header is the caller's job.
 	// Device.Offloads reports what the kernel accepted.
 	VnetHdr bool
-	// SelfPolled keeps the queues out of Go's netpoller: Read, Write and
-	// WriteParts never wait (Read returns 0 when nothing is ready), and
-	// the caller waits for readiness itself on the descriptors Queue.Hold
-	// lends it (the udp backend's one-thread loop, package poller).
-	SelfPolled bool
-	// Metrics receives flannelu_tun_truncated_packets_total (Truncated);
+	// Metrics receives flannelu_tun_truncated_packets_total (packets Read dropped as larger than their buffer);
 	// nil exports it nowhere.
 	Metrics *metrics.Registry
 }

@@ -33,16 +33,15 @@ type Device struct {
 	offloads  Offload
 	closed    atomic.Bool
 	truncated *metrics.Counter
-	// closing is, with Config.SelfPolled, an eventfd that StopReads and
-	// Close make readable, so that a thread waiting on the queues wakes
-	// up. It is this process's own: a successor sharing the queues (a
-	// hand-over) has another.
+	// closing is an eventfd that StopReads and Close make readable, so
+	// that a thread waiting on the queues wakes up. It is this process's
+	// own: a successor sharing the queues (a hand-over) has another.
 	closing *os.File
 	stopped atomic.Bool // StopReads was called
 }
 
 // Open creates (or attaches to) the TUN interface cfg describes, with
-// IFF_TUN|IFF_NO_PI, and opens its queues non-blocking on Go's poller.
+// IFF_TUN|IFF_NO_PI, and opens its queues non-blocking, off Go's netpoller.
 // The interface is left down and unaddressed: configuring it is the
 // caller's job (netlink or ip).
 func Open(cfg Config) (*Device, error) {
@@ -65,10 +64,8 @@ func Open(cfg Config) (*Device, error) {
 		flags |= unix.IFF_VNET_HDR
 	}
 	d := &Device{name: name, truncated: truncatedCounter(cfg.Metrics)}
-	if cfg.SelfPolled {
-		if err := d.openClosing(); err != nil {
-			return nil, err
-		}
+	if err := d.openClosing(); err != nil {
+		return nil, err
 	}
 	for i := 0; i < queues; i++ {
 		fd, actual, err := openQueue(d.name, flags)
@@ -84,7 +81,7 @@ func Open(cfg Config) (*Device, error) {
 				return nil, fmt.Errorf("tun: %s queue %d: %w", d.name, i, err)
 			}
 		}
-		q, err := newQueue(d, fd, cfg.VnetHdr, cfg.SelfPolled)
+		q, err := newQueue(d, fd, cfg.VnetHdr)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("tun: %s queue %d: %w", d.name, i, err)
@@ -195,11 +192,6 @@ func (d *Device) Queues() []*Queue { return d.queues }
 // zero on a device opened without VnetHdr.
 func (d *Device) Offloads() Offload { return d.offloads }
 
-// Truncated counts packets Read dropped because they did not fit their
-// buffer (not detected in VnetHdr mode, where the caller parses frames).
-// Devices opened with the same Config.Metrics share one count.
-func (d *Device) Truncated() uint64 { return d.truncated.Value() }
-
 // Close closes every queue. A Read or Write blocked on any queue returns
 // an error matching errors.Is(err, os.ErrClosed). Close is idempotent.
 func (d *Device) Close() error {
@@ -226,9 +218,9 @@ func (d *Device) closedOr(op string, err error) error {
 	return fmt.Errorf("tun: %s %s: %w", op, d.name, err)
 }
 
-// openClosing creates the eventfd Close signals. Like the queues of a
-// self-polled device it is not on Go's poller (created blocking, then made
-// non-blocking), so the os.File only keeps it open while it is lent out.
+// openClosing creates the eventfd Close signals. Like the queues it is not
+// on Go's netpoller (created blocking, then made non-blocking), so the
+// os.File only keeps it open while it is lent out.
 func (d *Device) openClosing() error {
 	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/testbed"
 )
@@ -74,30 +77,30 @@ func makeBufs(n int) ([][]byte, []int) {
 	return bufs, make([]int, n)
 }
 
-type readResult struct {
-	n   int
-	err error
-}
-
-// readWithin calls q.Read and fails the test if it does not return in time
-// (the device is closed by cleanup, which unblocks the read).
+// readWithin waits, as the forwarder does, on the descriptor Hold lends
+// until q has a packet, then reads what is ready; it fails the test when
+// nothing comes in time.
 func readWithin(tb testing.TB, q *Queue, bufs [][]byte, sizes []int, offset int) int {
 	tb.Helper()
-	done := make(chan readResult, 1)
-	go func() {
+	deadline := time.Now().Add(waitLimit)
+	for time.Now().Before(deadline) {
 		n, err := q.Read(bufs, sizes, offset)
-		done <- readResult{n, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			tb.Fatalf("Read: %v", r.err)
+		if err != nil {
+			tb.Fatalf("Read: %v", err)
 		}
-		return r.n
-	case <-time.After(waitLimit):
-		tb.Fatalf("Read did not return within %v", waitLimit)
-		return 0
+		if n > 0 {
+			return n
+		}
+		err = q.Hold(func(fd, _ int) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1) //nolint:errcheck // the next Read says
+		})
+		if err != nil {
+			tb.Fatalf("Hold: %v", err)
+		}
 	}
+	tb.Fatalf("no packet to Read within %v", waitLimit)
+	return 0
 }
 
 // ipv4UDP builds an IPv4/UDP packet with a valid header checksum and UDP
@@ -286,17 +289,27 @@ func TestReadRejectsShortSizes(t *testing.T) {
 	}
 }
 
-func TestCloseUnblocksRead(t *testing.T) {
+// Close wakes a reader waiting on its queue and the closing eventfd, as
+// the forwarder waits, and its next Read fails as closed.
+func TestCloseWakesAWaitingReader(t *testing.T) {
 	_, dev := openConfigured(t, Config{Name: "flu0"})
+	q := dev.Queues()[0]
 	done := make(chan error, 1)
 	go func() {
-		bufs, sizes := makeBufs(1)
-		_, err := dev.Queues()[0].Read(bufs, sizes, 0)
+		err := q.Hold(func(fd, closing int) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(closing), Events: unix.POLLIN}}
+			for {
+				if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+					return
+				}
+			}
+		})
+		if err == nil {
+			bufs, sizes := makeBufs(1)
+			_, err = q.Read(bufs, sizes, 0)
+		}
 		done <- err
 	}()
-	if err := testbed.WaitParked("tun.TestCloseUnblocksRead", waitLimit); err != nil {
-		t.Fatal(err)
-	}
 	if err := dev.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
@@ -306,7 +319,7 @@ func TestCloseUnblocksRead(t *testing.T) {
 			t.Fatalf("Read after Close returned %v, want os.ErrClosed", err)
 		}
 	case <-time.After(waitLimit):
-		t.Fatal("Close did not unblock Read")
+		t.Fatal("Close did not wake the waiting reader")
 	}
 }
 
@@ -396,7 +409,8 @@ func TestOffloadString(t *testing.T) {
 }
 
 func TestReadDropsPacketLargerThanBuffer(t *testing.T) {
-	ns, dev := openConfigured(t, Config{Name: "flu0"})
+	reg := metrics.NewRegistry()
+	ns, dev := openConfigured(t, Config{Name: "flu0", Metrics: reg})
 	src := netip.MustParseAddrPort(tunAddr + ":4000")
 	dst := netip.MustParseAddrPort("198.18.1.2:9")
 	c := udpIn(t, ns, src.String())
@@ -405,10 +419,20 @@ func TestReadDropsPacketLargerThanBuffer(t *testing.T) {
 	bufs := [][]byte{make([]byte, headroom+64), make([]byte, headroom+64)}
 	sizes := make([]int, 2)
 	n := readWithin(t, dev.Queues()[0], bufs, sizes, headroom)
-	if n != 1 || dev.Truncated() != 1 {
-		t.Fatalf("Read = %d packets, Truncated = %d; want the small one and 1 drop", n, dev.Truncated())
+	if exposed := metricsText(t, reg); n != 1 || !strings.Contains(exposed, "flannelu_tun_truncated_packets_total 1\n") {
+		t.Fatalf("Read = %d packets, metrics:\n%s\nwant the small one and flannelu_tun_truncated_packets_total 1", n, exposed)
 	}
 	if got := udpPayload(t, bufs[0][headroom:headroom+sizes[0]], src, dst); string(got) != "fits" {
 		t.Fatalf("payload %q, want \"fits\"", got)
 	}
+}
+
+// metricsText is what reg exposes to a scraper.
+func metricsText(tb testing.TB, reg *metrics.Registry) string {
+	tb.Helper()
+	var b strings.Builder
+	if _, err := reg.WriteTo(&b); err != nil {
+		tb.Fatal(err)
+	}
+	return b.String()
 }

@@ -26,7 +26,6 @@ func Open(Config) (*Device, error) { return nil, ErrUnsupported }
 func (d *Device) Name() string      { return "" }
 func (d *Device) Queues() []*Queue  { return nil }
 func (d *Device) Offloads() Offload { return 0 }
-func (d *Device) Truncated() uint64 { return 0 }
 func (d *Device) Close() error      { return nil }
 
 func (q *Queue) BatchSize() int                         { return DefaultBatchSize }

@@ -44,7 +44,7 @@ var _ backend.Backend = (*Backend)(nil)
 // family's peer subnets via that family's public address of the peer.
 type family struct {
 	b       *Backend
-	fam     kernel.Family
+	fam     backend.Family
 	network netip.Prefix
 	public  netip.Addr             // this host's, published in the lease
 	own     netip.Prefix           // zero before Start
@@ -78,13 +78,13 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	}
 	b.log = b.log.With("backend", b.typ, "iface", b.dev.Name)
 	for _, f := range []struct {
-		fam           kernel.Family
+		fam           backend.Family
 		network       netip.Prefix
 		iface, public netip.Addr
 		flag          string
 	}{
-		{kernel.IPv4, opts.Network, ext.IfaceAddr, ext.ExtAddr, "--public-ip"},
-		{kernel.IPv6, opts.IPv6Network, ext.IfaceV6Addr, ext.ExtV6Addr, "--public-ipv6"},
+		{backend.IPv4, opts.Network, ext.IfaceAddr, ext.ExtAddr, "--public-ip"},
+		{backend.IPv6, opts.IPv6Network, ext.IfaceV6Addr, ext.ExtV6Addr, "--public-ipv6"},
 	} {
 		if !f.network.IsValid() {
 			continue
@@ -182,7 +182,7 @@ func (f *family) handle(ev subnet.Event, foreign bool, batch *kernel.Batch) {
 		}
 		return
 	}
-	if err := kernel.CheckPeer(f.network, ev.Lease); err != nil {
+	if err := backend.CheckPeer(f.network, ev.Lease); err != nil {
 		f.b.peerErrors.Add(1)
 		f.b.log.Warn("ignoring peer lease", "subnet", f.fam.Subnet(ev.Lease), "family", f.fam.String(), "error", err)
 		if known {

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/vishvananda/netlink"
 )
 
@@ -13,7 +14,7 @@ import (
 // IPv6 link-local addresses, which the kernel gives every device, are left
 // alone. Removals are logged.
 func EnsureAddress(h *netlink.Handle, link netlink.Link, want netip.Prefix, log *slog.Logger) error {
-	fam := FamilyOf(want.Addr())
+	fam := backend.FamilyOf(want.Addr())
 	addrs, err := Addrs(h, fam, link)
 	if err != nil {
 		return err

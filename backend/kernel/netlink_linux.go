@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -57,7 +58,7 @@ func IgnoreNotExist(err error) error {
 
 // Routes lists the unicast routes of family f in the main table that go
 // out of link index, retried as Dump does.
-func Routes(h *netlink.Handle, f Family, link int) ([]netlink.Route, error) {
+func Routes(h *netlink.Handle, f backend.Family, link int) ([]netlink.Route, error) {
 	filter := &netlink.Route{LinkIndex: link, Table: unix.RT_TABLE_MAIN}
 	return Dump(f.String()+" routes", func() ([]netlink.Route, error) {
 		return h.RouteListFiltered(f.Netlink(), filter, netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
@@ -73,7 +74,7 @@ func Neighs(h *netlink.Handle, link, family int) ([]netlink.Neigh, error) {
 }
 
 // Addrs lists the addresses of family f on a link, retried as Dump does.
-func Addrs(h *netlink.Handle, f Family, link netlink.Link) ([]netlink.Addr, error) {
+func Addrs(h *netlink.Handle, f backend.Family, link netlink.Link) ([]netlink.Addr, error) {
 	return Dump(f.String()+" addresses", func() ([]netlink.Addr, error) {
 		return h.AddrList(link, f.Netlink())
 	})

@@ -5,40 +5,16 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/internal/metrics"
 	"github.com/flannelu/flannelu/subnet"
 )
-
-// CheckPeer says whether a peer lease has the half network's family needs:
-// a subnet and a public address of that family. Everything else about a
-// lease (its subnet strictly inside the network, no overlap with this
-// host's or an earlier peer's, a usable public address, backend data this
-// backend can use) is the daemon's subnet.Validator's rule, the same for
-// every backend: backends see only the leases it accepted. A dual-stack
-// lease may still lack its IPv6 public address (the Validator requires
-// PublicIPv6 only on an IPv6-only network); then only its IPv4 half is
-// programmed.
-func CheckPeer(network netip.Prefix, l subnet.Lease) error {
-	f := FamilyOf(network.Addr())
-	sn, public := f.Subnet(l), f.PublicIP(l)
-	if !sn.IsValid() || !f.Contains(sn.Addr()) {
-		return fmt.Errorf("lease has no %s subnet (%v)", f, sn)
-	}
-	if !f.Contains(public) {
-		field := "PublicIP"
-		if f.Is6() {
-			field = "PublicIPv6"
-		}
-		return fmt.Errorf("lease %s %v is not an %s address", field, public, f)
-	}
-	return nil
-}
 
 // Owned reports whether a route destination belongs to the overlay: a
 // prefix of network's family strictly inside network. The network itself
 // and anything outside it are never ours.
 func Owned(network, dst netip.Prefix) bool {
-	return FamilyOf(dst.Addr()) == FamilyOf(network.Addr()) && dst.Bits() > network.Bits() && network.Contains(dst.Addr())
+	return backend.FamilyOf(dst.Addr()) == backend.FamilyOf(network.Addr()) && dst.Bits() > network.Bits() && network.Contains(dst.Addr())
 }
 
 // Foreign reports whether ev adds or changes a lease of another backend

@@ -9,6 +9,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
 )
 
@@ -91,7 +92,7 @@ func inUse(nl *netlink.Handle, l netlink.Link, o Options) string {
 }
 
 func removeGatewayRoutes(nl *netlink.Handle, o Options, network netip.Prefix) error {
-	routes, err := kernel.Routes(nl, kernel.FamilyOf(network.Addr()), o.ExtIface)
+	routes, err := kernel.Routes(nl, backend.FamilyOf(network.Addr()), o.ExtIface)
 	if err != nil {
 		return err
 	}

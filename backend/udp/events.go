@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/routetable"
 	"github.com/flannelu/flannelu/subnet"
@@ -13,7 +14,8 @@ import (
 // HandleEvents turns a batch of peer lease changes into a new route table
 // snapshot. A lease of another backend type is ignored with a warning, as
 // flanneld's backends do: that host listens for vxlan or nothing, not for
-// our UDP (or IPIP).
+// our UDP (or IPIP); a peer whose lease changes to another type is
+// removed, as the kernel backends remove it.
 //
 // A snapshot is built whole (O(n): at 5,000 peers about 2 ms and 850 KB),
 // so in a burst of single events the builds are paced: when the last one
@@ -33,6 +35,9 @@ func (b *Backend) HandleEvents(_ context.Context, events []subnet.Event) {
 		case ev.Type == subnet.EventRemoved:
 			delete(b.peers, id)
 		case !b.carries(l.Attrs.BackendType):
+			// As the kernel backends: the host no longer speaks our wire,
+			// so what was programmed for it goes.
+			delete(b.peers, id)
 			b.log.Warn("ignoring a peer lease of another backend type", "subnet", id, "type", l.Attrs.BackendType)
 		case problem != "":
 			b.log.Warn("ignoring a peer lease "+problem, "subnet", l.Subnet, "ipv6_subnet", l.IPv6Subnet)
@@ -124,22 +129,25 @@ func (b *Backend) carries(backendType string) bool {
 
 // peerOf is the route-table entry of a lease: the subnets of the families
 // the network carries (IPv6 only with a PublicIPv6) and the public
-// addresses, or why the lease cannot be one. Its ID names it whatever the problem (for removals).
+// addresses, or why the lease cannot be one. Its ID names it whatever the
+// problem (for removals). Each family's half is read as every backend
+// reads it (backend.Family, backend.CheckPeer); an IPv4 half needs no
+// IPv4 public address, since IPv4 pods may travel over an IPv6 underlay.
 func (b *Backend) peerOf(l subnet.Lease) (routetable.Peer, string) {
 	p := routetable.Peer{Port: uint16(b.port)}
-	if b.opts.Network.IsValid() && l.Subnet.Addr().Is4() {
-		p.Subnet = l.Subnet
+	if b.opts.Network.IsValid() {
+		p.Subnet, _ = backend.PeerSubnet(b.opts.Network, l)
 	}
-	if a := l.Attrs.PublicIP; a.Is4() && !a.IsUnspecified() {
+	if a := backend.IPv4.PublicIP(l); backend.IPv4.Contains(a) && !a.IsUnspecified() {
 		p.PublicIP = a
 	}
-	if a := l.Attrs.PublicIPv6; a.Is6() && !a.IsUnspecified() {
+	if a := backend.IPv6.PublicIP(l); backend.IPv6.Contains(a) && !a.IsUnspecified() {
 		p.PublicIPv6 = a
 	}
 	// IPv6 pods only behind a lease with a PublicIPv6: flanneld's udp
 	// backend publishes none, and its proxy would take an IPv6 packet for
 	// IPv4 and mangle it (README). Its IPv6 subnet is then no route here.
-	if b.opts.Network6.IsValid() && l.IPv6Subnet.Addr().Is6() && p.PublicIPv6.IsValid() {
+	if b.opts.Network6.IsValid() && backend.CheckPeer(b.opts.Network6, l) == nil && p.PublicIPv6.IsValid() {
 		p.Subnet6 = l.IPv6Subnet
 	}
 	switch {

@@ -75,13 +75,13 @@ func FuzzOutsideDatagram(f *testing.F) {
 			t.Fatalf("accepted %d bytes of a %d-byte datagram", size, len(pkt))
 		}
 		var src netip.Addr
-		own, peer, whole := w.out.own, peerSubnet, network
+		own, peer, whole := w.out.fams[ipv4].own, peerSubnet, network
 		if isIPv6(pkt) {
 			ip, err := packet.ParseIPv6(pkt[:size])
 			if err != nil || ip.Len() != size {
 				t.Fatalf("accepted a bad IPv6 packet: %v % x", err, pkt[:size])
 			}
-			src, own, peer, whole = ip.SrcAddr(), w.out.own6, peerSubnet6, network6
+			src, own, peer, whole = ip.SrcAddr(), w.out.fams[ipv6].own, peerSubnet6, network6
 			if !own.Contains(ip.DstAddr()) {
 				t.Fatalf("accepted an IPv6 packet for %v", ip.DstAddr())
 			}

@@ -57,7 +57,7 @@ func (b *Backend) adopt(h *Inherited) error {
 	b.kept.Store(true) // the predecessor forwards on them until it leaves
 	sockets := slices.Concat(h.Sockets, h.Sockets6)
 	var err error
-	if b.dev, err = tun.Adopt(tun.Config{SelfPolled: true, Metrics: b.opts.Metrics}, h.Queues); err != nil {
+	if b.dev, err = tun.Adopt(tun.Config{Metrics: b.opts.Metrics}, h.Queues); err != nil {
 		closeAll(sockets)
 		return err
 	}

@@ -23,7 +23,6 @@ func (in *inside) batchOffload(k int) error {
 		return fmt.Errorf("read TUN: %w", err)
 	}
 	snap := in.routes.Snapshot()
-	out := 0
 	in.segUsed = 0
 	for i, buf := range in.bufs[:n] {
 		frame := buf[headroom : headroom+in.sizes[i]]
@@ -38,12 +37,12 @@ func (in *inside) batchOffload(k int) error {
 				in.count(drop.Inside, drop.Malformed, pkt, netip.AddrPort{})
 				continue
 			}
-			out = in.queue(pkt, snap, out)
+			in.queue(pkt, snap)
 			continue
 		}
-		out = in.splitAndQueue(pkt, hdr, snap, out)
+		in.splitAndQueue(pkt, hdr, snap)
 	}
-	in.sendBatch(in.msgs[:out])
+	in.sendBatch()
 	in.flushICMP()
 	return nil
 }
@@ -55,11 +54,11 @@ func (in *inside) batchOffload(k int) error {
 // the super-packet is routed once: one lookup, one MTU check of its
 // largest segment, one TTL check. When the slots run out it first sends
 // what is queued, which keeps the order of every flow.
-func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *routetable.Snapshot, out int) int {
+func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *routetable.Snapshot) {
 	k, err := offload.Split(pkt, hdr, in.heads[in.segUsed:], in.payloads[in.segUsed:])
 	if errors.Is(err, offload.ErrNoRoom) && in.segUsed > 0 {
-		in.sendBatch(in.msgs[:out])
-		out, in.segUsed = 0, 0
+		in.sendBatch()
+		in.segUsed = 0
 		k, err = offload.Split(pkt, hdr, in.heads, in.payloads)
 	}
 	if err != nil {
@@ -68,18 +67,18 @@ func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *route
 			reason = drop.TooBig // more segments than a batch holds: a tiny MSS
 		}
 		in.count(drop.Inside, reason, pkt, netip.AddrPort{})
-		return out
+		return
 	}
 	heads, payloads := in.heads[in.segUsed:in.segUsed+k], in.payloads[in.segUsed:in.segUsed+k]
 	peer, ok := in.route(pkt, len(heads[0])+len(payloads[0]), snap)
 	if !ok {
-		return out
+		return
 	}
 	in.segUsed += k
 	via := in.underlay(peer, pkt)
 	if via == viaNone {
 		in.count(drop.Inside, drop.NoRoute, pkt, netip.AddrPort{})
-		return out
+		return
 	}
 	for i, head := range heads {
 		// route lowered the super-packet's TTL, whose header Split
@@ -91,7 +90,6 @@ func (in *inside) splitAndQueue(pkt []byte, hdr packet.VirtioNetHdr, snap *route
 		default:
 			packet.DecrementTTL(head)
 		}
-		out = in.push(head, payloads[i], peer, via, out)
+		in.push(head, payloads[i], peer, via)
 	}
-	return out
 }

@@ -37,24 +37,19 @@ func (w *worker) run(busyPoll time.Duration) error {
 	return err
 }
 
-// withHeld runs fn with the worker's descriptors held open, in the
-// poller's order (pollTUN, pollSocket, pollClosing, then pollSocket6 on a
-// dual-stack host), and lent to the halves for the one-packet system
-// calls (hold) meanwhile. It returns the error of the Hold that failed,
-// in which case fn did not run.
+// withHeld runs fn with the worker's descriptors held open for the
+// poller to wait on, in its order (pollTUN, pollSocket, pollClosing, then
+// pollSocket6 on a dual-stack host). It returns the error of the Hold
+// that failed, in which case fn did not run.
 func (w *worker) withHeld(fn func(fds ...int)) error {
 	var sockErr, sock6Err error
 	tunErr := w.in.q.Hold(func(tunFD, closing int) {
 		sockErr = w.out.conn.Hold(func(sock int) {
 			if w.out6 == nil {
-				defer w.hold(tunFD, sock, -1)()
 				fn(tunFD, sock, closing)
 				return
 			}
-			sock6Err = w.out6.conn.Hold(func(sock6 int) {
-				defer w.hold(tunFD, sock, sock6)()
-				fn(tunFD, sock, closing, sock6)
-			})
+			sock6Err = w.out6.conn.Hold(func(sock6 int) { fn(tunFD, sock, closing, sock6) })
 		})
 	})
 	return errors.Join(tunErr, sockErr, sock6Err)

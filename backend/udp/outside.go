@@ -1,13 +1,11 @@
 package udp
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 
 	"github.com/flannelu/flannelu/encap"
 	"github.com/flannelu/flannelu/internal/drop"
-	"github.com/flannelu/flannelu/internal/packet"
 	"github.com/flannelu/flannelu/routetable"
 )
 
@@ -44,41 +42,35 @@ func (o *outside) batch(k int) error {
 // fromPeer reports whether a message came from a known peer's public
 // address; when not, every datagram in it is counted as unknown_peer.
 func (o *outside) fromPeer(m *encap.Message, snap *routetable.Snapshot) bool {
-	if from := m.Addr.Addr(); from.Is4() {
-		if _, ok := snap.IsPeer(from.As4()); ok {
-			return true
-		}
-	} else if _, ok := snap.IsPeer6(from.As16()); ok {
+	if _, ok := snap.IsPeerAddr(m.Addr.Addr()); ok {
 		return true
 	}
 	o.dropRun(m, drop.UnknownPeer)
 	return false
 }
 
-// acceptInner checks the inner packet of a datagram from a known peer
-// and returns its length (bytes after the IPv4 total length are cut off),
-// or false with the drop counted. flanneld accepts anything from anyone;
-// the peer check before this and the subnet and source checks here are
-// the anti-spoofing it lacks.
+// acceptInner checks the inner packet (IPv4, or IPv6 where the network
+// carries it) of a datagram from a known peer and returns its length
+// (bytes after the length its header declares are cut off), or false with
+// the drop counted. flanneld accepts anything from anyone; the peer check
+// before this and the subnet and source checks here are the anti-spoofing
+// it lacks.
 func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Snapshot) (int, bool) {
-	if isIPv6(pkt) && o.own6.IsValid() {
-		return o.acceptInner6(pkt, m, snap)
-	}
-	ip, err := packet.ParseIPv4(pkt)
-	if err != nil {
+	h := &o.hdr
+	if err := h.parse(pkt, o.fams[ipv6].own.IsValid()); err != nil {
 		o.count(drop.Outside, drop.Malformed, pkt, m.Addr)
 		return 0, false
 	}
-	if !o.own.Contains(ip.DstAddr()) {
+	if !o.fams[h.fam].own.Contains(h.dst()) {
 		o.count(drop.Outside, drop.NotOurSubnet, pkt, m.Addr)
 		return 0, false
 	}
-	if !o.sourceOK(ip.Src, m.Addr.Addr(), snap) {
+	if !o.sourceOK(h, m.Addr.Addr(), snap) {
 		o.count(drop.Outside, drop.SpoofedSource, pkt, m.Addr)
 		return 0, false
 	}
-	pkt = pkt[:ip.TotalLen]
-	if !o.keepTTL && !packet.DecrementTTL(pkt) {
+	pkt = pkt[:h.len()]
+	if !o.keepTTL && !h.decrementTTL(pkt) {
 		o.count(drop.Outside, drop.TTLExpired, pkt, m.Addr)
 		return 0, false
 	}
@@ -87,16 +79,16 @@ func (o *outside) acceptInner(pkt []byte, m *encap.Message, snap *routetable.Sna
 }
 
 // sourceOK reports whether a peer at public address from (either
-// family) may send a packet with inner source src: src must lie in a
-// subnet leased by that peer (which holds its flannel device's address too, the subnet's
-// network address). With ForeignSources, a source outside the whole
-// Network is let through as well (a gateway host forwarding external
-// traffic into the overlay unmasqueraded); a source inside the Network
-// never passes unless it is the sender's. One route-table lookup, no
-// allocation.
-func (e *env) sourceOK(src [4]byte, from netip.Addr, snap *routetable.Snapshot) bool {
-	if p, ok := snap.Lookup(src); ok && p.HasPublic(from) {
+// family) may send a packet with h's inner source: it must lie in a
+// subnet leased by that peer (which holds its flannel device's address
+// too, the subnet's network address). With ForeignSources, a source
+// outside the whole network of its family is let through as well (a
+// gateway host forwarding external traffic into the overlay
+// unmasqueraded); a source inside the network never passes unless it is
+// the sender's. One route-table lookup, no allocation.
+func (e *env) sourceOK(h *inner, from netip.Addr, snap *routetable.Snapshot) bool {
+	if p, ok := h.lookupSrc(snap); ok && p.HasPublic(from) {
 		return true
 	}
-	return e.foreignSources && binary.BigEndian.Uint32(src[:])&e.netMask != e.netBase
+	return e.foreignSources && !e.fams[h.fam].network.Contains(h.src())
 }

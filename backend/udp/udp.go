@@ -2,8 +2,9 @@
 // device are sent to the peer host inside UDP (port 8285 by default), the
 // datagram's payload being the raw inner IP packet, exactly flanneld's
 // wire format. The two directions are kept apart: inside (TUN to UDP) in
-// inside.go, outside (UDP to TUN) in outside.go; their IPv6 halves, which
-// flanneld's udp backend never had, in inside6.go and outside6.go.
+// inside.go, outside (UDP to TUN) in outside.go. Both carry IPv6 too,
+// which flanneld's udp backend never had, with the same code: the inner
+// family is a value (inner.go), an index of each half's per-family state.
 //
 // The same pipeline carries flannel's ipip encapsulation where the kernel
 // has no ipip device (Options.Encap, package backend/ipip): only the
@@ -13,7 +14,6 @@ package udp
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,9 +105,6 @@ type Backend struct {
 	routes *routetable.Table
 	drops  drop.Counters
 	kdrops kernelDrops
-	// netBase and netMask are Network as integers, for the per-packet
-	// "outside the overlay" test of ForeignSources.
-	netBase, netMask uint32
 
 	dev     *tun.Device
 	ifindex int  // the TUN's interface index
@@ -167,10 +164,6 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 	b := &Backend{
 		ext: ext, opts: opts, port: cfg.Port, mtu: mtu, mtu6: mtu6, log: opts.Logger,
 		routes: routetable.New(), peers: map[netip.Prefix]routetable.Peer{}, touched: map[netip.Prefix]routetable.Peer{},
-	}
-	if opts.Network.IsValid() {
-		netAddr := opts.Network.Masked().Addr().As4()
-		b.netBase, b.netMask = binary.BigEndian.Uint32(netAddr[:]), ^uint32(0)<<(32-opts.Network.Bits())
 	}
 	b.drops.Register(opts.Metrics)
 	opts.Metrics.GaugeFunc("flannelu_udp_route_table_peers", "Peers in the udp backend's route table (the snapshot the forwarder reads).",
@@ -239,14 +232,14 @@ func (b *Backend) Start(_ context.Context, own subnet.Lease) (err error) {
 func (b *Backend) openTUN(queues int) error {
 	var err error
 	if b.opts.Offload {
-		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, SelfPolled: true, Metrics: b.opts.Metrics})
+		b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, VnetHdr: true, Metrics: b.opts.Metrics})
 		if err == nil {
 			b.vnet = true
 			return nil
 		}
 		b.log.Warn("TUN offloads refused; forwarding one packet at a time", "error", err)
 	}
-	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, SelfPolled: true, Metrics: b.opts.Metrics}); err != nil {
+	if b.dev, err = tun.Open(tun.Config{Name: b.opts.DeviceName, Queues: queues, Metrics: b.opts.Metrics}); err != nil {
 		return fmt.Errorf("open TUN %s: %w", b.opts.DeviceName, err)
 	}
 	return nil

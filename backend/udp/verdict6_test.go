@@ -139,12 +139,12 @@ func TestInside6Verdicts(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before := b.drops.Get(drop.Inside, tc.reason)
-			w.in.nicmp, w.in.nout6, w.in.limit = 0, 0, icmpLimiter{}
+			w.in.nicmp, w.in.nout, w.in.limit = 0, [2]int{}, icmpLimiter{}
 			orig := append([]byte(nil), tc.pkt...)
-			out := w.in.queue(tc.pkt, b.routes.Snapshot(), 0)
+			w.in.queue(tc.pkt, b.routes.Snapshot())
 			var sent []encap.Message
-			sent = append(sent, w.in.msgs[:out]...)
-			sent = append(sent, w.in.msgs6[:w.in.nout6]...)
+			sent = append(sent, w.in.msgs[viaIPv4][:w.in.nout[viaIPv4]]...)
+			sent = append(sent, w.in.msgs[viaIPv6][:w.in.nout[viaIPv6]]...)
 			if tc.to != "" {
 				if len(sent) != 1 || sent[0].Addr.String() != tc.to {
 					t.Fatalf("sent %v, want one datagram to %s", sent, tc.to)

@@ -44,11 +44,7 @@ type env struct {
 	routes *routetable.Table
 	drops  *drop.Counters
 	tracer *trace.Tracer // nil when tracing is off
-	mtu    int           // the overlay MTU for IPv4 inner packets
-	mtu6   int           // the overlay MTU for IPv6 inner packets
-	own    netip.Prefix  // this host's lease subnet
-	own6   netip.Prefix  // this host's IPv6 lease subnet; zero when IPv6 is not carried
-	net6   netip.Prefix  // Options.Network6, for ForeignSources
+	fams   [2]fam        // by inner family: ipv4, ipv6
 	vnet   bool          // the TUN carries virtio-net headers (offload mode)
 	encap  encap.Encapsulation
 	// keepTTL leaves inner TTLs alone (IPIP, as the kernel's ipip device:
@@ -57,24 +53,24 @@ type env struct {
 	keepTTL bool
 	// The host's underlays: an IPv4 socket, an IPv6 socket.
 	under4, under6 bool
-	// Options.ForeignSources, and Network as integers for its per-packet
-	// "outside the overlay" test (see sourceOK).
-	foreignSources   bool
-	netBase, netMask uint32
+	// Options.ForeignSources (see sourceOK).
+	foreignSources bool
 }
 
 // inside is the TUN to UDP half: everything its goroutine writes.
 type inside struct {
 	env
-	q     *tun.Queue  // reads pod packets, writes ICMP errors back
-	conn  *encap.Conn // sends datagrams over IPv4; nil on an IPv6-only host
-	conn6 *encap.Conn // sends datagrams over IPv6; nil without an IPv6 underlay
+	q *tun.Queue // reads pod packets, writes ICMP errors back
+	// by underlay (viaIPv4, viaIPv6): the socket (nil where the host has
+	// none), what goes out on it, pointing into bufs and heads, and how
+	// many of those are queued
+	conns [2]*encap.Conn
+	msgs  [2][]encap.Message
+	nout  [2]int
 
 	bufs  [][]byte // TUN read buffers, headroom + a whole frame each
 	sizes []int
-	msgs  []encap.Message // what goes out over IPv4, pointing into bufs and heads
-	msgs6 []encap.Message // what goes out over IPv6
-	nout6 int
+	hdr   inner    // the header of the packet being routed
 	icmp  [][]byte // ICMP errors to write back into the TUN
 	nicmp int
 	limit icmpLimiter
@@ -85,11 +81,6 @@ type inside struct {
 	heads    [][]byte
 	payloads [][]byte
 	segUsed  int
-
-	// the IPv4 and IPv6 sockets while the loop holds them (-1 otherwise),
-	// for a lone datagram's system call (lone_linux.go), and its state
-	sock, sock6 int
-	lone        encap.Lone
 }
 
 // outside is the UDP to TUN half: everything its goroutine writes.
@@ -100,14 +91,14 @@ type outside struct {
 
 	bufs [][]byte // socket read buffers, headroom + a whole datagram (or GRO run) each
 	msgs []encap.Message
+	hdr  inner    // the header of the inner packet being checked
 	tun  [][]byte // plain mode: what goes to the TUN, bufs[i][:headroom+n]
 
 	// offload mode: accepted packets waiting to be coalesced, slices of bufs
 	pkts  [][]byte
 	npkts int
 	co    *offload.Coalescer
-
-	tunFD int // the TUN queue while the loop holds it (-1 otherwise), for a lone packet's write
+	lone  [1][]byte // writeLone's one frame
 }
 
 // newWorker allocates a worker's buffers. A nil q (tests of the per-packet
@@ -118,9 +109,10 @@ func newWorker(b *Backend, q *tun.Queue, conn, conn6 *encap.Conn) *worker {
 	if q != nil {
 		n = q.BatchSize()
 	}
-	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer, mtu: b.mtu, mtu6: b.mtu6, own: b.own, own6: b.own6,
-		net6: b.opts.Network6, vnet: b.vnet, encap: b.opts.Encap, keepTTL: b.opts.Encap == encap.IPIP, under4: b.has4(), under6: b.has6(),
-		foreignSources: b.opts.ForeignSources, netBase: b.netBase, netMask: b.netMask}
+	e := env{routes: b.routes, drops: &b.drops, tracer: b.tracer,
+		fams: [2]fam{{mtu: b.mtu, own: b.own, network: b.opts.Network}, {mtu: b.mtu6, own: b.own6, network: b.opts.Network6}},
+		vnet: b.vnet, encap: b.opts.Encap, keepTTL: b.opts.Encap == encap.IPIP, under4: b.has4(), under6: b.has6(),
+		foreignSources: b.opts.ForeignSources}
 	coalesceUDP := b.vnet && b.dev.Offloads().Has(tun.OffloadUSO4) && (!b.own6.IsValid() || b.dev.Offloads().Has(tun.OffloadUSO6))
 	w := &worker{in: newInside(e, q, conn, conn6, n)}
 	switch {
@@ -135,16 +127,17 @@ func newWorker(b *Backend, q *tun.Queue, conn, conn6 *encap.Conn) *worker {
 }
 
 func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
+	queue := n
+	if e.vnet {
+		queue = n + segSlots
+	}
 	in := &inside{
-		env: e, q: q, conn: conn, conn6: conn6,
+		env: e, q: q, conns: [2]*encap.Conn{conn, conn6},
 		bufs: makeBufs(n, headroom+packet.VirtioNetHdrLen+maxPacket), sizes: make([]int, n),
-		msgs: make([]encap.Message, n), msgs6: make([]encap.Message, n),
+		msgs: [2][]encap.Message{make([]encap.Message, queue), make([]encap.Message, queue)},
 		icmp: makeBufs(n, headroom+max(packet.MaxICMPErrorLen, packet.MaxICMPv6ErrorLen)),
-		sock: -1, sock6: -1,
 	}
 	if e.vnet {
-		in.msgs = make([]encap.Message, n+segSlots)
-		in.msgs6 = make([]encap.Message, n+segSlots)
 		in.heads = makeBufs(segSlots, offload.MaxHeaderLen)
 		in.payloads = make([][]byte, segSlots)
 	}
@@ -154,7 +147,7 @@ func newInside(e env, q *tun.Queue, conn, conn6 *encap.Conn, n int) *inside {
 // newOutside allocates the outside half; coalesceUDP lets its coalescer
 // merge UDP datagrams too (the TUN accepts USO super-packets).
 func newOutside(e env, q *tun.Queue, conn *encap.Conn, n int, coalesceUDP bool) *outside {
-	o := &outside{env: e, conn: conn, q: q, tunFD: -1}
+	o := &outside{env: e, conn: conn, q: q}
 	readBatch := n
 	if e.vnet {
 		if e.encap != encap.IPIP {
@@ -186,37 +179,6 @@ func (o *outside) step(k int) error {
 		return o.batchOffload(min(k, len(o.msgs)))
 	}
 	return o.batch(min(k, len(o.msgs)))
-}
-
-// hold lends the halves the descriptors the loop holds (run keeps them
-// open meanwhile) for the one-packet system calls, until release: the
-// TUN queue to each outside half, and each socket to the inside half if
-// it sends on it. sock6 is the second outside half's socket, -1 without
-// one.
-func (w *worker) hold(tunFD, sock, sock6 int) (release func()) {
-	w.in.lend(w.out.conn, sock)
-	w.out.tunFD = tunFD
-	if w.out6 != nil {
-		w.in.lend(w.out6.conn, sock6)
-		w.out6.tunFD = tunFD
-	}
-	return func() {
-		w.in.sock, w.in.sock6, w.out.tunFD = -1, -1, -1
-		if w.out6 != nil {
-			w.out6.tunFD = -1
-		}
-	}
-}
-
-// lend gives the inside half fd, conn's descriptor (an outside half's,
-// never nil), if it sends on conn.
-func (in *inside) lend(conn *encap.Conn, fd int) {
-	switch conn {
-	case in.conn:
-		in.sock = fd
-	case in.conn6:
-		in.sock6 = fd
-	}
 }
 
 func makeBufs(n, size int) [][]byte {

@@ -77,13 +77,13 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 func (b *Backend) newVTEPs(opts Options) ([]*vtep, error) {
 	var vteps []*vtep
 	for _, f := range []struct {
-		fam              kernel.Family
+		fam              backend.Family
 		network          netip.Prefix
 		local, public    netip.Addr
 		name, publicFlag string
 	}{
-		{kernel.IPv4, opts.Network, b.ext.IfaceAddr, b.ext.ExtAddr, DeviceName(b.cfg.VNI), "--public-ip"},
-		{kernel.IPv6, opts.IPv6Network, b.ext.IfaceV6Addr, b.ext.ExtV6Addr, DeviceNameV6(b.cfg.VNI), "--public-ipv6"},
+		{backend.IPv4, opts.Network, b.ext.IfaceAddr, b.ext.ExtAddr, DeviceName(b.cfg.VNI), "--public-ip"},
+		{backend.IPv6, opts.IPv6Network, b.ext.IfaceV6Addr, b.ext.ExtV6Addr, DeviceNameV6(b.cfg.VNI), "--public-ipv6"},
 	} {
 		if !f.network.IsValid() {
 			continue

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
 )
 
@@ -20,7 +21,7 @@ import (
 // The Backend's mutex guards every field set after New.
 type vtep struct {
 	b       *Backend
-	fam     kernel.Family
+	fam     backend.Family
 	name    string       // flannel.<VNI> or flannel-v6.<VNI>
 	network netip.Prefix // the family's overlay network
 	local   netip.Addr   // the interface address the VXLAN packets leave from

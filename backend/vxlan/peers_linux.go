@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
 	"github.com/flannelu/flannelu/subnet"
 )
@@ -125,7 +126,7 @@ func (b *Backend) CheckLeaseData(l subnet.Lease) error {
 // peerOf turns this family's half of a lease into desired state, or says
 // why it cannot.
 func (v *vtep) peerOf(l subnet.Lease) (peer, error) {
-	if err := kernel.CheckPeer(v.network, l); err != nil {
+	if err := backend.CheckPeer(v.network, l); err != nil {
 		return peer{}, err
 	}
 	data, err := ParseLeaseData(v.fam.BackendData(l))

@@ -39,7 +39,7 @@ var _ backend.Backend = (*Backend)(nil)
 type wgDev struct {
 	name     string
 	port     int
-	families []kernel.Family
+	families []backend.Family
 	dev      device
 	link     netlink.Link
 	book     *peerBook
@@ -106,18 +106,18 @@ func New(ext *backend.ExternalInterface, opts Options) (*Backend, error) {
 func (b *Backend) newDevs(v4, v6 bool) (devs [2]*wgDev) {
 	if b.plan.separate() {
 		if v4 {
-			devs[0] = &wgDev{name: b.opts.DeviceName, port: b.cfg.ListenPort, families: []kernel.Family{kernel.IPv4}}
+			devs[0] = &wgDev{name: b.opts.DeviceName, port: b.cfg.ListenPort, families: []backend.Family{backend.IPv4}}
 		}
 		if v6 {
-			devs[1] = &wgDev{name: b.opts.DeviceNameV6, port: b.cfg.ListenPortV6, families: []kernel.Family{kernel.IPv6}}
+			devs[1] = &wgDev{name: b.opts.DeviceNameV6, port: b.cfg.ListenPortV6, families: []backend.Family{backend.IPv6}}
 		}
 	} else {
 		devs[0] = &wgDev{name: b.opts.DeviceName, port: b.cfg.ListenPort}
 		if v4 {
-			devs[0].families = append(devs[0].families, kernel.IPv4)
+			devs[0].families = append(devs[0].families, backend.IPv4)
 		}
 		if v6 {
-			devs[0].families = append(devs[0].families, kernel.IPv6)
+			devs[0].families = append(devs[0].families, backend.IPv6)
 		}
 	}
 	for _, d := range devs {

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/flannelu/flannelu/backend"
 	"github.com/flannelu/flannelu/backend/kernel"
 )
 
@@ -90,12 +91,12 @@ func openDevice(nl *netlink.Handle, name string, mtu int, log *slog.Logger) (dev
 // whole network, scope link, as flanneld's Configure and ConfigureV6 do.
 type layout struct {
 	link     netlink.Link
-	families []kernel.Family
+	families []backend.Family
 	own      [2]netip.Prefix // by family: [0] IPv4, [1] IPv6
 	network  [2]netip.Prefix
 }
 
-func famIndex(f kernel.Family) int {
+func famIndex(f backend.Family) int {
 	if f.Is6() {
 		return 1
 	}

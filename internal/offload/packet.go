@@ -77,17 +77,17 @@ func parseIPv4(pkt []byte) (ipInfo, error) {
 }
 
 func parseIPv6(pkt []byte) (ipInfo, error) {
-	if len(pkt) < packet.IPv6HeaderLen {
-		return ipInfo{}, fmt.Errorf("offload: IPv6 packet of %d bytes", len(pkt))
+	ip, err := packet.ParseIPv6(pkt)
+	if err != nil {
+		return ipInfo{}, fmt.Errorf("offload: %w", err)
 	}
-	if n, _ := packet.DeclaredLen(pkt); n != len(pkt) {
-		return ipInfo{}, fmt.Errorf("offload: IPv6 packet declares %d bytes, has %d", n, len(pkt))
+	if ip.Len() != len(pkt) {
+		return ipInfo{}, fmt.Errorf("offload: IPv6 packet declares %d bytes, has %d", ip.Len(), len(pkt))
 	}
-	next := pkt[6]
-	if next != protoTCP && next != protoUDP {
-		return ipInfo{}, fmt.Errorf("offload: IPv6 next header %d is not TCP or UDP", next)
+	if ip.NextHeader != protoTCP && ip.NextHeader != protoUDP {
+		return ipInfo{}, fmt.Errorf("offload: IPv6 next header %d is not TCP or UDP", ip.NextHeader)
 	}
-	return ipInfo{v6: true, proto: next, l4Off: packet.IPv6HeaderLen, src: pkt[8:24], dst: pkt[24:40]}, nil
+	return ipInfo{v6: true, proto: ip.NextHeader, l4Off: packet.IPv6HeaderLen, src: pkt[8:24], dst: pkt[24:40]}, nil
 }
 
 // l4HdrLen returns the TCP or UDP header length of the packet described by ip.

@@ -111,20 +111,6 @@ func (p *Poller) SetBusyPoll(d time.Duration) { p.busyPoll = min(max(d, 0), MaxB
 // Wait.
 func (p *Poller) Ready(i int) bool { return p.fds[i].Revents != 0 }
 
-// WantWrite makes the i-th descriptor's wait also end when it is writable
-// (on) or not (off): a sender that hit a full buffer waits for room.
-func (p *Poller) WantWrite(i int, on bool) {
-	if on {
-		p.fds[i].Events |= unix.POLLOUT
-	} else {
-		p.fds[i].Events &^= unix.POLLOUT
-	}
-}
-
-// Writable reports whether the i-th descriptor was writable at the last
-// Wait.
-func (p *Poller) Writable(i int) bool { return p.fds[i].Revents&unix.POLLOUT != 0 }
-
 // Wait blocks until at least one descriptor is ready. It returns only
 // errors of ppoll itself (EINTR is handled).
 func (p *Poller) Wait() error {

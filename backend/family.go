@@ -1,4 +1,4 @@
-package kernel
+package backend
 
 import (
 	"encoding/json"
@@ -9,12 +9,12 @@ import (
 	"github.com/flannelu/flannelu/subnet"
 )
 
-// Family is one address family of a network, as the kernel backends
-// program it: which half of a lease it reads (Subnet, PublicIP and
-// BackendData for IPv4; IPv6Subnet, PublicIPv6 and BackendV6Data for
-// IPv6, as flanneld reads them) and which netlink family its routes,
-// neighbours and addresses live in. A dual-stack backend runs the same
-// code once per family.
+// Family is one address family of a network, as every backend reads it:
+// which half of a lease it reads (Subnet, PublicIP and BackendData for
+// IPv4; IPv6Subnet, PublicIPv6 and BackendV6Data for IPv6, as flanneld
+// reads them) and, for the kernel backends, which netlink family its
+// routes, neighbours and addresses live in. A dual-stack backend runs the
+// same code once per family.
 type Family struct{ v6 bool }
 
 // The two families.

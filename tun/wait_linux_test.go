@@ -8,12 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestSelfPolled: a SelfPolled queue's Read does not wait (0 packets when
-// none is ready), a packet looped through the kernel makes the lent
+// TestReadDoesNotWait: a queue's Read does not wait (0 packets when none
+// is ready), a packet looped through the kernel makes the lent
 // descriptor readable and is read, and Close makes the closing eventfd
 // readable, after which Hold fails as closed.
-func TestSelfPolled(t *testing.T) {
-	_, dev := openConfigured(t, Config{Name: "flu0", SelfPolled: true})
+func TestReadDoesNotWait(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
 	q := dev.Queues()[0]
 	in, sizes := makeBufs(4)
 	if n, err := q.Read(in, sizes, headroom); n != 0 || err != nil {
@@ -48,18 +48,18 @@ func TestSelfPolled(t *testing.T) {
 	}
 }
 
-// StopReads on a SelfPolled device wakes a poll on its closing eventfd and
+// StopReads wakes a poll on its closing eventfd and
 // makes Read fail with os.ErrDeadlineExceeded; the queue still writes. A
 // successor holding the same queue (Adopt) has its own eventfd, which
 // neither StopReads nor Close here makes readable, and reads on.
-func TestSelfPolledStopReads(t *testing.T) {
-	_, dev := openConfigured(t, Config{Name: "flu0", SelfPolled: true})
+func TestStopReads(t *testing.T) {
+	_, dev := openConfigured(t, Config{Name: "flu0"})
 	q := dev.Queues()[0]
 	files, err := dev.DupFiles()
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, err := Adopt(Config{SelfPolled: true}, files)
+	next, err := Adopt(Config{}, files)
 	if err != nil {
 		t.Fatal(err)
 	}
