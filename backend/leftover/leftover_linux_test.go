@@ -43,11 +43,16 @@ func host(t *testing.T) *kerneltest.Namespace {
 }
 
 func links(t *testing.T, ns *kerneltest.Namespace) []string {
+	// Through netlink, not `ip link`: ip also prints "Error: Peer netns
+	// reference is invalid" for a veth whose peer's namespace another test
+	// is deleting at that moment.
+	ls, err := ns.NL.LinkList()
+	if err != nil {
+		t.Fatalf("list links: %v", err)
+	}
 	var names []string
-	for _, line := range strings.Split(ns.IP(t, "-o", "link", "show"), "\n") {
-		if f := strings.Fields(line); len(f) > 1 {
-			names = append(names, strings.TrimSuffix(strings.Split(f[1], "@")[0], ":"))
-		}
+	for _, l := range ls {
+		names = append(names, l.Attrs().Name)
 	}
 	slices.Sort(names)
 	return names
