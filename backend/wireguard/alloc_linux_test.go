@@ -161,6 +161,9 @@ func (p *pipe) wait(t *testing.T, want uint64) {
 // net.UDPAddr and an endpoint per received datagram, and pool churn),
 // which the bound, under one per 20 packets, fails.
 func TestPipelineAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("under the race detector sync.Pool drops items at random, so wireguard-go's pools allocate; the run without -race (make test's first pass) checks this")
+	}
 	p := newPipe(t)
 	for _, size := range []int{64, 1200} {
 		t.Run(fmt.Sprint(size, " B"), func(t *testing.T) {
