@@ -35,7 +35,7 @@ const LeaseDuration = 24 * time.Hour
 // everything for a moment) or ctx ending are errors; other API errors are
 // retried.
 func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subnet.LeaseAttrs, _ netip.Prefix) (subnet.Lease, error) {
-	f, err := s.follow(s.node)
+	f, err := s.follow(s.node, nil)
 	if err != nil {
 		return subnet.Lease{}, err
 	}

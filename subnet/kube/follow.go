@@ -44,10 +44,12 @@ const (
 
 // follow starts queueing the changes of every node (only == "") or of
 // one node. Until stop, the informer replays its cache into the queue
-// first, then every change.
-func (s *Store) follow(only string) (*follower, error) {
+// first, then every change. depth, when not nil, tracks the queue's
+// length; it is set here, before the informer's handler can read it.
+func (s *Store) follow(only string, depth *queueDepth) (*follower, error) {
 	f := &follower{
-		s: s,
+		s:     s,
+		depth: depth,
 		queue: workqueue.NewTypedRateLimitingQueue(
 			workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryMin, retryMax)),
 	}

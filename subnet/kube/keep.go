@@ -28,7 +28,7 @@ import (
 // failed patch, even one RBAC refused (logged with the permission it
 // lacks), is retried with backoff: forwarding does not depend on it.
 func (s *Store) KeepLease(ctx context.Context, cfg *subnet.Config, lease subnet.Lease) error {
-	f, err := s.follow(s.node)
+	f, err := s.follow(s.node, nil)
 	if err != nil {
 		return err
 	}

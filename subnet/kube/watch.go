@@ -23,11 +23,10 @@ func (s *Store) WatchLeases(ctx context.Context, handle func([]subnet.Event)) er
 	if err != nil {
 		return err
 	}
-	f, err := s.follow("")
+	f, err := s.follow("", &s.queue)
 	if err != nil {
 		return err
 	}
-	f.depth = &s.queue
 	defer f.stop()
 	if !f.synced(ctx) {
 		return nil
