@@ -295,20 +295,28 @@ func TestCloseWakesAWaitingReader(t *testing.T) {
 	_, dev := openConfigured(t, Config{Name: "flu0"})
 	q := dev.Queues()[0]
 	done := make(chan error, 1)
+	// The reader waits and reads until it gets an error: the kernel may
+	// queue a packet of its own on the new device (an IPv6 router
+	// solicitation), which wakes it before Close does.
 	go func() {
-		err := q.Hold(func(fd, closing int) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(closing), Events: unix.POLLIN}}
-			for {
-				if _, err := unix.Poll(fds, -1); err != unix.EINTR {
-					return
+		bufs, sizes := makeBufs(1)
+		for {
+			err := q.Hold(func(fd, closing int) {
+				fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(closing), Events: unix.POLLIN}}
+				for {
+					if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+						return
+					}
 				}
+			})
+			if err == nil {
+				_, err = q.Read(bufs, sizes, 0)
 			}
-		})
-		if err == nil {
-			bufs, sizes := makeBufs(1)
-			_, err = q.Read(bufs, sizes, 0)
+			if err != nil {
+				done <- err
+				return
+			}
 		}
-		done <- err
 	}()
 	if err := dev.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
